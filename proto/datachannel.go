@@ -1,0 +1,71 @@
+package proto
+
+import (
+	"encoding/json"
+)
+
+// DataChannelLabel is the label of the chat data channel every Parley peer
+// connection carries.
+const DataChannelLabel = "parley-chat"
+
+// DCType names a message on the chat data channel.
+type DCType string
+
+const (
+	DCChat      DCType = "chat"      // a chat message
+	DCDelivered DCType = "delivered" // receipt for ID
+	DCRead      DCType = "read"      // read receipt for ID
+	DCTyping    DCType = "typing"    // typing indicator
+)
+
+// DCMessage is one message on the chat data channel. The channel is
+// DTLS-SCTP end to end, so relays never see these fields.
+type DCMessage struct {
+	Type   DCType `json:"type"`
+	ID     string `json:"id,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Time   int64  `json:"ts,omitempty"`
+	Typing bool   `json:"typing,omitempty"`
+}
+
+// MaxDCMessage bounds one data-channel message.
+const MaxDCMessage = 16 << 10
+
+// DecodeDC parses and validates a data-channel message.
+func DecodeDC(data []byte) (*DCMessage, error) {
+	if len(data) > MaxDCMessage {
+		return nil, Errorf(CodeTooLarge, "data channel message of %d bytes exceeds %d", len(data), MaxDCMessage)
+	}
+	var m DCMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, Errorf(CodeBadFrame, "data channel message: %v", err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks the fields its type needs.
+func (m *DCMessage) Validate() error {
+	switch m.Type {
+	case DCChat:
+		if err := ValidateID(m.ID); err != nil {
+			return err
+		}
+		return ValidateText(m.Text)
+	case DCDelivered, DCRead:
+		return ValidateID(m.ID)
+	case DCTyping:
+		return nil
+	}
+	return Errorf(CodeUnknownType, "unknown data channel message type %q", truncate(string(m.Type), 32))
+}
+
+// EncodeDC marshals m after validating it.
+func EncodeDC(m *DCMessage) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}

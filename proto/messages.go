@@ -1,0 +1,275 @@
+package proto
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"strings"
+)
+
+// Hello is the server's first frame: a fresh challenge the client signs.
+type Hello struct {
+	Challenge string `json:"challenge"` // base64 of 32 random bytes
+	Server    string `json:"server,omitempty"`
+	Version   int    `json:"version"`
+}
+
+func (h *Hello) Validate() error {
+	if b, err := base64.StdEncoding.DecodeString(h.Challenge); err != nil || len(b) < 16 {
+		return Errorf(CodeBadRequest, "hello challenge must be base64 of at least 16 bytes")
+	}
+	return nil
+}
+
+// Auth proves the client holds the private key for PublicKey and claims Name.
+// Signature is Ed25519 over AuthPayload(challenge, name, publicKey).
+type Auth struct {
+	Name      string     `json:"name"`
+	PublicKey string     `json:"public_key"` // base64 of the 32-byte Ed25519 public key
+	Signature string     `json:"signature"`  // base64 of the 64-byte signature
+	Agent     string     `json:"agent,omitempty"`
+	NAT       *NATReport `json:"nat,omitempty"`
+}
+
+func (a *Auth) Validate() error {
+	if err := ValidateRegisterName(a.Name); err != nil {
+		return err
+	}
+	if _, err := a.Key(); err != nil {
+		return err
+	}
+	if s, err := base64.StdEncoding.DecodeString(a.Signature); err != nil || len(s) != ed25519.SignatureSize {
+		return Errorf(CodeBadRequest, "signature must be base64 of %d bytes", ed25519.SignatureSize)
+	}
+	if len(a.Agent) > 128 {
+		return Errorf(CodeBadRequest, "agent longer than 128 bytes")
+	}
+	if a.NAT != nil {
+		return a.NAT.Validate()
+	}
+	return nil
+}
+
+// Key decodes the public key.
+func (a *Auth) Key() (ed25519.PublicKey, error) {
+	return DecodePublicKey(a.PublicKey)
+}
+
+// DecodePublicKey decodes a base64 Ed25519 public key.
+func DecodePublicKey(s string) (ed25519.PublicKey, error) {
+	k, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(k) != ed25519.PublicKeySize {
+		return nil, Errorf(CodeBadRequest, "public_key must be base64 of %d bytes", ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(k), nil
+}
+
+// AuthPayload is the byte string an Auth signature covers. Binding the name
+// and key to the server's one-time challenge stops replays.
+func AuthPayload(challenge, name, publicKey string) []byte {
+	return []byte("parley-auth-v1\n" + challenge + "\n" + name + "\n" + publicKey)
+}
+
+// VerifyAuth checks a's signature over challenge.
+func VerifyAuth(a *Auth, challenge string) error {
+	key, err := a.Key()
+	if err != nil {
+		return err
+	}
+	sig, err := base64.StdEncoding.DecodeString(a.Signature)
+	if err != nil {
+		return Errorf(CodeAuthFailed, "signature is not base64")
+	}
+	if !ed25519.Verify(key, AuthPayload(challenge, a.Name, a.PublicKey), sig) {
+		return Errorf(CodeAuthFailed, "signature does not verify for %q", a.Name)
+	}
+	return nil
+}
+
+// SignAuth fills an Auth for name, signed with priv over challenge.
+func SignAuth(priv ed25519.PrivateKey, challenge, name string) *Auth {
+	pub := base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey))
+	sig := ed25519.Sign(priv, AuthPayload(challenge, name, pub))
+	return &Auth{Name: name, PublicKey: pub, Signature: base64.StdEncoding.EncodeToString(sig)}
+}
+
+// ICEServer mirrors WebRTC's RTCIceServer.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Welcome confirms authentication.
+type Welcome struct {
+	Name       string      `json:"name"`
+	Session    string      `json:"session"`
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+	Online     []Presence  `json:"online"`
+	// HeartbeatSeconds is how often the client should ping when idle.
+	HeartbeatSeconds int `json:"heartbeat_seconds,omitempty"`
+}
+
+func (w *Welcome) Validate() error {
+	if err := ValidateName(w.Name); err != nil {
+		return err
+	}
+	if len(w.Online) > 10000 {
+		return Errorf(CodeBadRequest, "welcome lists too many users")
+	}
+	for i := range w.Online {
+		if err := w.Online[i].Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Status is a user's presence status.
+type Status string
+
+const (
+	StatusOnline  Status = "online"
+	StatusAway    Status = "away"
+	StatusOffline Status = "offline"
+)
+
+// Presence reports one user's state. From the server, Name is set; from a
+// client (setting its own status) only Status is.
+type Presence struct {
+	Name      string `json:"name,omitempty"`
+	Status    Status `json:"status"`
+	PublicKey string `json:"public_key,omitempty"`
+	LastSeen  int64  `json:"last_seen,omitempty"` // unix milliseconds
+}
+
+// Online reports whether the user is reachable (online or away).
+func (p *Presence) Online() bool { return p.Status == StatusOnline || p.Status == StatusAway }
+
+func (p *Presence) Validate() error {
+	if p.Name != "" {
+		if err := ValidateName(p.Name); err != nil {
+			return err
+		}
+	}
+	switch p.Status {
+	case StatusOnline, StatusAway, StatusOffline:
+	default:
+		return Errorf(CodeBadRequest, "presence status %q is not online, away or offline", truncate(string(p.Status), 16))
+	}
+	if p.PublicKey != "" {
+		if _, err := DecodePublicKey(p.PublicKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ack acknowledges the envelope whose id is Ref.
+type Ack struct {
+	Ref string `json:"ref"`
+}
+
+func (a *Ack) Validate() error { return ValidateID(a.Ref) }
+
+// MaxSDPLen bounds an SDP body.
+const MaxSDPLen = 48 << 10
+
+// SDP carries an offer or answer for the peer connection Session.
+type SDP struct {
+	Session string `json:"session"`
+	SDP     string `json:"sdp"`
+}
+
+func (s *SDP) Validate() error {
+	if err := ValidateID(s.Session); err != nil {
+		return err
+	}
+	if s.SDP == "" || len(s.SDP) > MaxSDPLen {
+		return Errorf(CodeBadRequest, "sdp must be 1–%d bytes", MaxSDPLen)
+	}
+	if !strings.HasPrefix(s.SDP, "v=0") {
+		return Errorf(CodeBadRequest, "sdp does not start with v=0")
+	}
+	return nil
+}
+
+// Candidate carries one trickled ICE candidate (RTCIceCandidateInit). An
+// empty Candidate string means end of candidates.
+type Candidate struct {
+	Session       string  `json:"session"`
+	Candidate     string  `json:"candidate"`
+	SDPMid        *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex *uint16 `json:"sdpMLineIndex,omitempty"`
+	UsernameFrag  *string `json:"usernameFragment,omitempty"`
+}
+
+func (c *Candidate) Validate() error {
+	if err := ValidateID(c.Session); err != nil {
+		return err
+	}
+	if len(c.Candidate) > 1024 {
+		return Errorf(CodeBadRequest, "candidate longer than 1024 bytes")
+	}
+	if c.Candidate != "" && !strings.HasPrefix(c.Candidate, "candidate:") {
+		return Errorf(CodeBadRequest, "candidate does not start with \"candidate:\"")
+	}
+	if c.SDPMid != nil && len(*c.SDPMid) > 64 || c.UsernameFrag != nil && len(*c.UsernameFrag) > 256 {
+		return Errorf(CodeBadRequest, "candidate mid or ufrag too long")
+	}
+	return nil
+}
+
+// Bye closes the peer connection Session.
+type Bye struct {
+	Session string `json:"session"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (b *Bye) Validate() error {
+	if len(b.Reason) > 256 {
+		return Errorf(CodeBadRequest, "reason longer than 256 bytes")
+	}
+	return ValidateID(b.Session)
+}
+
+// CallSignal rings, accepts, declines or hangs up the call Call.
+type CallSignal struct {
+	Call   string `json:"call"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (c *CallSignal) Validate() error {
+	if len(c.Reason) > 256 {
+		return Errorf(CodeBadRequest, "reason longer than 256 bytes")
+	}
+	return ValidateID(c.Call)
+}
+
+// Chat is one chat message. ID is chosen by the sender and is the key for
+// delivery receipts and duplicate suppression.
+type Chat struct {
+	ID   string `json:"id"`
+	Text string `json:"text"`
+	Time int64  `json:"ts,omitempty"` // sender's clock, unix milliseconds
+}
+
+func (c *Chat) Validate() error {
+	if err := ValidateID(c.ID); err != nil {
+		return err
+	}
+	return ValidateText(c.Text)
+}
+
+// Receipt says message ID was delivered (or read).
+type Receipt struct {
+	ID string `json:"id"`
+}
+
+func (r *Receipt) Validate() error { return ValidateID(r.ID) }
+
+// Typing reports whether the sender is typing.
+type Typing struct {
+	Typing bool `json:"typing"`
+}
+
+func (t *Typing) Validate() error { return nil }
