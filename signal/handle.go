@@ -1,0 +1,206 @@
+package signal
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parley-voice/parley/proto"
+)
+
+// handleAuth processes the first message, which must be a valid auth. It
+// returns false when the session must end.
+func (ss *session) handleAuth(env *proto.Envelope) bool {
+	s := ss.srv
+	if env.Type != proto.TypeAuth {
+		ss.violation(proto.Errorf(proto.CodeUnauthenticated, "%s before auth; send auth first", env.Type), env.ID)
+		return true
+	}
+	a, err := proto.DecodeBody[*proto.Auth](env)
+	if err != nil {
+		ss.violation(asProtoErr(err), env.ID)
+		return true
+	}
+	if err := proto.VerifyAuth(a, ss.challenge); err != nil {
+		s.stats.authFailures.Add(1)
+		ss.fail(asProtoErr(err), websocket.ClosePolicyViolation)
+		return false
+	}
+	key, _ := a.Key()
+	if err := s.reg.Bind(a.Name, key); err != nil {
+		s.stats.authFailures.Add(1)
+		if errors.Is(err, ErrNameTaken) {
+			s.log.Info("signal: name taken by another key", "name", a.Name, "remote", ss.remote)
+			ss.fail(proto.Errorf(proto.CodeNameTaken, "the name %q belongs to another key; choose another name", a.Name), websocket.ClosePolicyViolation)
+		} else {
+			s.log.Error("signal: registry", "name", a.Name, "err", err)
+			ss.fail(proto.Errorf(proto.CodeInternal, "registry unavailable"), websocket.CloseInternalServerErr)
+		}
+		return false
+	}
+	ss.name, ss.key = a.Name, a.PublicKey
+	if a.NAT != nil {
+		ss.mu.Lock()
+		ss.nat = a.NAT
+		ss.mu.Unlock()
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	old := s.online[a.Name]
+	s.online[a.Name] = ss
+	delete(s.lastSeen, a.Name)
+	others := make([]proto.Presence, 0, len(s.online))
+	for n, o := range s.online {
+		if o == ss {
+			continue
+		}
+		o.mu.Lock()
+		st := o.status
+		o.mu.Unlock()
+		others = append(others, proto.Presence{Name: n, Status: st, PublicKey: o.key})
+	}
+	for n, t := range s.lastSeen {
+		if len(others) >= 1000 {
+			break
+		}
+		others = append(others, proto.Presence{Name: n, Status: proto.StatusOffline, LastSeen: t})
+	}
+	s.mu.Unlock()
+	if old != nil {
+		// The same identity logged in again (a reconnect after a network
+		// change): the stale session goes.
+		s.stats.replaced.Add(1)
+		old.fail(proto.Errorf(proto.CodeReplaced, "signed in again from %s", ss.remote), websocket.CloseNormalClosure)
+	}
+	var ice []proto.ICEServer
+	if s.cfg.ICEServers != nil {
+		ice = s.cfg.ICEServers(a.Name)
+	}
+	w, err := proto.New(proto.TypeWelcome, env.ID, "", &proto.Welcome{
+		Name:             a.Name,
+		Session:          ss.id,
+		ICEServers:       ice,
+		Online:           others,
+		HeartbeatSeconds: int(s.cfg.PingInterval / time.Second),
+	})
+	if err != nil {
+		s.log.Error("signal: welcome", "err", err)
+		return false
+	}
+	ss.sendEnv(w)
+	s.stats.logins.Add(1)
+	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
+	if old == nil {
+		s.broadcastPresence(ss, proto.Presence{Name: a.Name, Status: proto.StatusOnline, PublicKey: a.PublicKey})
+	}
+	return true
+}
+
+// handle processes one message from an authenticated session.
+func (ss *session) handle(env *proto.Envelope) {
+	s := ss.srv
+	if env.From != "" && env.From != ss.name {
+		s.stats.spoofed.Add(1)
+		ss.violation(proto.Errorf(proto.CodeSpoofed, "from %q but you are %q", env.From, ss.name), env.ID)
+		return
+	}
+	switch {
+	case env.Type.Routed():
+		ss.route(env)
+	case env.Type == proto.TypePresence:
+		p, err := proto.DecodeBody[*proto.Presence](env)
+		if err != nil {
+			ss.violation(asProtoErr(err), env.ID)
+			return
+		}
+		if p.Status == proto.StatusOffline || (p.Name != "" && p.Name != ss.name) {
+			ss.violation(proto.Errorf(proto.CodeBadRequest, "you can set your own status to online or away"), env.ID)
+			return
+		}
+		ss.mu.Lock()
+		changed := ss.status != p.Status
+		ss.status = p.Status
+		ss.mu.Unlock()
+		ss.ack(env.ID)
+		if changed {
+			s.broadcastPresence(ss, proto.Presence{Name: ss.name, Status: p.Status, PublicKey: ss.key})
+		}
+	case env.Type == proto.TypeNATReport:
+		r, err := proto.DecodeBody[*proto.NATReport](env)
+		if err != nil {
+			ss.violation(asProtoErr(err), env.ID)
+			return
+		}
+		ss.mu.Lock()
+		ss.nat = r
+		ss.mu.Unlock()
+		ss.ack(env.ID)
+	case env.Type == proto.TypePing:
+		ss.ack(env.ID)
+	case env.Type == proto.TypeAuth:
+		ss.violation(proto.Errorf(proto.CodeBadRequest, "already signed in as %q", ss.name), env.ID)
+	default:
+		s.stats.badFrames.Add(1)
+		ss.violation(proto.Errorf(proto.CodeUnknownType, "%s is not something a client sends", env.Type), env.ID)
+	}
+}
+
+func (ss *session) ack(id string) {
+	if id == "" {
+		return
+	}
+	if env, err := proto.New(proto.TypeAck, "", "", &proto.Ack{Ref: id}); err == nil {
+		ss.sendEnv(env)
+	}
+}
+
+// route forwards a client-to-client message, stamped with the sender.
+func (ss *session) route(env *proto.Envelope) {
+	s := ss.srv
+	if env.To == ss.name {
+		ss.violation(proto.Errorf(proto.CodeBadRequest, "cannot send %s to yourself", env.Type), env.ID)
+		return
+	}
+	s.mu.Lock()
+	dst := s.online[env.To]
+	s.mu.Unlock()
+	if dst == nil {
+		s.stats.offline.Add(1)
+		ss.sendError(proto.Errorf(proto.CodeOffline, "%s is offline", env.To), env.ID)
+		return
+	}
+	env.From = ss.name
+	if !dst.sendEnv(env) {
+		ss.sendError(proto.Errorf(proto.CodeOffline, "%s went offline", env.To), env.ID)
+		return
+	}
+	s.stats.routed.Add(1)
+	ss.ack(env.ID)
+}
+
+// broadcastPresence tells every other online user about p.
+func (s *Server) broadcastPresence(from *session, p proto.Presence) {
+	env, err := proto.New(proto.TypePresence, "", "", &p)
+	if err != nil {
+		return
+	}
+	b, err := proto.Encode(env)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	targets := make([]*session, 0, len(s.online))
+	for _, o := range s.online {
+		if o != from {
+			targets = append(targets, o)
+		}
+	}
+	s.mu.Unlock()
+	for _, o := range targets {
+		o.enqueue(b)
+	}
+}

@@ -1,0 +1,327 @@
+package signal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parley-voice/parley/proto"
+)
+
+// Config configures a Server. The zero value of every field is usable.
+type Config struct {
+	// Listen is the TCP address Run listens on. Empty means 127.0.0.1:8080;
+	// port 0 picks a free port (see Server.Addr).
+	Listen string
+	// DataDir holds the name registry. Empty keeps it in memory, so name
+	// bindings last only as long as the process.
+	DataDir string
+	// ICEServers returns the ICE servers handed to an authenticated user
+	// in the welcome message. Nil hands out none.
+	ICEServers func(name string) []proto.ICEServer
+	// Web, when set, serves every path the server does not (the call page).
+	Web http.Handler
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
+	// AllowedOrigins lists extra browser origins (scheme://host:port) allowed
+	// to open the WebSocket. Same-origin requests and non-browser clients
+	// (no Origin header) are always allowed.
+	AllowedOrigins []string
+	// AuthTimeout bounds the time from connect to a valid auth. Zero means 10 s.
+	AuthTimeout time.Duration
+	// PingInterval is how often the server pings an idle connection; a
+	// connection silent for 3 intervals is dropped. Zero means 20 s.
+	PingInterval time.Duration
+	// WriteTimeout bounds one frame write. Zero means 10 s.
+	WriteTimeout time.Duration
+	// RateLimit is the sustained messages per second one connection may
+	// send, RateBurst the burst. Zero means 50/s with a burst of 200 (a
+	// call's trickled candidates arrive in a burst).
+	RateLimit float64
+	RateBurst int
+	// MaxViolations is how many rate-limit or protocol errors a connection
+	// may cause before it is closed. Zero means 100.
+	MaxViolations int
+	// SendQueue is the per-connection outbound queue length; a client that
+	// falls this far behind is disconnected. Zero means 256.
+	SendQueue int
+	// Logger receives lifecycle and problem logs. Nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 50
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 200
+	}
+	if c.MaxViolations == 0 {
+		c.MaxViolations = 100
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Server is a signaling server. Create it with New, serve it with Run (or
+// mount Handler yourself), stop it with Close.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      registry
+	upgrader websocket.Upgrader
+	origins  map[string]bool
+
+	// Stats are the server's counters, read by Stats and /metrics.
+	stats Stats
+
+	mu       sync.Mutex // guards the fields below
+	online   map[string]*session // authenticated sessions by name
+	all      map[*session]struct{}
+	lastSeen map[string]int64 // unix ms, for users who went offline
+	ln       net.Listener
+	closed   bool
+	wg       sync.WaitGroup // session goroutines
+}
+
+// New validates cfg, fills defaults and opens the registry.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.RateLimit < 0 || cfg.RateBurst < 1 {
+		return nil, fmt.Errorf("%w: rate limit must be positive", ErrBadConfig)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		online:   map[string]*session{},
+		all:      map[*session]struct{}{},
+		lastSeen: map[string]int64{},
+		origins:  map[string]bool{},
+	}
+	for _, o := range cfg.AllowedOrigins {
+		s.origins[o] = true
+	}
+	if cfg.DataDir == "" {
+		s.reg = newMemRegistry()
+	} else {
+		r, err := openBoltRegistry(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		s.reg = r
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		CheckOrigin:     s.checkOrigin,
+	}
+	return s, nil
+}
+
+// checkOrigin allows non-browser clients, same-origin pages and configured origins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if s.origins[origin] {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return u.Host == r.Host
+}
+
+// Handler serves /ws (the signaling WebSocket), /healthz, /metrics (when
+// Config.Metrics is set) and, for every other path, Config.Web.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", s.serveWS)
+	mux.HandleFunc("/healthz", s.serveHealth)
+	if s.cfg.Metrics != nil {
+		mux.Handle("/metrics", s.cfg.Metrics)
+	}
+	if s.cfg.Web != nil {
+		mux.Handle("/", s.cfg.Web)
+	}
+	return mux
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closed, n := s.closed, len(s.online)
+	s.mu.Unlock()
+	if closed {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, "{\"status\":\"ok\",\"online\":%d}\n", n)
+}
+
+// Run listens on Config.Listen and serves until ctx is done or Close is
+// called. It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("signal: listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is done or Close is called.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("signal: serving", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.Close()
+			return fmt.Errorf("signal: serve: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx) // hijacked WebSockets are closed by Close below
+	return s.Close()
+}
+
+// Addr returns the address Serve listens on, or nil before it starts.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close disconnects every client (with a shutting_down error), waits for
+// their goroutines and closes the registry. It is safe to call twice.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ln := s.ln
+	sessions := make([]*session, 0, len(s.all))
+	for ss := range s.all {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	for _, ss := range sessions {
+		ss.fail(proto.Errorf(proto.CodeShuttingDown, "server is shutting down"), websocket.CloseGoingAway)
+	}
+	s.wg.Wait()
+	return s.reg.Close()
+}
+
+// Online returns the names of the users online now, sorted.
+func (s *Server) Online() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.online))
+	for n := range s.online {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// NATReport returns the last NAT report user sent, if online.
+func (s *Server) NATReport(user string) (*proto.NATReport, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.online[user]
+	if !ok || ss.nat == nil {
+		return nil, false
+	}
+	r := *ss.nat
+	return &r, true
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.stats.rejectedUpgrades.Add(1)
+		s.log.Debug("signal: upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ss := newSession(s, conn, r.RemoteAddr)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
+	s.all[ss] = struct{}{}
+	s.wg.Add(2)
+	s.mu.Unlock()
+	s.stats.connections.Add(1)
+	go ss.writeLoop()
+	go ss.readLoop()
+}
+
+func newChallenge() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func newID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
