@@ -103,12 +103,12 @@ const (
 // another port and another host, and the UDP-blocked firewall.
 func TestNATKinds(t *testing.T) {
 	type want struct {
-		udp            bool // UDP to the internet works at all
-		natted         bool // traffic leaves from the router's address
-		eim            bool // same mapping for every destination (RFC 4787 4.1)
-		fromOtherPort  bool // known address, new port passes (EIF or ADF)
-		fromOtherHost  bool // a never-contacted host passes (EIF)
-		tcp443, tcp80  bool // TCP connects
+		udp           bool // UDP to the internet works at all
+		natted        bool // traffic leaves from the router's address
+		eim           bool // same mapping for every destination (RFC 4787 4.1)
+		fromOtherPort bool // known address, new port passes (EIF or ADF)
+		fromOtherHost bool // a never-contacted host passes (EIF)
+		tcp443, tcp80 bool // TCP connects
 	}
 	cases := []struct {
 		kind NATKind
