@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -272,12 +273,17 @@ func (h *Host) Output(ctx context.Context, name string, args ...string) ([]byte,
 
 // Run starts name inside the namespace in the background and returns the
 // started command. Its output goes to the test log, prefixed with the
-// host name. The lab kills it (by PID) and reaps it at teardown: do not
-// call Wait on it; use Command for a process you want to own.
+// host name. It runs in its own process group, which the lab kills (by
+// that PID) and reaps at teardown: do not call Wait on it; use Command for
+// a process you want to own.
 // ip netns exec execs name in place, so the PID is name's own.
 func (h *Host) Run(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
 	l := h.lab
 	cmd := h.Command(ctx, name, args...)
+	// Its own process group, so teardown can also end the children it
+	// forks; WaitDelay bounds Wait if a grandchild holds the output pipe.
+	cmd.SysProcAttr.Setpgid = true
+	cmd.WaitDelay = 2 * time.Second
 	w := &logWriter{lab: l, prefix: h.Name + ": "}
 	cmd.Stdout = w
 	cmd.Stderr = w

@@ -203,8 +203,9 @@ func (l *Lab) Close() error {
 		im.close()
 	}
 	for _, cmd := range procs {
-		// Kill by PID; the process was started by this lab.
 		if cmd.Process != nil {
+			// The group whose leader is the process we started.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait() // reaps it and drains its output
 		}
