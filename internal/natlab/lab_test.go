@@ -97,10 +97,10 @@ func TestSweep(t *testing.T) {
 	}
 	dead := c.Process.Pid
 	names := map[string]bool{ // name -> should survive
-		fmt.Sprintf("pl%dl1-x", dead):        false,
-		fmt.Sprintf("pl%dl9-y-r", dead):      false,
+		fmt.Sprintf("pl%dl1-x", dead):         false,
+		fmt.Sprintf("pl%dl9-y-r", dead):       false,
 		fmt.Sprintf("pl%dl77-z", os.Getpid()): true,
-		fmt.Sprintf("plx%d-other", dead):     true,
+		fmt.Sprintf("plx%d-other", dead):      true,
 	}
 	for n := range names {
 		if err := run(context.Background(), "", "ip", "netns", "add", n); err != nil {
