@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	Require(t)
 	var prefix string
 	var pid int
+	goroutines := runtime.NumGoroutine()
 	t.Run("lab", func(t *testing.T) {
 		lab := New(t, Config{})
 		prefix = lab.Prefix()
@@ -59,6 +61,14 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 		t.Errorf("process %d started with Host.Run still exists", pid)
+	}
+	// The impairer's and the process's goroutines are gone too.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		t.Errorf("%d goroutines after teardown, %d before", n, goroutines)
 	}
 }
 
