@@ -406,9 +406,10 @@ func TestServerHandleAllocs(t *testing.T) {
 			t.Fatal("no response")
 		}
 	})
-	// pion's attribute encoders allocate a few small slices per address.
-	if allocs > 12 {
-		t.Errorf("handle allocates %.0f times per request, want <= 12", allocs)
+	// Decoding and encoding reuse the handler's messages; pion's attribute
+	// encoders keep their scratch slices on the stack.
+	if allocs > 2 {
+		t.Errorf("handle allocates %.0f times per request, want <= 2", allocs)
 	}
 	t.Logf("allocs per request: %.0f", allocs)
 }
