@@ -1,0 +1,188 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+)
+
+// pendingMsg is a sent message awaiting its delivery receipt.
+type pendingMsg struct {
+	id, to, text string
+	ts           int64
+	lastSent     time.Time
+	sends        int
+}
+
+// maxSeen bounds the ids remembered per peer for duplicate suppression.
+const maxSeen = 4096
+
+type chatState struct {
+	pending map[string]*pendingMsg
+	order   []string                       // pending ids in send order
+	seen    map[string]map[string]struct{} // peer -> ids received
+	seenQ   map[string][]string            // peer -> ids, oldest first
+}
+
+func newChatState() chatState {
+	return chatState{pending: map[string]*pendingMsg{}, seen: map[string]map[string]struct{}{}, seenQ: map[string][]string{}}
+}
+
+// Send sends text to peer and returns the message id. The message goes over
+// the data channel when the link is open, else through the server; it is
+// sent again through the server until a receipt arrives (DeliveredEvent).
+func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
+	id := randomID()
+	err := c.do(ctx, func() error {
+		if peer == c.cfg.Name {
+			return ErrSelf
+		}
+		if err := proto.ValidateName(peer); err != nil {
+			return err
+		}
+		if err := proto.ValidateText(text); err != nil {
+			return err
+		}
+		m := &pendingMsg{id: id, to: peer, text: text, ts: time.Now().UnixMilli()}
+		c.chat.pending[id] = m
+		c.chat.order = append(c.chat.order, id)
+		c.transmit(m, false)
+		if p, ok := c.presence[peer]; ok && p.Online() {
+			c.ensureLink(peer) // so later messages can go direct
+		}
+		return nil
+	})
+	return id, err
+}
+
+// transmit sends m over the data channel if open (and not forced through
+// the server), else through the server.
+func (c *Client) transmit(m *pendingMsg, viaServer bool) {
+	m.lastSent = time.Now()
+	m.sends++
+	if l := c.links[m.to]; !viaServer && l != nil && l.dcOpen {
+		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts})
+		if err == nil && l.dc.Send(b) == nil {
+			return
+		}
+	}
+	if c.sig == nil {
+		return // resent on reconnect
+	}
+	c.sendSigID(proto.TypeChat, m.id, m.to, &proto.Chat{ID: m.id, Text: m.text, Time: m.ts}, func(err error) {
+		if err == nil || c.chat.pending[m.id] != m {
+			return
+		}
+		if proto.CodeOf(err) == proto.CodeOffline {
+			c.dropPending(m.id)
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOffline, "%s is offline; message not delivered", m.to), Ref: m.id})
+		}
+	})
+}
+
+func (c *Client) dropPending(id string) {
+	delete(c.chat.pending, id)
+	for i, x := range c.chat.order {
+		if x == id {
+			c.chat.order = append(c.chat.order[:i], c.chat.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// chatFlush sends pending messages for peer over its newly opened data channel.
+func (c *Client) chatFlush(peer string) {
+	for _, id := range c.chat.order {
+		if m := c.chat.pending[id]; m != nil && m.to == peer {
+			c.transmit(m, false)
+		}
+	}
+}
+
+// chatTick resends messages whose receipt is overdue, through the server.
+func (c *Client) chatTick(now time.Time) {
+	for _, id := range c.chat.order {
+		m := c.chat.pending[id]
+		if m != nil && now.Sub(m.lastSent) >= c.cfg.DeliveryTimeout {
+			c.transmit(m, true)
+		}
+	}
+}
+
+// chatOnReconnect resends everything pending after a signaling reconnect.
+func (c *Client) chatOnReconnect() {
+	for _, id := range c.chat.order {
+		if m := c.chat.pending[id]; m != nil {
+			c.transmit(m, true)
+		}
+	}
+}
+
+// deliver emits a received message once per (peer, id).
+func (c *Client) deliver(from, id, text string, ts int64, path string) {
+	seen := c.chat.seen[from]
+	if seen == nil {
+		seen = map[string]struct{}{}
+		c.chat.seen[from] = seen
+	}
+	if _, dup := seen[id]; dup {
+		return
+	}
+	seen[id] = struct{}{}
+	q := append(c.chat.seenQ[from], id)
+	if len(q) > maxSeen {
+		delete(seen, q[0])
+		q = q[1:]
+	}
+	c.chat.seenQ[from] = q
+	c.events.push(MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path})
+}
+
+// onReceipt completes a pending message once.
+func (c *Client) onReceipt(from, id, path string) {
+	m := c.chat.pending[id]
+	if m == nil || m.to != from {
+		return
+	}
+	c.dropPending(id)
+	c.events.push(DeliveredEvent{ID: id, To: from, Path: path})
+}
+
+// onDCMessage handles a data-channel message from l's peer.
+func (c *Client) onDCMessage(l *link, data []byte) {
+	m, err := proto.DecodeDC(data)
+	if err != nil {
+		c.log.Debug("client: bad data channel message", "peer", l.peer, "err", err)
+		return
+	}
+	switch m.Type {
+	case proto.DCChat:
+		c.deliver(l.peer, m.ID, m.Text, m.Time, "direct")
+		if b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCDelivered, ID: m.ID}); err == nil {
+			if l.dc.Send(b) != nil {
+				c.sendSig(proto.TypeDelivered, l.peer, &proto.Receipt{ID: m.ID})
+			}
+		}
+	case proto.DCDelivered:
+		c.onReceipt(l.peer, m.ID, "direct")
+	}
+}
+
+// onServerChat handles chat, receipts and typing routed through the server.
+func (c *Client) onServerChat(env *proto.Envelope) {
+	switch env.Type {
+	case proto.TypeChat:
+		m, err := proto.DecodeBody[*proto.Chat](env)
+		if err != nil {
+			return
+		}
+		c.deliver(env.From, m.ID, m.Text, m.Time, "server")
+		c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
+	case proto.TypeDelivered:
+		r, err := proto.DecodeBody[*proto.Receipt](env)
+		if err == nil {
+			c.onReceipt(env.From, r.ID, "server")
+		}
+	}
+}

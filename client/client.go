@@ -1,0 +1,283 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/proto"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// AudioSink receives the Opus RTP packets of a call.
+type AudioSink interface {
+	WriteRTP(*rtp.Packet) error
+	Close() error
+}
+
+// Config configures a Client.
+type Config struct {
+	// Server is the signaling URL: ws://host:port/ws (http:// and a bare
+	// host:port are accepted and turned into that form). Required.
+	Server string
+	// Name is the display name to sign in as. Required.
+	Name string
+	// Key is the identity key that owns Name. Required.
+	Key ed25519.PrivateKey
+	// Agent describes the client to the server (logs only).
+	Agent string
+
+	// SettingEngine, when set, adjusts the WebRTC setting engine of every
+	// peer connection: tests restrict ICE to loopback or a namespace here,
+	// and relays plug in a proxy dialer.
+	SettingEngine func(*webrtc.SettingEngine)
+	// ICEServers are used in addition to the ones the server hands out.
+	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy "relay" forces relayed paths (for tests and for
+	// users who hide their address); empty means all.
+	ICETransportPolicy webrtc.ICETransportPolicy
+
+	// AudioSource makes the audio source for a call with peer. Nil sends
+	// Opus silence, so media flows even on a machine without a microphone.
+	AudioSource func(peer string) (audio.Source, error)
+	// AudioSink makes the sink for audio received from peer. Nil discards
+	// it (packets are still counted).
+	AudioSink func(peer string) (AudioSink, error)
+	// AutoAnswer answers incoming calls at once.
+	AutoAnswer bool
+
+	// NATReport, when set, is sent to the server at sign-in.
+	NATReport *proto.NATReport
+
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// signaling reconnects. Zero means 250 ms and 15 s.
+	ReconnectMin, ReconnectMax time.Duration
+	// DeliveryTimeout is how long a sent message waits for its receipt
+	// before it is sent again through the server. Zero means 3 s.
+	DeliveryTimeout time.Duration
+	// StatsInterval is how often a StatsEvent is emitted during a call.
+	// Zero means 1 s.
+	StatsInterval time.Duration
+	// Logger receives logs. Nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Server == "" || c.Name == "" || len(c.Key) != ed25519.PrivateKeySize {
+		return fmt.Errorf("%w: Server, Name and Key are required", ErrBadConfig)
+	}
+	if err := proto.ValidateRegisterName(c.Name); err != nil {
+		return err
+	}
+	c.Server = normalizeURL(c.Server)
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = 250 * time.Millisecond
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = 15 * time.Second
+	}
+	if c.DeliveryTimeout == 0 {
+		c.DeliveryTimeout = 3 * time.Second
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Agent == "" {
+		c.Agent = "parley-go"
+	}
+	return nil
+}
+
+// normalizeURL turns http(s)://host[:port][/] or host:port into the
+// signaling WebSocket URL.
+func normalizeURL(s string) string {
+	switch {
+	case strings.HasPrefix(s, "http://"):
+		s = "ws://" + strings.TrimPrefix(s, "http://")
+	case strings.HasPrefix(s, "https://"):
+		s = "wss://" + strings.TrimPrefix(s, "https://")
+	case !strings.HasPrefix(s, "ws://") && !strings.HasPrefix(s, "wss://"):
+		s = "ws://" + s
+	}
+	rest := s[strings.Index(s, "://")+3:]
+	if !strings.Contains(rest, "/") || strings.HasSuffix(rest, "/") && strings.Count(rest, "/") == 1 {
+		s = strings.TrimSuffix(s, "/") + "/ws"
+	}
+	return s
+}
+
+// Client is a Parley user session. New, then Run; use the methods from any
+// goroutine and read Events.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	events *eventQueue
+	box    *mailbox
+	api    *webrtc.API
+
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	// Owned by the loop goroutine (run), never touched elsewhere.
+	sig        *sigConn // current signaling connection, nil while offline
+	signedIn   bool
+	everReady  bool
+	iceServers []webrtc.ICEServer
+	presence   map[string]proto.Presence
+	links      map[string]*link
+	calls      map[string]*call
+	chat       chatState
+	waiters    map[string]func(error) // envelope id -> ack/error callback
+}
+
+// New validates cfg and builds a client. It does not connect; Run does.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	api, err := newAPI(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		cfg:      cfg,
+		log:      cfg.Logger.With("user", cfg.Name),
+		events:   newEventQueue(),
+		box:      newMailbox(),
+		api:      api,
+		closed:   make(chan struct{}),
+		presence: map[string]proto.Presence{},
+		links:    map[string]*link{},
+		calls:    map[string]*call{},
+		chat:     newChatState(),
+		waiters:  map[string]func(error){},
+	}, nil
+}
+
+// Name is the client's display name.
+func (c *Client) Name() string { return c.cfg.Name }
+
+// Events delivers what happens, in order. The channel closes after Run returns.
+func (c *Client) Events() <-chan Event { return c.events.out }
+
+// Close stops Run.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return nil
+}
+
+// Run signs in and serves until ctx is done or Close is called,
+// reconnecting with exponential backoff whenever the signaling connection
+// drops. Calls in progress survive a signaling reconnect.
+func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	sigEvents := make(chan sigEvent, 64)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.dialLoop(ctx, sigEvents)
+	}()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	defer func() {
+		c.shutdown()
+		wg.Wait()
+		c.events.close()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-sigEvents:
+			c.onSigEvent(ev)
+		case <-c.box.wake:
+			for _, f := range c.box.take() {
+				f()
+			}
+		case now := <-tick.C:
+			c.onTick(now)
+		}
+	}
+}
+
+// do runs f on the loop and waits for it.
+func (c *Client) do(ctx context.Context, f func() error) error {
+	errc := make(chan error, 1)
+	c.box.post(func() { errc <- f() })
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closed:
+		return ErrClosed
+	}
+}
+
+// Presence returns what the client knows of every user, sorted by name.
+func (c *Client) Presence(ctx context.Context) ([]proto.Presence, error) {
+	var out []proto.Presence
+	err := c.do(ctx, func() error {
+		for _, p := range c.presence {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// SetStatus sets our presence to online or away.
+func (c *Client) SetStatus(ctx context.Context, st proto.Status) error {
+	return c.do(ctx, func() error {
+		return c.sendSig(proto.TypePresence, "", &proto.Presence{Status: st})
+	})
+}
+
+// shutdown closes every link and ends every call (loop goroutine).
+func (c *Client) shutdown() {
+	for peer := range c.calls {
+		c.endCall(peer, "client closed", false)
+	}
+	for peer, l := range c.links {
+		c.closeLink(peer, l, "client closed", true)
+	}
+	if c.sig != nil {
+		c.sig.close()
+		c.sig = nil
+	}
+}
+
+// onTick drives timers: message resends, call stats, link timeouts.
+func (c *Client) onTick(now time.Time) {
+	c.chatTick(now)
+	c.callTick(now)
+}
+
+func randomID() string {
+	b := make([]byte, 9)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,305 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/internal/testutil"
+	"github.com/parley-voice/parley/proto"
+	"github.com/parley-voice/parley/signal"
+	"github.com/parley-voice/parley/signal/signaltest"
+)
+
+type peer struct {
+	*client.Client
+	ev   *testutil.Recorder[client.Event]
+	stop func()
+	done chan struct{}
+}
+
+func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod func(*client.Config)) *peer {
+	t.Helper()
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(nil)
+	}
+	cfg := client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{Client: c, ev: testutil.Record(c.Events()), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(p.done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("%s: Run: %v", name, err)
+		}
+	}()
+	p.stop = func() { cancel(); <-p.done }
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: Run did not return", name)
+		}
+	})
+	return p
+}
+
+func online(name string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		p, ok := e.(client.PresenceEvent)
+		return ok && p.Name == name && p.Status == proto.StatusOnline
+	}
+}
+
+func offline(name string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		p, ok := e.(client.PresenceEvent)
+		return ok && p.Name == name && p.Status == proto.StatusOffline
+	}
+}
+
+func callState(with string, st client.CallState) func(client.Event) bool {
+	return func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.With == with && c.State == st
+	}
+}
+
+func message(from, text string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.From == from && m.Text == text
+	}
+}
+
+func delivered(id string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		d, ok := e.(client.DeliveredEvent)
+		return ok && d.ID == id
+	}
+}
+
+const wait = 15 * time.Second
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestChatAndCallEndToEnd(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	out := filepath.Join(t.TempDir(), "bob-heard.ogg")
+	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
+		c.AudioSource = func(string) (audio.Source, error) { return audio.Open("tone") }
+	})
+	bob := startClient(t, srv.URL, "bob", nil, func(c *client.Config) {
+		c.AutoAnswer = false
+		c.AudioSink = func(string) (client.AudioSink, error) { return audio.NewOggSink(out, 2) }
+	})
+	ctx := context.Background()
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	bob.ev.Wait(t, wait, "bob sees alice", online("alice"))
+
+	// A message each way, delivered and acknowledged exactly once.
+	id1, err := alice.Send(ctx, "bob", "hi bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.ev.Wait(t, wait, "bob gets hi", message("alice", "hi bob"))
+	alice.ev.Wait(t, wait, "alice sees delivered", delivered(id1))
+	id2, _ := bob.Send(ctx, "alice", "hi alice")
+	alice.ev.Wait(t, wait, "alice gets hi", message("bob", "hi alice"))
+	bob.ev.Wait(t, wait, "bob sees delivered", delivered(id2))
+
+	// The link comes up; later messages go over the data channel.
+	deadline := time.Now().Add(wait)
+	var direct client.MessageEvent
+	for i := 0; time.Now().Before(deadline); i++ {
+		text := "direct?" + string(rune('a'+i%26))
+		id, _ := alice.Send(ctx, "bob", text)
+		m := bob.ev.Wait(t, wait, "bob gets "+text, message("alice", text)).(client.MessageEvent)
+		alice.ev.Wait(t, wait, "delivered "+text, delivered(id))
+		if m.Path == "direct" {
+			direct = m
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if direct.Path != "direct" {
+		t.Fatal("chat never moved to the data channel")
+	}
+
+	// A call: ringing, answered, connected on a direct path, RTP both ways.
+	if err := alice.Call(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	bob.ev.Wait(t, wait, "bob rings", callState("alice", client.CallRinging))
+	if err := bob.Answer(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ca := alice.ev.Wait(t, wait, "alice connected", callState("bob", client.CallConnected)).(client.CallEvent)
+	cb := bob.ev.Wait(t, wait, "bob connected", callState("alice", client.CallConnected)).(client.CallEvent)
+	if ca.Path != "direct" || cb.Path != "direct" {
+		t.Fatalf("paths %q %q, want direct", ca.Path, cb.Path)
+	}
+	flowing := func(with string) func(client.Event) bool {
+		return func(e client.Event) bool {
+			s, ok := e.(client.StatsEvent)
+			return ok && s.With == with && s.RTPPacketsSent > 20 && s.RTPPacketsReceived > 20
+		}
+	}
+	alice.ev.Wait(t, wait, "alice stats show RTP both ways", flowing("bob"))
+	bob.ev.Wait(t, wait, "bob stats show RTP both ways", flowing("alice"))
+
+	// Hang-up ends it on both sides.
+	if err := alice.Hangup(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	alice.ev.Wait(t, wait, "alice ended", callState("bob", client.CallEnded))
+	bob.ev.Wait(t, wait, "bob ended", callState("alice", client.CallEnded))
+
+	// What bob heard is a valid Ogg/Opus file of alice's tone.
+	heard, err := audio.Open(out)
+	if err != nil {
+		t.Fatalf("bob's recording: %v", err)
+	}
+	if n := heard.(*audio.Loop).Len(); n < 20 {
+		t.Fatalf("bob's recording has %d packets", n)
+	}
+
+	// Exactly once: each message produced one message event and one receipt.
+	if n := bob.ev.Count(message("alice", "hi bob")); n != 1 {
+		t.Errorf("bob got hi %d times", n)
+	}
+	if n := alice.ev.Count(delivered(id1)); n != 1 {
+		t.Errorf("alice saw %d receipts for %s", n, id1)
+	}
+}
+
+func TestDeclineAndOffline(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	alice := startClient(t, srv.URL, "alice", nil, nil)
+	bob := startClient(t, srv.URL, "bob", nil, nil)
+	ctx := context.Background()
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	if err := alice.Call(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	bob.ev.Wait(t, wait, "bob rings", callState("alice", client.CallRinging))
+	if err := bob.Decline(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	e := alice.ev.Wait(t, wait, "alice sees decline", callState("bob", client.CallEnded)).(client.CallEvent)
+	if e.Reason != "declined by bob" {
+		t.Fatalf("reason %q", e.Reason)
+	}
+	if err := alice.Call(ctx, "carol"); err != client.ErrNotOnline {
+		t.Fatalf("call to unknown user: %v", err)
+	}
+	if err := alice.Call(ctx, "alice"); err != client.ErrSelf {
+		t.Fatalf("call to self: %v", err)
+	}
+	bob.stop()
+	alice.ev.Wait(t, wait, "alice sees bob leave", offline("bob"))
+	id, err := alice.Send(ctx, "bob", "are you there")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.ev.Wait(t, wait, "offline error", func(e client.Event) bool {
+		x, ok := e.(client.ErrorEvent)
+		return ok && x.Ref == id && x.Err.Code == proto.CodeOffline
+	})
+}
+
+func TestReconnectAfterServerRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serve := func(ln net.Listener) (stop func()) {
+		srv, err := signal.New(signal.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { srv.Serve(ctx, ln); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := serve(ln)
+	url := "ws://" + addr + "/ws"
+	alice := startClient(t, url, "alice", nil, nil)
+	_, bobKey, _ := ed25519.GenerateKey(nil)
+	bob := startClient(t, url, "bob", bobKey, nil)
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+
+	// The server goes away and comes back on the same address: both
+	// clients sign in again by themselves.
+	marks := []int{alice.ev.Len(), bob.ev.Len()}
+	stop()
+	alice.ev.Wait(t, wait, "alice disconnected", func(e client.Event) bool { _, ok := e.(client.DisconnectedEvent); return ok })
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = serve(ln2)
+	defer stop()
+	for i, p := range []*peer{alice, bob} {
+		p.ev.WaitSince(t, marks[i], wait, "ready again", func(e client.Event) bool { r, ok := e.(client.ReadyEvent); return ok && r.Reconnect })
+	}
+	// Presence is re-synced from the welcome: alice is online for bob.
+	waitUntil(t, "bob lists alice online", func() bool {
+		ps, _ := bob.Presence(context.Background())
+		for _, p := range ps {
+			if p.Name == "alice" && p.Online() {
+				return true
+			}
+		}
+		return false
+	})
+	id, _ := alice.Send(context.Background(), "bob", "after restart")
+	bob.ev.Wait(t, wait, "bob gets message", message("alice", "after restart"))
+	alice.ev.Wait(t, wait, "delivered", delivered(id))
+
+	// Bob quits and a new bob process with the same key comes back online.
+	bob.stop()
+	mark := alice.ev.Len()
+	alice.ev.WaitSince(t, mark, wait, "bob offline", offline("bob"))
+	startClient(t, url, "bob", bobKey, nil)
+	alice.ev.WaitSince(t, mark, wait, "bob online again", online("bob"))
+}
+
+func TestNameTakenStopsClient(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	startClient(t, srv.URL, "alice", nil, nil).ev.Wait(t, wait, "ready", func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok })
+	imposter := startClient(t, srv.URL, "alice", nil, nil)
+	imposter.ev.Wait(t, wait, "name_taken", func(e client.Event) bool {
+		x, ok := e.(client.ErrorEvent)
+		return ok && x.Err.Code == proto.CodeNameTaken
+	})
+	select {
+	case <-imposter.done:
+	case <-time.After(wait):
+		t.Fatal("imposter's Run did not stop")
+	}
+}

@@ -1,0 +1,15 @@
+package client
+
+import "errors"
+
+// Errors returned by the API. Errors from the server are *proto.Error.
+var (
+	ErrClosed      = errors.New("client: closed")
+	ErrNotRunning  = errors.New("client: not running")
+	ErrNoCall      = errors.New("client: no such call")
+	ErrCallExists  = errors.New("client: already in a call with this user")
+	ErrSelf        = errors.New("client: cannot call or message yourself")
+	ErrBadConfig   = errors.New("client: bad config")
+	ErrNotOnline   = errors.New("client: user is not online")
+	ErrNotSignedIn = errors.New("client: not signed in to the server")
+)

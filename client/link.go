@@ -1,0 +1,318 @@
+package client
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// link is the one peer connection we keep with a peer: an audio
+// transceiver (sendrecv; silent until a call connects) and the negotiated
+// chat data channel (id 0). The side that needs the link first offers; if
+// both offer at once ("glare"), the offer of the lexically smaller name wins.
+type link struct {
+	peer      string
+	session   string
+	pc        *webrtc.PeerConnection
+	dc        *webrtc.DataChannel
+	track     *webrtc.TrackLocalStaticSample
+	offerer   bool
+	remoteSet bool
+	pending   []webrtc.ICECandidateInit
+	state     webrtc.PeerConnectionState
+	dcOpen    bool
+	created   time.Time
+	connected time.Time
+
+	// sink receives audio while a call is connected; read by the RTP
+	// reader goroutine.
+	sink     atomic.Pointer[sinkBox]
+	rtpIn    atomic.Uint64
+	rtpOut   atomic.Uint64 // audio packets written to track
+	closed   atomic.Bool
+	firstRTP atomic.Int64 // unix nanos of the first RTP packet received
+}
+
+type sinkBox struct{ s AudioSink }
+
+// newAPI builds the WebRTC API: Opus (and the default codecs), the default
+// interceptors (RTCP reports, NACK, stats), and the caller's settings.
+func newAPI(cfg *Config) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, fmt.Errorf("client: codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, fmt.Errorf("client: interceptors: %w", err)
+	}
+	se := webrtc.SettingEngine{}
+	if cfg.SettingEngine != nil {
+		cfg.SettingEngine(&se)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// newLink creates a peer connection for peer (loop goroutine).
+func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
+	conf := webrtc.Configuration{
+		ICEServers:         append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...),
+		ICETransportPolicy: c.cfg.ICETransportPolicy,
+	}
+	pc, err := c.api.NewPeerConnection(conf)
+	if err != nil {
+		return nil, fmt.Errorf("client: peer connection with %s: %w", peer, err)
+	}
+	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew}
+	fail := func(err error) (*link, error) {
+		pc.Close()
+		return nil, fmt.Errorf("client: set up link with %s: %w", peer, err)
+	}
+	l.track, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "parley-"+c.cfg.Name)
+	if err != nil {
+		return fail(err)
+	}
+	tr, err := pc.AddTransceiverFromTrack(l.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
+		return fail(err)
+	}
+	go drainRTCP(tr.Sender())
+	negotiated, id := true, uint16(0)
+	l.dc, err = pc.CreateDataChannel(proto.DataChannelLabel, &webrtc.DataChannelInit{Negotiated: &negotiated, ID: &id})
+	if err != nil {
+		return fail(err)
+	}
+	post := func(f func()) {
+		c.box.post(func() {
+			if c.links[peer] == l && !l.closed.Load() {
+				f()
+			}
+		})
+	}
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		if cand == nil {
+			return
+		}
+		init := cand.ToJSON()
+		post(func() {
+			c.sendSig(proto.TypeCandidate, peer, &proto.Candidate{
+				Session: session, Candidate: init.Candidate, SDPMid: init.SDPMid,
+				SDPMLineIndex: init.SDPMLineIndex, UsernameFrag: init.UsernameFragment,
+			})
+		})
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		post(func() { c.onLinkState(l, s) })
+	})
+	l.dc.OnOpen(func() { post(func() { l.dcOpen = true; c.chatFlush(peer) }) })
+	l.dc.OnClose(func() { post(func() { l.dcOpen = false }) })
+	l.dc.OnMessage(func(msg webrtc.DataChannelMessage) {
+		data := append([]byte(nil), msg.Data...)
+		post(func() { c.onDCMessage(l, data) })
+	})
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		go l.readRTP(t)
+	})
+	return l, nil
+}
+
+func drainRTCP(s *webrtc.RTPSender) {
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := s.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// readRTP counts received audio and hands it to the call's sink.
+func (l *link) readRTP(t *webrtc.TrackRemote) {
+	for {
+		pkt, _, err := t.ReadRTP()
+		if err != nil {
+			return
+		}
+		if l.rtpIn.Add(1) == 1 {
+			l.firstRTP.Store(time.Now().UnixNano())
+		}
+		if b := l.sink.Load(); b != nil && b.s != nil {
+			b.s.WriteRTP(pkt)
+		}
+	}
+}
+
+// ensureLink returns the link to peer, creating one and sending an offer
+// if there is none (loop goroutine).
+func (c *Client) ensureLink(peer string) (*link, error) {
+	if l := c.links[peer]; l != nil {
+		return l, nil
+	}
+	if c.sig == nil {
+		return nil, ErrNotSignedIn
+	}
+	l, err := c.newLink(peer, randomID(), true)
+	if err != nil {
+		return nil, err
+	}
+	c.links[peer] = l
+	offer, err := l.pc.CreateOffer(nil)
+	if err == nil {
+		err = l.pc.SetLocalDescription(offer)
+	}
+	if err == nil {
+		err = c.sendSig(proto.TypeOffer, peer, &proto.SDP{Session: l.session, SDP: offer.SDP})
+	}
+	if err != nil {
+		c.closeLink(peer, l, "offer failed", false)
+		return nil, fmt.Errorf("client: offer to %s: %w", peer, err)
+	}
+	c.log.Debug("client: offered link", "peer", peer, "session", l.session)
+	return l, nil
+}
+
+// onLinkSignal handles offer, answer, candidate and bye (loop goroutine).
+func (c *Client) onLinkSignal(env *proto.Envelope) {
+	peer := env.From
+	switch env.Type {
+	case proto.TypeOffer:
+		s, err := proto.DecodeBody[*proto.SDP](env)
+		if err != nil {
+			return
+		}
+		if l := c.links[peer]; l != nil {
+			if l.session == s.Session {
+				return // duplicate
+			}
+			if l.offerer && !l.remoteSet && c.cfg.Name < peer {
+				return // glare: our offer wins; theirs is dropped
+			}
+			// Glare we lose, or the peer restarted: theirs replaces ours.
+			c.closeLink(peer, l, "replaced by a new offer", false)
+		}
+		l, err := c.newLink(peer, s.Session, false)
+		if err != nil {
+			c.log.Warn("client: link", "peer", peer, "err", err)
+			return
+		}
+		c.links[peer] = l
+		err = l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.SDP})
+		var answer webrtc.SessionDescription
+		if err == nil {
+			l.remoteSet = true
+			answer, err = l.pc.CreateAnswer(nil)
+		}
+		if err == nil {
+			err = l.pc.SetLocalDescription(answer)
+		}
+		if err == nil {
+			c.flushCandidates(l)
+			err = c.sendSig(proto.TypeAnswer, peer, &proto.SDP{Session: s.Session, SDP: answer.SDP})
+		}
+		if err != nil {
+			c.log.Warn("client: bad offer", "peer", peer, "err", err)
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeBadRequest, "could not accept the connection offer from %s: %v", peer, err)})
+			c.closeLink(peer, l, "bad offer", true)
+		}
+	case proto.TypeAnswer:
+		s, err := proto.DecodeBody[*proto.SDP](env)
+		l := c.links[peer]
+		if err != nil || l == nil || l.session != s.Session || !l.offerer || l.remoteSet {
+			return
+		}
+		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
+			c.log.Warn("client: bad answer", "peer", peer, "err", err)
+			c.closeLink(peer, l, "bad answer", true)
+			return
+		}
+		l.remoteSet = true
+		c.flushCandidates(l)
+	case proto.TypeCandidate:
+		cand, err := proto.DecodeBody[*proto.Candidate](env)
+		l := c.links[peer]
+		if err != nil || l == nil || l.session != cand.Session || cand.Candidate == "" {
+			return
+		}
+		init := webrtc.ICECandidateInit{Candidate: cand.Candidate, SDPMid: cand.SDPMid, SDPMLineIndex: cand.SDPMLineIndex, UsernameFragment: cand.UsernameFrag}
+		if !l.remoteSet {
+			if len(l.pending) < 256 {
+				l.pending = append(l.pending, init)
+			}
+			return
+		}
+		if err := l.pc.AddICECandidate(init); err != nil {
+			c.log.Debug("client: bad candidate", "peer", peer, "err", err)
+		}
+	case proto.TypeBye:
+		b, err := proto.DecodeBody[*proto.Bye](env)
+		if l := c.links[peer]; err == nil && l != nil && l.session == b.Session {
+			c.closeLink(peer, l, "closed by peer", false)
+		}
+	}
+}
+
+func (c *Client) flushCandidates(l *link) {
+	for _, init := range l.pending {
+		if err := l.pc.AddICECandidate(init); err != nil {
+			c.log.Debug("client: bad candidate", "peer", l.peer, "err", err)
+		}
+	}
+	l.pending = nil
+}
+
+// onLinkState follows the peer connection's state (loop goroutine).
+func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
+	l.state = s
+	c.log.Debug("client: link state", "peer", l.peer, "state", s)
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		if l.connected.IsZero() {
+			l.connected = time.Now()
+		}
+		c.maybeConnectCall(l.peer)
+	case webrtc.PeerConnectionStateFailed:
+		if _, ok := c.calls[l.peer]; ok {
+			c.endCall(l.peer, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", true)
+		}
+		c.closeLink(l.peer, l, "ice failed", true)
+	}
+}
+
+// closeLink forgets l and closes its peer connection in the background.
+func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
+	if c.links[peer] == l {
+		delete(c.links, peer)
+	}
+	if l.closed.Swap(true) {
+		return
+	}
+	if sendBye {
+		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: l.session, Reason: reason})
+	}
+	c.log.Debug("client: link closed", "peer", peer, "reason", reason)
+	go l.pc.Close()
+}
+
+// pathOf describes the selected ICE pair: "direct" or "relay" (and the
+// relay's address), plus both candidate types.
+func pathOf(l *link) (path, via, local, remote string) {
+	sctp := l.pc.SCTP()
+	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
+		return "", "", "", ""
+	}
+	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local == nil || pair.Remote == nil {
+		return "", "", "", ""
+	}
+	local, remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
+	switch {
+	case pair.Local.Typ == webrtc.ICECandidateTypeRelay:
+		return "relay", fmt.Sprintf("%s:%d", pair.Local.Address, pair.Local.Port), local, remote
+	case pair.Remote.Typ == webrtc.ICECandidateTypeRelay:
+		return "relay", fmt.Sprintf("%s:%d", pair.Remote.Address, pair.Remote.Port), local, remote
+	}
+	return "direct", "", local, remote
+}

@@ -1,0 +1,357 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parley-voice/parley/proto"
+	"github.com/pion/webrtc/v4"
+)
+
+// sigConn is one signaling WebSocket: a writer goroutine drains out.
+type sigConn struct {
+	ws        *websocket.Conn
+	out       chan []byte
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (s *sigConn) close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.ws.Close()
+	})
+}
+
+func (s *sigConn) writeLoop() {
+	for {
+		select {
+		case b := <-s.out:
+			s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := s.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				s.close()
+				return
+			}
+		case <-s.done:
+			return
+		}
+	}
+}
+
+type sigEventKind int
+
+const (
+	sigConnected sigEventKind = iota
+	sigMessage
+	sigLost
+	sigFatal
+)
+
+type sigEvent struct {
+	kind    sigEventKind
+	conn    *sigConn
+	welcome *proto.Welcome
+	env     *proto.Envelope
+	err     error
+	retry   time.Duration
+}
+
+// dialLoop connects, signs in, reads until the connection drops, and
+// retries with jittered exponential backoff until ctx is done.
+func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
+	backoff := c.cfg.ReconnectMin
+	post := func(ev sigEvent) bool {
+		select {
+		case events <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		conn, welcome, err := c.connect(ctx)
+		if err == nil {
+			backoff = c.cfg.ReconnectMin
+			if !post(sigEvent{kind: sigConnected, conn: conn, welcome: welcome}) {
+				conn.close()
+				return
+			}
+			err = c.readLoop(ctx, conn, post)
+			conn.close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var pe *proto.Error
+		if errors.As(err, &pe) && (pe.Code == proto.CodeNameTaken || pe.Code == proto.CodeBadName) {
+			post(sigEvent{kind: sigFatal, err: err})
+			return
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Info("client: signaling lost, retrying", "err", err, "in", wait)
+		if !post(sigEvent{kind: sigLost, err: err, retry: wait}) {
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, c.cfg.ReconnectMax)
+	}
+}
+
+// connect dials and completes the hello/auth/welcome handshake.
+func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	ws, resp, err := d.DialContext(dctx, c.cfg.Server, http.Header{"User-Agent": []string{c.cfg.Agent}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: dial %s: %w", c.cfg.Server, err)
+	}
+	resp.Body.Close()
+	ws.SetReadLimit(proto.MaxFrameSize)
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	fail := func(err error) (*sigConn, *proto.Welcome, error) {
+		ws.Close()
+		return nil, nil, err
+	}
+	env, err := readEnv(ws)
+	if err != nil {
+		return fail(err)
+	}
+	hello, err := proto.DecodeBody[*proto.Hello](env)
+	if err != nil || env.Type != proto.TypeHello {
+		return fail(fmt.Errorf("client: expected hello, got %s: %v", env.Type, err))
+	}
+	auth := proto.SignAuth(c.cfg.Key, hello.Challenge, c.cfg.Name)
+	auth.Agent = c.cfg.Agent
+	auth.NAT = c.cfg.NATReport
+	aenv, err := proto.New(proto.TypeAuth, "auth", "", auth)
+	if err != nil {
+		return fail(err)
+	}
+	b, _ := proto.Encode(aenv)
+	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		return fail(fmt.Errorf("client: send auth: %w", err))
+	}
+	env, err = readEnv(ws)
+	if err != nil {
+		return fail(err)
+	}
+	switch env.Type {
+	case proto.TypeWelcome:
+	case proto.TypeError:
+		pe, derr := proto.DecodeBody[*proto.Error](env)
+		if derr != nil {
+			return fail(derr)
+		}
+		return fail(pe)
+	default:
+		return fail(fmt.Errorf("client: expected welcome, got %s", env.Type))
+	}
+	w, err := proto.DecodeBody[*proto.Welcome](env)
+	if err != nil {
+		return fail(err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	sc := &sigConn{ws: ws, out: make(chan []byte, 256), done: make(chan struct{})}
+	go sc.writeLoop()
+	return sc, w, nil
+}
+
+func readEnv(ws *websocket.Conn) (*proto.Envelope, error) {
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		return nil, fmt.Errorf("client: read: %w", err)
+	}
+	return proto.Decode(data)
+}
+
+// readLoop forwards frames to the loop until the connection fails. The
+// server pings; a connection silent for a minute is dead.
+func (c *Client) readLoop(ctx context.Context, sc *sigConn, post func(sigEvent) bool) error {
+	const idle = 75 * time.Second
+	sc.ws.SetReadDeadline(time.Now().Add(idle))
+	sc.ws.SetPingHandler(func(data string) error {
+		sc.ws.SetReadDeadline(time.Now().Add(idle))
+		return sc.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+	})
+	var closeErr error
+	for {
+		_, data, err := sc.ws.ReadMessage()
+		if err != nil {
+			if closeErr != nil {
+				return closeErr
+			}
+			return err
+		}
+		sc.ws.SetReadDeadline(time.Now().Add(idle))
+		env, err := proto.Decode(data)
+		if err != nil {
+			c.log.Warn("client: bad frame from server", "err", err)
+			continue
+		}
+		if env.Type == proto.TypeError && env.ID == "" {
+			// An error not tied to a request may precede a close
+			// (replaced, shutting_down): remember it as the reason.
+			if pe, err := proto.DecodeBody[*proto.Error](env); err == nil && pe.Ref == "" {
+				closeErr = pe
+			}
+		}
+		if !post(sigEvent{kind: sigMessage, conn: sc, env: env}) {
+			return ctx.Err()
+		}
+	}
+}
+
+// onSigEvent handles signaling events on the loop.
+func (c *Client) onSigEvent(ev sigEvent) {
+	switch ev.kind {
+	case sigConnected:
+		if c.sig != nil {
+			c.sig.close()
+		}
+		c.sig = ev.conn
+		c.signedIn = true
+		c.iceServers = toWebRTCServers(ev.welcome.ICEServers)
+		reconnect := c.everReady
+		c.everReady = true
+		c.events.push(ReadyEvent{Name: ev.welcome.Name, Reconnect: reconnect})
+		seen := map[string]bool{}
+		for _, p := range ev.welcome.Online {
+			seen[p.Name] = true
+			c.setPresence(p)
+		}
+		for name, p := range c.presence {
+			if !seen[name] && p.Online() {
+				c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
+			}
+		}
+		c.chatOnReconnect()
+	case sigMessage:
+		if ev.conn != c.sig {
+			return // from a connection we already replaced
+		}
+		c.onEnvelope(ev.env)
+	case sigLost:
+		c.sig = nil
+		c.signedIn = false
+		for id, w := range c.waiters {
+			delete(c.waiters, id)
+			w(ErrNotSignedIn)
+		}
+		c.events.push(DisconnectedEvent{Err: ev.err, Retry: ev.retry.Round(time.Millisecond).String()})
+	case sigFatal:
+		var pe *proto.Error
+		if errors.As(ev.err, &pe) {
+			c.events.push(ErrorEvent{Err: pe})
+		}
+		c.log.Error("client: cannot sign in", "err", ev.err)
+		c.Close()
+	}
+}
+
+// sendSig sends a message to the server (to "" ) or, routed, to a user.
+func (c *Client) sendSig(t proto.Type, to string, b proto.Body) error {
+	return c.sendSigID(t, "", to, b, nil)
+}
+
+// sendSigID sends with an id; done (if set) is called with nil when the
+// server acks it or with the error it answers.
+func (c *Client) sendSigID(t proto.Type, id, to string, b proto.Body, done func(error)) error {
+	if c.sig == nil {
+		return ErrNotSignedIn
+	}
+	env, err := proto.New(t, id, to, b)
+	if err != nil {
+		return err
+	}
+	raw, err := proto.Encode(env)
+	if err != nil {
+		return err
+	}
+	select {
+	case c.sig.out <- raw:
+	default:
+		return fmt.Errorf("client: signaling queue full")
+	}
+	if id != "" && done != nil {
+		c.waiters[id] = done
+	}
+	return nil
+}
+
+// onEnvelope dispatches a frame from the server (loop goroutine).
+func (c *Client) onEnvelope(env *proto.Envelope) {
+	switch env.Type {
+	case proto.TypeAck:
+		a, err := proto.DecodeBody[*proto.Ack](env)
+		if err == nil {
+			if w := c.waiters[a.Ref]; w != nil {
+				delete(c.waiters, a.Ref)
+				w(nil)
+			}
+		}
+	case proto.TypeError:
+		pe, err := proto.DecodeBody[*proto.Error](env)
+		if err != nil {
+			return
+		}
+		if w := c.waiters[pe.Ref]; pe.Ref != "" && w != nil {
+			delete(c.waiters, pe.Ref)
+			w(pe)
+			return
+		}
+		c.events.push(ErrorEvent{Err: pe, Ref: pe.Ref})
+	case proto.TypePresence:
+		p, err := proto.DecodeBody[*proto.Presence](env)
+		if err == nil && p.Name != "" {
+			c.setPresence(*p)
+		}
+	case proto.TypeOffer, proto.TypeAnswer, proto.TypeCandidate, proto.TypeBye:
+		c.onLinkSignal(env)
+	case proto.TypeRing, proto.TypeAccept, proto.TypeDecline, proto.TypeHangup:
+		c.onCallSignal(env)
+	case proto.TypeChat, proto.TypeDelivered, proto.TypeRead, proto.TypeTyping:
+		c.onServerChat(env)
+	default:
+		c.log.Debug("client: ignoring", "type", env.Type)
+	}
+}
+
+// setPresence records p, emits it, and tears down what a departed user leaves.
+func (c *Client) setPresence(p proto.Presence) {
+	if p.Name == c.cfg.Name {
+		return
+	}
+	old, had := c.presence[p.Name]
+	c.presence[p.Name] = p
+	if had && old.Status == p.Status {
+		return
+	}
+	c.events.push(PresenceEvent{Presence: p})
+	if !p.Online() {
+		if _, ok := c.calls[p.Name]; ok {
+			c.endCall(p.Name, p.Name+" went offline", false)
+		}
+		if l := c.links[p.Name]; l != nil {
+			c.closeLink(p.Name, l, "peer offline", false)
+		}
+	}
+}
+
+func toWebRTCServers(in []proto.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
