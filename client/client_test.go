@@ -282,8 +282,8 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	alice.ev.Wait(t, wait, "delivered", delivered(id))
 
 	// Bob quits and a new bob process with the same key comes back online.
-	bob.stop()
 	mark := alice.ev.Len()
+	bob.stop()
 	alice.ev.WaitSince(t, mark, wait, "bob offline", offline("bob"))
 	startClient(t, url, "bob", bobKey, nil)
 	alice.ev.WaitSince(t, mark, wait, "bob online again", online("bob"))

@@ -2,6 +2,7 @@ package client
 
 import (
 	"sync"
+	"time"
 
 	"github.com/parley-voice/parley/proto"
 )
@@ -122,6 +123,7 @@ func (e *eventQueue) push(ev Event) {
 
 func (e *eventQueue) pump() {
 	defer close(e.out)
+	var flush <-chan time.Time // after close: how long queued events may wait for a reader
 	for {
 		e.mu.Lock()
 		if len(e.q) == 0 {
@@ -139,17 +141,21 @@ func (e *eventQueue) pump() {
 		ev := e.q[0]
 		e.q[0] = nil
 		e.q = e.q[1:]
+		closed := e.closed
 		e.mu.Unlock()
+		if closed && flush == nil {
+			flush = time.After(5 * time.Second)
+		}
 		select {
 		case e.out <- ev:
-		case <-e.done:
-			return
+		case <-flush:
+			return // nobody is reading: drop the rest
 		}
 	}
 }
 
-// close stops delivery; queued events are delivered only if someone is
-// reading, else dropped once done is closed.
+// close stops the queue: events already queued are still delivered to a
+// reader for up to 5 s, then the channel closes.
 func (e *eventQueue) close() {
 	e.mu.Lock()
 	if e.closed {

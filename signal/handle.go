@@ -45,6 +45,10 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		ss.mu.Unlock()
 	}
 
+	var ice []proto.ICEServer
+	if s.cfg.ICEServers != nil {
+		ice = s.cfg.ICEServers(a.Name)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -69,17 +73,8 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		}
 		others = append(others, proto.Presence{Name: n, Status: proto.StatusOffline, LastSeen: t})
 	}
-	s.mu.Unlock()
-	if old != nil {
-		// The same identity logged in again (a reconnect after a network
-		// change): the stale session goes.
-		s.stats.replaced.Add(1)
-		old.fail(proto.Errorf(proto.CodeReplaced, "signed in again from %s", ss.remote), websocket.CloseNormalClosure)
-	}
-	var ice []proto.ICEServer
-	if s.cfg.ICEServers != nil {
-		ice = s.cfg.ICEServers(a.Name)
-	}
+	// The welcome is queued before the lock is released, so it precedes
+	// any presence another session broadcasts to us once it sees us online.
 	w, err := proto.New(proto.TypeWelcome, env.ID, "", &proto.Welcome{
 		Name:             a.Name,
 		Session:          ss.id,
@@ -87,11 +82,20 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		Online:           others,
 		HeartbeatSeconds: int(s.cfg.PingInterval / time.Second),
 	})
+	if err == nil {
+		ss.sendEnv(w)
+	}
+	s.mu.Unlock()
 	if err != nil {
 		s.log.Error("signal: welcome", "err", err)
 		return false
 	}
-	ss.sendEnv(w)
+	if old != nil {
+		// The same identity logged in again (a reconnect after a network
+		// change): the stale session goes.
+		s.stats.replaced.Add(1)
+		old.fail(proto.Errorf(proto.CodeReplaced, "signed in again from %s", ss.remote), websocket.CloseNormalClosure)
+	}
 	s.stats.logins.Add(1)
 	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
 	if old == nil {

@@ -102,7 +102,7 @@ type Server struct {
 	// Stats are the server's counters, read by Stats and /metrics.
 	stats Stats
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex          // guards the fields below
 	online   map[string]*session // authenticated sessions by name
 	all      map[*session]struct{}
 	lastSeen map[string]int64 // unix ms, for users who went offline
