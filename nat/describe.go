@@ -14,7 +14,7 @@ func Describe(r *proto.NATReport) string {
 		return "no NAT report\n"
 	}
 	var b strings.Builder
-	row := func(k, v string) { fmt.Fprintf(&b, "%-14s %s\n", k+":", v) }
+	row := func(k, v string) { fmt.Fprintf(&b, "%-16s %s\n", k+":", v) }
 
 	typ := r.Type
 	if typ == "" {
