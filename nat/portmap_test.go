@@ -157,7 +157,7 @@ type fakeIGD struct {
 	srv   *httptest.Server
 	fault func(action string, args map[string]string) int // UPnP error code to return, 0 = ok
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex                   // guards the fields below
 	mappings map[string]map[string]string // external port -> AddPortMapping args
 	calls    []string
 }
