@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/proto"
+)
+
+// chatFlags are the flags of `parley chat`.
+type chatFlags struct {
+	server, name, profile string
+	json, autoAnswer      bool
+	audioIn, audioOut     string
+	iceLoopback           bool
+	logLevel              string
+}
+
+func defaultProfile(name string) string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = "."
+	}
+	return filepath.Join(dir, "parley", name)
+}
+
+func runChat(ctx context.Context, args []string) error {
+	fs := newFlagSet("chat", "--server URL --name NAME [flags]", `
+The desktop chat client. Signs in with the identity key kept in the profile
+directory (created on first run; the key owns the name), shows who is online,
+chats and calls. With --json it reads commands and writes events as JSON
+lines, one object per line, for scripts:
+
+  stdin:  {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"call","to":"bob"}
+          {"cmd":"answer","from":"bob"}  {"cmd":"decline","from":"bob"}
+          {"cmd":"hangup","with":"bob"}  {"cmd":"status","status":"away"}
+          {"cmd":"who"}  {"cmd":"quit"}
+  stdout: {"event":"ready",...} presence, message, sent, delivered, call,
+          stats, error, disconnected
+
+Without --json it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
+"/decline NAME", "/hangup NAME", "/who", "/quit", or "NAME: TEXT".`)
+	var f chatFlags
+	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
+	fs.StringVar(&f.name, "name", "", "display name (lowercase letters, digits, - _ .)")
+	fs.StringVar(&f.profile, "profile", "", "profile directory holding the identity key (default: the user config dir /parley/NAME)")
+	fs.BoolVar(&f.json, "json", false, "scriptable mode: JSON-lines commands on stdin, events on stdout")
+	fs.BoolVar(&f.autoAnswer, "auto-answer", false, "answer incoming calls at once")
+	fs.StringVar(&f.audioIn, "audio-in", "tone", "audio to send in calls: an Ogg/Opus file, \"tone\" (440 Hz) or \"silence\"")
+	fs.StringVar(&f.audioOut, "audio-out", "", "write received call audio to this Ogg/Opus file (NAME is replaced by the peer's name when the path contains {peer})")
+	fs.BoolVar(&f.iceLoopback, "ice-loopback", false, "gather ICE candidates on loopback only (single-machine demos and tests)")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if f.name == "" {
+		fs.Usage()
+		return errors.New("--name is required")
+	}
+	f.name = strings.ToLower(f.name)
+	if err := proto.ValidateRegisterName(f.name); err != nil {
+		return err
+	}
+	if f.profile == "" {
+		f.profile = defaultProfile(f.name)
+	}
+	if _, err := audio.Open(f.audioIn); err != nil {
+		return fmt.Errorf("--audio-in: %w", err)
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	key, err := client.LoadOrCreateIdentity(f.profile)
+	if err != nil {
+		return err
+	}
+	cfg := client.Config{
+		Server:      f.server,
+		Name:        f.name,
+		Key:         key,
+		Agent:       "parley-chat",
+		AutoAnswer:  f.autoAnswer,
+		Logger:      log,
+		AudioSource: func(string) (audio.Source, error) { return audio.Open(f.audioIn) },
+	}
+	if f.iceLoopback {
+		cfg.SettingEngine = client.LoopbackOnly
+	}
+	if f.audioOut != "" {
+		cfg.AudioSink = func(peer string) (client.AudioSink, error) {
+			return audio.NewOggSink(strings.ReplaceAll(f.audioOut, "{peer}", peer), 2)
+		}
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(ctx) }()
+	if f.json {
+		err = chatJSON(ctx, c, os.Stdin, os.Stdout)
+	} else {
+		err = chatLines(ctx, c, os.Stdin, os.Stdout)
+	}
+	cancel()
+	if rerr := <-runErr; err == nil {
+		err = rerr
+	}
+	return err
+}

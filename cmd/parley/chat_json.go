@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/proto"
+)
+
+// jsonCommand is one line of stdin in --json mode.
+type jsonCommand struct {
+	Cmd    string `json:"cmd"`
+	To     string `json:"to,omitempty"`
+	From   string `json:"from,omitempty"`
+	With   string `json:"with,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Status string `json:"status,omitempty"`
+}
+
+// eventJSON maps a client event to its JSON-lines form. The names are a
+// stable interface for scripts: fields may be added, never renamed.
+func eventJSON(ev client.Event) any {
+	type obj = map[string]any
+	switch e := ev.(type) {
+	case client.ReadyEvent:
+		return obj{"event": "ready", "name": e.Name, "reconnect": e.Reconnect}
+	case client.DisconnectedEvent:
+		o := obj{"event": "disconnected", "retry": e.Retry}
+		if e.Err != nil {
+			o["error"] = e.Err.Error()
+		}
+		return o
+	case client.PresenceEvent:
+		o := obj{"event": "presence", "name": e.Name, "online": e.Online(), "status": e.Status}
+		if e.LastSeen != 0 {
+			o["last_seen"] = e.LastSeen
+		}
+		return o
+	case client.MessageEvent:
+		return obj{"event": "message", "from": e.From, "text": e.Text, "id": e.ID, "ts": e.Time, "path": e.Path}
+	case client.DeliveredEvent:
+		return obj{"event": "delivered", "id": e.ID, "to": e.To, "path": e.Path}
+	case client.CallEvent:
+		o := obj{"event": "call", "with": e.With, "state": e.State, "direction": e.Direction, "call": e.Call}
+		if e.Path != "" {
+			o["path"] = e.Path
+		}
+		if e.Via != "" {
+			o["via"] = e.Via
+		}
+		if e.Reason != "" {
+			o["reason"] = e.Reason
+		}
+		return o
+	case client.StatsEvent:
+		return obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
+			"rtp_packets_received": e.RTPPacketsReceived, "rtt_ms": round2(e.RTTms),
+			"jitter_ms": round2(e.JitterMs), "packets_lost": e.PacketsLost, "path": e.Path,
+			"local_candidate": e.LocalCandidate, "remote_candidate": e.RemoteCandidate}
+	case client.ErrorEvent:
+		o := obj{"event": "error", "code": e.Err.Code, "message": e.Err.Message}
+		if e.Ref != "" {
+			o["ref"] = e.Ref
+		}
+		return o
+	}
+	return obj{"event": "unknown", "type": fmt.Sprintf("%T", ev)}
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+func errorJSON(err error) any {
+	var code proto.Code = proto.CodeBadRequest
+	switch err {
+	case client.ErrNotOnline:
+		code = proto.CodeOffline
+	case client.ErrNotSignedIn:
+		code = proto.CodeUnavailable
+	default:
+		if c := proto.CodeOf(err); c != proto.CodeInternal {
+			code = c
+		}
+	}
+	return map[string]any{"event": "error", "code": code, "message": err.Error()}
+}
+
+// chatJSON runs the scriptable mode until quit, EOF on stdin, or ctx.
+func chatJSON(ctx context.Context, c *client.Client, in io.Reader, out io.Writer) error {
+	var mu sync.Mutex // guards enc
+	enc := json.NewEncoder(out)
+	emit := func(v any) {
+		mu.Lock()
+		defer mu.Unlock()
+		enc.Encode(v)
+	}
+	go func() {
+		for ev := range c.Events() {
+			emit(eventJSON(ev))
+		}
+	}()
+	lines := make(chan []byte)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 64<<10)
+		for sc.Scan() {
+			select {
+			case lines <- append([]byte(nil), sc.Bytes()...):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var line []byte
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case line, ok = <-lines:
+			if !ok {
+				return nil
+			}
+		}
+		if len(line) == 0 {
+			continue
+		}
+		var cmd jsonCommand
+		if err := json.Unmarshal(line, &cmd); err != nil {
+			emit(map[string]any{"event": "error", "code": proto.CodeBadFrame, "message": "not a JSON command: " + err.Error()})
+			continue
+		}
+		if cmd.Cmd == "quit" {
+			return nil
+		}
+		if v := runJSONCommand(ctx, c, cmd); v != nil {
+			emit(v)
+		}
+	}
+}
+
+// runJSONCommand carries out one command and returns what to print.
+func runJSONCommand(ctx context.Context, c *client.Client, cmd jsonCommand) any {
+	var err error
+	switch cmd.Cmd {
+	case "send":
+		var id string
+		id, err = c.Send(ctx, cmd.To, cmd.Text)
+		if err == nil {
+			return map[string]any{"event": "sent", "id": id, "to": cmd.To}
+		}
+	case "call":
+		err = c.Call(ctx, cmd.To)
+	case "answer":
+		err = c.Answer(ctx, cmd.From)
+	case "decline":
+		err = c.Decline(ctx, cmd.From)
+	case "hangup":
+		err = c.Hangup(ctx, cmd.With)
+	case "status":
+		err = c.SetStatus(ctx, proto.Status(cmd.Status))
+	case "who":
+		var ps []proto.Presence
+		ps, err = c.Presence(ctx)
+		if err == nil {
+			users := make([]map[string]any, 0, len(ps))
+			for _, p := range ps {
+				users = append(users, map[string]any{"name": p.Name, "status": p.Status, "online": p.Online()})
+			}
+			return map[string]any{"event": "who", "users": users}
+		}
+	default:
+		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, quit)", cmd.Cmd)}
+	}
+	if err != nil {
+		return errorJSON(err)
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// buildParley builds the binary once per test run.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func parleyBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "parley-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "parley")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// proc is a running parley process whose stdout lines are recorded.
+type proc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	lines []string
+	cond  *sync.Cond
+	done  bool
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(parleyBinary(t), args...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, stdin: stdin}
+	p.cond = sync.NewCond(&p.mu)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		p.mu.Lock()
+		p.done = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(os.Interrupt)
+			exited := make(chan struct{})
+			go func() { cmd.Wait(); close(exited) }()
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Errorf("%v did not exit on interrupt", args[:1])
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", args[0], stderr.String())
+		}
+	})
+	return p
+}
+
+// waitLine waits for a stdout line that match accepts.
+func (p *proc) waitLine(what string, match func(string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	timer := time.AfterFunc(20*time.Second, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	defer timer.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 0; ; {
+		for ; i < len(p.lines); i++ {
+			if match(p.lines[i]) {
+				return p.lines[i]
+			}
+		}
+		if p.done || time.Now().After(deadline) {
+			p.t.Fatalf("waiting for %s; got:\n%s", what, strings.Join(p.lines, "\n"))
+		}
+		p.cond.Wait()
+	}
+}
+
+// waitEvent waits for a JSON event whose fields include want.
+func (p *proc) waitEvent(want map[string]any) map[string]any {
+	p.t.Helper()
+	var got map[string]any
+	p.waitLine(fmt.Sprint(want), func(line string) bool {
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) != nil {
+			return false
+		}
+		for k, v := range want {
+			if fmt.Sprint(ev[k]) != fmt.Sprint(v) {
+				return false
+			}
+		}
+		got = ev
+		return true
+	})
+	return got
+}
+
+func (p *proc) send(cmd string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.stdin, cmd+"\n"); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// TestTwoTerminals is what a new user does: start the server, then two
+// chat clients that chat and call each other.
+func TestTwoTerminals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"))
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+
+	chat := func(name string, extra ...string) *proc {
+		args := append([]string{"chat", "--json", "--ice-loopback", "--server", url, "--name", name,
+			"--profile", filepath.Join(dir, name)}, extra...)
+		return start(t, args...)
+	}
+	heard := filepath.Join(dir, "bob-heard.ogg")
+	alice := chat("alice")
+	bob := chat("bob", "--auto-answer", "--audio-out", heard)
+	alice.waitEvent(map[string]any{"event": "ready", "name": "alice"})
+	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
+
+	alice.send(`{"cmd":"send","to":"bob","text":"hi bob"}`)
+	sent := alice.waitEvent(map[string]any{"event": "sent", "to": "bob"})
+	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "hi bob", "id": sent["id"]})
+	alice.waitEvent(map[string]any{"event": "delivered", "id": sent["id"], "to": "bob"})
+
+	bob.send(`{"cmd":"send","to":"alice","text":"hi alice"}`)
+	alice.waitEvent(map[string]any{"event": "message", "from": "bob", "text": "hi alice"})
+
+	alice.send(`{"cmd":"call","to":"bob"}`)
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "ringing"})
+	bob.waitEvent(map[string]any{"event": "call", "with": "alice", "state": "connected", "path": "direct"})
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "connected", "path": "direct"})
+	alice.waitLine("RTP both ways", func(s string) bool {
+		var ev struct {
+			Event    string
+			Sent     int `json:"rtp_packets_sent"`
+			Received int `json:"rtp_packets_received"`
+		}
+		return json.Unmarshal([]byte(s), &ev) == nil && ev.Event == "stats" && ev.Sent > 10 && ev.Received > 10
+	})
+	alice.send(`{"cmd":"hangup","with":"bob"}`)
+	bob.waitEvent(map[string]any{"event": "call", "with": "alice", "state": "ended"})
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "ended"})
+
+	// Bad commands get errors; the client keeps going.
+	alice.send(`{"cmd":"teleport"}`)
+	alice.waitEvent(map[string]any{"event": "error", "code": "unknown_type"})
+	alice.send(`not json`)
+	alice.waitEvent(map[string]any{"event": "error", "code": "bad_frame"})
+	alice.send(`{"cmd":"call","to":"nobody"}`)
+	alice.waitEvent(map[string]any{"event": "error", "code": "offline"})
+
+	bob.send(`{"cmd":"quit"}`)
+	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})
+	if fi, err := os.Stat(heard); err != nil || fi.Size() < 1000 {
+		t.Fatalf("bob's recording: %v %v", fi, err)
+	}
+}

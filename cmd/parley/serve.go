@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/parley-voice/parley/signal"
+	"github.com/parley-voice/parley/web"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "parley", "server")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "parley", "server")
+	}
+	return "parley-data"
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := newFlagSet("serve", "[flags]", `
+Runs the signaling server: identity, presence, call set-up and chat fallback
+over WebSocket at /ws, the browser call page at /, /healthz and /metrics.
+Everything runs in this one process on embedded defaults.`)
+	listen := fs.String("listen", "127.0.0.1:8080", "HTTP/WebSocket address (port 0 picks one)")
+	data := fs.String("data", defaultDataDir(), "directory for the name registry (empty: memory only)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := signal.New(signal.Config{
+		Listen:  *listen,
+		DataDir: *data,
+		Web:     web.Handler(),
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Logger:  log,
+	})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(srv.Collector())
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
+	fmt.Printf("Parley is running: open http://%s/ in a browser\n", ln.Addr())
+	fmt.Printf("  chat client: go run ./cmd/parley chat --server http://%s --name NAME\n", ln.Addr())
+	return srv.Serve(ctx, ln)
+}
