@@ -36,7 +36,10 @@ type DiscoverConfig struct {
 	// means any address and port of the server's family ("0.0.0.0:0").
 	ListenAddr string
 	// Listener opens the socket when Conn is nil. Nil means
-	// SystemListener.
+	// SystemListener. When the socket is bound to a wildcard address,
+	// Discover also uses it to test whether the mapped IP is one of ours
+	// (it can bind to it), so give the Listener of the network (namespace,
+	// vnet) that Conn lives in.
 	Listener PacketListener
 
 	// RTO is the first retransmission timeout; it doubles after each
@@ -56,10 +59,6 @@ type DiscoverConfig struct {
 
 	// Resolve looks up a server host name. Nil uses net.DefaultResolver.
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
-	// InterfaceAddrs lists this host's addresses; it is used only when the
-	// socket is bound to a wildcard address, to tell "no NAT". Nil uses
-	// net.InterfaceAddrs (the current network namespace).
-	InterfaceAddrs func() ([]netip.Addr, error)
 
 	// Logger receives DEBUG lines for each test. Nil discards.
 	Logger *slog.Logger
@@ -167,6 +166,11 @@ func Probe(ctx context.Context, cfg DiscoverConfig) (*Result, error) {
 	// Mapping tests (RFC 5780 section 4.3).
 	if noNAT {
 		rep.Mapping = proto.BehaviorNone
+		// No NAT and nothing filtered: "none" on both counts. A host
+		// firewall that filters keeps its measured behaviour.
+		if rep.Filtering == proto.BehaviorEndpointIndependent {
+			rep.Filtering = proto.BehaviorNone
+		}
 	} else {
 		mapping, mnote, err := p.mapping(ctx, x1, canIP, canPort, other)
 		if err != nil {
@@ -376,7 +380,12 @@ func (p *prober) close() {
 }
 
 // isLocal reports whether a mapped address is our own socket address,
-// meaning no NAT on the path (RFC 5780 section 4.3 test I).
+// meaning no NAT on the path (RFC 5780 section 4.3 test I). For a socket
+// bound to a wildcard address it checks the port and whether the mapped IP
+// is ours by binding a throwaway socket to it with the same Listener, which
+// asks the socket's own network (namespace, vnet) rather than this
+// process's view of the host. A host with net.ipv4.ip_nonlocal_bind set
+// binds any IP and would make a port-preserving NAT look like no NAT.
 func (p *prober) isLocal(mapped netip.AddrPort) bool {
 	if mapped == p.local {
 		return true
@@ -384,35 +393,17 @@ func (p *prober) isLocal(mapped netip.AddrPort) bool {
 	if !p.local.Addr().IsUnspecified() || mapped.Port() != p.local.Port() {
 		return false
 	}
-	list := p.cfg.InterfaceAddrs
-	if list == nil {
-		list = systemInterfaceAddrs
+	ln := p.cfg.Listener
+	if ln == nil {
+		ln = SystemListener{}
 	}
-	addrs, err := list()
+	c, err := ln.ListenPacket(network(mapped.Addr()), netip.AddrPortFrom(mapped.Addr(), 0).String())
 	if err != nil {
-		p.log.Debug("interface addresses", "err", err)
+		p.log.Debug("mapped IP is not ours", "ip", mapped.Addr(), "err", err)
 		return false
 	}
-	for _, a := range addrs {
-		if a.Unmap() == mapped.Addr() {
-			return true
-		}
-	}
-	return false
-}
-
-func systemInterfaceAddrs() ([]netip.Addr, error) {
-	as, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Addr, 0, len(as))
-	for _, a := range as {
-		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, pfx.Addr())
-		}
-	}
-	return out, nil
+	_ = c.Close()
+	return true
 }
 
 // binding sends a Binding request with CHANGE-REQUEST flags (0 for none)

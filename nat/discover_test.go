@@ -27,8 +27,8 @@ func TestDiscoverLoopback(t *testing.T) {
 		changeIP      bool
 		changePort    bool
 	}{
-		{"two IPs", twoIP, "127.0.0.1:0", proto.BehaviorEndpointIndependent, false, true, true},
-		{"two IPs, wildcard socket", twoIP, "0.0.0.0:0", proto.BehaviorEndpointIndependent, false, true, true},
+		{"two IPs", twoIP, "127.0.0.1:0", proto.BehaviorNone, false, true, true},
+		{"two IPs, wildcard socket", twoIP, "0.0.0.0:0", proto.BehaviorNone, false, true, true},
 		{"one IP: filtering EIF or ADF", oneIP, "127.0.0.1:0", proto.BehaviorUnknown, true, false, true},
 		{"binding only", plain, "127.0.0.1:0", proto.BehaviorUnknown, true, false, false},
 	}
@@ -232,7 +232,7 @@ func TestDiscoverIgnoresStrayPackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Type != proto.NATNone || r.Filtering != proto.BehaviorEndpointIndependent {
+	if r.Type != proto.NATNone || r.Filtering != proto.BehaviorNone {
 		t.Fatalf("got %+v", r)
 	}
 }

@@ -30,6 +30,7 @@ const (
 // vlab is one topology: a STUN server on the virtual WAN and a client
 // either directly on it or behind a vnet NAT router.
 type vlab struct {
+	cfg    vlabConfig
 	wan    *vnet.Router
 	client *vnet.Net
 	srv    *Server
@@ -42,6 +43,7 @@ type vlabConfig struct {
 	bindingOnly  bool
 	noHairpin    bool // WAN drops packets from the NAT's IP to itself
 	blockUDPToSr bool // WAN drops everything to the STUN server
+	wildcard     bool // the client socket is bound to 0.0.0.0
 }
 
 // vnetBuildMu serialises building vnet topologies: vnet's MAC address
@@ -65,7 +67,7 @@ func newVLab(t *testing.T, cfg vlabConfig) *vlab {
 	}
 	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "0.0.0.0/0", LoggerFactory: quietLogs()})
 	must(err)
-	lab := &vlab{wan: wan}
+	lab := &vlab{cfg: cfg, wan: wan}
 
 	srvNet, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{vStunIP1, vStunIP2}})
 	must(err)
@@ -121,18 +123,25 @@ func newVLab(t *testing.T, cfg vlabConfig) *vlab {
 // discover runs Probe from a fresh client socket.
 func (l *vlab) discover(t *testing.T) *Result {
 	t.Helper()
-	conn, err := l.client.ListenPacket("udp4", l.local+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	res, err := Probe(context.Background(), fastClient(DiscoverConfig{
+	cfg := fastClient(DiscoverConfig{
 		Server: vStunIP1 + ":3478",
-		Conn:   conn,
 		// vnet routes through goroutines; leave room under -race.
 		RTO:     30 * time.Millisecond,
 		Timeout: 300 * time.Millisecond,
-	}))
+	})
+	if l.cfg.wildcard {
+		// Discover opens the socket itself and must ask the vnet, not
+		// this host, whether the mapped IP is local.
+		cfg.Listener, cfg.ListenAddr = l.client, "0.0.0.0:0"
+	} else {
+		conn, err := l.client.ListenPacket("udp4", l.local+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cfg.Conn = conn
+	}
+	res, err := Probe(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +221,11 @@ func TestDiscoverVNetSpecial(t *testing.T) {
 		notes     bool
 	}{
 		{"no NAT", vlabConfig{serverIPs: 2},
-			proto.BehaviorNone, proto.BehaviorEndpointIndependent, proto.NATNone, "yes", false, false},
+			proto.BehaviorNone, proto.BehaviorNone, proto.NATNone, "yes", false, false},
+		{"no NAT, wildcard socket", vlabConfig{serverIPs: 2, wildcard: true},
+			proto.BehaviorNone, proto.BehaviorNone, proto.NATNone, "yes", false, false},
+		{"full cone, wildcard socket", vlabConfig{serverIPs: 2, wildcard: true, nat: &vnet.NATType{MappingBehavior: eim, FilteringBehavior: eim}},
+			proto.BehaviorEndpointIndependent, proto.BehaviorEndpointIndependent, proto.NATFullCone, "yes", false, false},
 		{"1:1 NAT", vlabConfig{serverIPs: 2, nat: &vnet.NATType{Mode: vnet.NATModeNAT1To1}},
 			"", "", "", "", false, false}, // checked below: vnet needs a local IP pairing
 		{"UDP blocked", vlabConfig{serverIPs: 2, blockUDPToSr: true, nat: &vnet.NATType{MappingBehavior: eim, FilteringBehavior: apd}},
@@ -297,14 +310,18 @@ func testDiscoverVNet1To1(t *testing.T) {
 		Alternate: netip.MustParseAddrPort(vStunIP2 + ":3479"),
 		Listener:  srvNet,
 	})
-	lab := &vlab{wan: wan, client: client, local: vLANHost}
-	r := lab.discover(t).Report
-	local, _ := netip.ParseAddrPort(r.LocalAddr)
-	public, _ := netip.ParseAddrPort(r.PublicAddr)
-	if r.Mapping != proto.BehaviorEndpointIndependent || r.Filtering != proto.BehaviorEndpointIndependent || r.Type != proto.NATFullCone {
-		t.Errorf("1:1 NAT: got %+v, want full cone", r)
-	}
-	if public.Addr().String() != vNATIP || public.Port() != local.Port() {
-		t.Errorf("1:1 NAT: public %s local %s, want %s with the same port", public, local, vNATIP)
+	// The port is kept, so with a wildcard socket only the bind test tells
+	// the NAT's IP is not ours.
+	for _, wildcard := range []bool{false, true} {
+		lab := &vlab{cfg: vlabConfig{wildcard: wildcard}, wan: wan, client: client, local: vLANHost}
+		r := lab.discover(t).Report
+		local, _ := netip.ParseAddrPort(r.LocalAddr)
+		public, _ := netip.ParseAddrPort(r.PublicAddr)
+		if r.Mapping != proto.BehaviorEndpointIndependent || r.Filtering != proto.BehaviorEndpointIndependent || r.Type != proto.NATFullCone {
+			t.Errorf("1:1 NAT (wildcard %v): got %+v, want full cone", wildcard, r)
+		}
+		if public.Addr().String() != vNATIP || public.Port() != local.Port() {
+			t.Errorf("1:1 NAT (wildcard %v): public %s local %s, want %s with the same port", wildcard, public, local, vNATIP)
+		}
 	}
 }
