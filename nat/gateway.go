@@ -13,10 +13,15 @@ import (
 )
 
 // DefaultGateway returns the IPv4 default gateway of the calling thread's
-// network namespace, read from /proc/net/route. It works on Linux only and
-// returns ErrNoGateway elsewhere or when there is no default route.
+// network namespace, read from /proc/thread-self/net/route (/proc/net/route
+// follows the process's main thread instead, which differs for a thread
+// that entered another namespace). It works on Linux only and returns
+// ErrNoGateway elsewhere or when there is no default route.
 func DefaultGateway() (netip.Addr, error) {
-	b, err := os.ReadFile("/proc/net/route")
+	b, err := os.ReadFile("/proc/thread-self/net/route")
+	if err != nil {
+		b, err = os.ReadFile("/proc/net/route") // kernels before 3.17
+	}
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("%w: %v", ErrNoGateway, err)
 	}
