@@ -1,0 +1,28 @@
+# Parley. `make test` is what CI runs (.ci/run): it installs what the tests
+# need when missing, vets, runs every test with the race detector, and runs
+# each fuzz target briefly.
+
+GO ?= go
+FUZZTIME ?= 3s
+
+.PHONY: test deps vet unit fuzz bench build
+
+test: deps vet unit fuzz
+
+deps:
+	@scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -timeout 25m ./...
+
+fuzz:
+	@scripts/fuzz-all.sh $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+build:
+	$(GO) build -o parley ./cmd/parley
