@@ -77,6 +77,20 @@ type StatsEvent struct {
 	RemoteCandidate    string
 }
 
+// LinkEvent: the direct peer connection with a peer opened its chat data
+// channel ("open", chat now goes peer to peer) or closed ("closed").
+type LinkEvent struct {
+	With  string
+	State string
+	Path  string // "direct" or "relay" when open
+	Via   string
+}
+
+// AudioEvent: the first audio packet of a call arrived from With.
+type AudioEvent struct {
+	With string
+}
+
 // ErrorEvent: something failed that the user should hear about. Ref names
 // the message or call it concerns, if any.
 type ErrorEvent struct {
@@ -92,6 +106,8 @@ func (DeliveredEvent) event()    {}
 func (CallEvent) event()         {}
 func (StatsEvent) event()        {}
 func (ErrorEvent) event()        {}
+func (LinkEvent) event()         {}
+func (AudioEvent) event()        {}
 
 // eventQueue delivers events in order without ever blocking the producer.
 type eventQueue struct {

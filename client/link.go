@@ -30,11 +30,10 @@ type link struct {
 
 	// sink receives audio while a call is connected; read by the RTP
 	// reader goroutine.
-	sink     atomic.Pointer[sinkBox]
-	rtpIn    atomic.Uint64
-	rtpOut   atomic.Uint64 // audio packets written to track
-	closed   atomic.Bool
-	firstRTP atomic.Int64 // unix nanos of the first RTP packet received
+	sink   atomic.Pointer[sinkBox]
+	rtpIn  atomic.Uint64
+	rtpOut atomic.Uint64 // audio packets written to track
+	closed atomic.Bool
 }
 
 type sinkBox struct{ s AudioSink }
@@ -108,14 +107,27 @@ func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		post(func() { c.onLinkState(l, s) })
 	})
-	l.dc.OnOpen(func() { post(func() { l.dcOpen = true; c.chatFlush(peer) }) })
+	l.dc.OnOpen(func() {
+		post(func() {
+			l.dcOpen = true
+			path, via, _, _ := pathOf(l)
+			c.events.push(LinkEvent{With: peer, State: "open", Path: path, Via: via})
+			c.chatFlush(peer)
+		})
+	})
 	l.dc.OnClose(func() { post(func() { l.dcOpen = false }) })
 	l.dc.OnMessage(func(msg webrtc.DataChannelMessage) {
 		data := append([]byte(nil), msg.Data...)
 		post(func() { c.onDCMessage(l, data) })
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		go l.readRTP(t)
+		go l.readRTP(t, func() {
+			post(func() {
+				if k := c.calls[peer]; k != nil {
+					c.events.push(AudioEvent{With: peer})
+				}
+			})
+		})
 	})
 	return l, nil
 }
@@ -130,14 +142,15 @@ func drainRTCP(s *webrtc.RTPSender) {
 }
 
 // readRTP counts received audio and hands it to the call's sink.
-func (l *link) readRTP(t *webrtc.TrackRemote) {
+// first is called once, on the first packet.
+func (l *link) readRTP(t *webrtc.TrackRemote, first func()) {
 	for {
 		pkt, _, err := t.ReadRTP()
 		if err != nil {
 			return
 		}
 		if l.rtpIn.Add(1) == 1 {
-			l.firstRTP.Store(time.Now().UnixNano())
+			first()
 		}
 		if b := l.sink.Load(); b != nil && b.s != nil {
 			b.s.WriteRTP(pkt)
@@ -288,6 +301,9 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	}
 	if l.closed.Swap(true) {
 		return
+	}
+	if l.dcOpen {
+		c.events.push(LinkEvent{With: peer, State: "closed"})
 	}
 	if sendBye {
 		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: l.session, Reason: reason})
