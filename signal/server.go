@@ -161,12 +161,14 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	return u.Host == r.Host
 }
 
-// Handler serves /ws (the signaling WebSocket), /healthz, /metrics (when
+// Handler serves /ws (the signaling WebSocket), /healthz, /api/ice (STUN
+// URLs, see ice.go), /metrics (when
 // Config.Metrics is set) and, for every other path, Config.Web.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)
 	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.HandleFunc("/api/ice", s.serveICE)
 	if s.cfg.Metrics != nil {
 		mux.Handle("/metrics", s.cfg.Metrics)
 	}
@@ -278,7 +280,12 @@ func (s *Server) NATReport(user string) (*proto.NATReport, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.online[user]
-	if !ok || ss.nat == nil {
+	if !ok {
+		return nil, false
+	}
+	ss.mu.Lock() // ss.nat is written under ss.mu (handle.go)
+	defer ss.mu.Unlock()
+	if ss.nat == nil {
 		return nil, false
 	}
 	r := *ss.nat

@@ -27,11 +27,14 @@ func defaultDataDir() string {
 func runServe(ctx context.Context, args []string) error {
 	fs := newFlagSet("serve", "[flags]", `
 Runs the signaling server: identity, presence, call set-up and chat fallback
-over WebSocket at /ws, the browser call page at /, /healthz and /metrics.
-Everything runs in this one process on embedded defaults.`)
+over WebSocket at /ws, the browser call page at /, /healthz and /metrics,
+and a STUN service (UDP, RFC 5389/5780) whose stun: URL clients receive as
+their ICE server (also listed unauthenticated at /api/ice, which
+'parley nat' reads). Everything runs in this one process on embedded defaults.`)
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP/WebSocket address (port 0 picks one)")
 	data := fs.String("data", defaultDataDir(), "directory for the name registry (empty: memory only)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	stunf := addSTUNFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,12 +44,18 @@ Everything runs in this one process on embedded defaults.`)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	stun, err := startSTUN(ctx, stunf, *listen, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stun.close()
 	srv, err := signal.New(signal.Config{
-		Listen:  *listen,
-		DataDir: *data,
-		Web:     web.Handler(),
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Logger:  log,
+		Listen:     *listen,
+		DataDir:    *data,
+		ICEServers: stun.iceServers(),
+		Web:        web.Handler(),
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Logger:     log,
 	})
 	if err != nil {
 		return err
@@ -59,5 +68,6 @@ Everything runs in this one process on embedded defaults.`)
 	}
 	fmt.Printf("Parley is running: open http://%s/ in a browser\n", ln.Addr())
 	fmt.Printf("  chat client: go run ./cmd/parley chat --server http://%s --name NAME\n", ln.Addr())
+	stun.printInfo(ln.Addr())
 	return srv.Serve(ctx, ln)
 }
