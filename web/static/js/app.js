@@ -1,0 +1,705 @@
+// The Parley call page: wires identity, signaling, links, chat and calls to
+// the DOM. Protocol logic lives in the other modules; this one only renders
+// state and turns clicks into calls on them.
+
+import { Calls } from "./calls.js";
+import { Chat } from "./chat.js";
+import { loadIdentity, saveName, savedName, unsupportedReason } from "./identity.js";
+import { Links, toRTCIceServers } from "./links.js";
+import { checkName, normalizeName } from "./proto.js";
+import { Signaling } from "./signaling.js";
+import { QualityGraph, fmt, summarize } from "./stats.js";
+import { ago, callEnded, duration, serverError } from "./words.js";
+
+const $ = (id) => document.getElementById(id);
+const MIC_KEY = "parley.mic";
+
+function el(tag, props = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("aria-") || k === "role" || k === "for") e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+  return e;
+}
+
+function load(key) {
+  try {
+    return localStorage.getItem(key) || "";
+  } catch {
+    return "";
+  }
+}
+
+function store(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // storage disabled: the choice lasts for this visit
+  }
+}
+
+function timeOf(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+const TICKS = {
+  sending: ["…", "sending"],
+  sent: ["✓", "sent"],
+  delivered: ["✓✓", "delivered"],
+  failed: ["!", "not delivered"],
+};
+
+class App {
+  constructor() {
+    this.identity = null;
+    this.name = "";
+    this.sig = null;
+    this.links = null;
+    this.chat = null;
+    this.calls = null;
+    this.presence = new Map(); // name -> {status, lastSeen}
+    this.peer = "";
+    this.stats = null; // last summary of the call's link
+    this.graph = new QualityGraph($("graph"));
+    this.sinks = new Map(); // peer -> <audio>
+    this.errors = new Map(); // words -> element
+    this.timers = [];
+    this.statsBusy = false;
+    this.waitingUntil = 0;
+    this.ringer = null;
+  }
+
+  // ---- start, join, leave ----
+
+  async boot() {
+    this.#wireUI();
+    const why = unsupportedReason();
+    if (why) return this.#showJoin(serverError(why), true);
+    try {
+      this.identity = await loadIdentity();
+    } catch (e) {
+      return this.#showJoin(e.code === "unsupported" ? serverError("unsupported") : `Your identity key could not be loaded: ${e.message}`, true);
+    }
+    const name = savedName();
+    if (name && !checkName(name, true)) this.join(name);
+    else this.#showJoin("");
+  }
+
+  #showJoin(error, disabled = false) {
+    $("app-view").hidden = true;
+    $("join-view").hidden = false;
+    $("join-error").textContent = error;
+    $("join").disabled = disabled;
+    $("name-input").disabled = disabled;
+    document.title = "Parley";
+    if (!disabled) $("name-input").focus();
+  }
+
+  join(name) {
+    this.#teardown();
+    this.name = name;
+    $("me-name").textContent = name;
+    $("join-view").hidden = true;
+    $("app-view").hidden = false;
+    this.#setConn("connecting", "Connecting…");
+
+    const sig = new Signaling({ url: wsURL(), identity: this.identity, name, agent: `parley-web/1 ${navigator.userAgent}` });
+    this.sig = sig;
+    this.links = new Links({
+      me: name,
+      send: (type, to, body) => sig.send(type, to, body),
+      iceServers: () => this.iceServers,
+      hooks: {
+        onState: (l) => {
+          this.calls.onLinkState(l);
+          this.#renderContacts();
+        },
+        onOpen: (l) => this.chat.onOpen(l),
+        onMessage: (l, m) => this.chat.onDCMessage(l, m),
+        onTrack: (l, stream) => this.#attachAudio(l.peer, stream),
+        onClosed: (l, reason) => {
+          this.calls.onLinkClosed(l, reason);
+          if (!this.links.get(l.peer)) this.#detachAudio(l.peer);
+        },
+      },
+    });
+    this.iceServers = [];
+    this.chat = new Chat({ sig, links: this.links });
+    this.calls = new Calls({ sig, links: this.links });
+    this.calls.micDeviceId = load(MIC_KEY);
+
+    sig.addEventListener("state", (e) => this.#onSigState(e.detail));
+    sig.addEventListener("welcome", (e) => this.#onWelcome(e.detail));
+    sig.addEventListener("fatal", (e) => this.#onFatal(e.detail));
+    sig.addEventListener("message", (e) => this.#onMessage(e.detail));
+    this.chat.addEventListener("change", (e) => {
+      if (e.detail.peer === this.peer) this.#renderMessages();
+      this.#renderContacts();
+    });
+    this.calls.addEventListener("change", () => this.#onCallChange());
+    this.calls.addEventListener("error", (e) => this.showError(e.detail));
+    this.calls.addEventListener("mic", () => this.#refreshMics());
+
+    this.timers.push(setInterval(() => this.#tick(), 500));
+    this.timers.push(setInterval(() => this.#sampleStats(), 1000));
+    this.#selectPeer("");
+    this.#renderContacts();
+    this.#onCallChange();
+    sig.start();
+  }
+
+  /** signOut forgets the name on this browser (the key stays) and returns to the picker. */
+  signOut() {
+    this.calls?.hangup();
+    this.links?.closeAll("signed out", true);
+    this.sig?.stop();
+    saveName("");
+    this.#teardown();
+    $("name-input").value = this.name;
+    this.#showJoin("");
+  }
+
+  #teardown() {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    if (this.sig) this.sig.stop();
+    this.links?.closeAll("closing", false);
+    for (const p of [...this.sinks.keys()]) this.#detachAudio(p);
+    this.#stopRinging();
+    this.sig = this.links = this.chat = this.calls = null;
+    this.presence.clear();
+    this.peer = "";
+    this.stats = null;
+    for (const p of [...this.errors.keys()]) this.#dismissError(p);
+  }
+
+  // ---- signaling events ----
+
+  #onSigState({ state, retryAt, error }) {
+    $("retry-now").hidden = true;
+    this.waitingUntil = 0;
+    if (state === "connecting") this.#setConn("connecting", "Connecting…");
+    else if (state === "online") this.#setConn("online", "Online");
+    else if (state === "waiting") {
+      this.waitingUntil = retryAt;
+      $("retry-now").textContent = "Retry now";
+      $("retry-now").hidden = false;
+      this.#renderWaiting();
+      if (error?.code === "shutting_down") this.showError(serverError("shutting_down"));
+    } else if (state === "stopped") {
+      if (error?.code === "replaced") {
+        this.#setConn("offline", "Signed in elsewhere");
+        this.showError(serverError("replaced"), true);
+        $("retry-now").textContent = "Use Parley here";
+        $("retry-now").hidden = false;
+      } else {
+        this.#setConn("offline", "Offline");
+      }
+    }
+  }
+
+  #renderWaiting() {
+    const s = Math.max(0, Math.ceil((this.waitingUntil - Date.now()) / 1000));
+    this.#setConn("waiting", `Connection to the server lost — reconnecting${s ? ` in ${s} s` : "…"}`);
+  }
+
+  #setConn(state, text) {
+    const c = $("conn-status");
+    c.dataset.state = state;
+    if (c.textContent !== text) c.textContent = text;
+  }
+
+  #onWelcome({ welcome, reconnect }) {
+    saveName(welcome.name);
+    this.iceServers = toRTCIceServers(welcome.ice_servers);
+    const seen = new Set();
+    for (const p of welcome.online ?? []) {
+      seen.add(p.name);
+      this.#setPresence(p);
+    }
+    for (const [name, p] of this.presence) {
+      if (!seen.has(name) && p.status !== "offline") this.#setPresence({ name, status: "offline", last_seen: Date.now() });
+    }
+    this.#dismissError(serverError("connection_lost"));
+    if (reconnect) this.chat.onReconnect();
+    this.#renderContacts();
+    this.#renderPeer();
+  }
+
+  #onFatal(err) {
+    const name = this.name;
+    this.#teardown();
+    saveName("");
+    $("name-input").value = name;
+    this.#showJoin(serverError(err.code, err.message, { name }));
+  }
+
+  #onMessage(env) {
+    switch (env.type) {
+      case "presence":
+        if (env.body.name) this.#setPresence(env.body);
+        return;
+      case "offer":
+      case "answer":
+      case "candidate":
+      case "bye":
+        this.links.handle(env);
+        return;
+      case "ring":
+      case "accept":
+      case "decline":
+      case "hangup":
+        this.calls.onSignal(env);
+        return;
+      case "chat":
+      case "delivered":
+        this.chat.onServer(env);
+        return;
+      case "error":
+        // "offline" for a fire-and-forget message (a candidate or bye to
+        // someone who just left) needs no words.
+        if (env.body.code === "offline") return;
+        if (env.body.code === "replaced" || env.body.code === "shutting_down") return; // the close says it
+        this.showError(serverError(env.body.code, env.body.message));
+        return;
+    }
+  }
+
+  #setPresence(p) {
+    if (p.name === this.name) return;
+    const old = this.presence.get(p.name);
+    this.presence.set(p.name, { status: p.status, lastSeen: p.last_seen || old?.lastSeen || 0 });
+    if (old?.status === p.status) return;
+    if (p.status === "offline") {
+      this.calls.onOffline(p.name);
+      this.links.close(p.name, this.links.get(p.name), "peer offline", false);
+    }
+    this.#renderContacts();
+    if (p.name === this.peer) this.#renderPeer();
+  }
+
+  #online(name) {
+    const s = this.presence.get(name)?.status;
+    return s === "online" || s === "away";
+  }
+
+  // ---- timers ----
+
+  #tick() {
+    this.chat?.tick();
+    this.calls?.tick();
+    if (this.waitingUntil) this.#renderWaiting();
+    this.#renderCallTimer();
+  }
+
+  async #sampleStats() {
+    const k = this.calls?.call;
+    if (!k || k.state !== "connected" || this.statsBusy) return;
+    await this.sampleStats();
+  }
+
+  /** sampleStats reads the call's link stats now and updates the panel. */
+  async sampleStats() {
+    const k = this.calls?.call;
+    const l = k && this.links.get(k.peer);
+    if (!l || l.closed) return null;
+    this.statsBusy = true;
+    try {
+      const report = await l.pc.getStats();
+      const prev = this.stats && this.stats.peer === k.peer && this.stats.session === l.session ? this.stats : null;
+      const sum = summarize(report.values(), prev, performance.now());
+      sum.peer = k.peer;
+      sum.session = l.session;
+      this.stats = sum;
+      if (prev) this.graph.push(sum);
+      this.#renderStats();
+      this.#renderCallState();
+      return sum;
+    } catch (e) {
+      console.debug("parley: stats", e);
+      return null;
+    } finally {
+      this.statsBusy = false;
+    }
+  }
+
+  // ---- UI wiring ----
+
+  #wireUI() {
+    $("join-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const name = normalizeName($("name-input").value);
+      $("name-input").value = name;
+      const bad = checkName(name, true);
+      if (bad) {
+        $("join-error").textContent = bad;
+        $("name-input").setAttribute("aria-invalid", "true");
+        $("name-input").focus();
+        return;
+      }
+      $("name-input").removeAttribute("aria-invalid");
+      this.join(name);
+    });
+    $("name-input").addEventListener("input", () => {
+      $("join-error").textContent = "";
+      $("name-input").removeAttribute("aria-invalid");
+    });
+    $("sign-out").addEventListener("click", () => this.signOut());
+    $("retry-now").addEventListener("click", () => {
+      if (!this.sig) return;
+      if (this.sig.stopped) {
+        this.#dismissError(serverError("replaced"));
+        this.sig.start();
+      } else this.sig.retryNow();
+    });
+    window.addEventListener("online", () => this.sig?.retryNow());
+    $("back").addEventListener("click", () => this.#selectPeer(""));
+    $("call").addEventListener("click", () => {
+      if (this.peer && this.calls) this.calls.place(this.peer);
+    });
+    $("answer").addEventListener("click", () => this.calls?.answer());
+    $("decline").addEventListener("click", () => this.calls?.decline());
+    $("hangup").addEventListener("click", () => this.calls?.hangup());
+    $("mute").addEventListener("click", () => {
+      const k = this.calls?.call;
+      if (k) this.calls.setMuted(!k.muted);
+    });
+    $("call-dismiss").addEventListener("click", () => {
+      if (this.calls) this.calls.last = null;
+      this.#onCallChange();
+    });
+    $("composer").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.#send();
+    });
+    $("mic-select").addEventListener("change", () => {
+      const id = $("mic-select").value;
+      store(MIC_KEY, id);
+      this.calls?.setMic(id);
+    });
+    navigator.mediaDevices?.addEventListener?.("devicechange", () => this.#refreshMics());
+    document.addEventListener("keydown", (e) => {
+      const k = this.calls?.call;
+      if (e.key === "Escape" && k && !k.outgoing && !k.accepted) this.calls.decline();
+    });
+    window.addEventListener("pagehide", () => {
+      // Leave cleanly so peers see us go at once, and a reload signs in fresh.
+      this.calls?.hangup();
+      this.sig?.stop();
+    });
+    this.#refreshMics();
+  }
+
+  #send() {
+    const input = $("message-input");
+    const text = input.value;
+    if (!text.trim() || !this.peer) return;
+    try {
+      this.chat.send(this.peer, text);
+      input.value = "";
+      if (this.#online(this.peer)) this.links.ensure(this.peer); // later messages go direct
+    } catch (e) {
+      this.showError(e.message);
+    }
+    input.focus();
+  }
+
+  #selectPeer(name) {
+    this.peer = name;
+    this.chat?.setOpen(name);
+    $("app-view").dataset.view = name ? "chat" : "contacts";
+    if (name && this.#online(name)) this.links.ensure(name); // warm the link: chat goes direct, calls start fast
+    this.#renderPeer();
+    this.#renderContacts();
+    if (name) $("message-input").focus();
+  }
+
+  // ---- rendering ----
+
+  #renderContacts() {
+    if (!this.chat) return;
+    const online = [];
+    const offline = [];
+    for (const [name, p] of this.presence) (p.status === "offline" ? offline : online).push(name);
+    online.sort();
+    offline.sort((a, b) => (this.presence.get(b).lastSeen || 0) - (this.presence.get(a).lastSeen || 0));
+    const call = this.calls?.call;
+    const item = (name, isOnline) => {
+      const p = this.presence.get(name);
+      const unread = this.chat.unread.get(name) ?? 0;
+      const link = this.links.get(name);
+      const bits = [p.status === "away" ? "away" : isOnline ? "online" : `offline${p.lastSeen ? ", last seen " + ago(p.lastSeen) : ""}`];
+      if (call?.peer === name) bits.push("in a call");
+      if (unread) bits.push(`${unread} unread`);
+      const btn = el(
+        "button",
+        { type: "button", className: "contact", "aria-label": `${name}, ${bits.join(", ")}`, dataset: { status: p.status } },
+        el("span", { className: "dot", "aria-hidden": "true" }),
+        el("span", { className: "cname", textContent: name }),
+        call?.peer === name ? el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }) : null,
+        unread ? el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }) : null,
+        link?.connected ? el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }) : null,
+      );
+      if (isOnline) btn.dataset.testid = `contact-${name}`;
+      if (name === this.peer) btn.setAttribute("aria-current", "true");
+      btn.addEventListener("click", () => this.#selectPeer(name));
+      return el("li", {}, btn);
+    };
+    $("contacts").replaceChildren(...online.map((n) => item(n, true)));
+    $("offline-list").replaceChildren(...offline.slice(0, 50).map((n) => item(n, false)));
+    $("online-count").textContent = online.length ? `(${online.length})` : "";
+    $("contacts-empty").hidden = online.length > 0;
+    $("offline-box").hidden = offline.length === 0;
+  }
+
+  #renderPeer() {
+    const name = this.peer;
+    $("no-peer").hidden = !!name;
+    $("peer-pane").hidden = !name;
+    if (!name) return;
+    const p = this.presence.get(name);
+    const online = this.#online(name);
+    $("peer-title").textContent = name;
+    $("peer-status").textContent = online ? (p.status === "away" ? "away" : "online") : p?.lastSeen ? `offline · last seen ${ago(p.lastSeen)}` : "offline";
+    $("peer-status").dataset.status = online ? p.status : "offline";
+    const call = this.calls?.call;
+    $("call").disabled = !online || !!call;
+    $("call").setAttribute("aria-label", `Call ${name}`);
+    $("call").title = !online ? `${name} is offline` : call ? "You are in a call" : `Call ${name}`;
+    $("message-input").setAttribute("aria-label", `Message to ${name}`);
+    this.#renderMessages();
+  }
+
+  #renderMessages() {
+    const list = $("messages");
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const items = this.chat.messages(this.peer).map((m) => {
+      const li = el("li", { className: `msg ${m.dir}`, dataset: { id: m.id, status: m.status, path: m.path || "" } });
+      li.append(el("p", { className: "text", textContent: m.text }));
+      const meta = el("p", { className: "meta" }, el("time", { dateTime: new Date(m.ts).toISOString(), textContent: timeOf(m.ts) }));
+      if (m.dir === "out") {
+        const [sym, words] = TICKS[m.status] ?? ["", m.status];
+        meta.append(el("span", { className: `tick ${m.status}`, textContent: sym, title: m.path ? `${words} (${m.path === "direct" ? "direct" : "via the server"})` : words, "aria-label": words, dataset: { testid: "tick" } }));
+      }
+      li.append(meta);
+      if (m.status === "failed") {
+        const retry = el("button", { type: "button", className: "small quiet", textContent: "Retry" });
+        retry.addEventListener("click", () => this.chat.retry(m.id));
+        li.append(el("p", { className: "failed", role: "note" }, `${m.error || "Not delivered"}. `, retry));
+      }
+      return li;
+    });
+    if (!items.length) items.push(el("li", { className: "empty", textContent: this.#online(this.peer) ? `Say hello to ${this.peer}.` : `${this.peer} is offline; messages can be sent once they’re back.` }));
+    list.replaceChildren(...items);
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  #onCallChange() {
+    const k = this.calls?.call;
+    const last = this.calls?.last;
+    const panel = $("call-panel");
+    panel.hidden = !k && !last;
+    panel.dataset.state = k ? (k.state === "ringing" ? (k.outgoing ? "calling" : "incoming") : k.state) : last ? "ended" : "idle";
+    const incoming = k && !k.outgoing && !k.accepted;
+    $("answer").hidden = !incoming;
+    $("decline").hidden = !incoming;
+    $("hangup").hidden = !k || incoming;
+    $("mute").hidden = !k || incoming;
+    $("call-dismiss").hidden = !!k;
+    $("call-quality").hidden = !k || k.state !== "connected";
+    if (k) {
+      $("mute").setAttribute("aria-pressed", String(k.muted));
+      $("mute").textContent = k.muted ? "Unmute" : "Mute";
+      $("hangup").textContent = k.state === "ringing" ? "Cancel" : "Hang up";
+      $("answer").setAttribute("aria-label", `Answer the call from ${k.peer}`);
+      $("decline").setAttribute("aria-label", `Decline the call from ${k.peer}`);
+    }
+    // The microphone list sits in the call panel during a call.
+    const field = $("mic-field");
+    const slot = k ? $("call-mic-slot") : $("mic-home");
+    if (field.parentElement !== slot) slot.append(field);
+    if (!k || k.state !== "connected") {
+      this.stats = null;
+      this.graph.clear();
+    } else if (!this.stats) {
+      this.sampleStats(); // path and numbers at once, not a second later
+    }
+    if (incoming) this.#startRinging(k.peer);
+    else this.#stopRinging();
+    if (incoming && !this.peer) this.#selectPeer(k.peer);
+    this.#renderCallState();
+    this.#renderCallTimer();
+    this.#renderStats();
+    this.#renderContacts();
+    if (this.peer) this.#renderPeer();
+  }
+
+  #renderCallState() {
+    const k = this.calls?.call;
+    const last = this.calls?.last;
+    let text = "";
+    if (k) {
+      const l = this.links.get(k.peer);
+      if (k.state === "ringing") text = k.outgoing ? (k.mic ? `Calling ${k.peer}… ringing` : `Calling ${k.peer}… (opening your microphone)`) : `${k.peer} is calling you`;
+      else if (k.state === "accepted") text = `Connecting to ${k.peer}…`;
+      else if (l && l.state === "disconnected") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
+      else {
+        const s = this.stats;
+        const path = s?.path ? (s.path === "relay" ? `relay${s.via ? " via " + s.via : ""}` : "direct") : "finding the path";
+        text = `Call with ${k.peer} — connected · ${path}`;
+      }
+    } else if (last) {
+      text = `Call with ${last.peer}: ${callEnded(last.reason).toLowerCase()}${last.connected ? ` (${duration(last.durationMs)})` : ""}`;
+    }
+    const cs = $("call-state");
+    if (cs.textContent !== text) cs.textContent = text;
+  }
+
+  #renderCallTimer() {
+    const k = this.calls?.call;
+    $("call-timer").textContent = k?.state === "connected" ? duration(Date.now() - k.connectedAt) : "";
+  }
+
+  #renderStats() {
+    const s = this.stats;
+    $("st-path").textContent = !s || !s.path ? "–" : s.path === "relay" ? `relay${s.via ? " via " + s.via : ""} (${s.local} ↔ ${s.remote})` : `direct (${s.local} ↔ ${s.remote})`;
+    $("st-rtt").textContent = fmt(s?.rttMs, 0, " ms");
+    $("st-jitter").textContent = fmt(s?.jitterMs, 1, " ms");
+    $("st-loss").textContent = fmt(s?.lossPct, 1, " %");
+    $("st-rate").textContent = s && (s.recvKbps !== null || s.sendKbps !== null) ? `↓ ${fmt(s.recvKbps, 0)} ↑ ${fmt(s.sendKbps, 0)} kbit/s` : "–";
+    const d = $("call-stats").dataset;
+    d.packetsReceived = s?.packetsReceived ?? 0;
+    d.packetsSent = s?.packetsSent ?? 0;
+  }
+
+  // ---- audio ----
+
+  #attachAudio(peer, stream) {
+    let a = this.sinks.get(peer);
+    if (!a) {
+      a = el("audio", { autoplay: true });
+      a.dataset.peer = peer;
+      $("audio-sinks").append(a);
+      this.sinks.set(peer, a);
+    }
+    if (a.srcObject !== stream) a.srcObject = stream;
+    a.play().catch(() => {
+      // Autoplay may wait for a click; the call buttons are clicks.
+    });
+  }
+
+  #detachAudio(peer) {
+    const a = this.sinks.get(peer);
+    if (!a) return;
+    a.srcObject = null;
+    a.remove();
+    this.sinks.delete(peer);
+  }
+
+  async #refreshMics() {
+    const sel = $("mic-select");
+    let devices = [];
+    try {
+      devices = (await navigator.mediaDevices?.enumerateDevices?.()) ?? [];
+    } catch {
+      return;
+    }
+    const mics = devices.filter((d) => d.kind === "audioinput" && d.deviceId && d.deviceId !== "default");
+    const want = this.calls?.micDeviceId ?? load(MIC_KEY);
+    const opts = [el("option", { value: "", textContent: "Default microphone" })];
+    mics.forEach((d, i) => opts.push(el("option", { value: d.deviceId, textContent: d.label || `Microphone ${i + 1}` })));
+    sel.replaceChildren(...opts);
+    sel.value = mics.some((d) => d.deviceId === want) ? want : "";
+  }
+
+  #startRinging(peer) {
+    document.title = `📞 ${peer} is calling — Parley`;
+    if (this.ringer) return;
+    let ctx = null;
+    try {
+      ctx = new AudioContext();
+    } catch {
+      // no audio output: the page still shows the call
+    }
+    const ring = () => {
+      if (!ctx || ctx.state !== "running") return;
+      const t = ctx.currentTime;
+      for (const [f, at] of [[440, 0], [480, 0], [440, 0.5], [480, 0.5]]) {
+        const o = ctx.createOscillator();
+        const g = ctx.createGain();
+        g.gain.setValueAtTime(0.05, t + at);
+        g.gain.setValueAtTime(0, t + at + 0.4);
+        o.frequency.value = f;
+        o.connect(g).connect(ctx.destination);
+        o.start(t + at);
+        o.stop(t + at + 0.4);
+      }
+    };
+    ctx?.resume().then(ring, () => {});
+    this.ringer = { ctx, timer: setInterval(ring, 3000) };
+  }
+
+  #stopRinging() {
+    if (!this.ringer) {
+      if (document.title !== "Parley" && !this.calls?.call) document.title = "Parley";
+      return;
+    }
+    clearInterval(this.ringer.timer);
+    this.ringer.ctx?.close().catch(() => {});
+    this.ringer = null;
+    document.title = "Parley";
+  }
+
+  // ---- errors ----
+
+  /** showError shows words in the error area; sticky ones stay until dismissed. */
+  showError(words, sticky = false) {
+    if (!words) return;
+    const old = this.errors.get(words);
+    if (old) old.remove();
+    const close = el("button", { type: "button", className: "small quiet", textContent: "Dismiss", "aria-label": "Dismiss this message" });
+    const item = el("div", { className: "error-item", role: "alert", dataset: { testid: "error" } }, el("p", { textContent: words }), close);
+    close.addEventListener("click", () => this.#dismissError(words));
+    $("errors").append(item);
+    this.errors.set(words, item);
+    if (!sticky) setTimeout(() => this.errors.get(words) === item && this.#dismissError(words), 12000);
+  }
+
+  #dismissError(words) {
+    const item = this.errors.get(words);
+    if (!item) return;
+    item.remove();
+    this.errors.delete(words);
+  }
+
+  // ---- debugging and tests ----
+
+  /** debug describes the page's state (for people in the console, and tests). */
+  debug() {
+    return {
+      name: this.name,
+      publicKey: this.identity?.publicKey ?? "",
+      online: !!this.sig?.online,
+      presence: Object.fromEntries(this.presence),
+      call: this.calls?.call ? { peer: this.calls.call.peer, state: this.calls.call.state, muted: this.calls.call.muted, outgoing: this.calls.call.outgoing } : null,
+      last: this.calls?.last ?? null,
+      links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
+      stats: this.stats,
+    };
+  }
+}
+
+function wsURL() {
+  const u = new URL("ws", location.href);
+  u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  u.hash = "";
+  u.search = "";
+  return u.href;
+}
+
+const app = new App();
+window.parley = app; // for the console and the browser tests: parley.debug(), parley.sampleStats()
+app.boot();

@@ -1,0 +1,107 @@
+// The browser's identity: an Ed25519 key pair made with WebCrypto. The
+// private key is not extractable — script can sign with it but never read
+// it — and the CryptoKeyPair is kept in IndexedDB, so the display name the
+// server bound to this key stays ours across reloads. The chosen name is
+// kept in localStorage. (Ed25519: RFC 8032; WebCrypto: Secure Curves.)
+
+import { authPayload, b64 } from "./proto.js";
+
+const DB = "parley";
+const STORE = "identity";
+const KEY = "ed25519";
+const NAME_KEY = "parley.name";
+
+/** unsupportedReason says why this page cannot hold an identity here, or null. */
+export function unsupportedReason() {
+  if (!globalThis.isSecureContext || !globalThis.crypto?.subtle) return "insecure";
+  if (!globalThis.indexedDB) return "no-indexeddb";
+  return null;
+}
+
+function openDB() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+    req.onblocked = () => reject(new Error("the identity store is blocked by another tab"));
+  });
+}
+
+function tx(db, mode, fn) {
+  return new Promise((resolve, reject) => {
+    const t = db.transaction(STORE, mode);
+    const req = fn(t.objectStore(STORE));
+    t.oncomplete = () => resolve(req.result);
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error);
+  });
+}
+
+/**
+ * Identity holds the key pair and the base64 raw public key the server
+ * binds names to.
+ */
+export class Identity {
+  constructor(keyPair, publicKey) {
+    this.keyPair = keyPair;
+    this.publicKey = publicKey; // base64 of the 32-byte raw Ed25519 key
+  }
+
+  /** sign returns the base64 Ed25519 signature over proto.AuthPayload. */
+  async signAuth(challenge, name) {
+    const sig = await crypto.subtle.sign({ name: "Ed25519" }, this.keyPair.privateKey, authPayload(challenge, name, this.publicKey));
+    return b64(new Uint8Array(sig));
+  }
+}
+
+/**
+ * loadIdentity returns the key pair kept in IndexedDB, generating and
+ * storing one on first use. It throws an Error with .code "unsupported"
+ * when the browser has no WebCrypto Ed25519.
+ */
+export async function loadIdentity() {
+  const db = await openDB();
+  try {
+    let kp = await tx(db, "readonly", (s) => s.get(KEY));
+    if (!kp || !kp.privateKey || !kp.publicKey) {
+      try {
+        kp = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+      } catch (e) {
+        const err = new Error(`WebCrypto Ed25519 is not available: ${e.message}`);
+        err.code = "unsupported";
+        throw err;
+      }
+      // add, not put: if another tab stored a key meanwhile, use that one.
+      try {
+        await tx(db, "readwrite", (s) => s.add(kp, KEY));
+      } catch {
+        kp = await tx(db, "readonly", (s) => s.get(KEY));
+      }
+    }
+    const raw = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
+    if (raw.length !== 32) throw new Error(`public key is ${raw.length} bytes, want 32`);
+    return new Identity(kp, b64(raw));
+  } finally {
+    db.close();
+  }
+}
+
+/** savedName is the name chosen on an earlier visit, or "". */
+export function savedName() {
+  try {
+    return localStorage.getItem(NAME_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+/** saveName remembers name ("" forgets it). */
+export function saveName(name) {
+  try {
+    if (name) localStorage.setItem(NAME_KEY, name);
+    else localStorage.removeItem(NAME_KEY);
+  } catch {
+    // Storage may be disabled; the name is then asked for again next time.
+  }
+}

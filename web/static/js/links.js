@@ -1,0 +1,280 @@
+// Links: the one RTCPeerConnection the page keeps with each peer, as the Go
+// client does (client/link.go). A link carries an audio transceiver
+// (sendrecv, silent until a call connects; RFC 8829 section 4.1.2) and the
+// chat data channel, negotiated out of band as id 0 (RFC 8832 section 6:
+// "negotiated" channels skip DCEP). The side that needs the link first
+// offers; if both offer at once, the lexically smaller name's offer wins.
+// Candidates trickle through the server (RFC 8838) and are buffered until
+// the remote description is set.
+
+import { DC_LABEL, decodeDC, randomID } from "./proto.js";
+
+/**
+ * offerAction decides what an incoming offer with session does to the link
+ * we have with peer (client/link.go onLinkSignal):
+ *   "accept"    no link yet: answer it
+ *   "duplicate" the same offer again: ignore
+ *   "ignore"    glare and our offer wins (our name is smaller)
+ *   "replace"   glare we lose, or the peer reloaded: theirs replaces ours
+ */
+export function offerAction(link, me, peer, session) {
+  if (!link) return "accept";
+  if (link.session === session) return "duplicate";
+  if (link.offerer && !link.remoteSet && me < peer) return "ignore";
+  return "replace";
+}
+
+/** Link is one peer connection. */
+export class Link {
+  constructor(peer, session, offerer) {
+    this.peer = peer;
+    this.session = session;
+    this.offerer = offerer;
+    this.pc = null;
+    this.dc = null;
+    this.transceiver = null;
+    this.remoteSet = false;
+    this.localSent = false;
+    this.pendingIn = []; // remote candidates waiting for the remote description
+    this.pendingOut = []; // local candidates waiting for our offer/answer to go out
+    this.state = "new";
+    this.dcOpen = false;
+    this.closed = false;
+    this.created = performance.now();
+    this.connectedAt = 0;
+  }
+
+  /** sender is the audio RTCRtpSender (replaceTrack target). */
+  get sender() {
+    return this.transceiver?.sender ?? null;
+  }
+
+  get connected() {
+    return this.state === "connected";
+  }
+}
+
+/** toRTCIceServers maps welcome ice_servers to RTCIceServer, dropping bad ones. */
+export function toRTCIceServers(list) {
+  const out = [];
+  for (const s of Array.isArray(list) ? list : []) {
+    const urls = (Array.isArray(s?.urls) ? s.urls : [s?.urls]).filter((u) => typeof u === "string" && /^(stun|stuns|turn|turns):/.test(u));
+    if (!urls.length) continue;
+    const server = { urls };
+    if (typeof s.username === "string") server.username = s.username;
+    if (typeof s.credential === "string") server.credential = s.credential;
+    out.push(server);
+  }
+  return out;
+}
+
+/**
+ * Links manages every peer's link. Hooks (all optional):
+ *   onState(link)            connection state changed (link.state)
+ *   onOpen(link)             data channel opened
+ *   onMessage(link, msg)     valid data-channel message
+ *   onTrack(link, stream)    remote audio arrived
+ *   onClosed(link, reason)   link closed (by us, the peer, or failure)
+ */
+export class Links {
+  constructor({ me, send, iceServers, hooks, rtcConfig = {} }) {
+    this.me = me;
+    this.send = send; // (type, to, body) => bool
+    this.iceServers = iceServers; // () => RTCIceServer[]
+    this.hooks = hooks;
+    this.rtcConfig = rtcConfig;
+    this.links = new Map();
+    this.queue = Promise.resolve(); // serializes negotiation, like the Go client's loop
+  }
+
+  get(peer) {
+    return this.links.get(peer) ?? null;
+  }
+
+  #run(fn) {
+    this.queue = this.queue.then(fn).catch((e) => console.warn("parley: link:", e));
+    return this.queue;
+  }
+
+  /** ensure returns the link to peer, creating it and offering if there is none. */
+  ensure(peer) {
+    let l = this.links.get(peer);
+    if (l) return l;
+    l = this.#newLink(peer, randomID(), true);
+    this.links.set(peer, l);
+    this.#run(async () => {
+      if (l.closed) return;
+      try {
+        const offer = await l.pc.createOffer();
+        await l.pc.setLocalDescription(offer);
+        if (l.closed) return;
+        if (!this.send("offer", peer, { session: l.session, sdp: l.pc.localDescription.sdp })) {
+          throw new Error("not connected to the server");
+        }
+        this.#localSent(l);
+      } catch (e) {
+        this.close(peer, l, `offer failed: ${e.message}`, false);
+      }
+    });
+    return l;
+  }
+
+  /** handle processes offer, answer, candidate and bye from the server. */
+  handle(env) {
+    return this.#run(() => this.#handle(env));
+  }
+
+  async #handle(env) {
+    const peer = env.from;
+    const b = env.body;
+    switch (env.type) {
+      case "offer": {
+        const cur = this.links.get(peer);
+        const act = offerAction(cur, this.me, peer, b.session);
+        if (act === "duplicate" || act === "ignore") return;
+        if (act === "replace") this.close(peer, cur, "replaced by a new offer", false);
+        const l = this.#newLink(peer, b.session, false);
+        this.links.set(peer, l);
+        try {
+          await l.pc.setRemoteDescription({ type: "offer", sdp: b.sdp });
+          l.remoteSet = true;
+          // Answer with the transceiver the offer created, sending too.
+          l.transceiver = l.pc.getTransceivers().find((t) => t.receiver.track?.kind === "audio" && !t.stopped) ?? null;
+          if (l.transceiver) l.transceiver.direction = "sendrecv";
+          await l.pc.setLocalDescription(await l.pc.createAnswer());
+          if (l.closed) return;
+          await this.#flushIn(l);
+          if (!this.send("answer", peer, { session: l.session, sdp: l.pc.localDescription.sdp })) {
+            throw new Error("not connected to the server");
+          }
+          this.#localSent(l);
+        } catch (e) {
+          console.warn("parley: bad offer from", peer, e);
+          this.close(peer, l, "bad offer", true);
+        }
+        return;
+      }
+      case "answer": {
+        const l = this.links.get(peer);
+        if (!l || l.session !== b.session || !l.offerer || l.remoteSet) return;
+        try {
+          await l.pc.setRemoteDescription({ type: "answer", sdp: b.sdp });
+          l.remoteSet = true;
+          await this.#flushIn(l);
+        } catch (e) {
+          console.warn("parley: bad answer from", peer, e);
+          this.close(peer, l, "bad answer", true);
+        }
+        return;
+      }
+      case "candidate": {
+        const l = this.links.get(peer);
+        if (!l || l.session !== b.session || !b.candidate) return;
+        const init = {
+          candidate: b.candidate,
+          sdpMid: b.sdpMid || null,
+          sdpMLineIndex: b.sdpMLineIndex ?? null,
+          usernameFragment: b.usernameFragment || null,
+        };
+        if (init.sdpMid === null && init.sdpMLineIndex === null) init.sdpMLineIndex = 0;
+        if (!l.remoteSet) {
+          if (l.pendingIn.length < 256) l.pendingIn.push(init);
+          return;
+        }
+        await l.pc.addIceCandidate(init).catch((e) => console.debug("parley: bad candidate", e.message));
+        return;
+      }
+      case "bye": {
+        const l = this.links.get(peer);
+        if (l && l.session === b.session) this.close(peer, l, "closed by peer", false);
+        return;
+      }
+    }
+  }
+
+  async #flushIn(l) {
+    const list = l.pendingIn;
+    l.pendingIn = [];
+    for (const init of list) {
+      await l.pc.addIceCandidate(init).catch((e) => console.debug("parley: bad candidate", e.message));
+    }
+  }
+
+  #localSent(l) {
+    l.localSent = true;
+    for (const c of l.pendingOut) this.send("candidate", l.peer, c);
+    l.pendingOut = [];
+  }
+
+  #newLink(peer, session, offerer) {
+    const l = new Link(peer, session, offerer);
+    const pc = new RTCPeerConnection({ ...this.rtcConfig, iceServers: this.iceServers(), bundlePolicy: "max-bundle" });
+    l.pc = pc;
+    if (offerer) l.transceiver = pc.addTransceiver("audio", { direction: "sendrecv" });
+    l.dc = pc.createDataChannel(DC_LABEL, { negotiated: true, id: 0 });
+    const live = () => !l.closed && this.links.get(peer) === l;
+
+    pc.onicecandidate = (ev) => {
+      const c = ev.candidate;
+      if (!live() || !c || !c.candidate) return; // null/empty: end of candidates
+      const body = { session, candidate: c.candidate };
+      if (c.sdpMid !== null && c.sdpMid !== undefined) body.sdpMid = c.sdpMid;
+      if (c.sdpMLineIndex !== null && c.sdpMLineIndex !== undefined) body.sdpMLineIndex = c.sdpMLineIndex;
+      if (c.usernameFragment) body.usernameFragment = c.usernameFragment;
+      if (l.localSent) this.send("candidate", peer, body);
+      else l.pendingOut.push(body);
+    };
+    pc.onconnectionstatechange = () => {
+      if (!live()) return;
+      l.state = pc.connectionState;
+      if (l.state === "connected" && !l.connectedAt) l.connectedAt = performance.now();
+      this.hooks.onState?.(l);
+      if (l.state === "failed") this.close(peer, l, "no network path (ICE failed)", true);
+    };
+    pc.ontrack = (ev) => {
+      if (!live() || ev.track.kind !== "audio") return;
+      this.hooks.onTrack?.(l, ev.streams[0] ?? new MediaStream([ev.track]));
+    };
+    l.dc.onopen = () => {
+      if (!live()) return;
+      l.dcOpen = true;
+      this.hooks.onOpen?.(l);
+    };
+    l.dc.onclose = () => {
+      l.dcOpen = false;
+    };
+    l.dc.onmessage = (ev) => {
+      if (!live()) return;
+      let msg;
+      try {
+        msg = decodeDC(ev.data);
+      } catch (e) {
+        console.debug("parley: bad data channel message from", peer, e.message);
+        return;
+      }
+      this.hooks.onMessage?.(l, msg);
+    };
+    return l;
+  }
+
+  /** close forgets l and closes its peer connection; sendBye tells the peer. */
+  close(peer, l, reason, sendBye) {
+    if (!l) return;
+    if (this.links.get(peer) === l) this.links.delete(peer);
+    if (l.closed) return;
+    l.closed = true;
+    l.dcOpen = false;
+    if (sendBye) this.send("bye", peer, { session: l.session, reason: reason.slice(0, 256) });
+    try {
+      l.pc.close();
+    } catch {
+      // already closed
+    }
+    this.hooks.onClosed?.(l, reason);
+  }
+
+  /** closeAll closes every link. */
+  closeAll(reason, sendBye) {
+    for (const [peer, l] of [...this.links]) this.close(peer, l, reason, sendBye);
+  }
+}

@@ -1,0 +1,198 @@
+// Wire rules of the Parley signaling protocol, mirrored from the Go package
+// proto (proto/envelope.go, proto/names.go, proto/datachannel.go). The page
+// validates what it sends and what it receives by the same rules as the Go
+// client, so a bad frame from anyone is dropped, never trusted.
+
+export const VERSION = 1;
+export const MAX_FRAME = 64 << 10; // proto.MaxFrameSize
+export const MAX_NAME = 32; // proto.MaxNameLen
+export const MAX_ID = 64; // proto.MaxIDLen
+export const MAX_TEXT = 4000; // proto.MaxTextLen, in UTF-8 bytes
+export const MAX_DC = 16 << 10; // proto.MaxDCMessage
+export const DC_LABEL = "parley-chat"; // proto.DataChannelLabel
+
+// Routed types are client-to-client messages the server forwards to "to".
+export const ROUTED = new Set([
+  "offer", "answer", "candidate", "bye",
+  "ring", "accept", "decline", "hangup",
+  "chat", "delivered", "read", "typing",
+]);
+const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error"]);
+
+const RESERVED = new Set(["server", "parley", "system", "admin"]);
+const NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
+const ID_RE = /^[A-Za-z0-9._:-]+$/;
+
+/** ProtoError is an error with a stable wire code (proto.Error). */
+export class ProtoError extends Error {
+  constructor(code, message, ref) {
+    super(message || code);
+    this.code = code;
+    this.ref = ref || "";
+  }
+}
+
+/** normalizeName turns what a person typed into a wire name (lower case, trimmed). */
+export function normalizeName(typed) {
+  return String(typed ?? "").trim().toLowerCase();
+}
+
+/**
+ * checkName returns null when name obeys the name rules, else a sentence
+ * saying what is wrong. register adds the reserved-name check.
+ */
+export function checkName(name, register = false) {
+  if (typeof name !== "string" || name === "") return "Type a name first.";
+  if (name.length > MAX_NAME) return `Names are at most ${MAX_NAME} characters.`;
+  if (!NAME_RE.test(name)) {
+    return "Use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit.";
+  }
+  if (register && RESERVED.has(name)) return `The name "${name}" is reserved.`;
+  return null;
+}
+
+/** validID reports whether id is a usable message, call or session id. */
+export function validID(id) {
+  return typeof id === "string" && id.length >= 1 && id.length <= MAX_ID && ID_RE.test(id);
+}
+
+const encoder = new TextEncoder();
+
+/** utf8Len is the length of s in UTF-8 bytes. */
+export function utf8Len(s) {
+  return encoder.encode(s).length;
+}
+
+/** checkText returns null for a sendable chat text, else why not. */
+export function checkText(s) {
+  if (typeof s !== "string" || s === "") return "The message is empty.";
+  const n = utf8Len(s);
+  if (n > MAX_TEXT) return `The message is too long (${n} bytes; the limit is ${MAX_TEXT}).`;
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s)) {
+    return "The message contains broken characters.";
+  }
+  return null;
+}
+
+/** randomID returns 12 URL-safe base64 characters (72 random bits), like the Go client. */
+export function randomID() {
+  const b = crypto.getRandomValues(new Uint8Array(9));
+  return b64(b).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/** b64 encodes bytes as standard base64. */
+export function b64(bytes) {
+  let s = "";
+  for (const x of bytes) s += String.fromCharCode(x);
+  return btoa(s);
+}
+
+/** unb64 decodes standard base64, or returns null. */
+export function unb64(s) {
+  try {
+    const bin = atob(s);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** authPayload is the byte string an auth signature covers (proto.AuthPayload). */
+export function authPayload(challenge, name, publicKey) {
+  return encoder.encode("parley-auth-v1\n" + challenge + "\n" + name + "\n" + publicKey);
+}
+
+/** encodeEnvelope builds the JSON text of one frame. */
+export function encodeEnvelope(type, { id, to, body } = {}) {
+  const env = { v: VERSION, type };
+  if (id) env.id = id;
+  if (to) env.to = to;
+  if (body !== undefined) env.body = body;
+  const text = JSON.stringify(env);
+  const n = utf8Len(text);
+  if (n > MAX_FRAME) throw new ProtoError("too_large", `${type} is ${n} bytes; the limit is ${MAX_FRAME}`);
+  return text;
+}
+
+const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const optStr = (v, max) => v === undefined || v === null || (typeof v === "string" && v.length <= max);
+
+// Body checks for what a server or peer may send us (proto/messages.go).
+const BODY = {
+  hello: (b) => typeof b.challenge === "string" && (unb64(b.challenge)?.length ?? 0) >= 16,
+  welcome: (b) => checkName(b.name) === null && (b.online === undefined || b.online === null ||
+    (Array.isArray(b.online) && b.online.length <= 10000 && b.online.every((p) => isObj(p) && BODY.presence(p)))),
+  presence: (b) => (b.name === undefined || b.name === "" || checkName(b.name) === null) &&
+    ["online", "away", "offline"].includes(b.status),
+  ack: (b) => validID(b.ref),
+  error: (b) => typeof b.code === "string" && b.code !== "" && optStr(b.message, 1024),
+  offer: (b) => validID(b.session) && typeof b.sdp === "string" && b.sdp.startsWith("v=0") && b.sdp.length <= 48 << 10,
+  answer: (b) => BODY.offer(b),
+  candidate: (b) => validID(b.session) && typeof b.candidate === "string" && b.candidate.length <= 1024 &&
+    (b.candidate === "" || b.candidate.startsWith("candidate:")) && optStr(b.sdpMid, 64) && optStr(b.usernameFragment, 256) &&
+    (b.sdpMLineIndex === undefined || b.sdpMLineIndex === null || Number.isInteger(b.sdpMLineIndex)),
+  bye: (b) => validID(b.session) && optStr(b.reason, 256),
+  ring: (b) => validID(b.call) && optStr(b.reason, 256),
+  accept: (b) => BODY.ring(b),
+  decline: (b) => BODY.ring(b),
+  hangup: (b) => BODY.ring(b),
+  chat: (b) => validID(b.id) && checkText(b.text) === null,
+  delivered: (b) => validID(b.id),
+  read: (b) => validID(b.id),
+  typing: () => true,
+};
+
+/**
+ * decodeEnvelope parses and validates one frame from the server. It throws
+ * a ProtoError for anything malformed, so callers can drop it.
+ */
+export function decodeEnvelope(text) {
+  if (typeof text !== "string") throw new ProtoError("bad_frame", "binary frames are not part of the protocol");
+  if (text.length > MAX_FRAME) throw new ProtoError("too_large", `frame of ${text.length} bytes`);
+  let env;
+  try {
+    env = JSON.parse(text);
+  } catch (e) {
+    throw new ProtoError("bad_frame", `not JSON: ${e.message}`);
+  }
+  if (!isObj(env)) throw new ProtoError("bad_frame", "not a JSON object");
+  if (env.v !== VERSION) throw new ProtoError("bad_version", `protocol version ${env.v}`);
+  if (typeof env.type !== "string" || !(env.type in BODY)) throw new ProtoError("unknown_type", `type ${String(env.type).slice(0, 32)}`);
+  if (env.id !== undefined && !validID(env.id)) throw new ProtoError("bad_request", "bad id");
+  if (ROUTED.has(env.type)) {
+    if (checkName(env.from) !== null) throw new ProtoError("bad_request", `${env.type} without a valid sender`);
+  } else if (!SERVER_TYPES.has(env.type)) {
+    throw new ProtoError("unknown_type", `${env.type} is not sent to clients`);
+  }
+  const body = env.body === undefined || env.body === null ? {} : env.body;
+  if (!isObj(body) || !BODY[env.type](body)) throw new ProtoError("bad_request", `malformed ${env.type} body`);
+  env.body = body;
+  return env;
+}
+
+/** decodeDC parses and validates a data-channel message (proto.DecodeDC). */
+export function decodeDC(text) {
+  if (typeof text !== "string") throw new ProtoError("bad_frame", "binary data-channel message");
+  if (text.length > MAX_DC) throw new ProtoError("too_large", "data-channel message too large");
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (e) {
+    throw new ProtoError("bad_frame", `data channel message: ${e.message}`);
+  }
+  if (!isObj(m)) throw new ProtoError("bad_frame", "data channel message is not an object");
+  switch (m.type) {
+    case "chat":
+      if (!validID(m.id) || checkText(m.text) !== null) throw new ProtoError("bad_request", "malformed chat");
+      return m;
+    case "delivered":
+    case "read":
+      if (!validID(m.id)) throw new ProtoError("bad_request", `malformed ${m.type}`);
+      return m;
+    case "typing":
+      return m;
+  }
+  throw new ProtoError("unknown_type", `unknown data channel message type ${String(m.type).slice(0, 32)}`);
+}
