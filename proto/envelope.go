@@ -62,7 +62,8 @@ func (t Type) Routed() bool {
 	switch t {
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeBye,
 		TypeRing, TypeAccept, TypeDecline, TypeHangup,
-		TypeChat, TypeDelivered, TypeRead, TypeTyping:
+		TypeChat, TypeDelivered, TypeRead, TypeTyping,
+		TypeSealed:
 		return true
 	}
 	return false

@@ -101,6 +101,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	if old == nil {
 		s.broadcastPresence(ss, proto.Presence{Name: a.Name, Status: proto.StatusOnline, PublicKey: a.PublicKey})
 	}
+	s.offline.deliver(ss) // messages left while offline, after the welcome
 	return true
 }
 
@@ -167,6 +168,9 @@ func (ss *session) route(env *proto.Envelope) {
 	s := ss.srv
 	if env.To == ss.name {
 		ss.violation(proto.Errorf(proto.CodeBadRequest, "cannot send %s to yourself", env.Type), env.ID)
+		return
+	}
+	if s.offline.intercept(ss, env) { // sealed messages and their receipts
 		return
 	}
 	s.mu.Lock()

@@ -56,6 +56,9 @@ type Config struct {
 	// SendQueue is the per-connection outbound queue length; a client that
 	// falls this far behind is disconnected. Zero means 256.
 	SendQueue int
+	// Offline bounds the store of sealed messages waiting for offline
+	// users (offline.go); zero fields take its defaults.
+	Offline OfflineLimits
 	// Logger receives lifecycle and problem logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -96,6 +99,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	reg      registry
+	offline  *mailbox // sealed messages for offline users (offline.go)
 	upgrader websocket.Upgrader
 	origins  map[string]bool
 
@@ -137,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.reg = r
 	}
+	s.offline = newMailbox(s, cfg.Offline)
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
