@@ -102,7 +102,7 @@ type mailbox struct {
 	store mailStore
 	now   func() time.Time
 
-	mu   sync.Mutex           // guards sent; serializes deliveries so order holds
+	mu   sync.Mutex          // guards sent; serializes deliveries so order holds
 	sent map[string]sentMark // recipient -> what its current session already got
 }
 

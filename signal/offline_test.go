@@ -185,9 +185,13 @@ func TestOfflineLimits(t *testing.T) {
 	}{
 		{name: "count", lim: signal.OfflineLimits{MaxMessages: 2}, to: "bob", n: 2, code: proto.CodeOverBudget, wants: "2 offline messages"},
 		{name: "bytes", lim: signal.OfflineLimits{MaxBytes: 2000}, to: "bob", n: 2, code: proto.CodeOverBudget,
-			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed { return sealFor(t, a, fmt.Sprint("b", i), string(big)) }},
+			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
+				return sealFor(t, a, fmt.Sprint("b", i), string(big))
+			}},
 		{name: "message size", lim: signal.OfflineLimits{MaxMessageBytes: 100}, to: "bob", code: proto.CodeTooLarge,
-			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed { return sealFor(t, a, fmt.Sprint("b", i), string(big)) }},
+			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
+				return sealFor(t, a, fmt.Sprint("b", i), string(big))
+			}},
 		{name: "unknown recipient", to: "nobody", code: proto.CodeNotFound},
 		{name: "forged sender key", to: "bob", code: proto.CodeForbidden,
 			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
