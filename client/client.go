@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,13 @@ type Config struct {
 
 	// NATReport, when set, is sent to the server at sign-in.
 	NATReport *proto.NATReport
+	// DiscoverNAT, when set, makes the client find its NAT itself after
+	// each sign-in and send the report to the server (natreport.go).
+	DiscoverNAT *NATDiscovery
+	// Dial, when set, opens the TCP connection to the signaling server
+	// (the WebSocket dialer's NetDialContext): tests dial from inside a
+	// network namespace. Nil uses the system dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// signaling reconnects. Zero means 250 ms and 15 s.
@@ -141,6 +149,7 @@ type Client struct {
 	calls      map[string]*call
 	chat       chatState
 	waiters    map[string]func(error) // envelope id -> ack/error callback
+	nat        natState               // NAT discovery (natreport.go)
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -264,6 +273,7 @@ func (c *Client) shutdown() {
 	for peer, l := range c.links {
 		c.closeLink(peer, l, "client closed", true)
 	}
+	c.natStop()
 	if c.sig != nil {
 		c.sig.close()
 		c.sig = nil

@@ -12,4 +12,5 @@ var (
 	ErrBadConfig   = errors.New("client: bad config")
 	ErrNotOnline   = errors.New("client: user is not online")
 	ErrNotSignedIn = errors.New("client: not signed in to the server")
+	ErrNoSTUN      = errors.New("client: no STUN server for NAT discovery")
 )

@@ -111,7 +111,7 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: c.cfg.Dial}
 	ws, resp, err := d.DialContext(dctx, c.cfg.Server, http.Header{"User-Agent": []string{c.cfg.Agent}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: dial %s: %w", c.cfg.Server, err)
@@ -236,6 +236,7 @@ func (c *Client) onSigEvent(ev sigEvent) {
 			}
 		}
 		c.chatOnReconnect()
+		c.natOnSignIn()
 	case sigMessage:
 		if ev.conn != c.sig {
 			return // from a connection we already replaced
