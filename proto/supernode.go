@@ -1,6 +1,9 @@
 package proto
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -117,8 +120,31 @@ func ValidateFingerprint(fp string) error {
 	return nil
 }
 
-// FingerprintOf is the lowercase hex of a 32-byte SHA-256 digest.
-func FingerprintOf(sum [32]byte) string { return hex.EncodeToString(sum[:]) }
+// CertFingerprint is the pin of a DER certificate: lowercase hex SHA-256.
+func CertFingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// PinnedTLSConfig is a client TLS config that accepts exactly the
+// certificate whose fingerprint is fp (self-signed supernode certificates
+// have no CA to check; the signaling server vouches for the pin instead).
+func PinnedTLSConfig(fp string, alpn ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		NextProtos:         alpn,
+		InsecureSkipVerify: true, //nolint:gosec // verified below by pin
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return Errorf(CodeAuthFailed, "supernode presented no certificate")
+			}
+			if got := CertFingerprint(raw[0]); got != fp {
+				return Errorf(CodeAuthFailed, "supernode certificate %s… does not match the pinned %s…", got[:12], truncate(fp, 12))
+			}
+			return nil
+		},
+	}
+}
 
 // SupernodeState is where a candidate stands.
 type SupernodeState string
@@ -191,9 +217,12 @@ func (s *SupernodeStatus) Validate() error {
 
 // SupernodeHeartbeat reports a promoted supernode's load.
 type SupernodeHeartbeat struct {
-	Sessions    int     `json:"sessions"`
-	Allocations int     `json:"allocations"`
-	RelayMbps   float64 `json:"relay_mbps"`
+	// Sessions is the number of live relay sessions (TURN allocations).
+	Sessions int `json:"sessions"`
+	// Users is how many distinct users those sessions belong to.
+	Users int `json:"users"`
+	// RelayMbps is the relayed rate, both directions, since the last beat.
+	RelayMbps float64 `json:"relay_mbps"`
 	// Draining asks the server to stop handing this supernode out
 	// (the operator is stopping it).
 	Draining bool `json:"draining,omitempty"`
@@ -201,7 +230,7 @@ type SupernodeHeartbeat struct {
 
 // Validate implements Body.
 func (h *SupernodeHeartbeat) Validate() error {
-	if h.Sessions < 0 || h.Sessions > 10_000_000 || h.Allocations < 0 || h.Allocations > 10_000_000 || !finiteIn(h.RelayMbps, 0, 1e6) {
+	if h.Sessions < 0 || h.Sessions > 10_000_000 || h.Users < 0 || h.Users > 10_000_000 || !finiteIn(h.RelayMbps, 0, 1e6) {
 		return Errorf(CodeBadRequest, "heartbeat figures out of range")
 	}
 	return nil

@@ -170,7 +170,7 @@ func TestSupernodeBodies(t *testing.T) {
 		{TypeSupernodeRegister, &SupernodeRegister{QUIC: "203.0.113.7:443", TURNUDP: "203.0.113.7:3478", TURNTLS: "203.0.113.7:443", Fingerprint: fp, MaxSessions: 10, MaxRelayMbps: 20}},
 		{TypeSupernodeStatus, &SupernodeStatus{ID: "sn-a", State: SupernodeRefused, Reason: "no answer to an unsolicited probe"}},
 		{TypeSupernodeStatus, &SupernodeStatus{ID: "sn-a", State: SupernodePromoted, Reason: "ok", TURNSecret: base64.StdEncoding.EncodeToString(make([]byte, 32)), TokenKey: base64.StdEncoding.EncodeToString(make([]byte, 32))}},
-		{TypeSupernodeHeartbeat, &SupernodeHeartbeat{Sessions: 2, Allocations: 3, RelayMbps: 0.5}},
+		{TypeSupernodeHeartbeat, &SupernodeHeartbeat{Sessions: 3, Users: 2, RelayMbps: 0.5}},
 		{TypeSupernodes, &SupernodeList{Supernodes: []SupernodeInfo{{ID: "sn-a", QUIC: "203.0.113.7:443", Fingerprint: fp, Token: "prt1.x.y", Expires: 5}}}},
 		{TypeRelayRequest, &RelayRequest{Exclude: []string{"sn-a"}, Reason: "over budget"}},
 	}

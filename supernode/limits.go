@@ -1,0 +1,218 @@
+package supernode
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// peerPolicy decides where a relay may send. By default it refuses every
+// address that is not on the public Internet — loopback, RFC 1918 and ULA
+// private ranges, link-local, multicast, "this network", shared address
+// space (RFC 6598) and reserved space — and this supernode's own addresses
+// except its relay ports, so nobody can use a supernode to reach services
+// behind it (the CVE-2020-26262 class: coturn relaying to 127.0.0.1 via
+// 0.0.0.0). Prefixes in allow override all of that.
+type peerPolicy struct {
+	allow []netip.Prefix
+	own   map[netip.Addr]bool // set before serving, read-only after
+}
+
+var deniedRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),     // "this network" (RFC 1122 3.2.1.3); 0.0.0.0 reaches the host
+	netip.MustParsePrefix("100.64.0.0/10"), // shared address space (RFC 6598)
+	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments (RFC 6890)
+	netip.MustParsePrefix("240.0.0.0/4"),   // reserved, and 255.255.255.255
+	netip.MustParsePrefix("fec0::/10"),     // deprecated site-local
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+}
+
+// verdict classifies ip: allowed outright, allowed only to relay ports
+// (this host), or denied with a reason.
+func (p *peerPolicy) verdict(ip netip.Addr) (ok, ownOnly bool, reason string) {
+	ip = ip.Unmap()
+	for _, pre := range p.allow {
+		if pre.Contains(ip) {
+			return true, false, ""
+		}
+	}
+	switch {
+	case !ip.IsValid():
+		return false, false, "not an IP address"
+	case ip.IsUnspecified():
+		return false, false, "unspecified address"
+	case ip.IsLoopback():
+		return false, false, "loopback address"
+	case ip.IsPrivate():
+		return false, false, "private address"
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return false, false, "link-local address"
+	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+		return false, false, "multicast address"
+	}
+	for _, pre := range deniedRanges {
+		if pre.Contains(ip) {
+			return false, false, "reserved address (" + pre.String() + ")"
+		}
+	}
+	if p.own[ip] {
+		return true, true, "this supernode's own address"
+	}
+	return true, false, ""
+}
+
+// budget is a byte-rate limit (a token bucket in bytes).
+type budget struct{ lim *rate.Limiter }
+
+func newBudget(kbps float64) budget {
+	bps := kbps * 1000 / 8
+	burst := int(bps / 4) // a quarter second of traffic
+	if burst < 16<<10 {
+		burst = 16 << 10
+	}
+	return budget{rate.NewLimiter(rate.Limit(bps), burst)}
+}
+
+func (b budget) allow(now time.Time, n int) bool { return b.lim.AllowN(now, n) }
+
+// relayConn is the socket of one TURN allocation (its relayed transport
+// address, RFC 8656 section 2). It enforces the peer policy on every
+// packet sent, and the session and total bandwidth budgets both ways; a
+// packet over budget is dropped like a lost one.
+type relayConn struct {
+	net.PacketConn
+	s       *Server
+	port    uint16
+	session budget
+	closed  atomic.Bool
+	bytes   atomic.Uint64 // relayed both ways, for the status page
+}
+
+// WriteTo sends to a peer (client → peer direction).
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ap := addrPort(addr)
+	ok, ownOnly, _ := c.s.policy.verdict(ap.Addr())
+	if ok && ownOnly && !c.s.relays.has(ap.Port()) {
+		ok = false
+	}
+	if !ok {
+		c.s.stats.deniedPackets.Add(1)
+		return len(p), nil
+	}
+	if !c.admit(len(p)) {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+// ReadFrom receives from a peer (peer → client direction).
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || c.admit(n) {
+			return n, addr, err
+		}
+	}
+}
+
+func (c *relayConn) admit(n int) bool {
+	now := time.Now()
+	if !c.session.allow(now, n) {
+		c.s.stats.sessionOverBudget.Add(1)
+		return false
+	}
+	if !c.s.total.allow(now, n) {
+		c.s.stats.totalOverBudget.Add(1)
+		return false
+	}
+	c.bytes.Add(uint64(n))
+	c.s.stats.bytesRelayed.Add(uint64(n))
+	return true
+}
+
+func (c *relayConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.s.relays.remove(c.port)
+	}
+	return c.PacketConn.Close()
+}
+
+// relayPorts is the set of this supernode's live relay ports: the only
+// ports of its own address that relaying may reach (so two users relayed
+// by the same supernode can talk relay to relay).
+type relayPorts struct {
+	mu    sync.Mutex // guards ports
+	ports map[uint16]int
+}
+
+func (r *relayPorts) add(p uint16) {
+	r.mu.Lock()
+	if r.ports == nil {
+		r.ports = map[uint16]int{}
+	}
+	r.ports[p]++
+	r.mu.Unlock()
+}
+
+func (r *relayPorts) remove(p uint16) {
+	r.mu.Lock()
+	if r.ports[p]--; r.ports[p] <= 0 {
+		delete(r.ports, p)
+	}
+	r.mu.Unlock()
+}
+
+func (r *relayPorts) has(p uint16) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ports[p] > 0
+}
+
+// userCounts tracks allocations per user (coturn's user-quota).
+type userCounts struct {
+	mu sync.Mutex // guards n
+	n  map[string]int
+}
+
+func (u *userCounts) get(user string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.n[user]
+}
+
+func (u *userCounts) add(user string, d int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.n == nil {
+		u.n = map[string]int{}
+	}
+	if u.n[user] += d; u.n[user] <= 0 {
+		delete(u.n, user)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap := v.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case *net.TCPAddr:
+		ap := v.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// distinct is the number of users with allocations.
+func (u *userCounts) distinct() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.n)
+}

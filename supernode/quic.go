@@ -1,0 +1,329 @@
+package supernode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+	"github.com/quic-go/quic-go"
+)
+
+// helloTimeout bounds the wait for a stream's first frame.
+const helloTimeout = 5 * time.Second
+
+// quicConfig is shared by the relay listener and its clients: streams
+// only (TURN over TCP framing rides a stream; see README for the datagram
+// measurement), keepalives so idle warm connections survive NAT timeouts.
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:     60 * time.Second,
+		KeepAlivePeriod:    15 * time.Second,
+		MaxIncomingStreams: 64,
+		// A voice stream needs little window; keep memory per connection low.
+		InitialStreamReceiveWindow:     64 << 10,
+		MaxStreamReceiveWindow:         1 << 20,
+		InitialConnectionReceiveWindow: 128 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+	}
+}
+
+// serveQUIC accepts QUIC connections until the listener closes.
+func (s *Server) serveQUIC(ctx context.Context) {
+	for {
+		conn, err := s.quicLn.Accept(ctx)
+		if err != nil {
+			return
+		}
+		s.stats.quicConns.Add(1)
+		if !s.trackConn(conn, true) {
+			conn.CloseWithError(0, "closing")
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.trackConn(conn, false)
+			s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+func (s *Server) trackConn(c *quic.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+// serveConn accepts the streams of one QUIC connection.
+func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveStream(conn, st)
+		}()
+	}
+}
+
+// serveStream reads a stream's hello and either answers a probe or, for a
+// valid relay token, hands the stream to the TURN server.
+func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream) {
+	st.SetReadDeadline(time.Now().Add(helloTimeout))
+	var h proto.RelayHello
+	if err := proto.ReadRelayFrame(st, &h); err != nil {
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			s.stats.badHello.Add(1)
+			s.refuse(st, pe)
+		} else {
+			// Nothing (or half a frame) within the timeout: no token.
+			s.stats.tokenMissing.Add(1)
+			s.refuse(st, proto.Errorf(proto.CodeTokenInvalid, "no relay hello within %s", helloTimeout))
+		}
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	switch h.Op {
+	case proto.RelayOpProbe:
+		s.answerProbe(st, &h)
+	case proto.RelayOpRelay:
+		user, perr := s.checkToken(h.Token)
+		if perr == nil {
+			perr = s.admitStreamSession(user)
+		}
+		if perr != nil {
+			s.refuse(st, perr)
+			return
+		}
+		sc, perr := s.newStreamConn(conn, st, user)
+		if perr != nil {
+			s.refuse(st, perr)
+			return
+		}
+		if err := proto.WriteRelayFrame(st, &proto.RelayReply{OK: true}); err != nil {
+			sc.Close()
+			return
+		}
+		s.stats.relayStreams.Add(1)
+		if !s.streams.push(sc) {
+			sc.Close()
+		}
+	}
+}
+
+// admitStreamSession applies the session limits before a stream is handed
+// over, so a client learns "over budget" in words rather than as a TURN
+// 486, and can ask the signaling server for another supernode.
+func (s *Server) admitStreamSession(user string) *proto.Error {
+	if err := s.admitSession(user); err != nil {
+		var pe *proto.Error
+		errors.As(err, &pe)
+		return pe
+	}
+	return nil
+}
+
+// checkToken verifies a relay token and counts why it fails.
+func (s *Server) checkToken(token string) (string, *proto.Error) {
+	p := s.promo.Load()
+	if p == nil {
+		s.stats.notPromoted.Add(1)
+		return "", proto.Errorf(proto.CodeUnavailable, "supernode %s is not promoted (%s)", s.cfg.Name, s.stateReason())
+	}
+	if token == "" {
+		s.stats.tokenMissing.Add(1)
+		return "", proto.Errorf(proto.CodeTokenInvalid, "no relay token: ask the signaling server for one")
+	}
+	tok, err := proto.VerifyRelayToken(token, p.tokenKey, p.id, time.Now())
+	if err != nil {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			pe = proto.Errorf(proto.CodeTokenInvalid, "%v", err)
+		}
+		switch {
+		case pe.Code == proto.CodeTokenExpired:
+			s.stats.tokenExpired.Add(1)
+		case tokenNamesOther(token, p.id):
+			s.stats.tokenWrongSupernode.Add(1)
+		default:
+			s.stats.tokenInvalid.Add(1)
+		}
+		return "", pe
+	}
+	return tok.User, nil
+}
+
+// tokenNamesOther reports whether a well-signed-looking token names
+// another supernode (for the counter; VerifyRelayToken already refused it).
+func tokenNamesOther(token, id string) bool {
+	p, err := proto.ParseRelayToken(token)
+	return err == nil && p.Token.Supernode != id
+}
+
+// refuse answers a stream with an error and closes it.
+func (s *Server) refuse(st *quic.Stream, pe *proto.Error) {
+	s.limitedLog("relay stream refused", "code", pe.Code, "reason", pe.Message)
+	st.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	proto.WriteRelayFrame(st, &proto.RelayReply{Error: pe})
+	st.Close()
+	st.CancelRead(0)
+}
+
+// probeChunk is the pattern a probe's bandwidth test sends (random, so no
+// compression on the path flatters the figure).
+var probeChunk = func() []byte {
+	b := make([]byte, 32<<10)
+	rand.Read(b)
+	return b
+}()
+
+// answerProbe proves to the signaling server that this endpoint is the
+// candidate that registered (a signature over its nonce and the
+// certificate it saw) and sends h.Bytes for the bandwidth measurement.
+func (s *Server) answerProbe(st *quic.Stream, h *proto.RelayHello) {
+	s.stats.probes.Add(1)
+	sig := ed25519.Sign(s.cfg.Key, proto.ProbePayload(h.Nonce, s.fp))
+	st.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if err := proto.WriteRelayFrame(st, &proto.RelayReply{OK: true, Signature: base64.StdEncoding.EncodeToString(sig)}); err != nil {
+		st.CancelWrite(0)
+		return
+	}
+	for left := h.Bytes; left > 0; {
+		n := min(left, len(probeChunk))
+		if _, err := st.Write(probeChunk[:n]); err != nil {
+			st.CancelWrite(0)
+			return
+		}
+		left -= n
+	}
+	st.Close()
+	io.Copy(io.Discard, io.LimitReader(st, 1<<10)) // until the prober closes
+}
+
+// streamConn is a QUIC relay stream seen as a TCP connection by the TURN
+// server. Its RemoteAddr carries the client's IP with a synthetic port
+// unique among live streams, because pion identifies an allocation by its
+// 5-tuple and one QUIC connection may carry several allocations.
+type streamConn struct {
+	*quic.Stream
+	s      *Server
+	local  *net.TCPAddr
+	remote *net.TCPAddr
+	user   string
+	once   sync.Once
+}
+
+// Synthetic source ports come from below Linux's ephemeral range, so they
+// rarely equal a real TCP client's port (a clash could only make the
+// token-user check refuse a TCP client, never admit anyone).
+const synthPortMin, synthPortMax = 1024, 32767
+
+func (s *Server) newStreamConn(conn *quic.Conn, st *quic.Stream, user string) (*streamConn, *proto.Error) {
+	rip := addrPort(conn.RemoteAddr()).Addr()
+	lap := addrPort(conn.LocalAddr())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.streamUsers) >= synthPortMax-synthPortMin {
+		s.stats.sessionsFull.Add(1)
+		return nil, proto.Errorf(proto.CodeOverBudget, "supernode %s has no stream slots left", s.cfg.Name)
+	}
+	var ap netip.AddrPort
+	for {
+		s.nextPort++
+		if s.nextPort < synthPortMin || s.nextPort > synthPortMax {
+			s.nextPort = synthPortMin
+		}
+		ap = netip.AddrPortFrom(rip, s.nextPort)
+		if _, used := s.streamUsers[ap]; !used {
+			break
+		}
+	}
+	s.streamUsers[ap] = user
+	return &streamConn{
+		Stream: st, s: s, user: user,
+		local:  net.TCPAddrFromAddrPort(lap),
+		remote: net.TCPAddrFromAddrPort(ap),
+	}, nil
+}
+
+// streamUser returns the token user of the stream whose synthetic address is a.
+func (s *Server) streamUser(a net.Addr) (string, bool) {
+	ap := addrPort(a)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.streamUsers[ap]
+	return u, ok
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return c.local }
+func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+
+// Close ends both directions of the stream and frees its address.
+func (c *streamConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.streamUsers, c.remote.AddrPort())
+		c.s.mu.Unlock()
+		c.Stream.CancelRead(0)
+		c.Stream.Close()
+	})
+	return nil
+}
+
+// streamListener hands accepted relay streams to the TURN server as a
+// net.Listener.
+type streamListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newStreamListener(addr net.Addr) *streamListener {
+	return &streamListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *streamListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *streamListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *streamListener) Addr() net.Addr { return l.addr }

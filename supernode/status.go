@@ -1,0 +1,218 @@
+package supernode
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// stats are the supernode's counters.
+type stats struct {
+	quicConns           atomic.Int64
+	relayStreams        atomic.Int64
+	probes              atomic.Int64
+	allocations         atomic.Int64
+	badHello            atomic.Int64
+	tokenMissing        atomic.Int64
+	tokenInvalid        atomic.Int64
+	tokenExpired        atomic.Int64
+	tokenWrongSupernode atomic.Int64
+	tokenMismatch       atomic.Int64
+	notPromoted         atomic.Int64
+	turnAuthFailures    atomic.Int64
+	sessionsFull        atomic.Int64
+	userOverQuota       atomic.Int64
+	peerDenied          atomic.Int64
+	deniedPackets       atomic.Int64
+	sessionOverBudget   atomic.Int64
+	totalOverBudget     atomic.Int64
+	bytesRelayed        atomic.Uint64
+}
+
+// Stats is a snapshot of the counters. Every refusal has its own counter.
+type Stats struct {
+	QUICConns     int64 // QUIC connections accepted
+	RelayStreams  int64 // relay streams admitted to the TURN server
+	Probes        int64 // signaling-server probes answered
+	Allocations   int64 // TURN allocations created (all transports)
+	Sessions      int   // live TURN allocations now
+	Users         int   // distinct users with live allocations
+	BytesRelayed  uint64
+	BadHello      int64 // malformed first frame on a stream
+	TokenMissing  int64 // stream without a relay token
+	TokenInvalid  int64 // forged or malformed token
+	TokenExpired  int64
+	TokenOtherSN  int64 // token minted for another supernode
+	TokenMismatch int64 // TURN username of another user than the stream's token
+	NotPromoted   int64 // relay asked for while not promoted
+	TURNAuthFail  int64 // TURN requests with bad credentials
+	SessionsFull  int64 // refused: MaxSessions reached
+	UserOverQuota int64 // refused: MaxAllocationsPerUser reached
+	PeerDenied    int64 // permissions refused by the peer policy
+	DeniedPackets int64 // packets to this host's non-relay ports dropped
+	SessionDrops  int64 // packets dropped over a session's bandwidth
+	TotalDrops    int64 // packets dropped over the operator's total budget
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	st := &s.stats
+	return Stats{
+		QUICConns: st.quicConns.Load(), RelayStreams: st.relayStreams.Load(), Probes: st.probes.Load(),
+		Allocations: st.allocations.Load(), Sessions: s.sessions(), Users: s.users.distinct(),
+		BytesRelayed: st.bytesRelayed.Load(), BadHello: st.badHello.Load(),
+		TokenMissing: st.tokenMissing.Load(), TokenInvalid: st.tokenInvalid.Load(), TokenExpired: st.tokenExpired.Load(),
+		TokenOtherSN: st.tokenWrongSupernode.Load(), TokenMismatch: st.tokenMismatch.Load(),
+		NotPromoted: st.notPromoted.Load(), TURNAuthFail: st.turnAuthFailures.Load(),
+		SessionsFull: st.sessionsFull.Load(), UserOverQuota: st.userOverQuota.Load(),
+		PeerDenied: st.peerDenied.Load(), DeniedPackets: st.deniedPackets.Load(),
+		SessionDrops: st.sessionOverBudget.Load(), TotalDrops: st.totalOverBudget.Load(),
+	}
+}
+
+// Status is what the status page shows.
+type Status struct {
+	Name        string               `json:"name"`
+	ID          string               `json:"id,omitempty"`
+	State       proto.SupernodeState `json:"state"`
+	Reason      string               `json:"reason"`
+	Connected   bool                 `json:"connected"`
+	Accepting   bool                 `json:"accepting"`
+	PublicAddr  string               `json:"public_addr"`
+	QUIC        string               `json:"quic"`
+	TURNUDP     string               `json:"turn_udp,omitempty"`
+	TURNTCP     string               `json:"turn_tcp,omitempty"`
+	TURNTLS     string               `json:"turn_tls,omitempty"`
+	Fingerprint string               `json:"fingerprint"`
+	MaxSessions int                  `json:"max_sessions"`
+	MaxMbps     float64              `json:"max_relay_mbps"`
+	History     []Decision           `json:"history"`
+	Stats       Stats                `json:"stats"`
+}
+
+// Status returns the current state, the decisions so far and the counters.
+func (s *Server) Status() Status {
+	a := s.Addrs()
+	str := func(ap interface{ IsValid() bool }, v string) string {
+		if !ap.IsValid() {
+			return ""
+		}
+		return v
+	}
+	st := Status{
+		Name: s.cfg.Name, PublicAddr: s.public.String(), Fingerprint: s.fp,
+		QUIC:    a.QUIC.String(),
+		TURNUDP: str(a.TURNUDP, a.TURNUDP.String()), TURNTCP: str(a.TURNTCP, a.TURNTCP.String()), TURNTLS: str(a.TURNTLS, a.TURNTLS.String()),
+		MaxSessions: s.cfg.MaxSessions, MaxMbps: s.cfg.MaxRelayMbps,
+		Accepting: s.accepting.Load(), Stats: s.Stats(),
+	}
+	if p := s.promo.Load(); p != nil {
+		st.ID = p.id
+	}
+	s.mu.Lock()
+	st.State, st.Reason, st.Connected = s.state, s.reason, s.connected
+	st.History = append([]Decision(nil), s.history...)
+	s.mu.Unlock()
+	if st.State == "" {
+		st.State, st.Reason = "unregistered", "waiting for the signaling server"
+	}
+	return st
+}
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"ts": func(t time.Time) string { return t.Format("2006-01-02 15:04:05") },
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Parley supernode {{.Name}}</title>
+<meta http-equiv="refresh" content="5">
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:60em}td,th{padding:2px 8px;text-align:left}
+.promoted{color:#060}.refused,.demoted{color:#a00}</style></head><body>
+<h1>Supernode {{.Name}}</h1>
+<p>State: <b class="{{.State}}">{{.State}}</b> — {{.Reason}}</p>
+<p>Signaling: {{if .Connected}}connected{{else}}disconnected{{end}}; new sessions {{if .Accepting}}accepted{{else}}refused{{end}}.</p>
+<table><tr><th>public</th><td>{{.PublicAddr}}</td></tr><tr><th>QUIC</th><td>{{.QUIC}}</td></tr>
+<tr><th>TURN</th><td>udp {{.TURNUDP}} · tcp {{.TURNTCP}} · tls {{.TURNTLS}}</td></tr>
+<tr><th>fingerprint</th><td><code>{{.Fingerprint}}</code></td></tr>
+<tr><th>sessions</th><td>{{.Stats.Sessions}} of {{.MaxSessions}} ({{.Stats.Users}} users)</td></tr>
+<tr><th>relayed</th><td>{{.Stats.BytesRelayed}} bytes (budget {{.MaxMbps}} Mbps)</td></tr></table>
+<h2>Decisions</h2><table>{{range .History}}<tr><td>{{ts .Time}}</td><td class="{{.State}}">{{.State}}</td><td>{{.Reason}}</td></tr>{{else}}<tr><td>none yet</td></tr>{{end}}</table>
+<h2>Refusals</h2><table>
+<tr><th>no token</th><td>{{.Stats.TokenMissing}}</td><th>forged token</th><td>{{.Stats.TokenInvalid}}</td></tr>
+<tr><th>expired token</th><td>{{.Stats.TokenExpired}}</td><th>other supernode's token</th><td>{{.Stats.TokenOtherSN}}</td></tr>
+<tr><th>TURN auth</th><td>{{.Stats.TURNAuthFail}}</td><th>not promoted</th><td>{{.Stats.NotPromoted}}</td></tr>
+<tr><th>full</th><td>{{.Stats.SessionsFull}}</td><th>user over quota</th><td>{{.Stats.UserOverQuota}}</td></tr>
+<tr><th>peer denied</th><td>{{.Stats.PeerDenied}}</td><th>bandwidth drops</th><td>{{.Stats.SessionDrops}} / {{.Stats.TotalDrops}}</td></tr>
+</table><p><a href="/status.json">JSON</a></p></body></html>
+`))
+
+// StatusHandler serves the status page at / and the same as JSON at
+// /status.json; cmd/ mounts it (and /metrics) on --status-addr.
+func (s *Server) StatusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.Status())
+	})
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := statusPage.Execute(w, s.Status()); err != nil {
+			http.Error(w, fmt.Sprint(err), http.StatusInternalServerError)
+		}
+	})
+	return mux
+}
+
+// Collector exports the counters for Prometheus.
+func (s *Server) Collector() prometheus.Collector { return collector{s} }
+
+type collector struct{ s *Server }
+
+var (
+	descSessions = prometheus.NewDesc("parley_supernode_sessions", "Live relay sessions (TURN allocations).", nil, nil)
+	descPromoted = prometheus.NewDesc("parley_supernode_promoted", "1 while the signaling server has this supernode promoted.", nil, nil)
+	descBytes    = prometheus.NewDesc("parley_supernode_relayed_bytes_total", "Bytes relayed, both directions.", nil, nil)
+	descEvents   = prometheus.NewDesc("parley_supernode_events_total", "Supernode events by kind.", []string{"event"}, nil)
+	descRefusals = prometheus.NewDesc("parley_supernode_refusals_total", "Refused requests by reason.", []string{"reason"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descPromoted, descBytes, descEvents, descRefusals} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	promoted := 0.0
+	if c.s.accepting.Load() {
+		promoted = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+	ch <- prometheus.MustNewConstMetric(descPromoted, prometheus.GaugeValue, promoted)
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesRelayed))
+	for _, e := range []struct {
+		n string
+		v int64
+	}{{"quic_conn", st.QUICConns}, {"relay_stream", st.RelayStreams}, {"probe", st.Probes}, {"allocation", st.Allocations}} {
+		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(e.v), e.n)
+	}
+	for _, e := range []struct {
+		n string
+		v int64
+	}{
+		{"bad_hello", st.BadHello}, {"token_missing", st.TokenMissing}, {"token_invalid", st.TokenInvalid},
+		{"token_expired", st.TokenExpired}, {"token_other_supernode", st.TokenOtherSN}, {"token_user_mismatch", st.TokenMismatch},
+		{"not_promoted", st.NotPromoted}, {"turn_auth", st.TURNAuthFail}, {"sessions_full", st.SessionsFull},
+		{"user_over_quota", st.UserOverQuota}, {"peer_denied", st.PeerDenied}, {"denied_packet", st.DeniedPackets},
+		{"session_bandwidth", st.SessionDrops}, {"total_bandwidth", st.TotalDrops},
+	} {
+		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(e.v), e.n)
+	}
+}
