@@ -13,6 +13,7 @@ type pendingMsg struct {
 	ts           int64
 	lastSent     time.Time
 	sends        int
+	sealed       bool // left (or being left) with the server for an offline peer
 }
 
 // maxSeen bounds the ids remembered per peer for duplicate suppression.
@@ -61,6 +62,11 @@ func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 	m.lastSent = time.Now()
 	m.sends++
+	if p, ok := c.presence[m.to]; m.sealed || c.sig != nil && (!ok || !p.Online()) {
+		if c.sendSealed(m) || m.sealed {
+			return // offline.go; a sealed message waits for reconnect
+		}
+	}
 	if l := c.links[m.to]; !viaServer && l != nil && l.dcOpen {
 		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts})
 		if err == nil && l.dc.Send(b) == nil {
@@ -75,6 +81,9 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 			return
 		}
 		if proto.CodeOf(err) == proto.CodeOffline {
+			if c.sendSealed(m) {
+				return // left with the server, sealed (offline.go)
+			}
 			c.dropPending(m.id)
 			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOffline, "%s is offline; message not delivered", m.to), Ref: m.id})
 		}
@@ -119,15 +128,26 @@ func (c *Client) chatOnReconnect() {
 	}
 }
 
-// deliver emits a received message once per (peer, id).
-func (c *Client) deliver(from, id, text string, ts int64, path string) {
+// deliver emits a received message once per (peer, id), after storing it
+// in Config.Store. It reports whether the receipt may be sent.
+func (c *Client) deliver(from, id, text string, ts int64, path string) bool {
 	seen := c.chat.seen[from]
 	if seen == nil {
 		seen = map[string]struct{}{}
 		c.chat.seen[from] = seen
 	}
 	if _, dup := seen[id]; dup {
-		return
+		return true
+	}
+	ev := MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path}
+	isNew := true
+	if c.cfg.Store != nil {
+		var err error
+		if isNew, err = c.cfg.Store.SaveIncoming(ev); err != nil {
+			c.log.Error("client: store message", "from", from, "err", err)
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeInternal, "could not store a message from %s: %v", from, err), Ref: id})
+			return false
+		}
 	}
 	seen[id] = struct{}{}
 	q := append(c.chat.seenQ[from], id)
@@ -136,7 +156,10 @@ func (c *Client) deliver(from, id, text string, ts int64, path string) {
 		q = q[1:]
 	}
 	c.chat.seenQ[from] = q
-	c.events.push(MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path})
+	if isNew {
+		c.events.push(ev)
+	}
+	return true
 }
 
 // onReceipt completes a pending message once.
@@ -158,7 +181,9 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 	switch m.Type {
 	case proto.DCChat:
-		c.deliver(l.peer, m.ID, m.Text, m.Time, "direct")
+		if !c.deliver(l.peer, m.ID, m.Text, m.Time, "direct") {
+			return
+		}
 		if b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCDelivered, ID: m.ID}); err == nil {
 			if l.dc.Send(b) != nil {
 				c.sendSig(proto.TypeDelivered, l.peer, &proto.Receipt{ID: m.ID})
@@ -166,6 +191,8 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 		}
 	case proto.DCDelivered:
 		c.onReceipt(l.peer, m.ID, "direct")
+	case proto.DCRead, proto.DCTyping:
+		c.onReadOrTyping(l.peer, m.Type == proto.DCRead, m.ID, m.Typing) // receipts.go
 	}
 }
 
@@ -177,12 +204,21 @@ func (c *Client) onServerChat(env *proto.Envelope) {
 		if err != nil {
 			return
 		}
-		c.deliver(env.From, m.ID, m.Text, m.Time, "server")
-		c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
+		if c.deliver(env.From, m.ID, m.Text, m.Time, "server") {
+			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
+		}
 	case proto.TypeDelivered:
 		r, err := proto.DecodeBody[*proto.Receipt](env)
 		if err == nil {
 			c.onReceipt(env.From, r.ID, "server")
+		}
+	case proto.TypeRead:
+		if r, err := proto.DecodeBody[*proto.Receipt](env); err == nil {
+			c.onReadOrTyping(env.From, true, r.ID, false) // receipts.go
+		}
+	case proto.TypeTyping:
+		if t, err := proto.DecodeBody[*proto.Typing](env); err == nil {
+			c.onReadOrTyping(env.From, false, "", t.Typing)
 		}
 	}
 }

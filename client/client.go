@@ -57,6 +57,14 @@ type Config struct {
 	// AutoAnswer answers incoming calls at once.
 	AutoAnswer bool
 
+	// Store, when set, stores every received message before its delivery
+	// receipt is sent (offline.go). Nil keeps nothing.
+	Store MessageStore
+	// PeerKey, when set, returns the identity key the user trusts for a
+	// peer (nil if none): offline messages are sealed to it, and sealed
+	// messages signed by another key are refused. Nil trusts presence.
+	PeerKey func(name string) ed25519.PublicKey
+
 	// NATReport, when set, is sent to the server at sign-in.
 	NATReport *proto.NATReport
 	// DiscoverNAT, when set, makes the client find its NAT itself after

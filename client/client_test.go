@@ -224,6 +224,14 @@ func TestDeclineAndOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Bob is offline: the message is sealed to the key presence showed
+	// and left with the server (offline.go).
+	alice.ev.Wait(t, wait, "stored for offline bob", func(e client.Event) bool {
+		x, ok := e.(client.StoredEvent)
+		return ok && x.ID == id && x.To == "bob"
+	})
+	// Nobody ever had carol's key: nothing to seal to, so it is refused.
+	id, _ = alice.Send(ctx, "carol", "hello?")
 	alice.ev.Wait(t, wait, "offline error", func(e client.Event) bool {
 		x, ok := e.(client.ErrorEvent)
 		return ok && x.Ref == id && x.Err.Code == proto.CodeOffline

@@ -12,5 +12,6 @@ var (
 	ErrBadConfig   = errors.New("client: bad config")
 	ErrNotOnline   = errors.New("client: user is not online")
 	ErrNotSignedIn = errors.New("client: not signed in to the server")
+	ErrBadKey      = errors.New("client: bad key or sealed message")
 	ErrNoSTUN      = errors.New("client: no STUN server for NAT discovery")
 )

@@ -323,6 +323,8 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		c.onCallSignal(env)
 	case proto.TypeChat, proto.TypeDelivered, proto.TypeRead, proto.TypeTyping:
 		c.onServerChat(env)
+	case proto.TypeSealed, proto.TypeSealedReceipt:
+		c.onSealed(env) // offline.go
 	default:
 		c.log.Debug("client: ignoring", "type", env.Type)
 	}

@@ -62,6 +62,12 @@ func eventJSON(ev client.Event) any {
 			"rtp_packets_received": e.RTPPacketsReceived, "rtt_ms": round2(e.RTTms),
 			"jitter_ms": round2(e.JitterMs), "packets_lost": e.PacketsLost, "path": e.Path,
 			"local_candidate": e.LocalCandidate, "remote_candidate": e.RemoteCandidate}
+	case client.StoredEvent:
+		return obj{"event": "stored", "id": e.ID, "to": e.To}
+	case client.ReadEvent:
+		return obj{"event": "read", "id": e.ID, "by": e.By}
+	case client.TypingEvent:
+		return obj{"event": "typing", "from": e.From, "typing": e.Typing}
 	case client.ErrorEvent:
 		o := obj{"event": "error", "code": e.Err.Code, "message": e.Err.Message}
 		if e.Ref != "" {

@@ -1,0 +1,61 @@
+package client
+
+import (
+	"context"
+
+	"github.com/parley-voice/parley/proto"
+)
+
+// MarkRead tells peer that we read its messages ids (read receipts). They
+// go over the data channel when it is open, else through the server; a
+// read receipt for a peer who is offline is dropped.
+func (c *Client) MarkRead(ctx context.Context, peer string, ids ...string) error {
+	for _, id := range ids {
+		if err := proto.ValidateID(id); err != nil {
+			return err
+		}
+	}
+	return c.do(ctx, func() error {
+		for _, id := range ids {
+			if !c.sendDC(peer, &proto.DCMessage{Type: proto.DCRead, ID: id}) {
+				if err := c.sendSig(proto.TypeRead, peer, &proto.Receipt{ID: id}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// SetTyping tells peer whether we are typing to it (best effort).
+func (c *Client) SetTyping(ctx context.Context, peer string, typing bool) error {
+	return c.do(ctx, func() error {
+		if p, ok := c.presence[peer]; !ok || !p.Online() {
+			return nil
+		}
+		if c.sendDC(peer, &proto.DCMessage{Type: proto.DCTyping, Typing: typing}) {
+			return nil
+		}
+		return c.sendSig(proto.TypeTyping, peer, &proto.Typing{Typing: typing})
+	})
+}
+
+// sendDC sends m on peer's data channel if it is open (loop goroutine).
+func (c *Client) sendDC(peer string, m *proto.DCMessage) bool {
+	l := c.links[peer]
+	if l == nil || !l.dcOpen {
+		return false
+	}
+	b, err := proto.EncodeDC(m)
+	return err == nil && l.dc.Send(b) == nil
+}
+
+// onReadOrTyping handles read receipts and typing indicators from either
+// path (loop goroutine).
+func (c *Client) onReadOrTyping(from string, read bool, id string, typing bool) {
+	if read {
+		c.events.push(ReadEvent{ID: id, By: from})
+		return
+	}
+	c.events.push(TypingEvent{From: from, Typing: typing})
+}
