@@ -249,4 +249,3 @@ func (c *Client) onSealed(env *proto.Envelope) {
 		c.events.push(DeliveredEvent{ID: r.ID, To: env.From, Path: "offline"})
 	}
 }
-

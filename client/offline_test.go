@@ -148,7 +148,10 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	// Bob's store fails first: no receipt, so the server keeps them.
 	st := &memStore{fail: true, msgs: map[string]client.MessageEvent{}}
 	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) { c.Store = st })
-	bob.ev.Wait(t, wait, "store error", func(e client.Event) bool { x, ok := e.(client.ErrorEvent); return ok && x.Err.Code == proto.CodeInternal })
+	bob.ev.Wait(t, wait, "store error", func(e client.Event) bool {
+		x, ok := e.(client.ErrorEvent)
+		return ok && x.Err.Code == proto.CodeInternal
+	})
 	if n, _ := srv.OfflineWaiting("bob"); n != 3 {
 		t.Fatalf("%d waiting after a failed store, want 3", n)
 	}
@@ -200,7 +203,10 @@ func TestSealedFromUntrustedKeyRefused(t *testing.T) {
 	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) {
 		c.PeerKey = func(name string) ed25519.PublicKey { return other }
 	})
-	bob.ev.Wait(t, wait, "refused", func(e client.Event) bool { x, ok := e.(client.ErrorEvent); return ok && x.Err.Code == proto.CodeForbidden })
+	bob.ev.Wait(t, wait, "refused", func(e client.Event) bool {
+		x, ok := e.(client.ErrorEvent)
+		return ok && x.Err.Code == proto.CodeForbidden
+	})
 	if n := bob.ev.Count(message("alice", "hello")); n != 0 {
 		t.Fatal("message from an untrusted key was shown")
 	}
