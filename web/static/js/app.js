@@ -298,21 +298,29 @@ class App {
   async #sampleStats() {
     const k = this.calls?.call;
     if (!k || k.state !== "connected" || this.statsBusy) return;
-    await this.sampleStats();
+    await this.#pullStats(true);
   }
 
-  /** sampleStats reads the call's link stats now and updates the panel. */
-  async sampleStats() {
+  /**
+   * sampleStats reads the call's link stats now, for the console and
+   * tests; it leaves the panel and graph (fed once a second) alone.
+   */
+  sampleStats() {
+    return this.#pullStats(false);
+  }
+
+  async #pullStats(record) {
     const k = this.calls?.call;
     const l = k && this.links.get(k.peer);
     if (!l || l.closed) return null;
-    this.statsBusy = true;
+    if (record) this.statsBusy = true;
     try {
       const report = await l.pc.getStats();
-      const prev = this.stats && this.stats.peer === k.peer && this.stats.session === l.session ? this.stats : null;
+      const prev = record && this.stats && this.stats.peer === k.peer && this.stats.session === l.session ? this.stats : null;
       const sum = summarize(report.values(), prev, performance.now());
       sum.peer = k.peer;
       sum.session = l.session;
+      if (!record || this.calls?.call !== k) return sum;
       this.stats = sum;
       if (prev) this.graph.push(sum);
       this.#renderStats();
@@ -322,7 +330,7 @@ class App {
       console.debug("parley: stats", e);
       return null;
     } finally {
-      this.statsBusy = false;
+      if (record) this.statsBusy = false;
     }
   }
 
@@ -525,7 +533,7 @@ class App {
       this.stats = null;
       this.graph.clear();
     } else if (!this.stats) {
-      this.sampleStats(); // path and numbers at once, not a second later
+      this.#pullStats(true); // the path at once, not a second later
     }
     if (incoming) this.#startRinging(k.peer);
     else this.#stopRinging();

@@ -1,0 +1,241 @@
+package web_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/signal"
+	"github.com/parley-voice/parley/web"
+)
+
+// TestBrowserToBrowser: two people on the page chat both ways with
+// delivery ticks, one calls, the other answers, audio flows both ways on a
+// direct path, mute works, and a hang-up ends the call on both sides.
+func TestBrowserToBrowser(t *testing.T) {
+	srv := startServer(t)
+	alice := openPage(t, srv.HTTP+"/", "alice")
+	bob := openPage(t, srv.HTTP+"/", "bob")
+	alice.join("alice")
+	bob.join("bob")
+	alice.waitFor("bob in alice's list", visible("contact-bob"))
+	bob.waitFor("alice in bob's list", visible("contact-alice"))
+
+	// Chat both ways; the sender sees the delivery tick.
+	alice.click("contact-bob")
+	alice.send("hello bob — ça va? ünïcødé")
+	bob.waitFor("unread badge", `document.querySelector('[data-testid=contact-alice]').getAttribute('aria-label').includes('1 unread')`)
+	bob.click("contact-alice")
+	bob.waitFor("bob reads alice's message", message("in", "hello bob — ça va? ünïcødé", ""))
+	alice.waitFor("alice sees it delivered", message("out", "hello bob — ça va? ünïcødé", "delivered"))
+	bob.send("hi alice")
+	alice.waitFor("alice reads bob's reply", message("in", "hi alice", ""))
+	bob.waitFor("bob sees it delivered", message("out", "hi alice", "delivered"))
+	// Once the link is up, chat goes over the data channel.
+	alice.waitFor("data channel open", `window.parley.debug().links.bob?.dcOpen === true`)
+	alice.send("over the data channel")
+	bob.waitFor("direct message arrives", message("in", "over the data channel", ""))
+	alice.waitFor("direct message delivered", message("out", "over the data channel", "delivered"))
+	if path := eval[string](bob, `document.querySelector('[data-testid=messages] li.msg.in:last-child').dataset.path`); path != "direct" {
+		t.Errorf("message after the link opened came %q, want direct", path)
+	}
+	for _, m := range []struct {
+		p    *page
+		text string
+	}{{bob, "hello bob — ça va? ünïcødé"}, {alice, "hi alice"}, {bob, "over the data channel"}} {
+		if n := m.p.countMessages(m.text); n != 1 {
+			t.Errorf("%s shows %q %d times, want exactly once", m.p.tag, m.text, n)
+		}
+	}
+	alice.screenshot("idle")
+
+	// Alice calls; bob's page rings; bob answers.
+	alice.click("call")
+	alice.waitFor("alice hears ringing", textHas("call-state", "Calling bob"))
+	bob.waitFor("bob's page rings", visible("answer")+` && `+textHas("call-state", "alice is calling"))
+	bob.screenshot("ringing")
+	bob.click("answer")
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("call connected on a direct path", textHas("call-state", "connected", "direct"))
+	}
+	for _, p := range []*page{alice, bob} {
+		s := p.audioFlows(25)
+		if s.Path != "direct" || s.Local != "host" || s.Remote != "host" {
+			t.Errorf("%s: path %q (%s ↔ %s), want direct host ↔ host on loopback", p.tag, s.Path, s.Local, s.Remote)
+		}
+	}
+	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 3`)
+	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
+	alice.screenshot("in-call")
+
+	// Mute: the button is a toggle and the microphone track is disabled.
+	bob.click("mute")
+	bob.waitFor("muted", elem("mute")+`.getAttribute('aria-pressed') === 'true' && window.parley.calls.call.mic.enabled === false`)
+	bob.click("mute")
+	bob.waitFor("unmuted", elem("mute")+`.getAttribute('aria-pressed') === 'false' && window.parley.calls.call.mic.enabled === true`)
+
+	// Phone-sized: the call panel and conversation fit one column.
+	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
+	bob.screenshot("phone-in-call")
+
+	// Alice hangs up: the call ends on both pages and the microphone is released.
+	alice.click("hangup")
+	alice.waitFor("alice's call ended", textHas("call-state", "ended", "you hung up"))
+	bob.waitFor("bob's call ended", textHas("call-state", "ended", "alice hung up"))
+	for _, p := range []*page{alice, bob} {
+		peer := map[string]string{"alice": "bob", "bob": "alice"}[p.tag]
+		p.waitFor("sender track removed", `window.parley.links.get(`+jsq(peer)+`).sender.track === null`)
+		if vis := eval[bool](p, visible("hangup")); vis {
+			t.Errorf("%s: hang-up button still shown after the call", p.tag)
+		}
+	}
+}
+
+// TestBrowserAndGoClient: the page and the Go client interoperate both
+// ways: chat each way with receipts, a call placed from the page and one
+// placed from Go, audio both ways, hang-up from either side.
+func TestBrowserAndGoClient(t *testing.T) {
+	srv := startServer(t)
+	gopher := startGoClient(t, srv.URL, "gopher")
+	p := openPage(t, srv.HTTP+"/", "alice")
+	p.join("alice")
+	gopher.ev.Wait(t, wait, "gopher sees alice", isOnline("alice"))
+	p.waitFor("gopher listed", visible("contact-gopher"))
+	ctx := context.Background()
+
+	// Go -> browser chat, receipt back to Go.
+	id, err := gopher.Send(ctx, "alice", "hello from Go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.click("contact-gopher")
+	p.waitFor("page shows Go's message", message("in", "hello from Go", ""))
+	gopher.ev.Wait(t, wait, "gopher gets the receipt", func(e client.Event) bool {
+		d, ok := e.(client.DeliveredEvent)
+		return ok && d.ID == id
+	})
+	// Browser -> Go chat, tick on the page.
+	p.send("hello from the browser")
+	gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.From == "alice" && m.Text == "hello from the browser"
+	})
+	p.waitFor("page sees it delivered", message("out", "hello from the browser", "delivered"))
+
+	// The page calls the Go client.
+	mark := gopher.ev.Len()
+	p.click("call")
+	gopher.ev.WaitSince(t, mark, wait, "gopher rings", isCall("alice", client.CallRinging))
+	if err := gopher.Answer(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ce := gopher.ev.WaitSince(t, mark, wait, "gopher connected", isCall("alice", client.CallConnected)).(client.CallEvent)
+	if ce.Path != "direct" {
+		t.Errorf("Go client's path %q, want direct", ce.Path)
+	}
+	p.waitFor("page connected", textHas("call-state", "connected", "direct"))
+	p.audioFlows(25)
+	gopher.ev.WaitSince(t, mark, wait, "Go receives the browser's audio", func(e client.Event) bool {
+		s, ok := e.(client.StatsEvent)
+		return ok && s.With == "alice" && s.RTPPacketsReceived > 25 && s.RTPPacketsSent > 25
+	})
+	if err := gopher.Hangup(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("page sees the hang-up", textHas("call-state", "ended", "gopher hung up"))
+
+	// The Go client calls the page; the page answers and hangs up.
+	mark = gopher.ev.Len()
+	if err := gopher.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("page rings", visible("answer")+` && `+textHas("call-state", "gopher is calling"))
+	p.click("answer")
+	gopher.ev.WaitSince(t, mark, wait, "gopher connected", isCall("alice", client.CallConnected))
+	p.waitFor("page connected", textHas("call-state", "connected", "direct"))
+	p.audioFlows(25)
+	gopher.ev.WaitSince(t, mark, wait, "Go receives audio again", func(e client.Event) bool {
+		s, ok := e.(client.StatsEvent)
+		return ok && s.With == "alice" && s.RTPPacketsReceived > 25
+	})
+	p.click("hangup")
+	ended := gopher.ev.WaitSince(t, mark, wait, "gopher sees the hang-up", isCall("alice", client.CallEnded)).(client.CallEvent)
+	if ended.Reason != "hung up by alice" {
+		t.Errorf("Go client's end reason %q", ended.Reason)
+	}
+	p.waitFor("page ended", textHas("call-state", "ended", "you hung up"))
+}
+
+// TestReloadKeepsNameAndTakenName: a reload signs in again with the same
+// key and name (no name_taken), and another browser that tries the name
+// is told in words that it belongs to someone else.
+func TestReloadKeepsNameAndTakenName(t *testing.T) {
+	srv := startServer(t)
+	carol := openPage(t, srv.HTTP+"/", "carol")
+	carol.join("carol")
+	key := eval[string](carol, `window.parley.debug().publicKey`)
+	if len(key) != 44 {
+		t.Fatalf("public key %q is not base64 of 32 bytes", key)
+	}
+	carol.do("reload", chromedp.Reload())
+	carol.waitFor("signed in again by itself", `window.parley?.sig?.online === true && document.getElementById('join-view').hidden`)
+	if got := carol.text("me-name"); got != "carol" {
+		t.Errorf("after reload the page is %q", got)
+	}
+	if k := eval[string](carol, `window.parley.debug().publicKey`); k != key {
+		t.Errorf("key changed across reload: %s -> %s", key, k)
+	}
+	if st := srv.Stats(); st.AuthFailures != 0 || st.Logins != 2 {
+		t.Errorf("server saw %d logins, %d auth failures; want 2 and 0", st.Logins, st.AuthFailures)
+	}
+
+	imposter := openPage(t, srv.HTTP+"/", "imposter")
+	imposter.do("type name", chromedp.SendKeys(sel("name-input"), "Carol"+kb.Enter))
+	imposter.waitFor("human error", textHas("join-error", "“carol” already belongs to someone else"))
+	imposter.waitFor("back at the picker", visible("join"))
+	if !eval[bool](carol, `window.parley.sig.online`) {
+		t.Error("carol was signed out by the imposter's attempt")
+	}
+	// A name the rules forbid is refused before anything is sent.
+	eval[chromedp.Void](imposter, elem("name-input")+`.value = ""`)
+	imposter.do("type bad name", chromedp.SendKeys(sel("name-input"), "-bad name"+kb.Enter))
+	imposter.waitFor("name rule explained", textHas("join-error", "lowercase letters"))
+}
+
+// TestReconnectsAfterServerRestart: when the server goes away the page
+// says so and reconnects by itself once it is back.
+func TestReconnectsAfterServerRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serve := func(ln net.Listener) (stop func()) {
+		srv, err := signal.New(signal.Config{Web: web.Handler()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { srv.Serve(ctx, ln); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := serve(ln)
+	p := openPage(t, "http://"+addr+"/", "dave")
+	p.join("dave")
+	stop()
+	p.waitFor("connection loss shown", `document.querySelector('[data-testid=conn-status]').dataset.state === 'waiting' && `+textHas("conn-status", "reconnecting"))
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serve(ln2)()
+	start := time.Now()
+	p.waitFor("reconnected", `document.querySelector('[data-testid=conn-status]').dataset.state === 'online'`)
+	t.Logf("page reconnected %v after the server came back", time.Since(start).Round(time.Millisecond))
+}
