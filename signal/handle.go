@@ -49,6 +49,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	if s.cfg.ICEServers != nil {
 		ice = s.cfg.ICEServers(a.Name)
 	}
+	ice = append(ice, s.sn.iceServers(a.Name)...) // promoted supernodes as TURN (supernodes.go)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -102,6 +103,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		s.broadcastPresence(ss, proto.Presence{Name: a.Name, Status: proto.StatusOnline, PublicKey: a.PublicKey})
 	}
 	s.offline.deliver(ss) // messages left while offline, after the welcome
+	s.sn.onLogin(ss, a.Agent) // supernode list with relay tokens (supernodes.go)
 	return true
 }
 
@@ -144,6 +146,8 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.nat = r
 		ss.mu.Unlock()
 		ss.ack(env.ID)
+	case isSupernodeType(env.Type):
+		s.sn.handle(ss, env) // supernodes.go
 	case env.Type == proto.TypePing:
 		ss.ack(env.ID)
 	case env.Type == proto.TypeAuth:

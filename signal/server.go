@@ -59,6 +59,9 @@ type Config struct {
 	// Offline bounds the store of sealed messages waiting for offline
 	// users (offline.go); zero fields take its defaults.
 	Offline OfflineLimits
+	// Supernodes configures supernode promotion and relay credentials
+	// (supernodes.go); the zero value accepts candidates with defaults.
+	Supernodes SupernodeConfig
 	// Logger receives lifecycle and problem logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -100,6 +103,7 @@ type Server struct {
 	log      *slog.Logger
 	reg      registry
 	offline  *mailbox // sealed messages for offline users (offline.go)
+	sn       *snManager // supernode promotion and selection (supernodes.go)
 	upgrader websocket.Upgrader
 	origins  map[string]bool
 
@@ -142,6 +146,12 @@ func New(cfg Config) (*Server, error) {
 		s.reg = r
 	}
 	s.offline = newMailbox(s, cfg.Offline)
+	sn, err := newSNManager(s, cfg.Supernodes)
+	if err != nil {
+		s.reg.Close()
+		return nil, err
+	}
+	s.sn = sn
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
@@ -265,6 +275,7 @@ func (s *Server) Close() error {
 		ss.fail(proto.Errorf(proto.CodeShuttingDown, "server is shutting down"), websocket.CloseGoingAway)
 	}
 	s.wg.Wait()
+	s.sn.close()
 	return s.reg.Close()
 }
 

@@ -280,6 +280,9 @@ func (ss *session) cleanup() {
 		s.lastSeen[ss.name] = time.Now().UnixMilli()
 	}
 	s.mu.Unlock()
+	if ss.name != "" {
+		s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
+	}
 	if wasOnline {
 		s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
 		s.broadcastPresence(ss, proto.Presence{Name: ss.name, Status: proto.StatusOffline, PublicKey: ss.key, LastSeen: time.Now().UnixMilli()})
