@@ -102,7 +102,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	if old == nil {
 		s.broadcastPresence(ss, proto.Presence{Name: a.Name, Status: proto.StatusOnline, PublicKey: a.PublicKey})
 	}
-	s.offline.deliver(ss) // messages left while offline, after the welcome
+	s.offline.deliver(ss)     // messages left while offline, after the welcome
 	s.sn.onLogin(ss, a.Agent) // supernode list with relay tokens (supernodes.go)
 	return true
 }

@@ -102,7 +102,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	reg      registry
-	offline  *mailbox // sealed messages for offline users (offline.go)
+	offline  *mailbox   // sealed messages for offline users (offline.go)
 	sn       *snManager // supernode promotion and selection (supernodes.go)
 	upgrader websocket.Upgrader
 	origins  map[string]bool
