@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
+	"github.com/charmbracelet/x/term"
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/internal/history"
+	"github.com/parley-voice/parley/internal/tui"
 	"github.com/parley-voice/parley/proto"
 )
 
@@ -44,7 +49,12 @@ lines, one object per line, for scripts:
   stdout: {"event":"ready",...} presence, message, sent, delivered, call,
           stats, error, disconnected
 
-Without --json it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
+In a terminal (stdout is a TTY) it runs the full-screen chat client: contacts
+with presence, conversations kept in the profile (history.db), delivery and
+read ticks, calls; press ? for help. Messages to someone offline are sealed
+to their key and wait on the server. Logs then go to PROFILE/parley.log.
+
+Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 "/decline NAME", "/hangup NAME", "/who", "/quit", or "NAME: TEXT".`)
 	var f chatFlags
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
@@ -73,6 +83,7 @@ Without --json it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if _, err := audio.Open(f.audioIn); err != nil {
 		return fmt.Errorf("--audio-in: %w", err)
 	}
+	useTUI := !f.json && term.IsTerminal(os.Stdout.Fd()) && term.IsTerminal(os.Stdin.Fd())
 	log, err := newLogger(f.logLevel)
 	if err != nil {
 		return err
@@ -90,6 +101,27 @@ Without --json it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		Logger:      log,
 		AudioSource: func(string) (audio.Source, error) { return audio.Open(f.audioIn) },
 	}
+	var hist *history.DB
+	muted := new(atomic.Bool)
+	if useTUI {
+		if log, err = fileLogger(filepath.Join(f.profile, "parley.log"), f.logLevel); err != nil {
+			return err
+		}
+		cfg.Logger = log
+		if hist, err = history.Open(filepath.Join(f.profile, "history.db")); err != nil {
+			return err
+		}
+		defer hist.Close()
+		cfg.Store = hist             // messages are stored before they are acknowledged
+		cfg.PeerKey = hist.PinnedKey // offline messages are sealed to the pinned key
+		cfg.AudioSource = func(string) (audio.Source, error) {
+			src, err := audio.Open(f.audioIn)
+			if err != nil {
+				return nil, err
+			}
+			return tui.Muteable(src, muted), nil
+		}
+	}
 	if f.iceLoopback {
 		cfg.SettingEngine = client.LoopbackOnly
 	}
@@ -106,9 +138,13 @@ Without --json it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
-	if f.json {
+	switch {
+	case f.json:
 		err = chatJSON(ctx, c, os.Stdin, os.Stdout)
-	} else {
+	case useTUI:
+		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
+			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
+	default:
 		err = chatLines(ctx, c, os.Stdin, os.Stdout)
 	}
 	cancel()

@@ -1,0 +1,347 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/parley-voice/parley/internal/history"
+	"github.com/parley-voice/parley/proto"
+)
+
+var (
+	stTitle    = lipgloss.NewStyle().Bold(true).Reverse(true)
+	stBanner   = lipgloss.NewStyle().Bold(true).Reverse(true).Blink(true)
+	stAlarm    = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9"))
+	stDim      = lipgloss.NewStyle().Faint(true)
+	stSelected = lipgloss.NewStyle().Reverse(true)
+	stMe       = lipgloss.NewStyle().Foreground(lipgloss.Color("6"))
+	stThem     = lipgloss.NewStyle().Foreground(lipgloss.Color("3")).Bold(true)
+	stRead     = lipgloss.NewStyle().Foreground(lipgloss.Color("12"))
+	stBad      = lipgloss.NewStyle().Foreground(lipgloss.Color("9"))
+	stStatus   = lipgloss.NewStyle().Reverse(true)
+)
+
+const listWidth = 22
+
+// fit pads or cuts plain text s to exactly w cells.
+func fit(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	n := lipgloss.Width(s)
+	if n <= w {
+		return s + strings.Repeat(" ", w-n)
+	}
+	var b strings.Builder
+	used := 0
+	for _, r := range s {
+		rw := lipgloss.Width(string(r))
+		if used+rw > w-1 {
+			break
+		}
+		b.WriteRune(r)
+		used += rw
+	}
+	b.WriteString("…")
+	return b.String() + strings.Repeat(" ", max(0, w-used-1))
+}
+
+// wrap breaks plain text into lines of at most w cells.
+func wrap(s string, w int) []string {
+	if w < 4 {
+		w = 4
+	}
+	out := strings.Split(lipgloss.NewStyle().Width(w).Render(s), "\n")
+	for i := range out {
+		out[i] = strings.TrimRight(out[i], " ")
+	}
+	return out
+}
+
+// bodyHeight is the height of the contact list and conversation panes.
+func (m *model) bodyHeight() int {
+	h := m.height - 4 // title, notice, input, status bar
+	if m.banner() != "" {
+		h--
+	}
+	return max(3, h)
+}
+
+// banner is the line that stays on top whatever is scrolled: a ringing
+// call, or a changed key.
+func (m *model) banner() string {
+	if m.ringing != "" {
+		return fmt.Sprintf("☎  %s is calling  —  /answer or /decline", m.ringing)
+	}
+	for _, c := range m.contacts {
+		if c.KeyChanged() {
+			return fmt.Sprintf("⚠  %s's KEY CHANGED — refused until you /verify %s and /accept %s", c.Name, c.Name, c.Name)
+		}
+	}
+	return ""
+}
+
+func presenceGlyph(p proto.Presence, known bool) string {
+	switch {
+	case !known || p.Status == proto.StatusOffline:
+		return "○"
+	case p.Status == proto.StatusAway:
+		return "◐"
+	}
+	return "●"
+}
+
+func (m *model) View() string {
+	w := max(40, m.width)
+	now := time.Now()
+	var rows []string
+
+	title := fmt.Sprintf(" parley · %s", m.cfg.Name)
+	conn := "● " + m.conn + " "
+	if m.conn != "connected" {
+		conn = "○ " + m.conn + " "
+	}
+	rows = append(rows, stTitle.Render(fit(title, w-lipgloss.Width(conn))+conn))
+	if b := m.banner(); b != "" {
+		st := stAlarm
+		if m.ringing != "" {
+			st = stBanner
+		}
+		rows = append(rows, st.Render(fit(b, w)))
+	}
+
+	h := m.bodyHeight()
+	left := m.contactLines(h, now)
+	right := m.conversationLines(w-listWidth-1, h, now)
+	for i := 0; i < h; i++ {
+		rows = append(rows, left[i]+stDim.Render("│")+right[i])
+	}
+
+	// Notice or typing line.
+	note := ""
+	switch {
+	case m.notice != "":
+		note = m.notice
+	case m.current != "" && !m.typing[m.current].IsZero():
+		note = m.current + " is typing…"
+	}
+	if m.noticeBad && m.notice != "" {
+		rows = append(rows, stBad.Render(fit(" "+note, w)))
+	} else {
+		rows = append(rows, stDim.Render(fit(" "+note, w)))
+	}
+
+	// Input line with a block cursor.
+	prompt := "› "
+	if m.current != "" {
+		prompt = m.current + " › "
+	}
+	in := string(m.input[:m.cursor]) + "█" + string(m.input[m.cursor:])
+	avail := w - lipgloss.Width(prompt)
+	if r := []rune(in); lipgloss.Width(in) > avail {
+		in = string(r[max(0, len(r)-avail):])
+	}
+	rows = append(rows, fit(prompt+in, w))
+	rows = append(rows, stStatus.Render(fit(m.statusLine(now), w)))
+	return strings.Join(rows, "\n")
+}
+
+func (m *model) statusLine(now time.Time) string {
+	if k := m.call; k != nil {
+		s := fmt.Sprintf(" ☎ %s · %s", k.peer, k.state)
+		if k.state == "connected" {
+			d := now.Sub(k.connectedAt).Round(time.Second)
+			s += fmt.Sprintf(" %02d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+			path := k.path
+			if path == "relay" && k.via != "" {
+				path = "relay via " + k.via
+			}
+			if path != "" {
+				s += " · " + path
+			}
+			s += fmt.Sprintf(" · RTT %.1f ms · loss %.1f%%", k.rttMs, k.lossPct)
+		}
+		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
+			s += " · MUTED"
+		}
+		return s + " · /hangup"
+	}
+	return " ? help · Tab next contact · PgUp/PgDn scroll · /quit"
+}
+
+// contactLines renders the contact list: two lines per contact.
+func (m *model) contactLines(h int, now time.Time) []string {
+	lines := make([]string, 0, h)
+	lines = append(lines, stDim.Render(fit(" Contacts", listWidth)))
+	if len(m.contacts) == 0 {
+		lines = append(lines, stDim.Render(fit(" /add NAME to add", listWidth)))
+	}
+	for _, c := range m.contacts {
+		p, known := m.presence[c.Name]
+		line1 := fmt.Sprintf(" %s %s", presenceGlyph(p, known), c.Name)
+		if n := m.unread[c.Name]; n > 0 && c.Name != m.current {
+			line1 = fit(line1, listWidth-5) + fmt.Sprintf("%4d ", n)
+		}
+		var line2 string
+		switch {
+		case c.KeyChanged():
+			line2 = "   ⚠ KEY CHANGED"
+		case known && p.Status == proto.StatusOnline:
+			line2 = "   online"
+		case known && p.Status == proto.StatusAway:
+			line2 = "   away"
+		default:
+			seen := c.LastSeen
+			if known && p.LastSeen > seen {
+				seen = p.LastSeen
+			}
+			line2 = "   " + fmtAgo(seen, now)
+		}
+		if c.Verified && !c.KeyChanged() {
+			line2 += " ✔"
+		}
+		l1, l2 := fit(line1, listWidth), fit(line2, listWidth)
+		switch {
+		case c.Name == m.current:
+			l1, l2 = stSelected.Render(l1), stSelected.Render(l2)
+		case c.KeyChanged():
+			l2 = stAlarm.Render(l2)
+		default:
+			l2 = stDim.Render(l2)
+		}
+		lines = append(lines, l1, l2)
+	}
+	for len(lines) < h {
+		lines = append(lines, strings.Repeat(" ", listWidth))
+	}
+	if len(lines) > h { // keep the selected contact visible
+		sel := 0
+		for i, c := range m.contacts {
+			if c.Name == m.current {
+				sel = 1 + 2*i
+			}
+		}
+		start := min(max(0, sel-h+3), len(lines)-h)
+		lines = append(lines[:1:1], lines[1+start:start+h]...)
+	}
+	return lines
+}
+
+func tick4(st history.Status) string {
+	switch st {
+	case history.Sending:
+		return " ·"
+	case history.Stored:
+		return " ✓"
+	case history.Delivered:
+		return " ✓✓"
+	case history.Read:
+		return " ✓✓ read"
+	case history.Failed:
+		return " ✗ not sent"
+	}
+	return ""
+}
+
+// conversationLines renders the open conversation (or an overlay).
+func (m *model) conversationLines(w, h int, now time.Time) []string {
+	out := make([]string, 0, h)
+	pad := func(s string) string { return " " + fit(s, w-1) }
+	if m.overlay != "" {
+		text := helpText
+		if m.overlay == "verify" {
+			text = m.verifyText(m.verifyWith)
+		}
+		for _, l := range strings.Split(text, "\n") {
+			for _, x := range wrap(l, w-2) {
+				out = append(out, pad(x))
+			}
+		}
+		for len(out) < h {
+			out = append(out, pad(""))
+		}
+		return out[:h]
+	}
+	if m.current == "" {
+		out = append(out, pad("No conversation open."), pad(""), pad("/add NAME adds a contact; Tab moves between them."), pad("Press ? for help."))
+		for len(out) < h {
+			out = append(out, pad(""))
+		}
+		return out
+	}
+	c, _ := m.contact(m.current)
+	p, known := m.presence[m.current]
+	head := m.current
+	switch {
+	case c.KeyChanged():
+		head += " · ⚠ KEY CHANGED — messages held"
+	case known && p.Online():
+		head += " · " + string(p.Status)
+	default:
+		head += " · " + fmtAgo(c.LastSeen, now)
+	}
+	if c.Verified && !c.KeyChanged() {
+		head += " · verified ✔"
+	} else if c.Key != "" && !c.KeyChanged() {
+		head += " · key pinned"
+	}
+	headLine := pad(head)
+	if c.KeyChanged() {
+		headLine = stAlarm.Render(headLine)
+	} else {
+		headLine = stDim.Render(headLine)
+	}
+
+	var lines []string
+	var day string
+	for _, msg := range m.msgs {
+		at := time.UnixMilli(msg.At)
+		if msg.Out && msg.Time != 0 {
+			at = time.UnixMilli(msg.Time)
+		}
+		if d := at.Format("Mon 2 Jan 2006"); d != day {
+			day = d
+			lines = append(lines, stDim.Render(pad("── "+d+" ──")))
+		}
+		stamp := at.Format("15:04")
+		who, st := m.current, stThem
+		if msg.Out {
+			who, st = "me", stMe
+		}
+		text := msg.Text
+		if msg.Held && c.KeyChanged() {
+			text = "⚠ message held: the sender's key changed (/accept " + m.current + ")"
+		}
+		prefix := stamp + " " + who + ": "
+		body := wrap(prefix+text+tick4(msg.Status), w-2)
+		for i, l := range body {
+			rendered := pad(l)
+			if i == 0 {
+				rest := strings.TrimPrefix(fit(l, w-1), stamp+" "+who+":")
+				rendered = " " + stDim.Render(stamp) + " " + st.Render(who+":") + rest
+				if msg.Status == history.Read {
+					rendered = strings.Replace(rendered, "✓✓ read", stRead.Render("✓✓ read"), 1)
+				}
+			}
+			lines = append(lines, rendered)
+		}
+	}
+	avail := h - 1
+	end := len(lines) - m.scroll
+	if end < avail {
+		end = min(len(lines), avail)
+		m.scroll = max(0, len(lines)-end)
+	}
+	start := max(0, end-avail)
+	out = append(out, headLine)
+	out = append(out, lines[start:end]...)
+	if m.scroll > 0 && len(out) > 1 {
+		out[len(out)-1] = stDim.Render(pad(fmt.Sprintf("── %d more lines below (PgDn, End) ──", m.scroll)))
+	}
+	for len(out) < h {
+		out = append(out, pad(""))
+	}
+	return out
+}
