@@ -173,8 +173,8 @@ type SupernodeStatus struct {
 	// MeasuredMbps and RTTms are what the server's probe measured.
 	MeasuredMbps float64 `json:"measured_mbps,omitempty"`
 	RTTms        float64 `json:"rtt_ms,omitempty"`
-	// HeartbeatSeconds is how often to send a heartbeat once promoted.
-	HeartbeatSeconds int `json:"heartbeat_seconds,omitempty"`
+	// HeartbeatMillis is how often to send a heartbeat once promoted.
+	HeartbeatMillis int `json:"heartbeat_ms,omitempty"`
 	// RetryAfterSeconds, when refused, says when registering again may help.
 	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
 }
@@ -208,7 +208,7 @@ func (s *SupernodeStatus) Validate() error {
 	if err := validateLabel("realm", s.Realm, 64); err != nil {
 		return err
 	}
-	if !finiteIn(s.MeasuredMbps, 0, 1e6) || !finiteIn(s.RTTms, 0, 1e6) || s.HeartbeatSeconds < 0 || s.HeartbeatSeconds > 3600 ||
+	if !finiteIn(s.MeasuredMbps, 0, 1e6) || !finiteIn(s.RTTms, 0, 1e6) || s.HeartbeatMillis < 0 || s.HeartbeatMillis > 3_600_000 ||
 		s.RetryAfterSeconds < 0 || s.RetryAfterSeconds > 86400 {
 		return Errorf(CodeBadRequest, "supernode status figures out of range")
 	}

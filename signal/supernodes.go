@@ -347,10 +347,7 @@ func (m *snManager) sendStatus(n *snode, extra func(*proto.SupernodeStatus)) {
 	st := &proto.SupernodeStatus{
 		ID: n.id, State: n.state, Reason: n.reason,
 		MeasuredMbps: round1(n.mbps), RTTms: round1(n.rttMs),
-		HeartbeatSeconds: int(m.cfg.Heartbeat / time.Second),
-	}
-	if st.HeartbeatSeconds < 1 {
-		st.HeartbeatSeconds = 1
+		HeartbeatMillis: int(m.cfg.Heartbeat / time.Millisecond),
 	}
 	if n.state == proto.SupernodePromoted {
 		st.TURNSecret = base64.StdEncoding.EncodeToString(n.secret)

@@ -95,8 +95,8 @@ func (s *Server) signalOnce(ctx context.Context) error {
 			retry = nil
 			switch {
 			case st.State == proto.SupernodePromoted:
-				iv := time.Duration(st.HeartbeatSeconds) * time.Second
-				if iv <= 0 {
+				iv := time.Duration(st.HeartbeatMillis) * time.Millisecond
+				if iv < 50*time.Millisecond {
 					iv = 5 * time.Second
 				}
 				beat = time.NewTicker(iv)
@@ -201,7 +201,7 @@ func (s *Server) apply(st *proto.SupernodeStatus) {
 			s.log.Error("supernode: promotion without usable secret or key")
 			return
 		}
-		s.promo.Store(&promotion{id: st.ID, secret: secret, tokenKey: key, heartbeat: time.Duration(st.HeartbeatSeconds) * time.Second})
+		s.promo.Store(&promotion{id: st.ID, secret: secret, tokenKey: key, heartbeat: time.Duration(st.HeartbeatMillis) * time.Millisecond})
 		s.accepting.Store(true)
 	} else {
 		// Refused or demoted: no new sessions; live ones run out their
