@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
@@ -166,7 +167,12 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 		}
 	case proto.TypeHangup:
 		if k != nil && k.id == s.Call {
-			c.endCall(peer, "hung up by "+peer, false)
+			reason := "hung up by " + peer
+			if strings.HasPrefix(s.Reason, "no network path") {
+				// The peer's ICE gave up first: the same verdict as ours.
+				reason = "no network path: " + peer + " could not reach us (NATs block a direct path and no relay was usable)"
+			}
+			c.endCall(peer, reason, false)
 		}
 	}
 }
