@@ -126,6 +126,33 @@ func TestBrowserAndGoClient(t *testing.T) {
 		return ok && m.From == "alice" && m.Text == "hello from the browser"
 	})
 	p.waitFor("page sees it delivered", message("out", "hello from the browser", "delivered"))
+	// With the link up, both directions use the data channel (pion sends
+	// binary messages, the page text ones).
+	p.waitFor("data channel open", `window.parley.debug().links.gopher?.dcOpen === true`)
+	waitGo(t, "Go's data channel is open", func() bool {
+		id, err := gopher.Send(ctx, "alice", "direct from Go")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := gopher.ev.Wait(t, wait, "receipt", func(e client.Event) bool { x, ok := e.(client.DeliveredEvent); return ok && x.ID == id }).(client.DeliveredEvent)
+		return d.Path == "direct"
+	})
+	p.waitFor("direct message shown", message("in", "direct from Go", ""))
+	if path := eval[string](p, `document.querySelector('[data-testid=messages] li.msg.in:last-child').dataset.path`); path != "direct" {
+		t.Errorf("Go's message after the link opened came %q, want direct", path)
+	}
+	p.send("direct from the browser")
+	m := gopher.ev.Wait(t, wait, "gopher gets the direct message", func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.Text == "direct from the browser"
+	}).(client.MessageEvent)
+	if m.Path != "direct" {
+		t.Errorf("page's message reached Go by %q, want direct", m.Path)
+	}
+	p.waitFor("direct message delivered", message("out", "direct from the browser", "delivered"))
+	if p.consoleHas("bad data channel message") {
+		t.Error("the page dropped a data channel message from the Go client")
+	}
 
 	// The page calls the Go client.
 	mark := gopher.ev.Len()
@@ -169,6 +196,38 @@ func TestBrowserAndGoClient(t *testing.T) {
 		t.Errorf("Go client's end reason %q", ended.Reason)
 	}
 	p.waitFor("page ended", textHas("call-state", "ended", "you hung up"))
+
+	// The page declines a call from Go.
+	mark = gopher.ev.Len()
+	if err := gopher.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	p.click("decline")
+	declined := gopher.ev.WaitSince(t, mark, wait, "gopher sees the decline", isCall("alice", client.CallEnded)).(client.CallEvent)
+	if declined.Reason != "declined by alice" {
+		t.Errorf("Go client's end reason %q", declined.Reason)
+	}
+	p.waitFor("page shows the decline", textHas("call-state", "ended", "you declined"))
+
+	// Gopher leaves: the page shows it, can't call, and a message says in
+	// words that it was not delivered.
+	gopher.stop()
+	p.waitFor("gopher offline", `!`+elem("contact-gopher")+` && `+textHas("peer-status", "offline")+` && `+elem("call")+`.disabled`)
+	p.send("are you there?")
+	p.waitFor("not delivered, in words", message("out", "are you there?", "failed")+
+		` && document.querySelector('[data-testid=messages] li.msg.out:last-child .undelivered').textContent.includes("gopher is offline; not delivered")`)
+}
+
+// waitGo retries try (which may wait itself) until it reports true.
+func waitGo(t *testing.T, what string, try func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !try() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestReloadKeepsNameAndTakenName: a reload signs in again with the same

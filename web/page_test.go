@@ -124,6 +124,7 @@ func (p *page) state() string {
 	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({debug: window.parley?.debug?.(),
 		callState: document.querySelector('[data-testid=call-state]')?.textContent,
 		conn: document.querySelector('[data-testid=conn-status]')?.textContent,
+		messages: [...document.querySelectorAll('[data-testid=messages] li')].map(li => li.className + ":" + (li.dataset.status ?? "") + ":" + li.textContent).slice(-6),
 		errors: [...document.querySelectorAll('[data-testid=error], [data-testid=join-error]')].map(e => e.textContent)})`))
 	if err != nil {
 		return "(unavailable: " + err.Error() + ")"
@@ -267,7 +268,8 @@ func (p *page) screenshot(name string) {
 // goPeer is a Go client (the reference implementation) in the test.
 type goPeer struct {
 	*client.Client
-	ev *testutil.Recorder[client.Event]
+	ev   *testutil.Recorder[client.Event]
+	stop func() // ends Run and waits for it
 }
 
 func startGoClient(t *testing.T, url, name string) *goPeer {
@@ -278,9 +280,9 @@ func startGoClient(t *testing.T, url, name string) *goPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &goPeer{Client: c, ev: testutil.Record(c.Events())}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	g := &goPeer{Client: c, ev: testutil.Record(c.Events()), stop: func() { cancel(); <-done }}
 	go func() {
 		defer close(done)
 		if err := c.Run(ctx); err != nil {

@@ -25,6 +25,15 @@ function el(tag, props = {}, ...kids) {
   return e;
 }
 
+// syncChildren makes parent's children exactly kids, moving only what is
+// out of place (a moved node would lose focus).
+function syncChildren(parent, kids) {
+  kids.forEach((k, i) => {
+    if (parent.children[i] !== k) parent.insertBefore(k, parent.children[i] ?? null);
+  });
+  while (parent.children.length > kids.length) parent.lastElementChild.remove();
+}
+
 function load(key) {
   try {
     return localStorage.getItem(key) || "";
@@ -65,6 +74,8 @@ class App {
     this.stats = null; // last summary of the call's link
     this.graph = new QualityGraph($("graph"));
     this.sinks = new Map(); // peer -> <audio>
+    this.rows = new Map(); // contact rows by "on:name" / "off:name"
+    this.msgRows = new Map(); // message rows by "peer/dir/id"
     this.errors = new Map(); // words -> element
     this.timers = [];
     this.statsBusy = false;
@@ -171,6 +182,8 @@ class App {
     this.#stopRinging();
     this.sig = this.links = this.chat = this.calls = null;
     this.presence.clear();
+    this.rows.clear();
+    this.msgRows.clear();
     this.peer = "";
     this.stats = null;
     for (const p of [...this.errors.keys()]) this.#dismissError(p);
@@ -435,29 +448,47 @@ class App {
     online.sort();
     offline.sort((a, b) => (this.presence.get(b).lastSeen || 0) - (this.presence.get(a).lastSeen || 0));
     const call = this.calls?.call;
-    const item = (name, isOnline) => {
+    // Rows are kept per name and updated in place, so a focused or
+    // clicked button survives re-rendering.
+    const row = (name, isOnline) => {
+      const key = (isOnline ? "on:" : "off:") + name;
+      let r = this.rows.get(key);
+      if (!r) {
+        const btn = el("button", { type: "button", className: "contact" });
+        btn.addEventListener("click", () => this.#selectPeer(name));
+        r = { li: el("li", {}, btn), btn, sig: "" };
+        if (isOnline) btn.dataset.testid = `contact-${name}`;
+        this.rows.set(key, r);
+      }
       const p = this.presence.get(name);
       const unread = this.chat.unread.get(name) ?? 0;
-      const link = this.links.get(name);
-      const bits = [p.status === "away" ? "away" : isOnline ? "online" : `offline${p.lastSeen ? ", last seen " + ago(p.lastSeen) : ""}`];
-      if (call?.peer === name) bits.push("in a call");
-      if (unread) bits.push(`${unread} unread`);
-      const btn = el(
-        "button",
-        { type: "button", className: "contact", "aria-label": `${name}, ${bits.join(", ")}`, dataset: { status: p.status } },
-        el("span", { className: "dot", "aria-hidden": "true" }),
-        el("span", { className: "cname", textContent: name }),
-        call?.peer === name ? el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }) : null,
-        unread ? el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }) : null,
-        link?.connected ? el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }) : null,
-      );
-      if (isOnline) btn.dataset.testid = `contact-${name}`;
-      if (name === this.peer) btn.setAttribute("aria-current", "true");
-      btn.addEventListener("click", () => this.#selectPeer(name));
-      return el("li", {}, btn);
+      const linked = !!this.links.get(name)?.connected;
+      const inCall = call?.peer === name;
+      const status = p.status === "away" ? "away" : isOnline ? "online" : `offline${p.lastSeen ? ", last seen " + ago(p.lastSeen) : ""}`;
+      const sig = [status, unread, linked, inCall, name === this.peer].join("|");
+      if (r.sig !== sig) {
+        r.sig = sig;
+        const bits = [status];
+        if (inCall) bits.push("in a call");
+        if (unread) bits.push(`${unread} unread`);
+        r.btn.dataset.status = p.status;
+        r.btn.setAttribute("aria-label", `${name}, ${bits.join(", ")}`);
+        if (name === this.peer) r.btn.setAttribute("aria-current", "true");
+        else r.btn.removeAttribute("aria-current");
+        r.btn.replaceChildren(
+          el("span", { className: "dot", "aria-hidden": "true" }),
+          el("span", { className: "cname", textContent: name }),
+          inCall ? el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }) : null,
+          unread ? el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }) : null,
+          linked ? el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }) : null,
+        );
+      }
+      return r.li;
     };
-    $("contacts").replaceChildren(...online.map((n) => item(n, true)));
-    $("offline-list").replaceChildren(...offline.slice(0, 50).map((n) => item(n, false)));
+    const keep = new Set([...online.map((n) => "on:" + n), ...offline.slice(0, 50).map((n) => "off:" + n)]);
+    for (const key of [...this.rows.keys()]) if (!keep.has(key)) this.rows.delete(key);
+    syncChildren($("contacts"), online.map((n) => row(n, true)));
+    syncChildren($("offline-list"), offline.slice(0, 50).map((n) => row(n, false)));
     $("online-count").textContent = online.length ? `(${online.length})` : "";
     $("contacts-empty").hidden = online.length > 0;
     $("offline-box").hidden = offline.length === 0;
@@ -484,24 +515,47 @@ class App {
   #renderMessages() {
     const list = $("messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    const items = this.chat.messages(this.peer).map((m) => {
-      const li = el("li", { className: `msg ${m.dir}`, dataset: { id: m.id, status: m.status, path: m.path || "" } });
-      li.append(el("p", { className: "text", textContent: m.text }));
-      const meta = el("p", { className: "meta" }, el("time", { dateTime: new Date(m.ts).toISOString(), textContent: timeOf(m.ts) }));
-      if (m.dir === "out") {
-        const [sym, words] = TICKS[m.status] ?? ["", m.status];
-        meta.append(el("span", { className: `tick ${m.status}`, textContent: sym, title: m.path ? `${words} (${m.path === "direct" ? "direct" : "via the server"})` : words, "aria-label": words, dataset: { testid: "tick" } }));
+    const msgs = this.chat.messages(this.peer);
+    const items = msgs.map((m) => {
+      const key = `${this.peer}/${m.dir}/${m.id}`;
+      let r = this.msgRows.get(key);
+      if (!r) {
+        const li = el("li", { className: `msg ${m.dir}`, dataset: { id: m.id } });
+        li.append(el("p", { className: "text", textContent: m.text }));
+        const meta = el("p", { className: "meta" }, el("time", { dateTime: new Date(m.ts).toISOString(), textContent: timeOf(m.ts) }));
+        const tick = m.dir === "out" ? el("span", { dataset: { testid: "tick" } }) : null;
+        if (tick) meta.append(tick);
+        li.append(meta);
+        const failed = el("p", { className: "undelivered", role: "note", hidden: true });
+        li.append(failed);
+        r = { li, tick, failed, sig: "" };
+        this.msgRows.set(key, r);
       }
-      li.append(meta);
-      if (m.status === "failed") {
-        const retry = el("button", { type: "button", className: "small quiet", textContent: "Retry" });
-        retry.addEventListener("click", () => this.chat.retry(m.id));
-        li.append(el("p", { className: "failed", role: "note" }, `${m.error || "Not delivered"}. `, retry));
+      const sig = `${m.status}|${m.path}|${m.error}`;
+      if (r.sig !== sig) {
+        r.sig = sig;
+        r.li.dataset.status = m.status;
+        r.li.dataset.path = m.path || "";
+        if (r.tick) {
+          const [sym, words] = TICKS[m.status] ?? ["", m.status];
+          r.tick.className = `tick ${m.status}`;
+          r.tick.textContent = sym;
+          r.tick.title = m.path ? `${words} (${m.path === "direct" ? "direct" : "via the server"})` : words;
+          r.tick.setAttribute("aria-label", words);
+        }
+        r.failed.hidden = m.status !== "failed";
+        if (m.status === "failed") {
+          const retry = el("button", { type: "button", className: "small quiet", textContent: "Retry" });
+          retry.addEventListener("click", () => this.chat.retry(m.id));
+          r.failed.replaceChildren(`${m.error || "Not delivered"}. `, retry);
+        }
       }
-      return li;
+      return r.li;
     });
-    if (!items.length) items.push(el("li", { className: "empty", textContent: this.#online(this.peer) ? `Say hello to ${this.peer}.` : `${this.peer} is offline; messages can be sent once they’re back.` }));
-    list.replaceChildren(...items);
+    if (!items.length) {
+      items.push(el("li", { className: "empty", textContent: this.#online(this.peer) ? `Say hello to ${this.peer}.` : `${this.peer} is offline; messages can be sent once they’re back.` }));
+    }
+    syncChildren(list, items);
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 

@@ -9,6 +9,8 @@
 
 import { DC_LABEL, decodeDC, randomID } from "./proto.js";
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 /**
  * offerAction decides what an incoming offer with session does to the link
  * we have with peer (client/link.go onLinkSignal):
@@ -243,11 +245,13 @@ export class Links {
     l.dc.onclose = () => {
       l.dcOpen = false;
     };
+    l.dc.binaryType = "arraybuffer";
     l.dc.onmessage = (ev) => {
       if (!live()) return;
       let msg;
       try {
-        msg = decodeDC(ev.data);
+        // The Go client sends its JSON as binary messages; both are accepted.
+        msg = decodeDC(typeof ev.data === "string" ? ev.data : utf8.decode(ev.data));
       } catch (e) {
         console.debug("parley: bad data channel message from", peer, e.message);
         return;

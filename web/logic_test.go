@@ -1,0 +1,218 @@
+package web_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// TestPageLogic runs the page's own modules in Chromium, table-driven:
+// wire validation, glare, path and quality from stats, chat receipts and
+// duplicate suppression, call glare and timeouts, and the words people see.
+// Fakes stand in for the server and peer connections here; the end-to-end
+// tests use the real ones.
+func TestPageLogic(t *testing.T) {
+	srv := startServer(t)
+	p := openPage(t, srv.HTTP+"/", "logic")
+	const imports = `
+		const proto = await import("/js/proto.js");
+		const links = await import("/js/links.js");
+		const stats = await import("/js/stats.js");
+		const words = await import("/js/words.js");
+		const { Chat } = await import("/js/chat.js");
+		const { Calls } = await import("/js/calls.js");
+		const tick = () => new Promise((r) => setTimeout(r, 0));
+		const fakeSig = (name, fail) => ({
+			name, online: true, sent: [],
+			send(t, to, b) { this.sent.push([t, to, b?.id ?? b?.call ?? b?.reason ?? ""]); return true; },
+			request(t, to, b) { this.sent.push([t, to, b?.id ?? b?.call ?? ""]); return fail ? Promise.reject(fail) : Promise.resolve(); },
+		});
+		const fakeTrack = () => ({ enabled: true, stopped: false, stop() { this.stopped = true; } });
+	`
+	cases := []struct {
+		name string
+		js   string // body of an async function; imports above are in scope
+		want string // JSON
+	}{
+		{"name rules", `return ["alice", "a-b.c_9", "Alice", "-x", "", "x".repeat(33), "admin", "bob smith"].map((n) => proto.checkName(n, true) === null)`,
+			`[true,true,false,false,false,false,false,false]`},
+		{"normalized name", `return proto.normalizeName("  Alice ")`, `"alice"`},
+		{"text rules (UTF-8 bytes)", `return ["hi", "", "a".repeat(4000), "a".repeat(4001), "é".repeat(2000), "é".repeat(2001), "\uD800x"].map((s) => proto.checkText(s) === null)`,
+			`[true,false,true,false,true,false,false]`},
+		{"ids", `return ["abc", "A-b_c.d:1", "", "x".repeat(65), "sp ace", "ü"].map(proto.validID)`, `[true,true,false,false,false,false]`},
+		{"random ids are valid and distinct", `const a = proto.randomID(), b = proto.randomID(); return [proto.validID(a), a.length, a !== b]`, `[true,12,true]`},
+		{"envelope validation", `return [
+			'{"v":2,"type":"ack","body":{"ref":"x"}}',
+			'{"v":1,"type":"offer","body":{"session":"s","sdp":"v=0"}}',
+			'{"v":1,"type":"offer","from":"bob","body":{"session":"s","sdp":"v=0\\r\\n"}}',
+			'not json',
+			'{"v":1,"type":"auth","body":{}}',
+			'{"v":1,"type":"chat","from":"bob","body":{"id":"bad id!","text":"x"}}',
+			'{"v":1,"type":"candidate","from":"bob","body":{"session":"s","candidate":"evil"}}',
+			'{"v":1,"type":"welcome","body":{"name":"me","session":"s","online":[{"name":"bob","status":"online"}]}}',
+			'{"v":1,"type":"presence","body":{"name":"bob","status":"sleeping"}}',
+			'{"v":1,"type":"ring","from":"Bob","body":{"call":"c1"}}',
+		].map((f) => { try { proto.decodeEnvelope(f); return "ok"; } catch (e) { return e.code; } })`,
+			`["bad_version","bad_request","ok","bad_frame","unknown_type","bad_request","bad_request","ok","bad_request","bad_request"]`},
+		{"data channel validation", `return [
+			'{"type":"chat","id":"m1","text":"hi","ts":1}', '{"type":"chat","id":"m1"}', '{"type":"zap"}', '[1]', '{"type":"delivered","id":"m1"}',
+		].map((f) => { try { proto.decodeDC(f); return "ok"; } catch (e) { return e.code; } })`,
+			`["ok","bad_request","unknown_type","bad_frame","ok"]`},
+		{"offer decisions (glare)", `const L = (o) => Object.assign(new links.Link("x", "s1", true), o);
+			return [
+				links.offerAction(null, "alice", "bob", "s2"),
+				links.offerAction(L({}), "alice", "bob", "s1"),
+				links.offerAction(L({}), "alice", "bob", "s2"),
+				links.offerAction(L({}), "carol", "bob", "s2"),
+				links.offerAction(L({ remoteSet: true }), "alice", "bob", "s2"),
+				links.offerAction(L({ offerer: false }), "alice", "bob", "s2"),
+			]`, `["accept","duplicate","ignore","replace","replace","replace"]`},
+		{"ice servers from welcome", `return links.toRTCIceServers([{ urls: ["stun:127.0.0.1:3478"] }, { urls: ["http://x"] }, { urls: ["turn:h:3478"], username: "u", credential: "c" }, null])`,
+			`[{"urls":["stun:127.0.0.1:3478"]},{"urls":["turn:h:3478"],"username":"u","credential":"c"}]`},
+		{"path from stats", `const base = [
+				{ id: "T", type: "transport", selectedCandidatePairId: "P" },
+				{ id: "P", type: "candidate-pair", localCandidateId: "L", remoteCandidateId: "R", currentRoundTripTime: 0.012 },
+			];
+			const with_ = (l, r) => stats.selectedPath([...base, { id: "L", type: "local-candidate", ...l }, { id: "R", type: "remote-candidate", ...r }]);
+			return [
+				with_({ candidateType: "host", address: "127.0.0.1", port: 1 }, { candidateType: "host" }),
+				with_({ candidateType: "relay", address: "10.0.0.1", port: 3478 }, { candidateType: "srflx" }),
+				with_({ candidateType: "prflx" }, { candidateType: "relay", address: "fd00::1", port: 9 }),
+				stats.selectedPath([{ id: "P", type: "candidate-pair", nominated: true, state: "succeeded", localCandidateId: "L", remoteCandidateId: "R" },
+					{ id: "L", type: "local-candidate", candidateType: "srflx" }, { id: "R", type: "remote-candidate", candidateType: "host" }]),
+				stats.selectedPath([]),
+			].map((s) => [s.path, s.via, s.local, s.remote, s.rttMs === null ? null : Math.round(s.rttMs)])`,
+			`[["direct","","host","host",12],["relay","10.0.0.1:3478","relay","srflx",12],["relay","[fd00::1]:9","prflx","relay",12],["direct","","srflx","host",null],["","","","",null]]`},
+		{"quality from stats", `const prev = { at: 0, packetsReceived: 100, packetsLost: 0, bytesReceived: 1000, bytesSent: 1000 };
+			const s = stats.summarize([
+				{ id: "i", type: "inbound-rtp", kind: "audio", packetsReceived: 148, packetsLost: 2, bytesReceived: 5000, jitter: 0.004 },
+				{ id: "o", type: "outbound-rtp", kind: "audio", packetsSent: 150, bytesSent: 9000 },
+				{ id: "v", type: "inbound-rtp", kind: "video", packetsReceived: 999 },
+				{ id: "r", type: "remote-inbound-rtp", kind: "audio", roundTripTime: 0.03 },
+			], prev, 1000);
+			return [s.packetsReceived, s.packetsSent, s.lossPct, s.recvKbps, s.sendKbps, s.jitterMs, s.rttMs, stats.fmt(null), stats.fmt(1.25, 1, " ms")]`,
+			`[148,150,4,32,64,4,30,"–","1.3 ms"]`},
+		{"words people read", `return [
+				words.serverError("name_taken", "", { name: "carol" }).includes("“carol” already belongs to someone else"),
+				words.serverError("offline", "", { peer: "bob", what: "call" }),
+				words.mediaError({ name: "NotAllowedError" }).includes("Microphone access was denied"),
+				words.mediaError({ name: "NotFoundError" }).startsWith("No microphone"),
+				words.serverError("weird_code", "boom"),
+				words.duration(65000), words.duration(3723000),
+			]`, `[true,"bob is offline right now, so the call could not ring.",true,true,"Something went wrong: boom","1:05","1:02:03"]`},
+		{"chat: exactly once, receipts always", `const sig = fakeSig("me");
+			const chat = new Chat({ sig, links: { get: () => null } });
+			const env = { type: "chat", from: "bob", body: { id: "m1", text: "hi", ts: 5 } };
+			chat.onServer(env); chat.onServer(env);
+			const sentDC = [];
+			const link = { peer: "bob", dc: { send: (x) => sentDC.push(JSON.parse(x)) } };
+			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
+			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
+			return [chat.messages("bob").map((m) => m.text), sig.sent, sentDC]`,
+			`[["hi","again"],[["delivered","bob","m1"],["delivered","bob","m1"]],[{"type":"delivered","id":"m2"},{"type":"delivered","id":"m2"}]]`},
+		{"chat: resend through the server until the receipt", `const sig = fakeSig("me");
+			const chat = new Chat({ sig, links: { get: () => null } });
+			const m = chat.send("bob", "yo");
+			await tick();
+			const s1 = m.status;
+			chat.tick(Date.now() + 1000);
+			chat.tick(Date.now() + 3100);
+			const n = sig.sent.length;
+			chat.onServer({ type: "delivered", from: "carol", body: { id: m.id } }); // not the recipient: ignored
+			const s2 = m.status;
+			chat.onServer({ type: "delivered", from: "bob", body: { id: m.id } });
+			chat.tick(Date.now() + 10000);
+			return [s1, n, s2, m.status, sig.sent.length, m.path]`,
+			`["sent",2,"sent","delivered",2,"server"]`},
+		{"chat: direct when the data channel is open", `const sig = fakeSig("me");
+			const sentDC = [];
+			const link = { peer: "bob", dcOpen: true, dc: { send: (x) => sentDC.push(JSON.parse(x).type) } };
+			const chat = new Chat({ sig, links: { get: () => link } });
+			const m = chat.send("bob", "direct?");
+			chat.onDCMessage(link, { type: "delivered", id: m.id });
+			return [sentDC, sig.sent.length, m.status, m.path]`,
+			`[["chat"],0,"delivered","direct"]`},
+		{"chat: offline recipient fails in words, retry sends again", `const sig = fakeSig("me", Object.assign(new Error("bob is offline"), { code: "offline" }));
+			const chat = new Chat({ sig, links: { get: () => null } });
+			const m = chat.send("bob", "anyone?");
+			await tick(); await tick();
+			const before = [m.status, m.error];
+			chat.retry(m.id);
+			return [before, m.status, sig.sent.length]`,
+			`[["failed","bob is offline; not delivered"],"sending",2]`},
+		{"chat: bad text refused", `const chat = new Chat({ sig: fakeSig("me"), links: { get: () => null } });
+			try { chat.send("bob", "x".repeat(4001)); return "sent"; } catch (e) { return e.message; }`,
+			`"The message is too long (4001 bytes; the limit is 4000)."`},
+		{"calls: glare, the larger name answers the smaller's call", `const sig = fakeSig("bob");
+			const L = { connected: false, sender: null, closed: false };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => fakeTrack() });
+			await calls.place("alice");
+			calls.onSignal({ type: "ring", from: "alice", body: { call: "A1" } });
+			await tick(); await tick();
+			const sent = sig.sent.map(([t, to, id]) => [t, to, id !== "A1" && proto.validID(id) && id.length === 12 ? "RANDOM" : id]);
+			return [sent, calls.call.id, calls.call.outgoing, calls.call.state]`,
+			`[[["ring","alice","RANDOM"],["accept","alice","A1"]],"A1",false,"accepted"]`},
+		{"calls: glare, the smaller name's call stands", `const sig = fakeSig("alice");
+			const L = { connected: false, sender: null, closed: false };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => fakeTrack() });
+			await calls.place("bob");
+			const id = calls.call.id;
+			calls.onSignal({ type: "ring", from: "bob", body: { call: "B1" } });
+			calls.onSignal({ type: "accept", from: "bob", body: { call: id } });
+			return [sig.sent.length, calls.call.id === id, calls.call.outgoing, calls.call.state]`,
+			`[1,true,true,"accepted"]`},
+		{"calls: busy, timeout, hang-up reasons", `const sig = fakeSig("me");
+			const L = { connected: false, sender: null, closed: false };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => fakeTrack() });
+			calls.onSignal({ type: "ring", from: "carol", body: { call: "C1" } });
+			calls.onSignal({ type: "ring", from: "dave", body: { call: "D1" } });
+			calls.tick(Date.now() + 61000);
+			const missed = calls.last.reason;
+			await calls.place("erin");
+			calls.onSignal({ type: "hangup", from: "erin", body: { call: "wrong" } });
+			const still = !!calls.call;
+			calls.onSignal({ type: "decline", from: "erin", body: { call: calls.call.id, reason: "busy" } });
+			return [sig.sent.slice(0, 2), missed, still, calls.last.reason, calls.call]`,
+			`[[["decline","dave","D1"],["decline","carol","C1"]],"missed call",true,"erin is busy",null]`},
+		{"calls: microphone denied: no ring, words", `const sig = fakeSig("me");
+			const L = { connected: false, sender: null, closed: false };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => { throw new DOMException("no", "NotAllowedError"); } });
+			const errs = [];
+			calls.addEventListener("error", (e) => errs.push(e.detail));
+			await calls.place("bob");
+			return [sig.sent.length, errs.length, errs[0].startsWith("Microphone access was denied"), calls.last.reason]`,
+			`[0,1,true,"the microphone could not be used"]`},
+		{"calls: media starts only when accepted and connected", `const sig = fakeSig("me");
+			const replaced = [];
+			const L = { connected: false, closed: false, sender: { replaceTrack: async (t) => replaced.push(t ? "mic" : null) } };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => fakeTrack() });
+			calls.onSignal({ type: "ring", from: "bob", body: { call: "B1" } });
+			await calls.answer();
+			const before = replaced.length;
+			L.connected = true;
+			calls.onLinkState({ peer: "bob" });
+			await tick();
+			const mic = calls.call.mic;
+			calls.setMuted(true);
+			const muted = mic.enabled;
+			calls.hangup();
+			await tick();
+			return [before, replaced, muted, mic.stopped, sig.sent.map((s) => s[0])]`,
+			`[0,["mic",null],false,true,["accept","hangup"]]`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			raw := eval[[]byte](p, `(async () => { `+imports+c.js+` })()`)
+			var got, want any
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatalf("result %s: %v", raw, err)
+			}
+			if err := json.Unmarshal([]byte(c.want), &want); err != nil {
+				t.Fatalf("bad want %s: %v", c.want, err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got  %s\nwant %s", raw, c.want)
+			}
+		})
+	}
+}
