@@ -276,7 +276,7 @@ func (c *Client) callTick(now time.Time) {
 // callStats reads the link's WebRTC stats.
 func (c *Client) callStats(l *link) StatsEvent {
 	ev := StatsEvent{With: l.peer}
-	ev.Path, _, ev.LocalCandidate, ev.RemoteCandidate = pathOf(l)
+	ev.Path, ev.Via, ev.LocalCandidate, ev.RemoteCandidate = pathOf(l)
 	for _, s := range l.pc.GetStats() {
 		switch s := s.(type) {
 		case webrtc.OutboundRTPStreamStats:

@@ -74,6 +74,9 @@ type Config struct {
 	// (the WebSocket dialer's NetDialContext): tests dial from inside a
 	// network namespace. Nil uses the system dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Relay configures relaying through supernodes (relay.go). The zero
+	// value relays when needed.
+	Relay RelayConfig
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// signaling reconnects. Zero means 250 ms and 15 s.
@@ -158,6 +161,7 @@ type Client struct {
 	chat       chatState
 	waiters    map[string]func(error) // envelope id -> ack/error callback
 	nat        natState               // NAT discovery (natreport.go)
+	relay      *relayer               // supernodes and their connections (relay.go)
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -165,23 +169,25 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	api, err := newAPI(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &Client{
+	c := &Client{
 		cfg:      cfg,
 		log:      cfg.Logger.With("user", cfg.Name),
-		events:   newEventQueue(),
 		box:      newMailbox(),
-		api:      api,
 		closed:   make(chan struct{}),
 		presence: map[string]proto.Presence{},
 		links:    map[string]*link{},
 		calls:    map[string]*call{},
 		chat:     newChatState(),
 		waiters:  map[string]func(error){},
-	}, nil
+	}
+	c.relay = newRelayer(c)
+	api, err := newAPI(&c.cfg, c.relay)
+	if err != nil {
+		return nil, err
+	}
+	c.api = api
+	c.events = newEventQueue() // last: its goroutine runs from here on
+	return c, nil
 }
 
 // Name is the client's display name.
@@ -282,6 +288,7 @@ func (c *Client) shutdown() {
 		c.closeLink(peer, l, "client closed", true)
 	}
 	c.natStop()
+	c.relay.close()
 	if c.sig != nil {
 		c.sig.close()
 		c.sig = nil

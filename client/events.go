@@ -60,7 +60,7 @@ type CallEvent struct {
 	State     CallState
 	Direction string // "outgoing" or "incoming"
 	Path      string // "direct" or "relay" once connected
-	Via       string // relay address when Path is "relay"
+	Via       string // supernode id (or relay address) when Path is "relay"
 	Reason    string // why it ended
 }
 
@@ -73,6 +73,7 @@ type StatsEvent struct {
 	JitterMs           float64
 	PacketsLost        int32
 	Path               string
+	Via                string // supernode id (or relay address) when Path is "relay"
 	LocalCandidate     string // candidate type: host, srflx, prflx, relay
 	RemoteCandidate    string
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/net/proxy"
 )
 
 // link is the one peer connection we keep with a peer: an audio
@@ -27,6 +28,7 @@ type link struct {
 	dcOpen    bool
 	created   time.Time
 	connected time.Time
+	viaName   func(addr string) string // relay address -> supernode id (relay.go)
 
 	// sink receives audio while a call is connected; read by the RTP
 	// reader goroutine.
@@ -40,7 +42,7 @@ type sinkBox struct{ s AudioSink }
 
 // newAPI builds the WebRTC API: Opus (and the default codecs), the default
 // interceptors (RTCP reports, NACK, stats), and the caller's settings.
-func newAPI(cfg *Config) (*webrtc.API, error) {
+func newAPI(cfg *Config, relay proxy.Dialer) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("client: codecs: %w", err)
@@ -50,6 +52,7 @@ func newAPI(cfg *Config) (*webrtc.API, error) {
 		return nil, fmt.Errorf("client: interceptors: %w", err)
 	}
 	se := webrtc.SettingEngine{}
+	se.SetICEProxyDialer(relay) // TURN over QUIC streams to supernodes (relay.go)
 	if cfg.SettingEngine != nil {
 		cfg.SettingEngine(&se)
 	}
@@ -59,14 +62,14 @@ func newAPI(cfg *Config) (*webrtc.API, error) {
 // newLink creates a peer connection for peer (loop goroutine).
 func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	conf := webrtc.Configuration{
-		ICEServers:         append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...),
+		ICEServers:         c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...)),
 		ICETransportPolicy: c.cfg.ICETransportPolicy,
 	}
 	pc, err := c.api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("client: peer connection with %s: %w", peer, err)
 	}
-	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew}
+	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew, viaName: c.relay.viaName}
 	fail := func(err error) (*link, error) {
 		pc.Close()
 		return nil, fmt.Errorf("client: set up link with %s: %w", peer, err)
@@ -326,9 +329,9 @@ func pathOf(l *link) (path, via, local, remote string) {
 	local, remote = pair.Local.Typ.String(), pair.Remote.Typ.String()
 	switch {
 	case pair.Local.Typ == webrtc.ICECandidateTypeRelay:
-		return "relay", fmt.Sprintf("%s:%d", pair.Local.Address, pair.Local.Port), local, remote
+		return "relay", l.viaName(fmt.Sprintf("%s:%d", pair.Local.Address, pair.Local.Port)), local, remote
 	case pair.Remote.Typ == webrtc.ICECandidateTypeRelay:
-		return "relay", fmt.Sprintf("%s:%d", pair.Remote.Address, pair.Remote.Port), local, remote
+		return "relay", l.viaName(fmt.Sprintf("%s:%d", pair.Remote.Address, pair.Remote.Port)), local, remote
 	}
 	return "direct", "", local, remote
 }

@@ -317,6 +317,8 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		if err == nil && p.Name != "" {
 			c.setPresence(*p)
 		}
+	case proto.TypeSupernodes:
+		c.onSupernodes(env) // relay.go
 	case proto.TypeOffer, proto.TypeAnswer, proto.TypeCandidate, proto.TypeBye:
 		c.onLinkSignal(env)
 	case proto.TypeRing, proto.TypeAccept, proto.TypeDecline, proto.TypeHangup:
@@ -336,9 +338,12 @@ func (c *Client) setPresence(p proto.Presence) {
 		return
 	}
 	old, had := c.presence[p.Name]
+	if p.PublicKey == "" && had {
+		p.PublicKey = old.PublicKey // offline entries carry no key
+	}
 	c.presence[p.Name] = p
-	if had && old.Status == p.Status {
-		return
+	if had && old.Status == p.Status && old.PublicKey == p.PublicKey {
+		return // a changed key is news even when the status is not
 	}
 	c.events.push(PresenceEvent{Presence: p})
 	if !p.Online() {

@@ -1,0 +1,588 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+	"github.com/pion/webrtc/v4"
+	"github.com/quic-go/quic-go"
+)
+
+// RelayConfig configures relaying through supernodes. The signaling server
+// hands the client two or three supernodes, each with a relay token and
+// TURN credentials minted for this user. For a call, the client offers the
+// best of them to ICE as "turn:<quic address>?transport=tcp"; pion's ICE
+// proxy dialer (SettingEngine.SetICEProxyDialer) then reaches it over a
+// QUIC stream that carries TURN over TCP framing (RFC 8656 section 3.1),
+// or, where UDP is blocked, over TLS to the supernode's TURN-TLS port.
+// Both pin the certificate fingerprint the server published.
+//
+// The zero value relays when needed and pre-connects ("warms") a QUIC
+// connection when the client's NAT report predicts relayed calls.
+type RelayConfig struct {
+	// Disabled ignores supernode lists (calls can still use TURN servers
+	// from Config.ICEServers or the welcome).
+	Disabled bool
+	// ListenPacket opens the UDP socket of a QUIC connection to a
+	// supernode. Nil means the system's network; tests give a network
+	// namespace's.
+	ListenPacket func(network, address string) (net.PacketConn, error)
+	// AlwaysWarm pre-connects even when the NAT report does not predict
+	// a relay.
+	AlwaysWarm bool
+	// DialTimeout bounds a QUIC or TLS connection attempt. Zero means 3 s.
+	DialTimeout time.Duration
+}
+
+// RelayEvent: the client picked (or lost) the supernode it relays through.
+type RelayEvent struct {
+	Supernode string        // id of the supernode now preferred; empty if none
+	Transport string        // "quic" or "tls" (UDP unusable)
+	RTT       time.Duration // QUIC handshake time, when measured
+	Warm      bool          // a connection is open and ready
+	Reason    string        // why (the server's list reason, a refusal, a failure)
+}
+
+func (RelayEvent) event() {}
+
+// relayer holds the supernode list and the QUIC connections to supernodes.
+// It is used from the loop goroutine (updates) and from ICE's gathering
+// goroutines (Dial), hence its own lock.
+type relayer struct {
+	c   *Client
+	cfg RelayConfig
+
+	mu        sync.Mutex // guards the fields below
+	list      []proto.SupernodeInfo
+	primary   string                // id of the supernode offered to ICE
+	names     map[netip.Addr]string // every supernode IP seen -> id (for "via")
+	conns     map[string]*relayConn // open QUIC connections by supernode id
+	rtt       map[string]time.Duration
+	tlsOnly   bool // QUIC unusable from here: use TURN over TLS
+	refresh   *time.Timer
+	warmGen   int
+	closed    bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // warm-up goroutines
+	lastEvent RelayEvent
+}
+
+// relayConn is one QUIC connection to a supernode.
+type relayConn struct {
+	conn *quic.Conn
+	tr   *quic.Transport
+	pc   net.PacketConn
+}
+
+func (rc *relayConn) close() {
+	rc.conn.CloseWithError(0, "")
+	rc.tr.Close()
+	rc.pc.Close()
+}
+
+func newRelayer(c *Client) *relayer {
+	cfg := c.cfg.Relay
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 3 * time.Second
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = func(network, address string) (net.PacketConn, error) {
+			return net.ListenPacket(network, address) //nolint:noctx // bind only
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &relayer{
+		c: c, cfg: cfg, ctx: ctx, cancel: cancel,
+		names: map[netip.Addr]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
+	}
+}
+
+// close drops every connection and stops warm-ups (loop goroutine, at shutdown).
+func (r *relayer) close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	conns := r.conns
+	r.conns = map[string]*relayConn{}
+	if r.refresh != nil {
+		r.refresh.Stop()
+	}
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	for _, rc := range conns {
+		rc.close()
+	}
+}
+
+// onSupernodes takes a new list from the server (loop goroutine).
+func (c *Client) onSupernodes(env *proto.Envelope) {
+	l, err := proto.DecodeBody[*proto.SupernodeList](env)
+	if err != nil || c.cfg.Relay.Disabled {
+		return
+	}
+	c.relay.update(l, c.natType())
+}
+
+// natType is what the client knows of its NAT (loop goroutine).
+func (c *Client) natType() proto.NATType {
+	r := c.nat.report
+	if r == nil {
+		r = c.cfg.NATReport
+	}
+	if r == nil {
+		return proto.NATUnknown
+	}
+	return r.Type
+}
+
+// needsRelay: the NAT report predicts that calls with some peers need a
+// relay (against a symmetric NAT, the worst case).
+func needsRelay(t proto.NATType) bool { return proto.NeedsRelay(t, proto.NATSymmetric) }
+
+// update installs a list, picks the primary and warms it when useful.
+func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.list = append([]proto.SupernodeInfo(nil), l.Supernodes...)
+	ids := map[string]bool{}
+	for _, sn := range r.list {
+		ids[sn.ID] = true
+		for _, a := range []string{sn.QUIC, sn.TURNUDP, sn.TURNTCP, sn.TURNTLS} {
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				r.names[ap.Addr().Unmap()] = sn.ID
+			}
+		}
+	}
+	// Connections to supernodes no longer listed go (demoted, moved).
+	for id, rc := range r.conns {
+		if !ids[id] {
+			rc.close()
+			delete(r.conns, id)
+		}
+	}
+	if nat == proto.NATUDPBlocked {
+		r.tlsOnly = true
+	}
+	r.primary = ""
+	if len(r.list) > 0 {
+		r.primary = r.list[0].ID // least loaded, until RTTs say otherwise
+	}
+	r.scheduleRefreshLocked()
+	warm := len(r.list) > 0 && !r.tlsOnly && (r.cfg.AlwaysWarm || needsRelay(nat))
+	r.warmGen++
+	gen := r.warmGen
+	cands := append([]proto.SupernodeInfo(nil), r.list...)
+	ev := RelayEvent{Supernode: r.primary, Transport: r.transportLocked(), Reason: l.Reason}
+	r.mu.Unlock()
+	r.c.log.Debug("client: supernodes", "count", len(cands), "reason", l.Reason, "warm", warm)
+	if !warm {
+		r.emit(ev)
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.warm(gen, cands, l.Reason)
+	}()
+}
+
+func (r *relayer) transportLocked() string {
+	if r.tlsOnly {
+		return "tls"
+	}
+	return "quic"
+}
+
+func (r *relayer) emit(ev RelayEvent) {
+	r.mu.Lock()
+	same := ev == r.lastEvent
+	r.lastEvent = ev
+	r.mu.Unlock()
+	if !same {
+		r.c.events.push(ev)
+	}
+}
+
+// warm connects to every listed supernode at once, keeps the one whose
+// QUIC handshake completes first (the lowest RTT) as primary and closes
+// the others. When none answers over UDP, it falls back to TLS.
+func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, reason string) {
+	type result struct {
+		id  string
+		rc  *relayConn
+		rtt time.Duration
+		err error
+	}
+	results := make(chan result, len(cands))
+	for _, sn := range cands {
+		go func() {
+			start := time.Now()
+			rc, err := r.dialQUIC(r.ctx, sn)
+			results <- result{id: sn.ID, rc: rc, rtt: time.Since(start), err: err}
+		}()
+	}
+	var best *result
+	var errs []string
+	for range cands {
+		res := <-results
+		if res.err != nil {
+			errs = append(errs, res.id+": "+res.err.Error())
+			continue
+		}
+		if best == nil || res.rtt < best.rtt {
+			if best != nil {
+				best.rc.close()
+			}
+			b := res
+			best = &b
+		} else {
+			res.rc.close()
+		}
+	}
+	r.mu.Lock()
+	if r.closed || gen != r.warmGen {
+		r.mu.Unlock()
+		if best != nil {
+			best.rc.close()
+		}
+		return
+	}
+	var ev RelayEvent
+	if best == nil {
+		if r.ctx.Err() == nil {
+			r.tlsOnly = true // no QUIC answer from any: UDP is unusable here
+		}
+		ev = RelayEvent{Supernode: r.primary, Transport: "tls", Reason: "no QUIC answer (" + strings.Join(errs, "; ") + "): relaying over TLS"}
+	} else {
+		if old := r.conns[best.id]; old != nil {
+			old.close()
+		}
+		r.conns[best.id] = best.rc
+		r.rtt[best.id] = best.rtt
+		r.primary = best.id
+		ev = RelayEvent{Supernode: best.id, Transport: "quic", RTT: best.rtt, Warm: true, Reason: reason}
+		r.watchLocked(best.id, best.rc)
+	}
+	r.mu.Unlock()
+	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "reason", ev.Reason)
+	r.emit(ev)
+}
+
+// watchLocked forgets a connection when it dies.
+func (r *relayer) watchLocked(id string, rc *relayConn) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		select {
+		case <-rc.conn.Context().Done():
+		case <-r.ctx.Done():
+			return
+		}
+		r.mu.Lock()
+		if r.conns[id] == rc {
+			delete(r.conns, id)
+		}
+		r.mu.Unlock()
+		rc.close()
+	}()
+}
+
+// scheduleRefreshLocked asks for a fresh list (new tokens) before the
+// earliest token expires.
+func (r *relayer) scheduleRefreshLocked() {
+	if r.refresh != nil {
+		r.refresh.Stop()
+		r.refresh = nil
+	}
+	var first int64
+	for _, sn := range r.list {
+		if first == 0 || sn.Expires < first {
+			first = sn.Expires
+		}
+	}
+	if first == 0 {
+		return
+	}
+	in := time.Until(time.Unix(first, 0)) * 8 / 10
+	if in < time.Second {
+		in = time.Second
+	}
+	r.refresh = time.AfterFunc(in, func() {
+		r.c.box.post(func() { r.c.requestRelays(nil, "token refresh") })
+	})
+}
+
+// requestRelays asks the server for a list without exclude (loop goroutine).
+func (c *Client) requestRelays(exclude []string, reason string) {
+	c.sendSig(proto.TypeRelayRequest, "", &proto.RelayRequest{Exclude: exclude, Reason: reason})
+}
+
+// iceServers returns the ICE servers for a new peer connection: base
+// without the supernodes' own TURN URLs (those are for browsers), plus the
+// primary supernode reached through the proxy dialer.
+func (r *relayer) iceServers(base []webrtc.ICEServer) []webrtc.ICEServer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c.cfg.Relay.Disabled || len(r.list) == 0 {
+		return base
+	}
+	out := make([]webrtc.ICEServer, 0, len(base)+1)
+	for _, s := range base {
+		if !r.isSupernodeServerLocked(s) {
+			out = append(out, s)
+		}
+	}
+	for _, sn := range r.list {
+		if sn.ID == r.primary {
+			out = append(out, webrtc.ICEServer{
+				URLs:     []string{"turn:" + sn.QUIC + "?transport=tcp"},
+				Username: sn.TURNUsername, Credential: sn.TURNPassword,
+			})
+		}
+	}
+	return out
+}
+
+func (r *relayer) isSupernodeServerLocked(s webrtc.ICEServer) bool {
+	for _, u := range s.URLs {
+		host := u[strings.IndexByte(u, ':')+1:]
+		if i := strings.IndexByte(host, '?'); i >= 0 {
+			host = host[:i]
+		}
+		if ap, err := netip.ParseAddrPort(host); err == nil {
+			if _, ok := r.names[ap.Addr().Unmap()]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// viaName turns a relay candidate address into the supernode's id.
+func (r *relayer) viaName(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id, ok := r.names[ap.Addr().Unmap()]; ok {
+		return id
+	}
+	return addr
+}
+
+// Dial implements proxy.Dialer for pion ICE: TURN-over-TCP connections to
+// a supernode's QUIC address become QUIC relay streams (or TLS), anything
+// else is dialled as plain TCP.
+func (r *relayer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 2*r.cfg.DialTimeout)
+	defer cancel()
+	r.mu.Lock()
+	var sn *proto.SupernodeInfo
+	for i := range r.list {
+		if r.list[i].QUIC == addr {
+			cp := r.list[i]
+			sn = &cp
+		}
+	}
+	tlsOnly := r.tlsOnly
+	r.mu.Unlock()
+	if sn == nil {
+		return r.dialTCP(ctx, network, addr)
+	}
+	if !tlsOnly {
+		c, err := r.openStream(ctx, sn)
+		if err == nil {
+			return c, nil
+		}
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			r.refused(sn.ID, pe)
+			return nil, err
+		}
+		r.c.log.Info("client: QUIC to supernode failed, trying TLS", "supernode", sn.ID, "err", err)
+	}
+	return r.dialTLS(ctx, sn)
+}
+
+// refused handles a supernode's refusal: ask the server for another.
+func (r *relayer) refused(id string, pe *proto.Error) {
+	r.c.log.Warn("client: supernode refused relay", "supernode", id, "code", pe.Code, "reason", pe.Message)
+	r.c.box.post(func() {
+		r.c.events.push(RelayEvent{Supernode: id, Reason: "refused: " + pe.Message})
+		r.c.requestRelays([]string{id}, string(pe.Code)+": "+pe.Message)
+	})
+}
+
+// openStream opens a relay stream on the (warm, or new) QUIC connection.
+func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.Conn, error) {
+	r.mu.Lock()
+	rc := r.conns[sn.ID]
+	r.mu.Unlock()
+	if rc == nil || rc.conn.Context().Err() != nil {
+		var err error
+		if rc, err = r.dialQUIC(ctx, *sn); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			rc.close()
+			return nil, ErrClosed
+		}
+		if old := r.conns[sn.ID]; old != nil && old.conn.Context().Err() == nil {
+			rc.close()
+			rc = old // someone else connected meanwhile
+		} else {
+			r.conns[sn.ID] = rc
+			r.watchLocked(sn.ID, rc)
+		}
+		r.mu.Unlock()
+	}
+	st, err := rc.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: relay stream to %s: %w", sn.ID, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	fail := func(err error) (net.Conn, error) {
+		st.CancelRead(0)
+		st.CancelWrite(0)
+		return nil, err
+	}
+	if err := proto.WriteRelayFrame(st, &proto.RelayHello{Op: proto.RelayOpRelay, Token: sn.Token}); err != nil {
+		return fail(fmt.Errorf("client: relay hello to %s: %w", sn.ID, err))
+	}
+	var reply proto.RelayReply
+	if err := proto.ReadRelayFrame(st, &reply); err != nil {
+		return fail(fmt.Errorf("client: relay reply from %s: %w", sn.ID, err))
+	}
+	if !reply.OK {
+		return fail(reply.Error)
+	}
+	st.SetDeadline(time.Time{})
+	local := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.LocalAddr()))
+	remote := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.RemoteAddr()))
+	return &relayStream{Stream: st, local: local, remote: remote}, nil
+}
+
+// dialQUIC connects to sn's QUIC listener from a fresh socket, pinning
+// its certificate.
+func (r *relayer) dialQUIC(ctx context.Context, sn proto.SupernodeInfo) (*relayConn, error) {
+	ap, err := proto.ParseRelayAddr(sn.QUIC)
+	if err != nil {
+		return nil, err
+	}
+	network, bind := "udp4", "0.0.0.0:0"
+	if ap.Addr().Is6() {
+		network, bind = "udp6", "[::]:0"
+	}
+	pc, err := r.cfg.ListenPacket(network, bind)
+	if err != nil {
+		return nil, fmt.Errorf("client: socket for %s: %w", sn.ID, err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
+	defer cancel()
+	conn, err := tr.Dial(dctx, net.UDPAddrFromAddrPort(ap), proto.PinnedTLSConfig(sn.Fingerprint, proto.RelayALPN),
+		&quic.Config{HandshakeIdleTimeout: r.cfg.DialTimeout, MaxIdleTimeout: 60 * time.Second, KeepAlivePeriod: 15 * time.Second})
+	if err != nil {
+		tr.Close()
+		pc.Close()
+		return nil, fmt.Errorf("client: QUIC to %s at %s: %w", sn.ID, sn.QUIC, err)
+	}
+	return &relayConn{conn: conn, tr: tr, pc: pc}, nil
+}
+
+// dialTLS reaches sn's TURN-TLS listener (TURN over TLS, RFC 8656
+// section 3.1), pinning its certificate: the path for UDP-blocked networks.
+func (r *relayer) dialTLS(ctx context.Context, sn *proto.SupernodeInfo) (net.Conn, error) {
+	if sn.TURNTLS == "" {
+		return nil, fmt.Errorf("client: supernode %s offers no TLS and QUIC failed", sn.ID)
+	}
+	c, err := r.dialTCP(ctx, "tcp", sn.TURNTLS)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, proto.PinnedTLSConfig(sn.Fingerprint))
+	hctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("client: TLS to supernode %s at %s: %w", sn.ID, sn.TURNTLS, err)
+	}
+	return tc, nil
+}
+
+func (r *relayer) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
+	if network == "tcp4" || network == "tcp6" || network == "" {
+		network = "tcp"
+	}
+	if d := r.c.cfg.Dial; d != nil {
+		return d(ctx, network, addr)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, addr)
+}
+
+// relayStream is a QUIC relay stream as the net.Conn pion's TURN client
+// expects (it asserts that LocalAddr is a *net.TCPAddr).
+type relayStream struct {
+	*quic.Stream
+	local, remote *net.TCPAddr
+	once          sync.Once
+}
+
+func (s *relayStream) LocalAddr() net.Addr  { return s.local }
+func (s *relayStream) RemoteAddr() net.Addr { return s.remote }
+
+func (s *relayStream) Close() error {
+	s.once.Do(func() {
+		s.Stream.CancelRead(0)
+		s.Stream.Close()
+	})
+	return nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// Supernodes returns the supernodes the client may relay through, the
+// preferred one first.
+func (c *Client) Supernodes(ctx context.Context) ([]proto.SupernodeInfo, error) {
+	var out []proto.SupernodeInfo
+	err := c.do(ctx, func() error {
+		r := c.relay
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		out = append(out, r.list...)
+		sort.SliceStable(out, func(i, j int) bool { return out[i].ID == r.primary && out[j].ID != r.primary })
+		return nil
+	})
+	return out, err
+}
