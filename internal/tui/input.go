@@ -317,7 +317,7 @@ func (m *model) verifyText(name string) string {
 	key := c.Key
 	if c.KeyChanged() {
 		key = c.PendingKey
-		fmt.Fprintf(&b, "⚠ %s's key CHANGED. This is the number for the NEW key.\n\n", name)
+		fmt.Fprintf(&b, "⚠ %s's key CHANGED: number for the NEW key.\n\n", name)
 	}
 	theirs, _ := base64.StdEncoding.DecodeString(key)
 	num := history.SafetyNumber(m.cfg.Name, m.cfg.Key, name, theirs)
@@ -326,7 +326,7 @@ func (m *model) verifyText(name string) string {
 	for i := 0; i < len(g); i += 4 {
 		fmt.Fprintf(&b, "    %s\n", strings.Join(g[i:min(i+4, len(g))], " "))
 	}
-	fmt.Fprintf(&b, "\nCompare it with the number on %s's screen (/verify %s),\nin person or on a call.", name, m.cfg.Name)
+	fmt.Fprintf(&b, "\nCompare it with %s's screen (/verify %s there),\nin person or on a call.", name, m.cfg.Name)
 	if c.KeyChanged() {
 		fmt.Fprintf(&b, " If they match: /accept %s", name)
 	} else {

@@ -165,6 +165,7 @@ type model struct {
 	early      map[string]history.Status // receipts that beat the sentMsg
 	notice     string
 	noticeBad  bool
+	noticeAt   time.Time
 	overlay    string // "help", "verify" or ""
 	verifyWith string
 }
@@ -258,7 +259,7 @@ func (m *model) markRead() tea.Cmd {
 
 func (m *model) setNotice(bad bool, format string, args ...any) {
 	m.notice = fmt.Sprintf(format, args...)
-	m.noticeBad = bad
+	m.noticeBad, m.noticeAt = bad, time.Now()
 }
 
 // bell rings the terminal bell (an incoming call, a changed key).
@@ -289,6 +290,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			if now.Sub(at) > 6*time.Second {
 				delete(m.typing, p)
 			}
+		}
+		if m.notice != "" && now.Sub(m.noticeAt) > 10*time.Second {
+			m.notice = "" // notices fade; the key-change banner does not
 		}
 		var cmd tea.Cmd
 		if m.typingTo != "" && now.Sub(m.typedAt) > 5*time.Second {

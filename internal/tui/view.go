@@ -120,14 +120,11 @@ func (m *model) View() string {
 	}
 
 	// Notice or typing line.
-	note := ""
-	switch {
-	case m.notice != "":
-		note = m.notice
-	case m.current != "" && !m.typing[m.current].IsZero():
-		note = m.current + " is typing…"
+	note, bad := m.notice, m.noticeBad
+	if m.current != "" && !m.typing[m.current].IsZero() {
+		note, bad = m.current+" is typing…", false
 	}
-	if m.noticeBad && m.notice != "" {
+	if bad {
 		rows = append(rows, stBad.Render(fit(" "+note, w)))
 	} else {
 		rows = append(rows, stDim.Render(fit(" "+note, w)))
@@ -336,6 +333,9 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	}
 	start := max(0, end-avail)
 	out = append(out, headLine)
+	for i := end - start; i < avail; i++ { // the newest line sits at the bottom
+		out = append(out, pad(""))
+	}
 	out = append(out, lines[start:end]...)
 	if m.scroll > 0 && len(out) > 1 {
 		out[len(out)-1] = stDim.Render(pad(fmt.Sprintf("── %d more lines below (PgDn, End) ──", m.scroll)))

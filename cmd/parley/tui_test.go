@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/history"
+	"github.com/parley-voice/parley/internal/testutil"
+	"github.com/parley-voice/parley/signal"
+)
+
+// These tests drive the real `parley chat` binary in a real terminal: tmux
+// runs it in an 80x24 window, the test types with send-keys and reads the
+// screen with capture-pane. The other side is a Go client on loopback.
+// Screens worth showing are written to docs/tui/*.txt.
+
+const tuiWait = 15 * time.Second
+
+// tmuxTerm is one tmux server (its own socket) running one window.
+type tmuxTerm struct {
+	t    *testing.T
+	sock string
+}
+
+func needTmux(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("SKIP: tmux is not installed (scripts/install-test-deps.sh installs it); the terminal UI is untested")
+	}
+}
+
+// startTUI runs parley with args in a new 80x24 tmux window.
+func startTUI(t *testing.T, args ...string) *tmuxTerm {
+	t.Helper()
+	tm := &tmuxTerm{t: t, sock: fmt.Sprintf("parley-tui-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	cmdline := []string{parleyBinary(t)}
+	for _, a := range args {
+		cmdline = append(cmdline, "'"+a+"'")
+	}
+	tm.tmux("new-session", "-d", "-s", "main", "-x", "80", "-y", "24", strings.Join(cmdline, " ")+"; echo EXITED $?; sleep 30")
+	tm.tmux("set-option", "-t", "main", "remain-on-exit", "on")
+	t.Cleanup(func() { exec.Command("tmux", "-L", tm.sock, "kill-server").Run() })
+	return tm
+}
+
+func (tm *tmuxTerm) tmux(args ...string) string {
+	tm.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", tm.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// typeLine types text and presses Enter.
+func (tm *tmuxTerm) typeLine(text string) {
+	tm.t.Helper()
+	tm.tmux("send-keys", "-t", "main", "-l", text)
+	tm.tmux("send-keys", "-t", "main", "Enter")
+}
+
+func (tm *tmuxTerm) key(k string) { tm.t.Helper(); tm.tmux("send-keys", "-t", "main", k) }
+
+func (tm *tmuxTerm) screen() string {
+	tm.t.Helper()
+	return tm.tmux("capture-pane", "-p", "-t", "main")
+}
+
+// waitScreen polls the screen until every want appears on it.
+func (tm *tmuxTerm) waitScreen(what string, want ...string) string {
+	tm.t.Helper()
+	deadline := time.Now().Add(tuiWait)
+	for {
+		s := tm.screen()
+		ok := true
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				ok = false
+			}
+		}
+		if ok {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("waiting for %s (%q); screen:\n%s", what, want, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// saveScreen writes the screen to docs/tui/name.txt.
+func (tm *tmuxTerm) saveScreen(name string) {
+	tm.t.Helper()
+	dir := filepath.Join("..", "..", "docs", "tui")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tm.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(tm.screen()), 0o644); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+// sigServer is a signaling server that can be stopped and started again
+// on the same address (and data directory).
+type sigServer struct {
+	t    *testing.T
+	addr string
+	dir  string
+	srv  *signal.Server
+	stop func()
+}
+
+func startSignal(t *testing.T, dir string) *sigServer {
+	s := &sigServer{t: t, dir: dir}
+	s.start()
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (s *sigServer) start() {
+	s.t.Helper()
+	addr := s.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old listener may take a moment to go
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	srv, err := signal.New(signal.Config{DataDir: s.dir})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, signal.ErrClosed) {
+			s.t.Errorf("serve: %v", err)
+		}
+	}
+}
+
+func (s *sigServer) url() string { return "http://" + s.addr }
+
+// goPeer is the other side: a Go client on loopback.
+type goPeer struct {
+	*client.Client
+	ev   *testutil.Recorder[client.Event]
+	stop func()
+}
+
+func startPeer(t *testing.T, url, name string, key ed25519.PrivateKey) *goPeer {
+	t.Helper()
+	c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &goPeer{Client: c, ev: testutil.Record(c.Events())}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	stopped := false
+	p.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(p.stop)
+	p.ev.Wait(t, tuiWait, name+" ready", func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok })
+	return p
+}
+
+func gotText(from, text string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.From == from && m.Text == text
+	}
+}
+
+func TestTUIChatCallOfflineAndRestart(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	profile := filepath.Join(t.TempDir(), "alice")
+	_, bobKey, _ := ed25519.GenerateKey(nil)
+	bob := startPeer(t, sig.url(), "bob", bobKey)
+	ctx := context.Background()
+	args := []string{"chat", "--server", sig.url(), "--name", "alice", "--profile", profile, "--ice-loopback", "--audio-in", "silence"}
+
+	alice := startTUI(t, args...)
+	alice.waitScreen("connected", "parley · alice", "● connected")
+	alice.key("?")
+	alice.waitScreen("help", "/add NAME", "/verify")
+	alice.saveScreen("help")
+	alice.key("Escape")
+
+	// Add a contact: presence shows at once; the key is pinned.
+	alice.typeLine("/add bob")
+	alice.waitScreen("bob online", "● bob", "online", "key pinned")
+
+	// Chat both ways with ticks and a typing indicator.
+	alice.typeLine("hello bob")
+	m := bob.ev.Wait(t, tuiWait, "bob gets hello", gotText("alice", "hello bob")).(client.MessageEvent)
+	alice.waitScreen("delivered tick", "me: hello bob ✓✓")
+	bob.SetTyping(ctx, "alice", true)
+	alice.waitScreen("typing", "bob is typing…")
+	if _, err := bob.Send(ctx, "alice", "hi alice! how are you?"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("bob's message", "bob: hi alice! how are you?")
+	bob.ev.Wait(t, tuiWait, "read receipt from alice", func(e client.Event) bool { r, ok := e.(client.ReadEvent); return ok && r.By == "alice" })
+	bob.MarkRead(ctx, "alice", m.ID)
+	alice.waitScreen("read tick", "hello bob ✓✓ read")
+	alice.saveScreen("chat")
+
+	// A call rings (banner on top) and connects; the status bar shows the path.
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("ringing", "bob is calling", "/answer")
+	alice.saveScreen("ringing")
+	alice.typeLine("/answer")
+	bob.ev.Wait(t, tuiWait, "bob connected", func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.State == client.CallConnected
+	})
+	alice.waitScreen("call connected", "☎ bob · connected 00:01", "direct", "RTT")
+	alice.typeLine("/mute")
+	alice.waitScreen("muted", "MUTED")
+	alice.saveScreen("call")
+	alice.typeLine("/hangup")
+	alice.waitScreen("call ended", "call with bob ended")
+
+	// Bob leaves: presence changes; a message waits, sealed, on the server
+	// (one tick), across a server restart, and is delivered once (two ticks).
+	bob.stop()
+	alice.waitScreen("bob offline", "○ bob", "seen just now")
+	alice.typeLine("see you later")
+	alice.waitScreen("stored tick", "me: see you later ✓")
+	sig.stop()
+	sig.start()
+	alice.waitScreen("reconnected", "● connected")
+	bob = startPeer(t, sig.url(), "bob", bobKey)
+	bob.ev.Wait(t, tuiWait, "bob gets the offline message", gotText("alice", "see you later"))
+	alice.waitScreen("delivered after offline", "me: see you later ✓✓")
+	alice.saveScreen("offline-delivered")
+	time.Sleep(300 * time.Millisecond) // room for a duplicate to show up
+	if n := bob.ev.Count(gotText("alice", "see you later")); n != 1 {
+		t.Fatalf("offline message delivered %d times", n)
+	}
+	if n, _ := sig.srv.OfflineWaiting("bob"); n != 0 {
+		t.Fatalf("%d messages still waiting", n)
+	}
+
+	// Quit and start again: the history is still there.
+	alice.typeLine("/quit")
+	alice.waitScreen("exit", "EXITED 0")
+	alice = startTUI(t, args...)
+	alice.waitScreen("history after restart", "● connected", "hello bob ✓✓ read", "bob: hi alice! how are you?", "see you later ✓✓")
+	alice.saveScreen("restart")
+}
+
+func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, "") // memory registry: a restart forgets who owns "bob"
+	profile := filepath.Join(t.TempDir(), "alice")
+	_, k1, _ := ed25519.GenerateKey(nil)
+	bob := startPeer(t, sig.url(), "bob", k1)
+	alice := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", profile, "--ice-loopback", "--audio-in", "silence")
+	alice.waitScreen("connected", "● connected")
+	alice.typeLine("/add bob")
+	alice.waitScreen("pinned", "key pinned")
+
+	// The server is replaced and someone else takes "bob" with another key.
+	bob.stop()
+	sig.stop()
+	sig.start()
+	_, k2, _ := ed25519.GenerateKey(nil)
+	bob = startPeer(t, sig.url(), "bob", k2)
+	alice.waitScreen("key change alarm", "KEY CHANGED", "/accept bob")
+	alice.typeLine("are you really bob?")
+	alice.waitScreen("refused", "refused: bob's key changed")
+	alice.typeLine("/call bob")
+	alice.waitScreen("call refused", "refused: bob's key changed")
+	alice.saveScreen("key-changed")
+	if n := bob.ev.Count(gotText("alice", "are you really bob?")); n != 0 {
+		t.Fatal("a message went to a changed key")
+	}
+	alice.typeLine("/verify bob")
+	// The number is the one bob computes on his side for the same keys.
+	aliceKey, err := client.LoadOrCreateIdentity(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	num := strings.Fields(history.SafetyNumber("bob", k2.Public().(ed25519.PublicKey), "alice", aliceKey.Public().(ed25519.PublicKey)))
+	alice.waitScreen("safety number", "Safety number with bob", "NEW key", strings.Join(num[:4], " "), strings.Join(num[8:], " "))
+	alice.saveScreen("verify")
+	alice.key("Escape")
+	alice.typeLine("/accept bob")
+	alice.waitScreen("accepted", "accepted the new key of bob")
+	alice.typeLine("now it is fine")
+	bob.ev.Wait(t, tuiWait, "bob gets it after acceptance", gotText("alice", "now it is fine"))
+	alice.waitScreen("delivered", "now it is fine ✓✓")
+
+}
