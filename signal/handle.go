@@ -146,6 +146,7 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.nat = r
 		ss.mu.Unlock()
 		ss.ack(env.ID)
+		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):
 		s.sn.handle(ss, env) // supernodes.go
 	case env.Type == proto.TypePing:

@@ -661,6 +661,25 @@ func (m *snManager) onLogin(ss *session, agent string) {
 	}
 }
 
+// onNATReport sends a user whose NAT report predicts relayed calls (it
+// cannot reach a symmetric NAT directly) a fresh list, so that it warms a
+// connection before its first call.
+func (m *snManager) onNATReport(ss *session, r *proto.NATReport) {
+	if !proto.NeedsRelay(r.Type, proto.NATSymmetric) {
+		return
+	}
+	m.mu.Lock()
+	_, isNode := m.nodes[ss.name]
+	any := false
+	for _, n := range m.nodes {
+		any = any || n.state == proto.SupernodePromoted
+	}
+	m.mu.Unlock()
+	if any && !isNode {
+		m.sendList(ss, "", nil, "your NAT ("+string(r.Type)+") needs a relay for some calls")
+	}
+}
+
 // sendList sends ss its list (ref: the request's id, if any).
 func (m *snManager) sendList(ss *session, ref string, exclude []string, reason string) {
 	list := m.listFor(ss.name, exclude, reason)
