@@ -47,7 +47,7 @@ type world struct {
 
 // newWorld builds the lab and starts the services; everything stops at
 // the end of the test.
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	lab := natlab.New(t, natlab.Config{})
 	pub := lab.AddPublicHost("sig")
