@@ -68,9 +68,6 @@ func TestBrowserToBrowser(t *testing.T) {
 			t.Errorf("%s: path %q (%s ↔ %s), want direct host ↔ host on loopback", p.tag, s.Path, s.Local, s.Remote)
 		}
 	}
-	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 3`)
-	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
-	alice.screenshot("in-call")
 
 	// Mute: the button is a toggle and the microphone track is disabled.
 	bob.click("mute")
@@ -82,6 +79,11 @@ func TestBrowserToBrowser(t *testing.T) {
 	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
 	bob.screenshot("phone-in-call")
+
+	// A few seconds of graph make the in-call screenshot worth looking at.
+	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 6`)
+	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
+	alice.screenshot("in-call")
 
 	// Alice hangs up: the call ends on both pages and the microphone is released.
 	alice.click("hangup")

@@ -8,11 +8,12 @@ import { loadIdentity, saveName, savedName, unsupportedReason } from "./identity
 import { Links, toRTCIceServers } from "./links.js";
 import { checkName, normalizeName } from "./proto.js";
 import { Signaling } from "./signaling.js";
-import { QualityGraph, fmt, summarize } from "./stats.js";
+import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
 import { ago, callEnded, duration, serverError } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 const MIC_KEY = "parley.mic";
+const RELAY_KEY = "parley.relay";
 
 function el(tag, props = {}, ...kids) {
   const e = document.createElement(tag);
@@ -123,6 +124,7 @@ class App {
       me: name,
       send: (type, to, body) => sig.send(type, to, body),
       iceServers: () => this.iceServers,
+      rtcConfig: () => (this.relayOnly ? { iceTransportPolicy: "relay" } : {}),
       hooks: {
         onState: (l) => {
           this.calls.onLinkState(l);
@@ -138,9 +140,14 @@ class App {
       },
     });
     this.iceServers = [];
+    this.welcomeIce = [];
+    this.supernodes = [];
+    this.seenTURN = new Set(); // TURN host:port of every supernode listed so far
     this.chat = new Chat({ sig, links: this.links });
     this.calls = new Calls({ sig, links: this.links });
     this.calls.micDeviceId = load(MIC_KEY);
+    this.relayOnly = load(RELAY_KEY) === "1";
+    $("relay-only").checked = this.relayOnly;
 
     sig.addEventListener("state", (e) => this.#onSigState(e.detail));
     sig.addEventListener("welcome", (e) => this.#onWelcome(e.detail));
@@ -227,7 +234,8 @@ class App {
 
   #onWelcome({ welcome, reconnect }) {
     saveName(welcome.name);
-    this.iceServers = toRTCIceServers(welcome.ice_servers);
+    this.welcomeIce = toRTCIceServers(welcome.ice_servers);
+    this.iceServers = this.welcomeIce;
     const seen = new Set();
     for (const p of welcome.online ?? []) {
       seen.add(p.name);
@@ -271,6 +279,9 @@ class App {
       case "delivered":
         this.chat.onServer(env);
         return;
+      case "supernodes":
+        this.#onSupernodes(env.body);
+        return;
       case "error":
         // "offline" for a fire-and-forget message (a candidate or bye to
         // someone who just left) needs no words.
@@ -279,6 +290,39 @@ class App {
         this.showError(serverError(env.body.code, env.body.message));
         return;
     }
+  }
+
+  /**
+   * #onSupernodes takes a new supernode list: its TURN servers replace the
+   * supernodes the welcome (or an earlier list) gave; other ICE servers
+   * (the server's STUN) stay. New links use them.
+   */
+  #onSupernodes(list) {
+    this.supernodes = list.supernodes ?? [];
+    for (const n of this.supernodes) for (const a of [n.turn_udp, n.turn_tcp, n.turn_tls]) if (a) this.seenTURN.add(a);
+    const isSupernode = (s) => s.urls.some((u) => this.seenTURN.has(u.replace(/^turns?:/, "").replace(/\?.*$/, "")));
+    this.iceServers = [...this.welcomeIce.filter((s) => !isSupernode(s)), ...toRTCIceServers(list.ice_servers)];
+    this.#renderContacts();
+    this.#renderStats();
+    this.#renderCallState();
+  }
+
+  #setRelayOnly(on) {
+    this.relayOnly = on;
+    store(RELAY_KEY, on ? "1" : "");
+    // Links made before keep their policy: close the idle ones so the next
+    // message or call makes a fresh one.
+    if (!this.links) return;
+    for (const [peer, l] of [...this.links.links]) if (this.calls?.call?.peer !== peer) this.links.close(peer, l, "relay setting changed", true);
+  }
+
+  /** #pathWords describes the call's path: direct, or relay via which supernode. */
+  #pathWords(s) {
+    if (!s?.path) return "";
+    if (s.path !== "relay") return "direct";
+    const n = supernodeFor(s, this.supernodes);
+    if (n) return `relay via supernode ${n.label || n.id}`;
+    return `relay${s.via ? " via " + s.via : ""}`;
   }
 
   #setPresence(p) {
@@ -396,6 +440,7 @@ class App {
       e.preventDefault();
       this.#send();
     });
+    $("relay-only").addEventListener("change", () => this.#setRelayOnly($("relay-only").checked));
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
       store(MIC_KEY, id);
@@ -444,7 +489,10 @@ class App {
     if (!this.chat) return;
     const online = [];
     const offline = [];
-    for (const [name, p] of this.presence) (p.status === "offline" ? offline : online).push(name);
+    // Supernodes sign in like people but relay instead of talking: the
+    // ones our list names are left out.
+    const relays = new Set((this.supernodes ?? []).map((n) => n.id));
+    for (const [name, p] of this.presence) if (!relays.has(name)) (p.status === "offline" ? offline : online).push(name);
     online.sort();
     offline.sort((a, b) => (this.presence.get(b).lastSeen || 0) - (this.presence.get(a).lastSeen || 0));
     const call = this.calls?.call;
@@ -475,13 +523,11 @@ class App {
         r.btn.setAttribute("aria-label", `${name}, ${bits.join(", ")}`);
         if (name === this.peer) r.btn.setAttribute("aria-current", "true");
         else r.btn.removeAttribute("aria-current");
-        r.btn.replaceChildren(
-          el("span", { className: "dot", "aria-hidden": "true" }),
-          el("span", { className: "cname", textContent: name }),
-          inCall ? el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }) : null,
-          unread ? el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }) : null,
-          linked ? el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }) : null,
-        );
+        const kids = [el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname", textContent: name })];
+        if (inCall) kids.push(el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }));
+        if (unread) kids.push(el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }));
+        if (linked) kids.push(el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }));
+        r.btn.replaceChildren(...kids);
       }
       return r.li;
     };
@@ -609,8 +655,7 @@ class App {
       else if (k.state === "accepted") text = `Connecting to ${k.peer}…`;
       else if (l && l.state === "disconnected") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
       else {
-        const s = this.stats;
-        const path = s?.path ? (s.path === "relay" ? `relay${s.via ? " via " + s.via : ""}` : "direct") : "finding the path";
+        const path = this.#pathWords(this.stats) || "finding the path";
         text = `Call with ${k.peer} — connected · ${path}`;
       }
     } else if (last) {
@@ -627,7 +672,7 @@ class App {
 
   #renderStats() {
     const s = this.stats;
-    $("st-path").textContent = !s || !s.path ? "–" : s.path === "relay" ? `relay${s.via ? " via " + s.via : ""} (${s.local} ↔ ${s.remote})` : `direct (${s.local} ↔ ${s.remote})`;
+    $("st-path").textContent = !s || !s.path ? "–" : `${this.#pathWords(s)}${s.path === "relay" && s.via ? " · " + s.via : ""} (${s.local} ↔ ${s.remote})`;
     $("st-rtt").textContent = fmt(s?.rttMs, 0, " ms");
     $("st-jitter").textContent = fmt(s?.jitterMs, 1, " ms");
     $("st-loss").textContent = fmt(s?.lossPct, 1, " %");

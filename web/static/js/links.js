@@ -79,12 +79,12 @@ export function toRTCIceServers(list) {
  *   onClosed(link, reason)   link closed (by us, the peer, or failure)
  */
 export class Links {
-  constructor({ me, send, iceServers, hooks, rtcConfig = {} }) {
+  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}) }) {
     this.me = me;
     this.send = send; // (type, to, body) => bool
     this.iceServers = iceServers; // () => RTCIceServer[]
     this.hooks = hooks;
-    this.rtcConfig = rtcConfig;
+    this.rtcConfig = rtcConfig; // () => extra RTCConfiguration (e.g. relay-only)
     this.links = new Map();
     this.queue = Promise.resolve(); // serializes negotiation, like the Go client's loop
   }
@@ -210,7 +210,7 @@ export class Links {
 
   #newLink(peer, session, offerer) {
     const l = new Link(peer, session, offerer);
-    const pc = new RTCPeerConnection({ ...this.rtcConfig, iceServers: this.iceServers(), bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ ...this.rtcConfig(), iceServers: this.iceServers(), bundlePolicy: "max-bundle" });
     l.pc = pc;
     if (offerer) l.transceiver = pc.addTransceiver("audio", { direction: "sendrecv" });
     l.dc = pc.createDataChannel(DC_LABEL, { negotiated: true, id: 0 });

@@ -17,7 +17,7 @@ export const ROUTED = new Set([
   "ring", "accept", "decline", "hangup",
   "chat", "delivered", "read", "typing",
 ]);
-const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error"]);
+const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes"]);
 
 const RESERVED = new Set(["server", "parley", "system", "admin"]);
 const NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
@@ -142,6 +142,13 @@ const BODY = {
   delivered: (b) => validID(b.id),
   read: (b) => validID(b.id),
   typing: () => true,
+  // proto.SupernodeList: supernodes this user may relay through, and the
+  // same supernodes as TURN servers for browsers.
+  supernodes: (b) => (b.supernodes === undefined || b.supernodes === null ||
+    (Array.isArray(b.supernodes) && b.supernodes.length <= 16 && b.supernodes.every((n) => isObj(n) && validID(n.id) && optStr(n.label, 64) &&
+      optStr(n.turn_udp, 64) && optStr(n.turn_tcp, 64) && optStr(n.turn_tls, 64)))) &&
+    (b.ice_servers === undefined || b.ice_servers === null || (Array.isArray(b.ice_servers) && b.ice_servers.length <= 64)) &&
+    optStr(b.reason, 512),
 };
 
 /**

@@ -28,22 +28,44 @@ export function selectedPath(stats) {
       }
     }
   }
-  if (!pair) return { path: "", via: "", local: "", remote: "", rttMs: null };
+  if (!pair) return { path: "", via: "", viaURL: "", local: "", remote: "", rttMs: null };
   const lc = byId.get(pair.localCandidateId) ?? {};
   const rc = byId.get(pair.remoteCandidateId) ?? {};
   const local = lc.candidateType ?? "";
   const remote = rc.candidateType ?? "";
   let path = "direct";
   let via = "";
+  let viaURL = "";
   if (local === "relay") {
     path = "relay";
     via = addr(lc);
+    viaURL = lc.url ?? ""; // the TURN server we allocated on
   } else if (remote === "relay") {
     path = "relay";
     via = addr(rc);
   }
   const rttMs = typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null;
-  return { path, via, local, remote, rttMs };
+  return { path, via, viaURL, local, remote, rttMs };
+}
+
+/**
+ * supernodeFor names the supernode a relayed path goes through: the one
+ * whose TURN address is the URL we allocated on, else (the peer's relay)
+ * the one whose TURN host is the relayed address's host. supernodes are
+ * proto.SupernodeInfo objects; it returns the matching one or null.
+ */
+export function supernodeFor(sum, supernodes) {
+  if (sum?.path !== "relay" || !Array.isArray(supernodes)) return null;
+  const hostPort = (u) => (u ?? "").replace(/^turns?:/, "").replace(/\?.*$/, "");
+  const host = (hp) => hp.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  const addrs = (n) => [n.turn_udp, n.turn_tcp, n.turn_tls].filter(Boolean);
+  if (sum.viaURL) {
+    const hp = hostPort(sum.viaURL);
+    const n = supernodes.find((n) => addrs(n).includes(hp));
+    if (n) return n;
+  }
+  const h = host(sum.via ?? "");
+  return supernodes.find((n) => addrs(n).some((a) => host(a) === h)) ?? null;
 }
 
 function addr(c) {

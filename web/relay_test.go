@@ -1,0 +1,57 @@
+package web_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/parley-voice/parley/proto"
+	"github.com/parley-voice/parley/signal"
+	"github.com/parley-voice/parley/signal/signaltest"
+	"github.com/parley-voice/parley/supernode"
+	"github.com/parley-voice/parley/supernode/supernodetest"
+	"github.com/parley-voice/parley/web"
+)
+
+// TestBrowserRelayThroughSupernode: with "Always relay" on, a browser call
+// goes through a promoted supernode's TURN service (the server hands it to
+// browsers as an ICE server), and both pages name that supernode as the
+// path while audio flows both ways through it.
+func TestBrowserRelayThroughSupernode(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{Web: web.Handler(), Supernodes: signal.SupernodeConfig{
+		AllowAddrs:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		ProbeBytes:   256 << 10,
+		MinMbps:      1,
+		ProbeTimeout: 2 * time.Second,
+	}})
+	sn := supernodetest.Start(t, srv.URL, supernode.Config{Name: "relay1", Label: "lisbon", AllowPeers: supernodetest.Loopback})
+	sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+
+	alice := openPage(t, srv.HTTP+"/", "alice")
+	bob := openPage(t, srv.HTTP+"/", "bob")
+	alice.join("alice")
+	bob.join("bob")
+	alice.waitFor("supernode TURN server received", `window.parley.iceServers.some((s) => s.urls.some((u) => u.startsWith("turn:127.0.0.1")))`)
+	alice.waitFor("the supernode is not listed as a person", `!`+elem("contact-relay1"))
+	alice.click("relay-only")
+	alice.waitFor("relay setting on", elem("relay-only")+`.checked && window.parley.relayOnly`)
+	alice.waitFor("bob listed", visible("contact-bob"))
+	alice.click("contact-bob")
+	alice.click("call")
+	bob.waitFor("bob rings", visible("answer"))
+	bob.click("answer")
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("connected through the supernode", textHas("call-state", "connected", "relay via supernode lisbon"))
+	}
+	a := alice.audioFlows(25)
+	b := bob.audioFlows(25)
+	if a.Path != "relay" || a.Local != "relay" || b.Path != "relay" || b.Remote != "relay" {
+		t.Errorf("paths: alice %s (%s ↔ %s), bob %s (%s ↔ %s); want relay with alice's relay candidate", a.Path, a.Local, a.Remote, b.Path, b.Local, b.Remote)
+	}
+	if st := sn.Stats(); st.Allocations < 1 || st.BytesRelayed == 0 {
+		t.Errorf("supernode relayed nothing: %+v", st)
+	}
+	alice.screenshot("in-call-relay")
+	alice.click("hangup")
+	bob.waitFor("bob's call ended", textHas("call-state", "ended", "alice hung up"))
+}
