@@ -206,3 +206,21 @@ func TestTwoTerminals(t *testing.T) {
 		t.Fatalf("bob's recording: %v %v", fi, err)
 	}
 }
+
+func TestBenchCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	out, err := exec.Command(parleyBinary(t), "bench", "--calls", "2", "--messages", "5").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench: %v\n%s", err, out)
+	}
+	for _, row := range []string{"sign-in", "call → data channel open", "call → first RTP received", "chat send → delivered"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(row) + `.*\d+\.\d\d ms`).Match(out) {
+			t.Errorf("no %q row with a figure in:\n%s", row, out)
+		}
+	}
+	if out, err := exec.Command(parleyBinary(t), "bench", "--calls", "0").CombinedOutput(); err == nil {
+		t.Errorf("--calls 0 accepted: %s", out)
+	}
+}

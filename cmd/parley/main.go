@@ -26,6 +26,7 @@ type command struct {
 var commands = map[string]command{
 	"serve": {"run the signaling server, STUN service and browser call page", runServe},
 	"chat":  {"the desktop chat client (terminal, or JSON lines with --json)", runChat},
+	"bench": {"measure sign-in, call set-up and chat latency on loopback", runBench},
 	"nat":   {"find out what NAT is between you and the Internet (--json for scripts)", runNAT},
 }
 
