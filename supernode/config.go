@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
@@ -112,7 +113,7 @@ type Decision struct {
 
 func (d Decision) String() string {
 	s := fmt.Sprintf("%s %s: %s", d.Time.Format("15:04:05"), d.State, d.Reason)
-	if d.MeasuredMbps > 0 {
+	if d.MeasuredMbps > 0 && !strings.Contains(d.Reason, "Mbps") {
 		s += fmt.Sprintf(" (measured %.1f Mbps, rtt %.1f ms)", d.MeasuredMbps, d.RTTms)
 	}
 	return s
