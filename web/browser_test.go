@@ -251,9 +251,19 @@ func TestReloadKeepsNameAndTakenName(t *testing.T) {
 	if k := eval[string](carol, `window.parley.debug().publicKey`); k != key {
 		t.Errorf("key changed across reload: %s -> %s", key, k)
 	}
-	if st := srv.Stats(); st.AuthFailures != 0 || st.Logins != 2 {
-		t.Errorf("server saw %d logins, %d auth failures; want 2 and 0", st.Logins, st.AuthFailures)
+	if st := srv.Stats(); st.AuthFailures != 0 || st.Logins != 2 || st.Replaced != 0 {
+		t.Errorf("server saw %d logins, %d replaced, %d auth failures; want 2, 0 and 0", st.Logins, st.Replaced, st.AuthFailures)
 	}
+
+	// A second window of the same browser does not push the first out: it
+	// offers another name, which the same key may own too.
+	tab2 := carol.openTab(srv.HTTP+"/", "carol-tab2")
+	tab2.waitFor("second tab explains", textHas("join-error", "signed in as “carol” in another tab"))
+	tab2.join("carol2")
+	if !eval[bool](carol, `window.parley.sig.online`) {
+		t.Error("the second tab signed the first one out")
+	}
+	tab2.waitFor("the first tab is listed", visible("contact-carol"))
 
 	imposter := openPage(t, srv.HTTP+"/", "imposter")
 	imposter.do("type name", chromedp.SendKeys(sel("name-input"), "Carol"+kb.Enter))

@@ -48,6 +48,19 @@ type page struct {
 func openPage(t *testing.T, url, tag string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser(t), chromedp.WithNewBrowserContext())
+	return startPage(t, ctx, cancel, url, tag)
+}
+
+// openTab opens url in another tab of p's browser context (same storage,
+// same key), as a second window of the same browser would.
+func (p *page) openTab(url, tag string) *page {
+	p.t.Helper()
+	ctx, cancel := chromedp.NewContext(p.ctx)
+	return startPage(p.t, ctx, cancel, url, tag)
+}
+
+func startPage(t *testing.T, ctx context.Context, cancel context.CancelFunc, url, tag string) *page {
+	t.Helper()
 	p := &page{t: t, ctx: ctx, tag: tag}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -4,7 +4,7 @@
 
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
-import { loadIdentity, saveName, savedName, unsupportedReason } from "./identity.js";
+import { answerWho, loadIdentity, nameInUse, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { checkName, normalizeName } from "./proto.js";
 import { Signaling } from "./signaling.js";
@@ -95,9 +95,17 @@ class App {
     } catch (e) {
       return this.#showJoin(e.code === "unsupported" ? serverError("unsupported") : `Your identity key could not be loaded: ${e.message}`, true);
     }
-    const name = savedName();
-    if (name && !checkName(name, true)) this.join(name);
-    else this.#showJoin("");
+    answerWho(() => (this.sig && !this.sig.stopped ? this.name : ""));
+    const { tab, last } = savedName();
+    if (tab && !checkName(tab, true)) return this.join(tab); // a reload
+    if (last && !checkName(last, true)) {
+      if (!(await nameInUse(last))) return this.join(last);
+      // Another tab of this browser is signed in as last: offer a second name.
+      this.#showJoin("");
+      $("join-error").textContent = `You’re signed in as “${last}” in another tab. Pick another name to use both, or close that tab.`;
+      return;
+    }
+    this.#showJoin("");
   }
 
   #showJoin(error, disabled = false) {
@@ -450,6 +458,11 @@ class App {
     document.addEventListener("keydown", (e) => {
       const k = this.calls?.call;
       if (e.key === "Escape" && k && !k.outgoing && !k.accepted) this.calls.decline();
+    });
+    window.addEventListener("pageshow", (e) => {
+      // Back from the back/forward cache: the connection was closed on
+      // pagehide and peers have let go of us, so start fresh.
+      if (e.persisted) location.reload();
     });
     window.addEventListener("pagehide", () => {
       // Leave cleanly so peers see us go at once, and a reload signs in fresh.

@@ -87,21 +87,66 @@ export async function loadIdentity() {
   }
 }
 
-/** savedName is the name chosen on an earlier visit, or "". */
+/**
+ * savedName returns the name this tab used (it survives a reload) and the
+ * name last used in this browser (to offer in a new tab), or "".
+ */
 export function savedName() {
+  let tab = "";
+  let last = "";
   try {
-    return localStorage.getItem(NAME_KEY) || "";
+    tab = sessionStorage.getItem(NAME_KEY) || "";
   } catch {
-    return "";
+    // storage disabled
+  }
+  try {
+    last = localStorage.getItem(NAME_KEY) || "";
+  } catch {
+    // storage disabled
+  }
+  return { tab, last };
+}
+
+/**
+ * saveName remembers name for this tab and as the browser's last name;
+ * "" forgets it (the key stays: the name can be taken back later).
+ */
+export function saveName(name) {
+  for (const store of [globalThis.sessionStorage, globalThis.localStorage]) {
+    try {
+      if (name) store.setItem(NAME_KEY, name);
+      else store.removeItem(NAME_KEY);
+    } catch {
+      // Storage may be disabled; the name is then asked for again next time.
+    }
   }
 }
 
-/** saveName remembers name ("" forgets it). */
-export function saveName(name) {
-  try {
-    if (name) localStorage.setItem(NAME_KEY, name);
-    else localStorage.removeItem(NAME_KEY);
-  } catch {
-    // Storage may be disabled; the name is then asked for again next time.
-  }
+/**
+ * nameInUse asks the other tabs of this browser whether one is signed in as
+ * name (they share the key, so signing in here would push that tab out).
+ */
+export function nameInUse(name, waitMs = 150) {
+  if (!globalThis.BroadcastChannel) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const ch = new BroadcastChannel("parley");
+    const done = (v) => {
+      clearTimeout(timer);
+      ch.close();
+      resolve(v);
+    };
+    ch.onmessage = (e) => e.data?.type === "here" && e.data.name === name && done(true);
+    const timer = setTimeout(() => done(false), waitMs);
+    ch.postMessage({ type: "who", name });
+  });
+}
+
+/** answerWho makes this tab answer nameInUse for the name getName returns. */
+export function answerWho(getName) {
+  if (!globalThis.BroadcastChannel) return;
+  const ch = new BroadcastChannel("parley");
+  ch.onmessage = (e) => {
+    const name = getName();
+    if (e.data?.type === "who" && name && e.data.name === name) ch.postMessage({ type: "here", name });
+  };
 }

@@ -7,6 +7,8 @@ import { ProtoError, decodeEnvelope, encodeEnvelope, randomID } from "./proto.js
 
 // Codes that end sign-in for good: retrying cannot help, a person must act.
 const FATAL = new Set(["name_taken", "bad_name", "auth_failed"]);
+// Codes the server sends just before it closes the connection.
+const CLOSING = new Set(["replaced", "shutting_down", "rate_limited", "too_large", "unauthenticated", "internal"]);
 
 /**
  * Signaling emits CustomEvents:
@@ -212,7 +214,7 @@ export class Signaling extends EventTarget {
         w.reject(e);
         return;
       }
-      if (!e.ref) setCloseError(e); // may precede a close (replaced, shutting_down)
+      if (!e.ref && CLOSING.has(e.code)) setCloseError(e); // the reason for the close that follows
     }
     this.#emit("message", env);
   }

@@ -1,6 +1,6 @@
 // Call quality from RTCPeerConnection.getStats() (W3C webrtc-stats): the
 // selected path, round-trip time, jitter, packet loss and bitrate, plus a
-// small canvas graph of the last minute.
+// small canvas graph of the last half-minute.
 
 /**
  * selectedPath finds the selected candidate pair: transport's
@@ -141,11 +141,11 @@ export function fmt(v, digits = 0, unit = "") {
 }
 
 /**
- * QualityGraph draws the last `span` samples of round-trip time and
+ * QualityGraph draws the last `span` samples (one a second) of round-trip time and
  * received bitrate on a canvas, each line on its own scale.
  */
 export class QualityGraph {
-  constructor(canvas, span = 60) {
+  constructor(canvas, span = 30) {
     this.canvas = canvas;
     this.span = span;
     this.samples = [];
