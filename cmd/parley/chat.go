@@ -100,6 +100,9 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		AutoAnswer:  f.autoAnswer,
 		Logger:      log,
 		AudioSource: func(string) (audio.Source, error) { return audio.Open(f.audioIn) },
+		// Learn our NAT from the server's STUN service after each sign-in:
+		// the server uses the report to choose relays for us.
+		DiscoverNAT: &client.NATDiscovery{},
 	}
 	var hist *history.DB
 	muted := new(atomic.Bool)
