@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/parley-voice/parley/internal/testutil"
 )
 
 // The browser tests run Chromium, a signaling server and Go clients inside
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 	if browserSkip != "" {
 		fmt.Fprintf(os.Stderr, "\n*** web: BROWSER TESTS SKIPPED: %s ***\n\n", browserSkip)
 	}
-	code := m.Run()
+	code := testutil.VerifyNoLeaks(m)
 	closeBrowser()
 	os.Exit(code)
 }
@@ -122,7 +123,7 @@ var (
 )
 
 // browser returns the shared Chromium (started on first use), or skips.
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	if browserSkip != "" {
 		t.Skip("BROWSER TESTS SKIPPED: " + browserSkip)

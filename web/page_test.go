@@ -29,14 +29,14 @@ import (
 const wait = 15 * time.Second
 
 // startServer runs a signaling server that serves the page.
-func startServer(t *testing.T) *signaltest.Server {
+func startServer(t testing.TB) *signaltest.Server {
 	t.Helper()
 	return signaltest.Start(t, signal.Config{Web: web.Handler()})
 }
 
 // page is one browser tab in its own browser context (own storage, own key).
 type page struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	tag string
 
@@ -45,7 +45,7 @@ type page struct {
 }
 
 // openPage opens url in a new browser context.
-func openPage(t *testing.T, url, tag string) *page {
+func openPage(t testing.TB, url, tag string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser(t), chromedp.WithNewBrowserContext())
 	return startPage(t, ctx, cancel, url, tag)
@@ -59,7 +59,7 @@ func (p *page) openTab(url, tag string) *page {
 	return startPage(p.t, ctx, cancel, url, tag)
 }
 
-func startPage(t *testing.T, ctx context.Context, cancel context.CancelFunc, url, tag string) *page {
+func startPage(t testing.TB, ctx context.Context, cancel context.CancelFunc, url, tag string) *page {
 	t.Helper()
 	p := &page{t: t, ctx: ctx, tag: tag}
 	t.Cleanup(func() {
@@ -285,7 +285,7 @@ type goPeer struct {
 	stop func() // ends Run and waits for it
 }
 
-func startGoClient(t *testing.T, url, name string) *goPeer {
+func startGoClient(t testing.TB, url, name string) *goPeer {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,

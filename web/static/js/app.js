@@ -241,6 +241,7 @@ class App {
   }
 
   #onWelcome({ welcome, reconnect }) {
+    if (!reconnect) performance.mark?.("parley:online"); // load -> signed in, for devtools and benchmarks
     saveName(welcome.name);
     this.welcomeIce = toRTCIceServers(welcome.ice_servers);
     this.iceServers = this.welcomeIce;
