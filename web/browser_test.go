@@ -75,15 +75,15 @@ func TestBrowserToBrowser(t *testing.T) {
 	bob.click("mute")
 	bob.waitFor("unmuted", elem("mute")+`.getAttribute('aria-pressed') === 'false' && window.parley.calls.call.mic.enabled === true`)
 
-	// Phone-sized: the call panel and conversation fit one column.
-	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
-	bob.screenshot("phone-in-call")
-
 	// A few seconds of graph make the in-call screenshot worth looking at.
 	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 6`)
 	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
 	alice.screenshot("in-call")
+
+	// Phone-sized: the call panel and conversation fit one column.
+	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
+	bob.screenshot("phone-in-call")
 
 	// Alice hangs up: the call ends on both pages and the microphone is released.
 	alice.click("hangup")

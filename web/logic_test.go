@@ -99,7 +99,9 @@ func TestPageLogic(t *testing.T) {
 				words.mediaError({ name: "NotFoundError" }).startsWith("No microphone"),
 				words.serverError("weird_code", "boom"),
 				words.duration(65000), words.duration(3723000),
-			]`, `[true,"bob is offline right now, so the call could not ring.",true,true,"Something went wrong: boom","1:05","1:02:03"]`},
+				words.callEnded("bob", "bob hung up", 65000), words.callEnded("bob", "you declined", 0),
+			]`, `[true,"bob is offline right now, so the call could not ring.",true,true,"Something went wrong: boom","1:05","1:02:03",
+				"Call with bob ended after 1:05 — bob hung up","Call with bob ended — you declined"]`},
 		{"chat: exactly once, receipts always", `const sig = fakeSig("me");
 			const chat = new Chat({ sig, links: { get: () => null } });
 			const env = { type: "chat", from: "bob", body: { id: "m1", text: "hi", ts: 5 } };

@@ -673,7 +673,7 @@ class App {
         text = `Call with ${k.peer} — connected · ${path}`;
       }
     } else if (last) {
-      text = `Call with ${last.peer}: ${callEnded(last.reason).toLowerCase()}${last.connected ? ` (${duration(last.durationMs)})` : ""}`;
+      text = callEnded(last.peer, last.reason, last.connected ? Math.max(last.durationMs, 1000) : 0);
     }
     const cs = $("call-state");
     if (cs.textContent !== text) cs.textContent = text;

@@ -62,9 +62,10 @@ export function mediaError(err) {
   return `The microphone could not be used (${err?.message || err}).`;
 }
 
-/** callEnded words why a call ended; reason comes from calls.js or the peer. */
-export function callEnded(reason) {
-  return reason ? `Call ended — ${reason}` : "Call ended";
+/** callEnded words why the call with peer ended (reason from calls.js or the peer). */
+export function callEnded(peer, reason, durationMs) {
+  const took = durationMs > 0 ? ` after ${duration(durationMs)}` : "";
+  return `Call with ${peer} ended${took}${reason ? ` — ${reason}` : ""}`;
 }
 
 /** duration formats milliseconds as m:ss or h:mm:ss. */
