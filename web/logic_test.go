@@ -52,8 +52,12 @@ func TestPageLogic(t *testing.T) {
 			'{"v":1,"type":"welcome","body":{"name":"me","session":"s","online":[{"name":"bob","status":"online"}]}}',
 			'{"v":1,"type":"presence","body":{"name":"bob","status":"sleeping"}}',
 			'{"v":1,"type":"ring","from":"Bob","body":{"call":"c1"}}',
+			'{"v":1,"type":"sealed","id":"s1","from":"dora","body":{"id":"s1","sender_key":"k","nonce":"n","box":"b"}}',
+			'{"v":1,"type":"sealed","id":"s1","body":{"id":"s1","sender_key":"k","nonce":"n","box":"b"}}',
+			'{"v":1,"type":"supernodes","body":{"supernodes":[{"id":"sn1","turn_udp":"127.0.0.1:3478"}],"ice_servers":[]}}',
+			'{"v":1,"type":"supernodes","body":{"supernodes":[{"id":"bad id"}]}}',
 		].map((f) => { try { proto.decodeEnvelope(f); return "ok"; } catch (e) { return e.code; } })`,
-			`["bad_version","bad_request","ok","bad_frame","unknown_type","bad_request","bad_request","ok","bad_request","bad_request"]`},
+			`["bad_version","bad_request","ok","bad_frame","unknown_type","bad_request","bad_request","ok","bad_request","bad_request","ok","bad_request","ok","bad_request"]`},
 		{"data channel validation", `return [
 			'{"type":"chat","id":"m1","text":"hi","ts":1}', '{"type":"chat","id":"m1"}', '{"type":"zap"}', '[1]', '{"type":"delivered","id":"m1"}',
 		].map((f) => { try { proto.decodeDC(f); return "ok"; } catch (e) { return e.code; } })`,

@@ -288,6 +288,9 @@ class App {
       case "delivered":
         this.chat.onServer(env);
         return;
+      case "sealed":
+        this.chat.onSealed(env);
+        return;
       case "supernodes":
         this.#onSupernodes(env.body);
         return;

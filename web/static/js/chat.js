@@ -171,7 +171,22 @@ export class Chat extends EventTarget {
     }
   }
 
-  #deliver(from, id, text, ts, path) {
+  /**
+   * onSealed handles an offline message sealed end to end (proto.Sealed,
+   * NaCl box to keys derived from the Ed25519 identity). This page keeps
+   * its private key non-extractable, so it cannot derive the key to open
+   * one: it says so in the conversation, once per message, and sends no
+   * receipt (the sender must not think it was read).
+   */
+  onSealed(env) {
+    if (!this.#firstTime(env.from, "sealed:" + env.body.id)) return;
+    const text = `${env.from} left you an encrypted message while you were offline. This browser can’t open offline messages yet — ask ${env.from} to send it again now that you’re online.`;
+    this.#list(env.from).push({ id: env.body.id, peer: env.from, dir: "note", text, ts: Date.now(), status: "note", path: "server", error: "" });
+    this.#bump(env.from);
+    this.#changed(env.from);
+  }
+
+  #firstTime(from, id) {
     let s = this.seen.get(from);
     if (!s) {
       s = { set: new Set(), queue: [] };
@@ -181,9 +196,18 @@ export class Chat extends EventTarget {
     s.set.add(id);
     s.queue.push(id);
     if (s.queue.length > MAX_SEEN) s.set.delete(s.queue.shift());
+    return true;
+  }
+
+  #bump(from) {
+    if (from !== this.openPeer || document.hidden) this.unread.set(from, (this.unread.get(from) ?? 0) + 1);
+  }
+
+  #deliver(from, id, text, ts, path) {
+    if (!this.#firstTime(from, id)) return false;
     const t = Number.isFinite(ts) && ts > 0 ? ts : Date.now();
     this.#list(from).push({ id, peer: from, dir: "in", text, ts: t, status: "received", path, error: "" });
-    if (from !== this.openPeer || document.hidden) this.unread.set(from, (this.unread.get(from) ?? 0) + 1);
+    this.#bump(from);
     this.#changed(from);
     return true;
   }

@@ -17,7 +17,10 @@ export const ROUTED = new Set([
   "ring", "accept", "decline", "hangup",
   "chat", "delivered", "read", "typing",
 ]);
-const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes"]);
+const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes", "sealed_receipt"]);
+// Stored by the server for an offline recipient and delivered later; it
+// names its sender like a routed message.
+const FROM_PEER = new Set([...ROUTED, "sealed"]);
 
 const RESERVED = new Set(["server", "parley", "system", "admin"]);
 const NAME_RE = /^[a-z0-9][a-z0-9._-]*$/;
@@ -142,6 +145,10 @@ const BODY = {
   delivered: (b) => validID(b.id),
   read: (b) => validID(b.id),
   typing: () => true,
+  // proto.Sealed (an end-to-end sealed offline message) and its receipt.
+  sealed: (b) => validID(b.id) && typeof b.sender_key === "string" && b.sender_key.length <= 64 &&
+    typeof b.nonce === "string" && b.nonce.length <= 64 && typeof b.box === "string" && b.box.length <= 20000,
+  sealed_receipt: (b) => validID(b.id),
   // proto.SupernodeList: supernodes this user may relay through, and the
   // same supernodes as TURN servers for browsers.
   supernodes: (b) => (b.supernodes === undefined || b.supernodes === null ||
@@ -168,7 +175,7 @@ export function decodeEnvelope(text) {
   if (env.v !== VERSION) throw new ProtoError("bad_version", `protocol version ${env.v}`);
   if (typeof env.type !== "string" || !(env.type in BODY)) throw new ProtoError("unknown_type", `type ${String(env.type).slice(0, 32)}`);
   if (env.id !== undefined && !validID(env.id)) throw new ProtoError("bad_request", "bad id");
-  if (ROUTED.has(env.type)) {
+  if (FROM_PEER.has(env.type)) {
     if (checkName(env.from) !== null) throw new ProtoError("bad_request", `${env.type} without a valid sender`);
   } else if (!SERVER_TYPES.has(env.type)) {
     throw new ProtoError("unknown_type", `${env.type} is not sent to clients`);
