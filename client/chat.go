@@ -69,7 +69,7 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 	}
 	if l := c.links[m.to]; !viaServer && l != nil && l.dcOpen {
 		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts})
-		if err == nil && l.dc.Send(b) == nil {
+		if err == nil && l.dc.SendText(string(b)) == nil {
 			return
 		}
 	}
@@ -185,7 +185,7 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 			return
 		}
 		if b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCDelivered, ID: m.ID}); err == nil {
-			if l.dc.Send(b) != nil {
+			if l.dc.SendText(string(b)) != nil {
 				c.sendSig(proto.TypeDelivered, l.peer, &proto.Receipt{ID: m.ID})
 			}
 		}

@@ -47,7 +47,7 @@ func (c *Client) sendDC(peer string, m *proto.DCMessage) bool {
 		return false
 	}
 	b, err := proto.EncodeDC(m)
-	return err == nil && l.dc.Send(b) == nil
+	return err == nil && l.dc.SendText(string(b)) == nil
 }
 
 // onReadOrTyping handles read receipts and typing indicators from either
