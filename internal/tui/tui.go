@@ -394,7 +394,7 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 				m.call.lossPct = 100 * float64(e.PacketsLost) / n
 			}
 			if e.Path != "" {
-				m.call.path = e.Path
+				m.call.path, m.call.via = e.Path, e.Via // the path can change mid-call
 			}
 		}
 	case client.ErrorEvent:
