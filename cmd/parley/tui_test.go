@@ -98,6 +98,22 @@ func (tm *tmuxTerm) waitScreen(what string, want ...string) string {
 	}
 }
 
+// waitScreenFunc polls the screen until ok accepts it.
+func (tm *tmuxTerm) waitScreenFunc(what string, ok func(string) bool) string {
+	tm.t.Helper()
+	deadline := time.Now().Add(tuiWait)
+	for {
+		s := tm.screen()
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("waiting for %s; screen:\n%s", what, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // saveScreen writes the screen to docs/tui/name.txt.
 func (tm *tmuxTerm) saveScreen(name string) {
 	tm.t.Helper()
@@ -240,6 +256,21 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	bob.MarkRead(ctx, "alice", m.ID)
 	alice.waitScreen("read tick", "hello bob ✓✓ read")
 	alice.saveScreen("chat")
+
+	// Resizes redraw cleanly: a bigger window fills every row and the
+	// right edge; back to 80x24 nothing is left over.
+	fills := func(w, h int) func(string) bool {
+		return func(s string) bool {
+			lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+			// The title's last cell is a space, which capture-pane trims.
+			return len(lines) == h && len([]rune(lines[0])) == w-1 && strings.HasSuffix(lines[0], "● connected") &&
+				strings.HasPrefix(lines[h-1], " ? help") && strings.Contains(s, "bob: hi alice! how are you?")
+		}
+	}
+	alice.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
+	alice.waitScreenFunc("redrawn at 100x30", fills(100, 30))
+	alice.tmux("resize-window", "-t", "main", "-x", "80", "-y", "24")
+	alice.waitScreenFunc("redrawn at 80x24", fills(80, 24))
 
 	// A call rings (banner on top) and connects; the status bar shows the path.
 	if err := bob.Call(ctx, "alice"); err != nil {
