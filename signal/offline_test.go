@@ -22,7 +22,7 @@ import (
 
 // sealFor builds a sealed message from c with a real NaCl box over text.
 // (The server never opens it; the client package tests the key conversion.)
-func sealFor(t *testing.T, c *wsClient, id, text string) *proto.Sealed {
+func sealFor(t testing.TB, c *wsClient, id, text string) *proto.Sealed {
 	t.Helper()
 	pub, priv, err := box.GenerateKey(rand.Reader)
 	if err != nil {
@@ -40,7 +40,7 @@ func sealFor(t *testing.T, c *wsClient, id, text string) *proto.Sealed {
 }
 
 // runServer serves cfg on 127.0.0.1 until the returned stop is called.
-func runServer(t *testing.T, cfg signal.Config) (url string, stop func()) {
+func runServer(t testing.TB, cfg signal.Config) (url string, stop func()) {
 	t.Helper()
 	srv, err := signal.New(cfg)
 	if err != nil {
