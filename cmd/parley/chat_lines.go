@@ -85,6 +85,10 @@ func eventLine(ev client.Event) string {
 		return fmt.Sprintf("<%s> %s", e.From, e.Text)
 	case client.DeliveredEvent:
 		return fmt.Sprintf("✓ delivered to %s", e.To)
+	case client.StoredEvent:
+		return fmt.Sprintf("✓ %s is offline: message left on the server, sealed to their key", e.To)
+	case client.ReadEvent:
+		return fmt.Sprintf("✓✓ read by %s", e.By)
 	case client.CallEvent:
 		switch e.State {
 		case client.CallRinging:
