@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -283,7 +284,9 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 		c, ok := e.(client.CallEvent)
 		return ok && c.State == client.CallConnected
 	})
-	alice.waitScreen("call connected", "☎ bob · connected 00:01", "direct", "RTT")
+	alice.waitScreen("call connected", "☎ bob · connected", "direct")
+	rtt := regexp.MustCompile(`RTT [0-9]+\.[0-9] ms · loss [0-9]+\.[0-9]%`)
+	alice.waitScreenFunc("call stats", func(s string) bool { return rtt.MatchString(s) })
 	alice.typeLine("/mute")
 	alice.waitScreen("muted", "MUTED")
 	alice.saveScreen("call")

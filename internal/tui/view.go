@@ -158,7 +158,11 @@ func (m *model) statusLine(now time.Time) string {
 			if path != "" {
 				s += " · " + path
 			}
-			s += fmt.Sprintf(" · RTT %.1f ms · loss %.1f%%", k.rttMs, k.lossPct)
+			if k.rttMs > 0 {
+				s += fmt.Sprintf(" · RTT %.1f ms · loss %.1f%%", k.rttMs, k.lossPct)
+			} else {
+				s += " · RTT … · loss …" // no stats yet
+			}
 		}
 		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
 			s += " · MUTED"
