@@ -66,6 +66,14 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	if last, _ := d.Messages("bob", 1); len(last) != 1 || last[0].ID != "o1" {
 		t.Fatalf("limit: %+v", last)
 	}
+	// A message still "sending" when the last session ended failed.
+	d.SaveOutgoing("bob", "o2", "lost?", 3, Sending)
+	if n, err := d.FailUnsent(); n != 1 || err != nil {
+		t.Fatalf("fail unsent: %d %v", n, err)
+	}
+	if last, _ := d.Messages("bob", 1); last[0].Status != Failed {
+		t.Fatalf("o2 is %s", last[0].Status)
+	}
 }
 
 func key(t *testing.T) (string, ed25519.PublicKey) {

@@ -181,6 +181,9 @@ func newModel(ctx context.Context, cfg Config) *model {
 		conn:     "connecting…",
 		histIdx:  -1,
 	}
+	if n, err := m.db.FailUnsent(); err == nil && n > 0 {
+		m.setNotice(true, "%d message(s) from the last session were not sent (✗); send them again", n)
+	}
 	m.reloadContacts()
 	if len(m.contacts) > 0 {
 		m.selectPeer(m.contacts[0].Name)
