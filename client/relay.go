@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-voice/parley/internal/relayconn"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/webrtc/v4"
 	"github.com/quic-go/quic-go"
@@ -41,6 +42,11 @@ type RelayConfig struct {
 	AlwaysWarm bool
 	// DialTimeout bounds a QUIC or TLS connection attempt. Zero means 3 s.
 	DialTimeout time.Duration
+	// StreamsOnly keeps relayed media on the QUIC stream. By default
+	// ChannelData (the media and chat packets) travels as QUIC datagrams
+	// beside it, so a lost packet delays nothing behind it
+	// (supernode/README.md has the measurement).
+	StreamsOnly bool
 }
 
 // RelayEvent: the client picked (or lost) the supernode it relays through.
@@ -75,6 +81,7 @@ type relayer struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // warm-up goroutines
 	lastEvent RelayEvent
+	ctr       relayconn.Counters // relay stream frames and datagrams
 }
 
 // relayConn is one QUIC connection to a supernode.
@@ -82,6 +89,7 @@ type relayConn struct {
 	conn *quic.Conn
 	tr   *quic.Transport
 	pc   net.PacketConn
+	mux  *relayconn.Mux // nil when the connection has no datagrams
 }
 
 func (rc *relayConn) close() {
@@ -469,7 +477,8 @@ func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.
 		st.CancelWrite(0)
 		return nil, err
 	}
-	if err := proto.WriteRelayFrame(st, &proto.RelayHello{Op: proto.RelayOpRelay, Token: sn.Token}); err != nil {
+	hello := &proto.RelayHello{Op: proto.RelayOpRelay, Token: sn.Token, Datagrams: rc.mux != nil && !r.cfg.StreamsOnly}
+	if err := proto.WriteRelayFrame(st, hello); err != nil {
 		return fail(fmt.Errorf("client: relay hello to %s: %w", sn.ID, err))
 	}
 	var reply proto.RelayReply
@@ -480,9 +489,14 @@ func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.
 		return fail(reply.Error)
 	}
 	st.SetDeadline(time.Time{})
+	var mux *relayconn.Mux
+	if reply.Datagrams && hello.Datagrams {
+		mux = rc.mux
+	}
+	// pion's TURN client asserts that LocalAddr is a *net.TCPAddr.
 	local := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.LocalAddr()))
 	remote := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.RemoteAddr()))
-	return &relayStream{Stream: st, local: local, remote: remote}, nil
+	return relayconn.New(st, mux, &r.ctr, local, remote), nil
 }
 
 // dialQUIC connects to sn's QUIC listener from a fresh socket, pinning
@@ -504,13 +518,17 @@ func (r *relayer) dialQUIC(ctx context.Context, sn proto.SupernodeInfo) (*relayC
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	defer cancel()
 	conn, err := tr.Dial(dctx, net.UDPAddrFromAddrPort(ap), proto.PinnedTLSConfig(sn.Fingerprint, proto.RelayALPN),
-		&quic.Config{HandshakeIdleTimeout: r.cfg.DialTimeout, MaxIdleTimeout: 60 * time.Second, KeepAlivePeriod: 15 * time.Second})
+		&quic.Config{HandshakeIdleTimeout: r.cfg.DialTimeout, MaxIdleTimeout: 60 * time.Second, KeepAlivePeriod: 15 * time.Second, EnableDatagrams: true})
 	if err != nil {
 		tr.Close()
 		pc.Close()
 		return nil, fmt.Errorf("client: QUIC to %s at %s: %w", sn.ID, sn.QUIC, err)
 	}
-	return &relayConn{conn: conn, tr: tr, pc: pc}, nil
+	rc := &relayConn{conn: conn, tr: tr, pc: pc}
+	if d := conn.ConnectionState().SupportsDatagrams; d.Local && d.Remote {
+		rc.mux = relayconn.NewMux(conn, &r.ctr) // stops when conn closes
+	}
+	return rc, nil
 }
 
 // dialTLS reaches sn's TURN-TLS listener (TURN over TLS, RFC 8656
@@ -542,25 +560,6 @@ func (r *relayer) dialTCP(ctx context.Context, network, addr string) (net.Conn, 
 	}
 	var nd net.Dialer
 	return nd.DialContext(ctx, network, addr)
-}
-
-// relayStream is a QUIC relay stream as the net.Conn pion's TURN client
-// expects (it asserts that LocalAddr is a *net.TCPAddr).
-type relayStream struct {
-	*quic.Stream
-	local, remote *net.TCPAddr
-	once          sync.Once
-}
-
-func (s *relayStream) LocalAddr() net.Addr  { return s.local }
-func (s *relayStream) RemoteAddr() net.Addr { return s.remote }
-
-func (s *relayStream) Close() error {
-	s.once.Do(func() {
-		s.Stream.CancelRead(0)
-		s.Stream.Close()
-	})
-	return nil
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

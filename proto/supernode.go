@@ -349,8 +349,8 @@ func (r *RelayRequest) Validate() error {
 // server's prober) sends on a new QUIC stream to a supernode are one
 // RelayHello frame; the supernode answers with one RelayReply frame. After
 // an accepted "relay" hello the stream carries TURN over TCP framing
-// (RFC 8656 section 3.1, RFC 6062 style); after "probe" the supernode
-// sends Bytes bytes and closes.
+// (RFC 8656 section 3.1), with ChannelData as QUIC datagrams when both
+// asked for it; after "probe" the supernode sends Bytes bytes and closes.
 //
 // Frame: a 2-byte big-endian length, then that many bytes of JSON.
 
@@ -377,6 +377,9 @@ type RelayHello struct {
 	Nonce string `json:"nonce,omitempty"`
 	// Bytes (Op probe) is how much data to send for the bandwidth test.
 	Bytes int `json:"bytes,omitempty"`
+	// Datagrams (Op relay) asks to carry ChannelData as QUIC datagrams
+	// (RFC 9221) beside the stream; see internal/relayconn.
+	Datagrams bool `json:"datagrams,omitempty"`
 }
 
 // Validate implements Body.
@@ -406,6 +409,8 @@ type RelayReply struct {
 	// Signature (base64, probes) is the supernode's Ed25519 signature
 	// over ProbePayload(nonce, fingerprint).
 	Signature string `json:"signature,omitempty"`
+	// Datagrams confirms that ChannelData may travel as datagrams.
+	Datagrams bool `json:"datagrams,omitempty"`
 }
 
 // Validate implements Body.

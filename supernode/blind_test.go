@@ -214,5 +214,11 @@ func TestRelayedChatIsBlind(t *testing.T) {
 	if dtlsApp == 0 {
 		t.Fatalf("no DTLS application records among %d packets (%d bytes): the tap saw nothing relayed", len(pkts), total)
 	}
-	t.Logf("supernode forwarded %d packets (%d bytes, %d DTLS application records, %d bytes relayed): no plaintext", len(pkts), total, dtlsApp, sn.Stats().BytesRelayed)
+	ss := sn.Stats()
+	t.Logf("supernode forwarded %d packets (%d bytes, %d DTLS application records, %d bytes relayed; %d datagrams in, %d out, %d stream frames): no plaintext",
+		len(pkts), total, dtlsApp, ss.BytesRelayed, ss.DatagramsIn, ss.DatagramsOut, ss.StreamFrames)
+	// Media and chat rode QUIC datagrams; TURN control rode the streams.
+	if ss.DatagramsIn == 0 || ss.DatagramsOut == 0 || ss.StreamFrames == 0 {
+		t.Fatalf("relay transport: %d datagrams in, %d out, %d stream frames", ss.DatagramsIn, ss.DatagramsOut, ss.StreamFrames)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-voice/parley/internal/relayconn"
 	"github.com/parley-voice/parley/proto"
 	"github.com/quic-go/quic-go"
 )
@@ -19,11 +20,12 @@ import (
 // helloTimeout bounds the wait for a stream's first frame.
 const helloTimeout = 5 * time.Second
 
-// quicConfig is shared by the relay listener and its clients: streams
-// only (TURN over TCP framing rides a stream; see README for the datagram
-// measurement), keepalives so idle warm connections survive NAT timeouts.
+// quicConfig is the relay listener's: TURN over TCP framing on streams,
+// ChannelData optionally as datagrams (README: stream vs datagram),
+// keepalives so idle warm connections survive NAT timeouts.
 func quicConfig() *quic.Config {
 	return &quic.Config{
+		EnableDatagrams:    true, // ChannelData beside the stream (internal/relayconn)
 		MaxIdleTimeout:     60 * time.Second,
 		KeepAlivePeriod:    15 * time.Second,
 		MaxIncomingStreams: 64,
@@ -72,6 +74,10 @@ func (s *Server) trackConn(c *quic.Conn, add bool) bool {
 
 // serveConn accepts the streams of one QUIC connection.
 func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	var mux *relayconn.Mux
+	if d := conn.ConnectionState().SupportsDatagrams; d.Local && d.Remote {
+		mux = relayconn.NewMux(conn, &s.relayCtr) // stops when conn closes
+	}
 	for {
 		st, err := conn.AcceptStream(ctx)
 		if err != nil {
@@ -80,14 +86,14 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveStream(conn, st)
+			s.serveStream(conn, mux, st)
 		}()
 	}
 }
 
 // serveStream reads a stream's hello and either answers a probe or, for a
 // valid relay token, hands the stream to the TURN server.
-func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream) {
+func (s *Server) serveStream(conn *quic.Conn, mux *relayconn.Mux, st *quic.Stream) {
 	st.SetReadDeadline(time.Now().Add(helloTimeout))
 	var h proto.RelayHello
 	if err := proto.ReadRelayFrame(st, &h); err != nil {
@@ -115,12 +121,16 @@ func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream) {
 			s.refuse(st, perr)
 			return
 		}
-		sc, perr := s.newStreamConn(conn, st, user)
+		if !h.Datagrams {
+			mux = nil
+		}
+		sc, perr := s.newStreamConn(conn, mux, st, user)
 		if perr != nil {
 			s.refuse(st, perr)
 			return
 		}
-		if err := proto.WriteRelayFrame(st, &proto.RelayReply{OK: true}); err != nil {
+		// Nothing else writes to the stream until the client speaks TURN.
+		if err := proto.WriteRelayFrame(st, &proto.RelayReply{OK: true, Datagrams: mux != nil}); err != nil {
 			sc.Close()
 			return
 		}
@@ -221,13 +231,13 @@ func (s *Server) answerProbe(st *quic.Stream, h *proto.RelayHello) {
 }
 
 // streamConn is a QUIC relay stream seen as a TCP connection by the TURN
-// server. Its RemoteAddr carries the client's IP with a synthetic port
-// unique among live streams, because pion identifies an allocation by its
-// 5-tuple and one QUIC connection may carry several allocations.
+// server (internal/relayconn does the framing and the datagrams). Its
+// RemoteAddr carries the client's IP with a synthetic port unique among
+// live streams, because pion identifies an allocation by its 5-tuple and
+// one QUIC connection may carry several allocations.
 type streamConn struct {
-	*quic.Stream
+	*relayconn.Conn
 	s      *Server
-	local  *net.TCPAddr
 	remote *net.TCPAddr
 	user   string
 	once   sync.Once
@@ -238,7 +248,7 @@ type streamConn struct {
 // token-user check refuse a TCP client, never admit anyone).
 const synthPortMin, synthPortMax = 1024, 32767
 
-func (s *Server) newStreamConn(conn *quic.Conn, st *quic.Stream, user string) (*streamConn, *proto.Error) {
+func (s *Server) newStreamConn(conn *quic.Conn, mux *relayconn.Mux, st *quic.Stream, user string) (*streamConn, *proto.Error) {
 	rip := addrPort(conn.RemoteAddr()).Addr()
 	lap := addrPort(conn.LocalAddr())
 	s.mu.Lock()
@@ -259,10 +269,10 @@ func (s *Server) newStreamConn(conn *quic.Conn, st *quic.Stream, user string) (*
 		}
 	}
 	s.streamUsers[ap] = user
+	remote := net.TCPAddrFromAddrPort(ap)
 	return &streamConn{
-		Stream: st, s: s, user: user,
-		local:  net.TCPAddrFromAddrPort(lap),
-		remote: net.TCPAddrFromAddrPort(ap),
+		Conn: relayconn.New(st, mux, &s.relayCtr, net.TCPAddrFromAddrPort(lap), remote),
+		s:    s, user: user, remote: remote,
 	}, nil
 }
 
@@ -275,17 +285,13 @@ func (s *Server) streamUser(a net.Addr) (string, bool) {
 	return u, ok
 }
 
-func (c *streamConn) LocalAddr() net.Addr  { return c.local }
-func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
-
 // Close ends both directions of the stream and frees its address.
 func (c *streamConn) Close() error {
 	c.once.Do(func() {
 		c.s.mu.Lock()
 		delete(c.s.streamUsers, c.remote.AddrPort())
 		c.s.mu.Unlock()
-		c.Stream.CancelRead(0)
-		c.Stream.Close()
+		c.Conn.Close()
 	})
 	return nil
 }

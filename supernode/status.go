@@ -44,9 +44,12 @@ type Stats struct {
 	Sessions      int   // live TURN allocations now
 	Users         int   // distinct users with live allocations
 	BytesRelayed  uint64
-	BadHello      int64 // malformed first frame on a stream
-	TokenMissing  int64 // stream without a relay token
-	TokenInvalid  int64 // forged or malformed token
+	DatagramsIn   uint64 // ChannelData received as QUIC datagrams
+	DatagramsOut  uint64 // ChannelData sent as QUIC datagrams
+	StreamFrames  uint64 // TURN messages received on relay streams
+	BadHello      int64  // malformed first frame on a stream
+	TokenMissing  int64  // stream without a relay token
+	TokenInvalid  int64  // forged or malformed token
 	TokenExpired  int64
 	TokenOtherSN  int64 // token minted for another supernode
 	TokenMismatch int64 // TURN username of another user than the stream's token
@@ -67,6 +70,8 @@ func (s *Server) Stats() Stats {
 		QUICConns: st.quicConns.Load(), RelayStreams: st.relayStreams.Load(), Probes: st.probes.Load(),
 		Allocations: st.allocations.Load(), Sessions: s.sessions(), Users: s.users.distinct(),
 		BytesRelayed: st.bytesRelayed.Load(), BadHello: st.badHello.Load(),
+		DatagramsIn: s.relayCtr.DatagramsIn.Load(), DatagramsOut: s.relayCtr.DatagramsOut.Load(),
+		StreamFrames: s.relayCtr.StreamFramesIn.Load(),
 		TokenMissing: st.tokenMissing.Load(), TokenInvalid: st.tokenInvalid.Load(), TokenExpired: st.tokenExpired.Load(),
 		TokenOtherSN: st.tokenWrongSupernode.Load(), TokenMismatch: st.tokenMismatch.Load(),
 		NotPromoted: st.notPromoted.Load(), TURNAuthFail: st.turnAuthFailures.Load(),
@@ -200,7 +205,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, e := range []struct {
 		n string
 		v int64
-	}{{"quic_conn", st.QUICConns}, {"relay_stream", st.RelayStreams}, {"probe", st.Probes}, {"allocation", st.Allocations}} {
+	}{{"quic_conn", st.QUICConns}, {"relay_stream", st.RelayStreams}, {"probe", st.Probes}, {"allocation", st.Allocations},
+		{"datagram_in", int64(st.DatagramsIn)}, {"datagram_out", int64(st.DatagramsOut)}, {"stream_frame_in", int64(st.StreamFrames)}} {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(e.v), e.n)
 	}
 	for _, e := range []struct {

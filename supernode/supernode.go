@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-voice/parley/internal/relayconn"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/turn/v5"
 	"github.com/quic-go/quic-go"
@@ -32,6 +33,8 @@ type Server struct {
 	users  userCounts
 	stats  stats
 	logLim logLimiter
+	// relayCtr counts relay stream frames and datagrams, all connections.
+	relayCtr relayconn.Counters
 
 	quicPC  net.PacketConn
 	quicTr  *quic.Transport

@@ -50,8 +50,8 @@ func setupSupernode(t *testing.T, w *world) []peerOpts {
 	t.Logf("sn1 promoted: %s", st.Reason)
 	t.Cleanup(func() {
 		s := sn.Stats()
-		t.Logf("sn1 after the matrix: %d relay streams, %d allocations, %d bytes relayed, %d peer permissions refused (LAN candidates), %d TURN auth failures",
-			s.RelayStreams, s.Allocations, s.BytesRelayed, s.PeerDenied, s.TURNAuthFail)
+		t.Logf("sn1 after the matrix: %d relay streams, %d allocations, %d bytes relayed (%d datagrams in, %d out), %d peer permissions refused (LAN candidates), %d TURN auth failures",
+			s.RelayStreams, s.Allocations, s.BytesRelayed, s.DatagramsIn, s.DatagramsOut, s.PeerDenied, s.TURNAuthFail)
 	})
 	return []peerOpts{relayInHome}
 }

@@ -1,0 +1,238 @@
+package relayconn
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+func selfSigned(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// pair returns both ends of one relay stream, with or without datagrams.
+func pair(t *testing.T, datagrams bool) (client, server *Conn, cctr, sctr *Counters) {
+	t.Helper()
+	qc := &quic.Config{EnableDatagrams: true}
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc, err := quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.CloseWithError(0, ""); sc.CloseWithError(0, "") })
+	cctr, sctr = new(Counters), new(Counters)
+	var cm, sm *Mux
+	if datagrams {
+		cm, sm = NewMux(cc, cctr), NewMux(sc, sctr)
+	}
+	cst, err := cc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = New(cst, cm, cctr, nil, nil)
+	// The stream reaches the server with its first bytes: a STUN message.
+	if _, err := client.Write(stunMsg(8)); err != nil {
+		t.Fatal(err)
+	}
+	sst, err := sc.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = New(sst, sm, sctr, nil, nil)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	buf := make([]byte, 1600)
+	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], stunMsg(8)) {
+		t.Fatalf("first message: %x %v", buf[:n], err)
+	}
+	return client, server, cctr, sctr
+}
+
+// stunMsg is a STUN-shaped message with an n-byte body (n % 4 == 0).
+func stunMsg(n int) []byte {
+	b := make([]byte, 20+n)
+	binary.BigEndian.PutUint16(b[0:2], 0x0001) // Binding request
+	binary.BigEndian.PutUint16(b[2:4], uint16(n))
+	binary.BigEndian.PutUint32(b[4:8], 0x2112A442)
+	for i := 20; i < len(b); i++ {
+		b[i] = byte(i)
+	}
+	return b
+}
+
+// chanData is padded ChannelData on channel 0x4001 with an n-byte payload.
+func chanData(n int, fill byte) []byte {
+	b := make([]byte, 4+(n+3)&^3)
+	binary.BigEndian.PutUint16(b[0:2], 0x4001)
+	binary.BigEndian.PutUint16(b[2:4], uint16(n))
+	for i := 4; i < 4+n; i++ {
+		b[i] = fill
+	}
+	return b
+}
+
+func TestMessagesBothWays(t *testing.T) {
+	for _, dg := range []bool{false, true} {
+		name := "stream"
+		if dg {
+			name = "datagram"
+		}
+		t.Run(name, func(t *testing.T) {
+			client, server, cctr, sctr := pair(t, dg)
+			msgs := [][]byte{chanData(160, 1), stunMsg(40), chanData(3, 2), chanData(1000, 3), stunMsg(0)}
+			for _, m := range msgs {
+				if _, err := client.Write(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := map[string]bool{}
+			buf := make([]byte, 2000)
+			for range msgs {
+				server.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := server.Read(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[string(buf[:n])] = true
+			}
+			for _, m := range msgs {
+				if !got[string(m)] {
+					t.Fatalf("message %x… not received whole", m[:8])
+				}
+			}
+			// And back.
+			if _, err := server.Write(chanData(50, 9)); err != nil {
+				t.Fatal(err)
+			}
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := client.Read(buf); err != nil || !bytes.Equal(buf[:n], chanData(50, 9)) {
+				t.Fatalf("reply %x %v", buf[:n], err)
+			}
+			if dg {
+				if cctr.DatagramsOut.Load() != 3 || sctr.DatagramsIn.Load() != 3 || sctr.DatagramsOut.Load() != 1 {
+					t.Fatalf("datagrams out %d in %d back %d", cctr.DatagramsOut.Load(), sctr.DatagramsIn.Load(), sctr.DatagramsOut.Load())
+				}
+			} else if cctr.DatagramsOut.Load() != 0 || cctr.StreamFramesOut.Load() != 6 {
+				t.Fatalf("stream-only sent %d datagrams, %d frames", cctr.DatagramsOut.Load(), cctr.StreamFramesOut.Load())
+			}
+		})
+	}
+}
+
+func TestTooLargeGoesOnStream(t *testing.T) {
+	client, server, cctr, _ := pair(t, true)
+	big := chanData(1400, 7) // over a datagram's room on a 1280-byte path
+	if _, err := client.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2000)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], big) {
+		t.Fatalf("big message: %d bytes, %v", n, err)
+	}
+	if cctr.TooLarge.Load() != 1 {
+		t.Fatalf("TooLarge %d", cctr.TooLarge.Load())
+	}
+}
+
+func TestShortReadsAndDeadline(t *testing.T) {
+	client, server, _, _ := pair(t, false)
+	m := chanData(100, 5)
+	client.Write(m)
+	var got []byte
+	small := make([]byte, 7)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for len(got) < len(m) {
+		n, err := server.Read(small)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, small[:n]...)
+	}
+	if !bytes.Equal(got, m) {
+		t.Fatal("short reads reassembled wrongly")
+	}
+	server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	if _, err := server.Read(small); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past deadline: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("deadline took %s", d)
+	}
+	// Closing the peer ends reads.
+	client.Close()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(small); err == nil {
+		t.Fatal("read after the peer closed succeeded")
+	}
+}
+
+func TestMalformedStreamEnds(t *testing.T) {
+	client, server, _, _ := pair(t, false)
+	client.wmu.Lock()
+	client.st.Write([]byte{0xff, 0xff, 0, 0}) // neither STUN nor ChannelData
+	client.wmu.Unlock()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 100)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("malformed stream: %v", err)
+	}
+	var _ net.Conn = server
+}
+
+// FuzzSplit: whatever Split returns re-joins to the input's prefix, every
+// message has the length its header states, and it never panics.
+func FuzzSplit(f *testing.F) {
+	f.Add(append(append(stunMsg(8), chanData(5, 1)...), 0x40, 0x01))
+	f.Add(chanData(160, 0xaa))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add(stunMsg(0)[:10])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, rest, err := Split(data)
+		var joined []byte
+		for _, m := range msgs {
+			n, ferr := frameLen(m)
+			if ferr != nil || n != len(m) {
+				t.Fatalf("message of %d bytes with header length %d (%v)", len(m), n, ferr)
+			}
+			joined = append(joined, m...)
+		}
+		if !bytes.Equal(append(joined, rest...), data) {
+			t.Fatal("messages and rest do not re-join to the input")
+		}
+		if err == nil && len(rest) >= 4 {
+			if n, _ := frameLen(rest); n <= len(rest) {
+				t.Fatal("a whole message left in rest")
+			}
+		}
+	})
+}
