@@ -167,6 +167,9 @@ func (m *model) statusLine(now time.Time) string {
 		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
 			s += " · MUTED"
 		}
+		if k.state == "ringing" && k.direction == "incoming" {
+			return s + " · /answer or /decline"
+		}
 		return s + " · /hangup"
 	}
 	return " ? help · Tab next contact · PgUp/PgDn scroll · /quit"
