@@ -67,7 +67,7 @@ func relayInHome(home *natlab.Home, cfg *client.Config) {
 // from its first address, while this server listens on its second, so a
 // candidate never contacted the probe's address. It listens on TCP 443,
 // which the UDP-blocked home passes. Clients started afterwards use it.
-func startRelaySignal(t *testing.T, w *world) {
+func startRelaySignal(t testing.TB, w *world) {
 	t.Helper()
 	ip1, ip2 := w.pub.Addrs[0], w.pub.Addrs[1]
 	urls := []string{w.iceURL}
@@ -105,7 +105,7 @@ func startRelaySignal(t *testing.T, w *world) {
 // startLabSupernode runs a supernode inside host's namespace, listening on
 // every address (QUIC on UDP 443, TURN on 3478 UDP/TCP and TLS on TCP 443)
 // and advertising public.
-func startLabSupernode(t *testing.T, w *world, host *natlab.Host, name string, public netip.Addr) *supernodetest.Supernode {
+func startLabSupernode(t testing.TB, w *world, host *natlab.Host, name string, public netip.Addr) *supernodetest.Supernode {
 	t.Helper()
 	return supernodetest.Start(t, w.sigURL, supernode.Config{
 		Name:           name,
