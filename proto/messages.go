@@ -28,6 +28,12 @@ type Auth struct {
 	Signature string     `json:"signature"`  // base64 of the 64-byte signature
 	Agent     string     `json:"agent,omitempty"`
 	NAT       *NATReport `json:"nat,omitempty"`
+	// EncKey is the client's X25519 encryption key (base64) for sealed
+	// offline messages, EncSig its binding signature over
+	// EncKeyPayload(Name, EncKey) by PublicKey (offline.go). Optional: a
+	// client without one can neither receive nor send sealed messages.
+	EncKey string `json:"enc_key,omitempty"`
+	EncSig string `json:"enc_sig,omitempty"`
 }
 
 func (a *Auth) Validate() error {
@@ -42,6 +48,9 @@ func (a *Auth) Validate() error {
 	}
 	if len(a.Agent) > 128 {
 		return Errorf(CodeBadRequest, "agent longer than 128 bytes")
+	}
+	if err := validateEncBinding(a.EncKey, a.EncSig, false); err != nil {
+		return err
 	}
 	if a.NAT != nil {
 		return a.NAT.Validate()
@@ -69,7 +78,8 @@ func AuthPayload(challenge, name, publicKey string) []byte {
 	return []byte("parley-auth-v1\n" + challenge + "\n" + name + "\n" + publicKey)
 }
 
-// VerifyAuth checks a's signature over challenge.
+// VerifyAuth checks a's signature over challenge and, when a carries an
+// encryption key, its binding to a's identity key and name.
 func VerifyAuth(a *Auth, challenge string) error {
 	key, err := a.Key()
 	if err != nil {
@@ -81,6 +91,11 @@ func VerifyAuth(a *Auth, challenge string) error {
 	}
 	if !ed25519.Verify(key, AuthPayload(challenge, a.Name, a.PublicKey), sig) {
 		return Errorf(CodeAuthFailed, "signature does not verify for %q", a.Name)
+	}
+	if a.EncKey != "" {
+		if _, err := VerifyEncKey(key, a.Name, a.EncKey, a.EncSig); err != nil {
+			return Errorf(CodeAuthFailed, "enc_key is not bound to the key of %q", a.Name)
+		}
 	}
 	return nil
 }
@@ -140,6 +155,12 @@ type Presence struct {
 	Status    Status `json:"status"`
 	PublicKey string `json:"public_key,omitempty"`
 	LastSeen  int64  `json:"last_seen,omitempty"` // unix milliseconds
+	// EncKey and EncSig are the user's encryption key and its binding
+	// (see Auth), for sealing offline messages to them; set by the server
+	// for online and offline users that registered one. Receivers verify
+	// EncSig against the identity key they trust for Name.
+	EncKey string `json:"enc_key,omitempty"`
+	EncSig string `json:"enc_sig,omitempty"`
 }
 
 // Online reports whether the user is reachable (online or away).
@@ -161,7 +182,7 @@ func (p *Presence) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return validateEncBinding(p.EncKey, p.EncSig, false)
 }
 
 // Ack acknowledges the envelope whose id is Ref.

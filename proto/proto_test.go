@@ -34,6 +34,8 @@ func TestDecodeValid(t *testing.T) {
 	}{
 		{"hello", TypeHello, "", &Hello{Challenge: "c3RhbGUgY2hhbGxlbmdlIGJ5dGVz", Version: 1}},
 		{"auth", TypeAuth, "", SignAuth(priv, "abc", "alice")},
+		{"auth with enc key", TypeAuth, "", authWithEnc(priv, "abc", "alice")},
+		{"presence with enc key", TypePresence, "", presenceWithEnc(priv, "alice")},
 		{"welcome", TypeWelcome, "", &Welcome{Name: "alice", Session: "s", Online: []Presence{{Name: "bob", Status: StatusOnline}}}},
 		{"presence", TypePresence, "", &Presence{Status: StatusAway}},
 		{"offer", TypeOffer, "bob", &SDP{Session: "s1", SDP: "v=0\r\n"}},
@@ -126,6 +128,17 @@ func TestAuthSignature(t *testing.T) {
 	}
 }
 
+func authWithEnc(priv ed25519.PrivateKey, challenge, name string) *Auth {
+	a := SignAuth(priv, challenge, name)
+	a.EncKey, a.EncSig = SignEncKey(priv, name, make([]byte, EncKeySize))
+	return a
+}
+
+func presenceWithEnc(priv ed25519.PrivateKey, name string) *Presence {
+	enc, sig := SignEncKey(priv, name, make([]byte, EncKeySize))
+	return &Presence{Name: name, Status: StatusOffline, PublicKey: b64(priv.Public().(ed25519.PublicKey)), LastSeen: 5, EncKey: enc, EncSig: sig}
+}
+
 func TestErrorIs(t *testing.T) {
 	var err error = Errorf(CodeOffline, "bob is offline")
 	if !errors.Is(err, ErrOffline) || errors.Is(err, ErrNameTaken) {
@@ -193,6 +206,10 @@ func FuzzDecode(f *testing.F) {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	f.Add(mustEncode(f, TypeChat, "m1", "bob", &Chat{ID: "m1", Text: "hi"}))
 	f.Add(mustEncode(f, TypeAuth, "a", "", SignAuth(priv, "abc", "alice")))
+	f.Add(mustEncode(f, TypeAuth, "a", "", authWithEnc(priv, "abc", "alice")))
+	f.Add(mustEncode(f, TypeWelcome, "", "", &Welcome{Name: "b", Session: "s", Online: []Presence{*presenceWithEnc(priv, "alice")}}))
+	sl := validSealed(f, priv, "alice")
+	f.Add(mustEncode(f, TypeSealed, "m1", "bob", &sl))
 	f.Add(mustEncode(f, TypeOffer, "", "bob", &SDP{Session: "s", SDP: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}))
 	f.Add(mustEncode(f, TypeWelcome, "", "", &Welcome{Name: "a", Session: "s", Online: []Presence{{Name: "b", Status: StatusOnline}}}))
 	f.Add([]byte(`{"v":1,"type":"ping"}`))
