@@ -27,7 +27,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		return false
 	}
 	key, _ := a.Key()
-	if err := s.reg.Bind(a.Name, key); err != nil {
+	if err := s.reg.Bind(a.Name, key, encBinding{Key: a.EncKey, Sig: a.EncSig}); err != nil { // VerifyAuth checked the binding
 		s.stats.authFailures.Add(1)
 		if errors.Is(err, ErrNameTaken) {
 			s.log.Info("signal: name taken by another key", "name", a.Name, "remote", ss.remote)
@@ -39,6 +39,10 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		return false
 	}
 	ss.name, ss.key = a.Name, a.PublicKey
+	// The encryption key to announce, and the offline users (with their
+	// keys) for the welcome, read from the registry before s.mu (offline.go).
+	ss.enc = s.encKeyOf(a.Name, encBinding{Key: a.EncKey, Sig: a.EncSig})
+	offline := s.offlineEntries()
 	if a.NAT != nil {
 		ss.mu.Lock()
 		ss.nat = a.NAT
@@ -59,20 +63,19 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	s.online[a.Name] = ss
 	delete(s.lastSeen, a.Name)
 	others := make([]proto.Presence, 0, len(s.online))
-	for n, o := range s.online {
+	for _, o := range s.online {
 		if o == ss {
 			continue
 		}
 		o.mu.Lock()
 		st := o.status
 		o.mu.Unlock()
-		others = append(others, proto.Presence{Name: n, Status: st, PublicKey: o.key})
+		others = append(others, o.presence(st))
 	}
-	for n, t := range s.lastSeen {
-		if len(others) >= 1000 {
-			break
+	for _, p := range offline {
+		if s.online[p.Name] == nil {
+			others = append(others, p)
 		}
-		others = append(others, proto.Presence{Name: n, Status: proto.StatusOffline, LastSeen: t})
 	}
 	// The welcome is queued before the lock is released, so it precedes
 	// any presence another session broadcasts to us once it sees us online.
@@ -100,7 +103,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	s.stats.logins.Add(1)
 	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
 	if old == nil {
-		s.broadcastPresence(ss, proto.Presence{Name: a.Name, Status: proto.StatusOnline, PublicKey: a.PublicKey})
+		s.broadcastPresence(ss, ss.presence(proto.StatusOnline))
 	}
 	s.offline.deliver(ss)     // messages left while offline, after the welcome
 	s.sn.onLogin(ss, a.Agent) // supernode list with relay tokens (supernodes.go)
@@ -134,7 +137,7 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.mu.Unlock()
 		ss.ack(env.ID)
 		if changed {
-			s.broadcastPresence(ss, proto.Presence{Name: ss.name, Status: p.Status, PublicKey: ss.key})
+			s.broadcastPresence(ss, ss.presence(p.Status))
 		}
 	case env.Type == proto.TypeNATReport:
 		r, err := proto.DecodeBody[*proto.NATReport](env)

@@ -1,9 +1,12 @@
 package signal
 
 import (
+	"cmp"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,8 +16,12 @@ import (
 
 // The offline mailbox holds sealed chat messages (proto.TypeSealed) for
 // users who are offline, and the receipts for them, until they sign in.
+// To seal, a sender needs the recipient's encryption key: every user's
+// (with its binding signature) is kept in the registry and carried in
+// presence and welcome entries, offline users included.
 //
-//	sender --sealed--> server: check sender_key, limits; store (fsync); ack
+//	sender --sealed--> server: check sender_key and the binding of
+//	                           sender_enc, limits; store (fsync); ack
 //	server --sealed--> recipient (after its welcome, in store order)
 //	recipient --delivered(id)--> server: delete; sealed_receipt -> sender
 //	                                    (stored for the sender while offline)
@@ -22,7 +29,7 @@ import (
 // A message stays stored until the recipient's receipt arrives, so one cut
 // off mid-delivery is sent again at its next sign-in (the client drops
 // duplicates by id); a server restart loses nothing once the sender has
-// its ack. The store holds only the box: the server cannot read it.
+// its ack. The store holds only ciphertext: the server cannot read it.
 
 // OfflineLimits bounds the offline mailbox. Zero fields take the defaults.
 type OfflineLimits struct {
@@ -32,7 +39,8 @@ type OfflineLimits struct {
 	// MaxBytes bounds the sealed bytes waiting for one recipient. Zero
 	// means 2 MiB.
 	MaxBytes int
-	// MaxMessageBytes bounds one sealed box. Zero means proto.MaxSealedBox.
+	// MaxMessageBytes bounds one sealed ciphertext. Zero means
+	// proto.MaxSealedCiphertext.
 	MaxMessageBytes int
 	// MaxAge is how long a message waits before it is dropped. Zero means
 	// 30 days.
@@ -49,8 +57,8 @@ func (l *OfflineLimits) setDefaults() {
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = 2 << 20
 	}
-	if l.MaxMessageBytes <= 0 || l.MaxMessageBytes > proto.MaxSealedBox {
-		l.MaxMessageBytes = proto.MaxSealedBox
+	if l.MaxMessageBytes <= 0 || l.MaxMessageBytes > proto.MaxSealedCiphertext {
+		l.MaxMessageBytes = proto.MaxSealedCiphertext
 	}
 	if l.MaxAge <= 0 {
 		l.MaxAge = 30 * 24 * time.Hour
@@ -166,11 +174,16 @@ func (m *mailbox) accept(ss *session, env *proto.Envelope) {
 		ss.violation(proto.Errorf(proto.CodeForbidden, "sealed sender_key is not the key you signed in with"), env.ID)
 		return
 	}
+	key, _ := proto.DecodePublicKey(ss.key)
+	if _, err := proto.VerifyEncKey(key, ss.name, sl.SenderEnc, sl.SenderEncSig); err != nil {
+		ss.violation(proto.Errorf(proto.CodeForbidden, "sealed sender_enc is not bound to your key and name: %v", err), env.ID)
+		return
+	}
 	if !s.known(env.To) {
 		ss.sendError(proto.Errorf(proto.CodeNotFound, "no user is named %q; nothing can be left for them", env.To), env.ID)
 		return
 	}
-	if n := len(sl.BoxBytes()); n > m.lim.MaxMessageBytes {
+	if n := len(sl.CiphertextBytes()); n > m.lim.MaxMessageBytes {
 		ss.sendError(proto.Errorf(proto.CodeTooLarge, "sealed message of %d bytes exceeds the offline limit of %d bytes", n, m.lim.MaxMessageBytes), env.ID)
 		return
 	}
@@ -189,7 +202,7 @@ func (m *mailbox) accept(ss *session, env *proto.Envelope) {
 		return
 	}
 	if !dup {
-		s.log.Debug("signal: stored offline message", "from", ss.name, "to", env.To, "bytes", len(sl.Box))
+		s.log.Debug("signal: stored offline message", "from", ss.name, "to", env.To, "bytes", len(sl.Ciphertext))
 	}
 	ss.ack(env.ID)
 	s.mu.Lock()
@@ -273,21 +286,57 @@ func (m *mailbox) deliver(ss *session) {
 
 // known reports whether name was ever registered (so mail can reach it).
 func (s *Server) known(name string) bool {
-	switch r := s.reg.(type) {
-	case *memRegistry:
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		_, ok := r.names[name]
-		return ok
-	case *boltRegistry:
-		ok := false
-		r.db.View(func(tx *bolt.Tx) error {
-			ok = tx.Bucket(bucketNames).Get([]byte(name)) != nil
-			return nil
-		})
-		return ok
+	_, ok, err := s.reg.Lookup(name)
+	return ok && err == nil
+}
+
+// presence describes ss's user with status st: identity key and
+// encryption key with its binding, so peers can seal to them.
+func (ss *session) presence(st proto.Status) proto.Presence {
+	return proto.Presence{Name: ss.name, Status: st, PublicKey: ss.key, EncKey: ss.enc.Key, EncSig: ss.enc.Sig}
+}
+
+// encKeyOf is the encryption key to announce for name: the one it signed
+// in with (already bound and stored), else the one the registry kept from
+// an earlier sign-in of the same identity.
+func (s *Server) encKeyOf(name string, sent encBinding) encBinding {
+	if sent.Key != "" {
+		return sent
 	}
-	return false
+	e, _, err := s.reg.Lookup(name)
+	if err != nil {
+		s.log.Error("signal: registry", "op", "lookup", "name", name, "err", err)
+	}
+	return e.Enc
+}
+
+// maxOfflineListed bounds the offline users a welcome lists (the most
+// recently seen first): each entry carries two keys and a signature
+// (~270 bytes), and the welcome must fit in proto.MaxFrameSize.
+const maxOfflineListed = 100
+
+// offlineEntries lists the users seen going offline since the server
+// started, most recent first, with their keys from the registry.
+func (s *Server) offlineEntries() []proto.Presence {
+	s.mu.Lock()
+	out := make([]proto.Presence, 0, len(s.lastSeen))
+	for n, t := range s.lastSeen {
+		out = append(out, proto.Presence{Name: n, Status: proto.StatusOffline, LastSeen: t})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b proto.Presence) int {
+		return cmp.Or(cmp.Compare(b.LastSeen, a.LastSeen), cmp.Compare(a.Name, b.Name))
+	})
+	out = out[:min(len(out), maxOfflineListed)]
+	for i := range out {
+		e, ok, err := s.reg.Lookup(out[i].Name)
+		if err != nil || !ok {
+			continue
+		}
+		out[i].PublicKey = base64.StdEncoding.EncodeToString(e.Key)
+		out[i].EncKey, out[i].EncSig = e.Enc.Key, e.Enc.Sig
+	}
+	return out
 }
 
 // OfflineWaiting returns how many sealed messages wait for name.
@@ -326,7 +375,7 @@ func (b *boltMail) put(to string, r stored, lim *OfflineLimits, cutoff int64) (b
 		if err != nil {
 			return err
 		}
-		count, size := 0, len(r.Sealed.Box)
+		count, size := 0, len(r.Sealed.Ciphertext)
 		var expired [][]byte
 		c := bk.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -340,7 +389,7 @@ func (b *boltMail) put(to string, r stored, lim *OfflineLimits, cutoff int64) (b
 				return nil
 			}
 			count++
-			size += len(o.Sealed.Box)
+			size += len(o.Sealed.Ciphertext)
 		}
 		for _, k := range expired {
 			if err := bk.Delete(k); err != nil {
@@ -527,12 +576,12 @@ func (m *memMail) put(to string, r stored, lim *OfflineLimits, cutoff int64) (bo
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := m.prune(to, cutoff)
-	size := len(r.Sealed.Box)
+	size := len(r.Sealed.Ciphertext)
 	for _, o := range cur {
 		if o.From == r.From && o.Sealed.ID == r.Sealed.ID {
 			return true, nil
 		}
-		size += len(o.Sealed.Box)
+		size += len(o.Sealed.Ciphertext)
 	}
 	if len(cur) >= lim.MaxMessages {
 		return false, errMailboxFull

@@ -20,7 +20,7 @@ func TestMailStores(t *testing.T) {
 			lim := OfflineLimits{MaxMessages: 3, MaxReceipts: 2}
 			lim.setDefaults()
 			rec := func(id string, at int64) stored {
-				return stored{From: "alice", Sealed: proto.Sealed{ID: id, Box: "AAAA", Stored: at}}
+				return stored{From: "alice", Sealed: proto.Sealed{ID: id, Ciphertext: "AAAA", Stored: at}}
 			}
 			for i, id := range []string{"a", "b", "c"} {
 				if dup, err := st.put("bob", rec(id, int64(100+i)), &lim, 0); dup || err != nil {

@@ -3,8 +3,12 @@ package signal_test
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,25 +21,197 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
-	"golang.org/x/crypto/nacl/box"
 )
 
-// sealFor builds a sealed message from c with a real NaCl box over text.
-// (The server never opens it; the client package tests the key conversion.)
+// sealFor builds a sealed message from c over text with real AES-256-GCM
+// under a random key (the server never opens it; the client package tests
+// the scheme), carrying c's encryption key bound to its identity and name.
 func sealFor(t testing.TB, c *wsClient, id, text string) *proto.Sealed {
 	t.Helper()
-	pub, priv, err := box.GenerateKey(rand.Reader)
+	key := make([]byte, 32)
+	salt := make([]byte, proto.SealedSaltSize)
+	nonce := make([]byte, proto.SealedNonce)
+	rand.Read(key)
+	rand.Read(salt)
+	rand.Read(nonce)
+	blk, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(blk)
+	ct := gcm.Seal(nil, nonce, []byte(`{"id":"`+id+`","text":"`+text+`"}`), proto.SealedAAD(id, c.name, "bob"))
+	enc, sig := proto.SignEncKey(c.key, c.name, c.encPub())
+	return &proto.Sealed{
+		V:            proto.SealedVersion,
+		ID:           id,
+		SenderKey:    base64.StdEncoding.EncodeToString(c.key.Public().(ed25519.PublicKey)),
+		SenderEnc:    enc,
+		SenderEncSig: sig,
+		Salt:         base64.StdEncoding.EncodeToString(salt),
+		Nonce:        base64.StdEncoding.EncodeToString(nonce),
+		Ciphertext:   base64.StdEncoding.EncodeToString(ct),
+	}
+}
+
+// encPub is c's X25519 encryption key: made from its identity seed (and
+// a variant byte), so the same identity and variant give the same key.
+func (c *wsClient) encPubV(variant byte) []byte {
+	h := sha256.Sum256(append(c.key.Seed(), variant))
+	k, err := ecdh.X25519().NewPrivateKey(h[:])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return k.PublicKey().Bytes()
+}
+
+func (c *wsClient) encPub() []byte { return c.encPubV(0) }
+
+// loginEnc logs in like login, announcing the encryption key of variant.
+func loginEnc(t testing.TB, url, name string, key ed25519.PrivateKey, variant byte) (*wsClient, *proto.Welcome) {
+	t.Helper()
+	c, challenge := dial(t, url)
+	c.name, c.key = name, key
+	a := proto.SignAuth(key, challenge, name)
+	a.EncKey, a.EncSig = proto.SignEncKey(key, name, c.encPubV(variant))
+	c.send(proto.TypeAuth, "auth-1", "", a)
+	env := c.read()
+	if env.Type != proto.TypeWelcome {
+		t.Fatalf("%s: got %s %s, want welcome", name, env.Type, env.Body)
+	}
+	w, err := proto.DecodeBody[*proto.Welcome](env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nonce [24]byte
-	rand.Read(nonce[:])
-	sealed := box.Seal(nil, []byte(`{"id":"`+id+`","text":"`+text+`"}`), &nonce, pub, priv)
-	return &proto.Sealed{
-		ID:        id,
-		SenderKey: base64.StdEncoding.EncodeToString(c.key.Public().(ed25519.PublicKey)),
-		Nonce:     base64.StdEncoding.EncodeToString(nonce[:]),
-		Box:       base64.StdEncoding.EncodeToString(sealed),
+	return c, w
+}
+
+func entry(list []proto.Presence, name string) (proto.Presence, bool) {
+	for _, p := range list {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return proto.Presence{}, false
+}
+
+// TestEncKeysInPresence: the encryption key a user signs in with reaches
+// others — in the welcome and presence while online, in the offline
+// presence and in later welcomes while offline — always with a binding
+// that verifies against the user's identity key; a new key from the same
+// identity replaces it, in the registry too (across a restart).
+func TestEncKeysInPresence(t *testing.T) {
+	dir := t.TempDir()
+	url, stop := runServer(t, signal.Config{DataDir: dir})
+	_, bobKey, _ := ed25519.GenerateKey(nil)
+	bobPub := bobKey.Public().(ed25519.PublicKey)
+	bound := func(p proto.Presence, want []byte) {
+		t.Helper()
+		got, err := proto.VerifyEncKey(bobPub, "bob", p.EncKey, p.EncSig)
+		if err != nil || !bytes.Equal(got, want) || p.PublicKey != base64.StdEncoding.EncodeToString(bobPub) {
+			t.Fatalf("bob's entry %+v: %v", p, err)
+		}
+	}
+	alice, _ := loginEnc(t, url, "alice", newKey(), 0)
+	bob, _ := loginEnc(t, url, "bob", bobKey, 0)
+	p, _ := presenceOf(alice, "bob")
+	bound(*p, bob.encPub())
+	_, w := loginEnc(t, url, "carol", newKey(), 0)
+	e, ok := entry(w.Online, "bob")
+	if !ok || e.Status != proto.StatusOnline {
+		t.Fatalf("carol's welcome %+v", w.Online)
+	}
+	bound(e, bob.encPub())
+
+	bob.conn.Close()
+	p, _ = presenceOf(alice, "bob")
+	if p.Status != proto.StatusOffline {
+		t.Fatalf("presence %+v", p)
+	}
+	bound(*p, bob.encPub())
+	_, w = loginEnc(t, url, "dave", newKey(), 0)
+	if e, ok = entry(w.Online, "bob"); !ok || e.Status != proto.StatusOffline || e.LastSeen == 0 {
+		t.Fatalf("dave's welcome %+v", w.Online)
+	}
+	bound(e, bob.encPub())
+
+	// Bob comes back with a new encryption key; then without any (an old
+	// client): the registry keeps the newest.
+	bob, _ = loginEnc(t, url, "bob", bobKey, 1)
+	p, _ = presenceOf(alice, "bob")
+	bound(*p, bob.encPubV(1))
+	bob.conn.Close()
+	presenceOf(alice, "bob")
+	bob = login(t, url, "bob", bobKey)
+	p, _ = presenceOf(alice, "bob")
+	bound(*p, bob.encPubV(1))
+	bob.conn.Close()
+	presenceOf(alice, "bob")
+	stop()
+
+	// After a restart the registry still has it: bob, seen offline again
+	// (announcing no key this time), is listed with it.
+	url, _ = runServer(t, signal.Config{DataDir: dir})
+	login(t, url, "bob", bobKey).conn.Close()
+	erinKey := newKey()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, w = loginEnc(t, url, "erin", erinKey, 0)
+		if e, ok = entry(w.Online, "bob"); ok && e.Status == proto.StatusOffline {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob not listed offline: %+v", w.Online)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bound(e, bob.encPubV(1))
+}
+
+// presenceOf reads c's frames until a presence about name.
+func presenceOf(c *wsClient, name string) (*proto.Presence, error) {
+	c.t.Helper()
+	for i := 0; i < 100; i++ {
+		p, err := proto.DecodeBody[*proto.Presence](c.readUntil(proto.TypePresence))
+		if err != nil || p.Name == name {
+			return p, err
+		}
+	}
+	c.t.Fatalf("%s: no presence of %s", c.name, name)
+	return nil, nil
+}
+
+func newKey() ed25519.PrivateKey {
+	_, k, _ := ed25519.GenerateKey(nil)
+	return k
+}
+
+// TestAuthWithUnboundEncKeyRefused: an encryption key whose binding does
+// not verify for the name and identity ends the sign-in.
+func TestAuthWithUnboundEncKeyRefused(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	_, key, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	tests := []struct {
+		name string
+		mod  func(a *proto.Auth, c *wsClient)
+	}{
+		{"signed by another identity", func(a *proto.Auth, c *wsClient) { a.EncKey, a.EncSig = proto.SignEncKey(other, "alice", c.encPub()) }},
+		{"bound to another name", func(a *proto.Auth, c *wsClient) { a.EncKey, a.EncSig = proto.SignEncKey(key, "bob", c.encPub()) }},
+		{"signature of another key", func(a *proto.Auth, c *wsClient) {
+			_, a.EncSig = proto.SignEncKey(key, "alice", c.encPubV(1))
+			a.EncKey, _ = proto.SignEncKey(key, "alice", c.encPub())
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, challenge := dial(t, srv.URL)
+			c.name, c.key = "alice", key
+			a := proto.SignAuth(key, challenge, "alice")
+			tc.mod(a, c)
+			c.send(proto.TypeAuth, "a", "", a)
+			c.expectError(proto.CodeAuthFailed)
+			c.expectClosed()
+		})
+	}
+	if got := srv.Online(); len(got) != 0 {
+		t.Fatalf("online after refused sign-ins: %v", got)
 	}
 }
 
@@ -198,6 +374,19 @@ func TestOfflineLimits(t *testing.T) {
 				s := sealFor(t, a, "f", "x")
 				other, _, _ := ed25519.GenerateKey(nil)
 				s.SenderKey = base64.StdEncoding.EncodeToString(other)
+				return s
+			}},
+		{name: "sender enc key not bound to the sender", to: "bob", code: proto.CodeForbidden,
+			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
+				s := sealFor(t, a, "f", "x")
+				_, other, _ := ed25519.GenerateKey(nil)
+				s.SenderEnc, s.SenderEncSig = proto.SignEncKey(other, a.name, a.encPub())
+				return s
+			}},
+		{name: "sender enc key bound to another name", to: "bob", code: proto.CodeForbidden,
+			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
+				s := sealFor(t, a, "f", "x")
+				s.SenderEnc, s.SenderEncSig = proto.SignEncKey(a.key, "mallory", a.encPub())
 				return s
 			}},
 	}

@@ -26,6 +26,7 @@ type session struct {
 	// Set once by the readLoop at auth, then read-only.
 	name string
 	key  string
+	enc  encBinding // encryption key for sealed messages (offline.go)
 
 	mu         sync.Mutex // guards the fields below
 	status     proto.Status
@@ -285,6 +286,8 @@ func (ss *session) cleanup() {
 	}
 	if wasOnline {
 		s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
-		s.broadcastPresence(ss, proto.Presence{Name: ss.name, Status: proto.StatusOffline, PublicKey: ss.key, LastSeen: time.Now().UnixMilli()})
+		p := ss.presence(proto.StatusOffline)
+		p.LastSeen = time.Now().UnixMilli()
+		s.broadcastPresence(ss, p)
 	}
 }
