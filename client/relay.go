@@ -72,6 +72,7 @@ type relayer struct {
 	primary   string                // id of the supernode offered to ICE
 	names     map[netip.Addr]string // every supernode IP seen -> id (for "via")
 	conns     map[string]*relayConn // open QUIC connections by supernode id
+	retired   map[*relayConn]bool   // unlisted, closing after their last call
 	rtt       map[string]time.Duration
 	tlsOnly   bool // QUIC unusable from here: use TURN over TLS
 	refresh   *time.Timer
@@ -90,12 +91,57 @@ type relayConn struct {
 	tr   *quic.Transport
 	pc   net.PacketConn
 	mux  *relayconn.Mux // nil when the connection has no datagrams
+
+	// Guarded by relayer.mu:
+	streams int  // relay streams open on it (calls using it)
+	retired bool // no longer wanted: close when the last stream ends
 }
 
 func (rc *relayConn) close() {
 	rc.conn.CloseWithError(0, "")
 	rc.tr.Close()
 	rc.pc.Close()
+}
+
+// retireLocked closes rc now if idle, else when its last stream closes:
+// a supernode leaving the list (demoted, moved) must not cut a call that
+// is still relayed through it. r.mu is held.
+func (r *relayer) retireLocked(id string, rc *relayConn) {
+	if r.conns[id] == rc {
+		delete(r.conns, id)
+	}
+	if rc.streams == 0 {
+		go rc.close()
+		return
+	}
+	rc.retired = true
+	r.retired[rc] = true
+}
+
+// trackedStream counts a relay stream on rc and closes a retired rc
+// after its last one.
+type trackedStream struct {
+	*relayconn.Conn
+	r    *relayer
+	rc   *relayConn
+	once sync.Once
+}
+
+func (t *trackedStream) Close() error {
+	err := t.Conn.Close()
+	t.once.Do(func() {
+		t.r.mu.Lock()
+		t.rc.streams--
+		last := t.rc.streams == 0 && t.rc.retired
+		if last {
+			delete(t.r.retired, t.rc)
+		}
+		t.r.mu.Unlock()
+		if last {
+			t.rc.close()
+		}
+	})
+	return err
 }
 
 func newRelayer(c *Client) *relayer {
@@ -112,6 +158,7 @@ func newRelayer(c *Client) *relayer {
 	return &relayer{
 		c: c, cfg: cfg, ctx: ctx, cancel: cancel,
 		names: map[netip.Addr]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
+		retired: map[*relayConn]bool{},
 	}
 }
 
@@ -123,8 +170,14 @@ func (r *relayer) close() {
 		return
 	}
 	r.closed = true
-	conns := r.conns
-	r.conns = map[string]*relayConn{}
+	conns := make([]*relayConn, 0, len(r.conns)+len(r.retired))
+	for _, rc := range r.conns {
+		conns = append(conns, rc)
+	}
+	for rc := range r.retired {
+		conns = append(conns, rc)
+	}
+	r.conns, r.retired = map[string]*relayConn{}, map[*relayConn]bool{}
 	if r.refresh != nil {
 		r.refresh.Stop()
 	}
@@ -178,11 +231,11 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 			}
 		}
 	}
-	// Connections to supernodes no longer listed go (demoted, moved).
+	// Connections to supernodes no longer listed go (demoted, moved),
+	// once no call uses them.
 	for id, rc := range r.conns {
 		if !ids[id] {
-			rc.close()
-			delete(r.conns, id)
+			r.retireLocked(id, rc)
 		}
 	}
 	if nat == proto.NATUDPBlocked {
@@ -197,6 +250,12 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	r.warmGen++
 	gen := r.warmGen
 	cands := append([]proto.SupernodeInfo(nil), r.list...)
+	live := map[string]time.Duration{} // connections we keep: their handshake RTT
+	for id, rc := range r.conns {
+		if rc.conn.Context().Err() == nil {
+			live[id] = r.rtt[id]
+		}
+	}
 	ev := RelayEvent{Supernode: r.primary, Transport: r.transportLocked(), Reason: l.Reason}
 	r.mu.Unlock()
 	r.c.log.Debug("client: supernodes", "count", len(cands), "reason", l.Reason, "warm", warm)
@@ -207,7 +266,7 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.warm(gen, cands, l.Reason)
+		r.warm(gen, cands, live, l.Reason)
 	}()
 }
 
@@ -228,18 +287,23 @@ func (r *relayer) emit(ev RelayEvent) {
 	}
 }
 
-// warm connects to every listed supernode at once, keeps the one whose
-// QUIC handshake completes first (the lowest RTT) as primary and closes
-// the others. When none answers over UDP, it falls back to TLS.
-func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, reason string) {
+// warm connects to every listed supernode it has no live connection to,
+// at once, and makes the one with the lowest handshake time (the RTT) the
+// primary; new connections that lose are closed, live ones are kept (a
+// call may use them). When nothing answers over UDP, it falls back to TLS.
+func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]time.Duration, reason string) {
 	type result struct {
 		id  string
-		rc  *relayConn
+		rc  *relayConn // nil for a live connection
 		rtt time.Duration
 		err error
 	}
 	results := make(chan result, len(cands))
 	for _, sn := range cands {
+		if rtt, ok := live[sn.ID]; ok {
+			results <- result{id: sn.ID, rtt: rtt}
+			continue
+		}
 		go func() {
 			start := time.Now()
 			rc, err := r.dialQUIC(r.ctx, sn)
@@ -248,30 +312,39 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, reason string) {
 	}
 	var best *result
 	var errs []string
+	var fresh []*relayConn
 	for range cands {
 		res := <-results
 		if res.err != nil {
 			errs = append(errs, res.id+": "+res.err.Error())
 			continue
 		}
+		if res.rc != nil {
+			fresh = append(fresh, res.rc)
+		}
 		if best == nil || res.rtt < best.rtt {
-			if best != nil {
-				best.rc.close()
-			}
 			b := res
 			best = &b
-		} else {
-			res.rc.close()
+		}
+	}
+	closeFresh := func(keep *relayConn) {
+		for _, rc := range fresh {
+			if rc != keep {
+				rc.close()
+			}
 		}
 	}
 	r.mu.Lock()
 	if r.closed || gen != r.warmGen {
 		r.mu.Unlock()
-		if best != nil {
-			best.rc.close()
-		}
+		closeFresh(nil)
 		return
 	}
+	var keep *relayConn
+	if best != nil {
+		keep = best.rc
+	}
+	closeFresh(keep)
 	var ev RelayEvent
 	if best == nil {
 		if r.ctx.Err() == nil {
@@ -279,14 +352,16 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, reason string) {
 		}
 		ev = RelayEvent{Supernode: r.primary, Transport: "tls", Reason: "no QUIC answer (" + strings.Join(errs, "; ") + "): relaying over TLS"}
 	} else {
-		if old := r.conns[best.id]; old != nil {
-			old.close()
+		if best.rc != nil { // a new connection (else a live one stays)
+			if old := r.conns[best.id]; old != nil {
+				r.retireLocked(best.id, old)
+			}
+			r.conns[best.id] = best.rc
+			r.rtt[best.id] = best.rtt
+			r.watchLocked(best.id, best.rc)
 		}
-		r.conns[best.id] = best.rc
-		r.rtt[best.id] = best.rtt
 		r.primary = best.id
 		ev = RelayEvent{Supernode: best.id, Transport: "quic", RTT: best.rtt, Warm: true, Reason: reason}
-		r.watchLocked(best.id, best.rc)
 	}
 	r.mu.Unlock()
 	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "reason", ev.Reason)
@@ -496,7 +571,10 @@ func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.
 	// pion's TURN client asserts that LocalAddr is a *net.TCPAddr.
 	local := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.LocalAddr()))
 	remote := net.TCPAddrFromAddrPort(addrPortOf(rc.conn.RemoteAddr()))
-	return relayconn.New(st, mux, &r.ctr, local, remote), nil
+	r.mu.Lock()
+	rc.streams++
+	r.mu.Unlock()
+	return &trackedStream{Conn: relayconn.New(st, mux, &r.ctr, local, remote), r: r, rc: rc}, nil
 }
 
 // dialQUIC connects to sn's QUIC listener from a fresh socket, pinning
