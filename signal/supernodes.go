@@ -13,9 +13,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SupernodeConfig configures how the server promotes supernodes and what
@@ -158,6 +160,9 @@ type snManager struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup // the ticker and probe goroutines
+
+	// Counters, exported by SupernodeCollector.
+	registrations, promotions, refusals, demotions, lists, tokens atomic.Int64
 }
 
 func newSNManager(s *Server, cfg SupernodeConfig) (*snManager, error) {
@@ -333,6 +338,16 @@ func (m *snManager) addressProblem(r *proto.SupernodeRegister) string {
 // setStateLocked records a decision and logs it. m.mu is held.
 func (m *snManager) setStateLocked(n *snode, st proto.SupernodeState, reason string) {
 	n.state, n.reason = st, reason
+	switch st {
+	case proto.SupernodePromoted:
+		m.promotions.Add(1)
+	case proto.SupernodeRefused:
+		m.refusals.Add(1)
+	case proto.SupernodeDemoted:
+		m.demotions.Add(1)
+	case proto.SupernodeProbing:
+		m.registrations.Add(1)
+	}
 	lvl := slog.LevelInfo
 	if st == proto.SupernodeRefused || st == proto.SupernodeDemoted {
 		lvl = slog.LevelWarn
@@ -619,6 +634,7 @@ func (m *snManager) listFor(user string, exclude []string, reason string) *proto
 		})
 		list.ICEServers = append(list.ICEServers, turnServer(&n.reg, tu, tp))
 		as[n.id] = true
+		m.tokens.Add(1)
 	}
 	m.assigned[user] = as
 	return list
@@ -688,6 +704,7 @@ func (m *snManager) sendList(ss *session, ref string, exclude []string, reason s
 		m.log.Error("signal: supernode list", "err", err)
 		return
 	}
+	m.lists.Add(1)
 	ss.sendEnv(env)
 }
 
@@ -733,4 +750,44 @@ func (m *snManager) userSessions(match func(string) bool) []*session {
 		}
 	}
 	return out
+}
+
+// SupernodeCollector exports supernode promotion counters for Prometheus
+// (cmd/ registers it next to Collector): supernodes by state, and
+// registrations, promotions, refusals, demotions, lists sent and relay
+// tokens minted.
+func (s *Server) SupernodeCollector() prometheus.Collector { return snCollector{s.sn} }
+
+type snCollector struct{ m *snManager }
+
+var (
+	descSNState  = prometheus.NewDesc("parley_signal_supernodes", "Registered supernodes by state.", []string{"state"}, nil)
+	descSNEvents = prometheus.NewDesc("parley_signal_supernode_events_total", "Supernode decisions and credentials by kind.", []string{"event"}, nil)
+)
+
+func (c snCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSNState
+	ch <- descSNEvents
+}
+
+func (c snCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	by := map[proto.SupernodeState]int{}
+	m.mu.Lock()
+	for _, n := range m.nodes {
+		by[n.state]++
+	}
+	m.mu.Unlock()
+	for _, st := range []proto.SupernodeState{proto.SupernodeProbing, proto.SupernodeWaiting, proto.SupernodePromoted, proto.SupernodeRefused, proto.SupernodeDemoted} {
+		ch <- prometheus.MustNewConstMetric(descSNState, prometheus.GaugeValue, float64(by[st]), string(st))
+	}
+	for _, e := range []struct {
+		n string
+		v int64
+	}{
+		{"registration", m.registrations.Load()}, {"promotion", m.promotions.Load()}, {"refusal", m.refusals.Load()},
+		{"demotion", m.demotions.Load()}, {"list", m.lists.Load()}, {"token", m.tokens.Load()},
+	} {
+		ch <- prometheus.MustNewConstMetric(descSNEvents, prometheus.CounterValue, float64(e.v), e.n)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/supernode"
 	"github.com/parley-voice/parley/supernode/supernodetest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestPromotion covers the loopback decisions: a reachable candidate is
@@ -80,6 +81,24 @@ func TestPromotion(t *testing.T) {
 				if st.History[len(st.History)-1].MeasuredMbps < 1 || !st.Accepting {
 					t.Fatalf("promotion without figures or not accepting: %+v", st)
 				}
+			}
+			// The server exports the decision for Prometheus.
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(sig.SupernodeCollector())
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					if mf.GetName() == "parley_signal_supernodes" && m.GetLabel()[0].GetValue() == string(tc.want) {
+						found = m.GetGauge().GetValue() == 1
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("parley_signal_supernodes{state=%q} is not 1", tc.want)
 			}
 		})
 	}
