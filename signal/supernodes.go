@@ -156,6 +156,10 @@ type snManager struct {
 	mu       sync.Mutex // guards the fields below
 	nodes    map[string]*snode
 	assigned map[string]map[string]bool // user -> supernode ids last handed out
+	// secrets outlive sessions: a supernode that reconnects and is
+	// promoted again keeps its TURN secret, so credentials already handed
+	// out (and live allocations' refreshes) stay valid.
+	secrets map[string][]byte
 	closed   bool
 
 	stop chan struct{}
@@ -187,6 +191,7 @@ func newSNManager(s *Server, cfg SupernodeConfig) (*snManager, error) {
 		pub:      base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)),
 		nodes:    map[string]*snode{},
 		assigned: map[string]map[string]bool{},
+		secrets:  map[string][]byte{},
 		stop:     make(chan struct{}),
 	}
 	m.wg.Add(1)
@@ -438,8 +443,12 @@ func (m *snManager) relievedLocked(n *snode) bool {
 func (m *snManager) promote(n *snode, reason string) {
 	m.mu.Lock()
 	if n.secret == nil {
+		n.secret = m.secrets[n.id]
+	}
+	if n.secret == nil {
 		n.secret = make([]byte, 32)
 		rand.Read(n.secret)
+		m.secrets[n.id] = n.secret
 	}
 	n.lastBeat = time.Now()
 	m.setStateLocked(n, proto.SupernodePromoted, reason)

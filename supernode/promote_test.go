@@ -199,3 +199,47 @@ func (c *muteConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// TestReconnectKeepsCredentials: a supernode whose signaling connection
+// drops is demoted, reconnects, is probed and promoted again with the
+// same TURN secret, so credentials handed out before still work.
+func TestReconnectKeepsCredentials(t *testing.T) {
+	sig := loopbackSignal(t, nil)
+	var kd killDialer
+	sn := supernodetest.Start(t, sig.URL, supernode.Config{Dial: kd.dial})
+	sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+	before := signIn(t, sig.URL, "alice").list(1).Supernodes[0]
+	promotions := len(sn.Status().History)
+
+	kd.kill()
+	waitFor(t, 10*time.Second, "promoted again after the reconnect", func() bool {
+		st := sn.Status()
+		return len(st.History) > promotions+1 && st.State == proto.SupernodePromoted && st.Accepting
+	})
+	// Old credentials and token still open a session.
+	allocate(t, sn, before)
+}
+
+// killDialer dials normally and can close every connection it made.
+type killDialer struct {
+	mu    sync.Mutex // guards conns
+	conns []net.Conn
+}
+
+func (k *killDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err == nil {
+		k.mu.Lock()
+		k.conns = append(k.conns, c)
+		k.mu.Unlock()
+	}
+	return c, err
+}
+
+func (k *killDialer) kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, c := range k.conns {
+		c.Close()
+	}
+}
