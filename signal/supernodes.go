@@ -160,7 +160,7 @@ type snManager struct {
 	// promoted again keeps its TURN secret, so credentials already handed
 	// out (and live allocations' refreshes) stay valid.
 	secrets map[string][]byte
-	closed   bool
+	closed  bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup // the ticker and probe goroutines
