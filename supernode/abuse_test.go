@@ -204,3 +204,98 @@ func TestBudgets(t *testing.T) {
 		t.Fatal("TURN auth failure not counted")
 	}
 }
+
+// TestBandwidthBudgets: a session sending faster than its budget, or
+// many sessions together beyond the operator's total, have the excess
+// dropped and counted; traffic within budget passes.
+func TestBandwidthBudgets(t *testing.T) {
+	cases := []struct {
+		name    string
+		cfg     supernode.Config
+		counter func(supernode.Stats) int64
+	}{
+		{"per session", supernode.Config{MaxSessionKbps: 200, MaxRelayMbps: 1000}, func(s supernode.Stats) int64 { return s.SessionDrops }},
+		{"operator total", supernode.Config{MaxSessionKbps: 1e6, MaxRelayMbps: 0.2}, func(s supernode.Stats) int64 { return s.TotalDrops }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sig := loopbackSignal(t, nil)
+			tc.cfg.AllowPeers = supernodetest.Loopback
+			sn := supernodetest.Start(t, sig.URL, tc.cfg)
+			sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+			_, relay := allocate(t, sn, signIn(t, sig.URL, "alice").list(1).Supernodes[0])
+			// A plain UDP peer on loopback receives what the relay sends.
+			peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			got := make(chan int, 1)
+			go func() {
+				n, buf := 0, make([]byte, 2000)
+				for {
+					peer.SetReadDeadline(time.Now().Add(time.Second))
+					if _, _, err := peer.ReadFrom(buf); err != nil {
+						got <- n
+						return
+					}
+					n++
+				}
+			}()
+			// 300 packets of 1000 bytes in ~0.3 s: ~8 Mbit/s, far over
+			// both budgets (the burst allowance is 16 KiB).
+			payload := make([]byte, 1000)
+			for i := 0; i < 300; i++ {
+				relay.WriteTo(payload, peer.LocalAddr())
+				time.Sleep(time.Millisecond)
+			}
+			n := <-got
+			drops := tc.counter(sn.Stats())
+			t.Logf("%d of 300 packets reached the peer, %d dropped over budget", n, drops)
+			if n == 0 || n > 150 || drops == 0 {
+				t.Fatalf("%d packets passed, %d counted as dropped: the budget did not bind", n, drops)
+			}
+		})
+	}
+}
+
+// TestBrowserCredentials: the welcome of a signed-in user lists every
+// promoted supernode as TURN servers (UDP, TCP, TLS) with HMAC
+// credentials, and they allocate over plain TURN UDP (the browser path).
+func TestBrowserCredentials(t *testing.T) {
+	sig := loopbackSignal(t, nil)
+	sn := supernodetest.Start(t, sig.URL, supernode.Config{})
+	sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+	u := signIn(t, sig.URL, "carol")
+	if len(u.ice) != 1 || len(u.ice[0].URLs) != 3 {
+		t.Fatalf("welcome ICE servers %+v", u.ice)
+	}
+	a := sn.Addrs()
+	want := []string{"turn:" + a.TURNUDP.String() + "?transport=udp", "turn:" + a.TURNTCP.String() + "?transport=tcp", "turns:" + a.TURNTLS.String() + "?transport=tcp"}
+	for i, w := range want {
+		if u.ice[0].URLs[i] != w {
+			t.Fatalf("url %d: %q, want %q", i, u.ice[0].URLs[i], w)
+		}
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: a.TURNUDP.String(), STUNServerAddr: a.TURNUDP.String(),
+		Username: u.ice[0].Username, Password: u.ice[0].Credential, Conn: pc, LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("allocate with the welcome's credentials: %v", err)
+	}
+	relay.Close()
+}
