@@ -63,7 +63,7 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 	m.lastSent = time.Now()
 	m.sends++
 	if p, ok := c.presence[m.to]; m.sealed || c.sig != nil && (!ok || !p.Online()) {
-		if c.sendSealed(m) || m.sealed {
+		if c.sendSealed(m) == nil || m.sealed {
 			return // offline.go; a sealed message waits for reconnect
 		}
 	}
@@ -81,11 +81,12 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 			return
 		}
 		if proto.CodeOf(err) == proto.CodeOffline {
-			if c.sendSealed(m) {
+			serr := c.sendSealed(m)
+			if serr == nil {
 				return // left with the server, sealed (offline.go)
 			}
 			c.dropPending(m.id)
-			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOffline, "%s is offline; message not delivered", m.to), Ref: m.id})
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOffline, "%s is offline; message not delivered (%v)", m.to, serr), Ref: m.id})
 		}
 	})
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -35,6 +36,12 @@ type Config struct {
 	Name string
 	// Key is the identity key that owns Name. Required.
 	Key ed25519.PrivateKey
+	// EncKey is the X25519 key offline messages to us are sealed to
+	// (offline.go); its public half is announced at sign-in, bound to Key
+	// by a signature. LoadOrCreateEncKey keeps one next to the identity.
+	// Nil derives one from Key (HKDF-SHA256 under its own label), so the
+	// same identity always announces the same key.
+	EncKey *ecdh.PrivateKey
 	// Agent describes the client to the server (logs only).
 	Agent string
 
@@ -61,8 +68,9 @@ type Config struct {
 	// receipt is sent (offline.go). Nil keeps nothing.
 	Store MessageStore
 	// PeerKey, when set, returns the identity key the user trusts for a
-	// peer (nil if none): offline messages are sealed to it, and sealed
-	// messages signed by another key are refused. Nil trusts presence.
+	// peer (nil if none): offline messages are sealed only to an
+	// encryption key bound to it, and sealed messages from another key
+	// are refused. Nil trusts presence.
 	PeerKey func(name string) ed25519.PublicKey
 
 	// NATReport, when set, is sent to the server at sign-in.
@@ -113,6 +121,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.EncKey == nil {
+		k, err := encKeyFromIdentity(c.Key)
+		if err != nil {
+			return fmt.Errorf("%w: encryption key: %v", ErrBadConfig, err)
+		}
+		c.EncKey = k
+	} else if c.EncKey.Curve() != ecdh.X25519() {
+		return fmt.Errorf("%w: EncKey must be an X25519 key", ErrBadConfig)
 	}
 	if c.Agent == "" {
 		c.Agent = "parley-go"

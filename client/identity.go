@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -15,32 +16,56 @@ import (
 // generating and saving one (mode 0600) on first use. The key is what owns
 // a display name on the server.
 func LoadOrCreateIdentity(dir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(dir, "identity.pem")
-	data, err := os.ReadFile(path)
-	if err == nil {
-		blk, _ := pem.Decode(data)
-		if blk == nil || blk.Type != "PARLEY ED25519 PRIVATE KEY" || len(blk.Bytes) != ed25519.SeedSize {
-			return nil, fmt.Errorf("client: %s is not a Parley identity key", path)
-		}
-		return ed25519.NewKeyFromSeed(blk.Bytes), nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("client: read identity: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("client: profile dir: %w", err)
-	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	seed, err := loadOrCreateKeyFile(filepath.Join(dir, "identity.pem"), "PARLEY ED25519 PRIVATE KEY", ed25519.SeedSize)
 	if err != nil {
 		return nil, err
 	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "PARLEY ED25519 PRIVATE KEY", Bytes: priv.Seed()})
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// LoadOrCreateEncKey returns the X25519 encryption key kept in
+// dir/encryption.pem, generating and saving one (mode 0600) on first use.
+// Offline messages are sealed to it (offline.go); the client announces its
+// public half bound to the identity key, so it may be replaced at any time
+// (messages sealed to the old key and still waiting can then not be opened).
+func LoadOrCreateEncKey(dir string) (*ecdh.PrivateKey, error) {
+	raw, err := loadOrCreateKeyFile(filepath.Join(dir, "encryption.pem"), "PARLEY X25519 PRIVATE KEY", 32)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ecdh.X25519().NewPrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("client: encryption key: %w", err)
+	}
+	return k, nil
+}
+
+// loadOrCreateKeyFile reads the size-byte secret in the PEM file path
+// (block type typ), or writes a random one there first.
+func loadOrCreateKeyFile(path, typ string, size int) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		blk, _ := pem.Decode(data)
+		if blk == nil || blk.Type != typ || len(blk.Bytes) != size {
+			return nil, fmt.Errorf("client: %s is not a %s", path, typ)
+		}
+		return blk.Bytes, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("client: read %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("client: profile dir: %w", err)
+	}
+	secret := make([]byte, size)
+	rand.Read(secret) // never fails (Go 1.24+)
+	out := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: secret})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return nil, fmt.Errorf("client: write identity: %w", err)
+		return nil, fmt.Errorf("client: write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("client: write identity: %w", err)
+		return nil, fmt.Errorf("client: write %s: %w", path, err)
 	}
-	return priv, nil
+	return secret, nil
 }

@@ -1,31 +1,35 @@
 package client
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha512"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"math/big"
 
 	"github.com/parley-voice/parley/proto"
-	"golang.org/x/crypto/nacl/box"
 )
 
-// Offline messages (see proto/offline.go for the flow). A message for a
-// peer who is offline is sealed with a NaCl box to the peer's identity key
-// and left with the server; the receipt comes back as a
-// proto.TypeSealedReceipt, possibly days later and after restarts, and
-// becomes a DeliveredEvent with Path "offline".
+// Offline messages (see proto/offline.go for the scheme and the flow). A
+// message for a peer who is offline is sealed to the peer's X25519
+// encryption key — which presence carries, bound to the peer's identity key
+// by a signature we check against the key we trust for the peer — and left
+// with the server; the receipt comes back as a proto.TypeSealedReceipt,
+// possibly days later and after restarts, and becomes a DeliveredEvent with
+// Path "offline".
 //
-// Why convert the Ed25519 identity keys rather than publish an extra
-// X25519 key: the Ed25519 key is already what owns a name, what presence
-// carries and what contacts pin on first use, so a sealed message is bound
-// to exactly the key a person verified (/verify), with no new key to
-// distribute, sign or rotate. The conversion is the standard one (libsodium's
-// crypto_sign_ed25519_pk_to_curve25519); the two uses of the key (Ed25519
-// signatures over prefixed payloads, X25519 key agreement) do not interact.
+// Why a separate encryption key rather than one converted from the Ed25519
+// identity key: a browser keeps its identity key non-extractable inside
+// WebCrypto, so it cannot compute the converted scalar, and WebCrypto has
+// X25519, HKDF and AES-GCM but no XSalsa20-Poly1305. A separate X25519 key
+// bound by an identity signature works with standard primitives on both
+// sides, and trust still rests on the one identity key people pin.
 
 // MessageStore keeps received messages. When Config.Store is set, the
 // client calls SaveIncoming for every received message before it sends the
@@ -61,95 +65,115 @@ func (StoredEvent) event() {}
 func (ReadEvent) event()   {}
 func (TypingEvent) event() {}
 
-// curveP is 2^255 - 19, the field prime of Curve25519 (RFC 7748 §4.1).
-var curveP = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
-
-// X25519Public converts an Ed25519 public key to the X25519 public key of
-// the same secret: u = (1 + y) / (1 - y) mod p, the birational map between
-// edwards25519 and curve25519 (RFC 7748 §4.1).
-func X25519Public(pub ed25519.PublicKey) (*[32]byte, error) {
-	if len(pub) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: public key of %d bytes", ErrBadKey, len(pub))
-	}
-	be := make([]byte, 32)
-	for i := range 32 {
-		be[i] = pub[31-i]
-	}
-	be[0] &= 0x7f // the top bit is the sign of x
-	y := new(big.Int).SetBytes(be)
-	if y.Cmp(curveP) >= 0 {
-		return nil, fmt.Errorf("%w: y not reduced", ErrBadKey)
-	}
-	den := new(big.Int).Sub(big.NewInt(1), y)
-	den.Mod(den, curveP)
-	if den.Sign() == 0 {
-		return nil, fmt.Errorf("%w: point at y=1 has no Montgomery form", ErrBadKey)
-	}
-	u := new(big.Int).Add(big.NewInt(1), y)
-	u.Mul(u, den.ModInverse(den, curveP))
-	u.Mod(u, curveP)
-	var out [32]byte
-	ub := u.FillBytes(make([]byte, 32))
-	for i := range 32 {
-		out[i] = ub[31-i]
-	}
-	return &out, nil
+// SealKeys are our own keys for sealing and opening.
+type SealKeys struct {
+	Name string
+	Key  ed25519.PrivateKey // identity
+	Enc  *ecdh.PrivateKey   // X25519 encryption key
 }
 
-// X25519Private derives the X25519 private scalar of an Ed25519 key: the
-// clamped first half of SHA-512(seed) (RFC 8032 §5.1.5), which is the
-// scalar the Ed25519 public key is made with.
-func X25519Private(priv ed25519.PrivateKey) *[32]byte {
-	h := sha512.Sum512(priv.Seed())
-	var s [32]byte
-	copy(s[:], h[:32])
-	s[0] &= 248
-	s[31] &= 127
-	s[31] |= 64
-	return &s
+// SealPeer is what we need of a peer to seal to it: its name, the identity
+// key we trust for it, and the encryption key with its binding signature
+// (from presence).
+type SealPeer struct {
+	Name   string
+	Key    ed25519.PublicKey
+	EncKey string // base64 X25519 public key
+	EncSig string // Ed25519 by Key over proto.EncKeyPayload(Name, EncKey)
 }
 
-// Seal seals a chat message from priv to the peer whose identity key is to.
-func Seal(priv ed25519.PrivateKey, to ed25519.PublicKey, m *proto.Chat) (*proto.Sealed, error) {
+// sealKey derives the AES-256 key of one message: X25519 (RFC 7748 §6.1;
+// crypto/ecdh refuses an all-zero shared secret, i.e. a low-order peer key)
+// then HKDF-SHA256 (RFC 5869 §2.2 extract with the message's salt, §2.3
+// expand with info binding both identity keys).
+func sealKey(priv *ecdh.PrivateKey, peerEnc []byte, salt []byte, sender, recipient ed25519.PublicKey) (cipher.AEAD, error) {
+	pub, err := ecdh.X25519().NewPublicKey(peerEnc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encryption key: %v", ErrBadKey, err)
+	}
+	shared, err := priv.ECDH(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key agreement: %v", ErrBadKey, err)
+	}
+	key, err := hkdfKey(shared, salt, proto.SealedInfo(sender, recipient))
+	if err != nil {
+		return nil, err
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	// 96-bit nonce, 128-bit tag: NIST SP 800-38D §5.2.1.1 and §5.2.1.2.
+	return cipher.NewGCM(blk)
+}
+
+// Seal seals a chat message from me to peer. It checks the peer's
+// encryption key binding against peer.Key first (ErrBadKey if it does not
+// verify).
+func Seal(me SealKeys, peer SealPeer, m *proto.Chat) (*proto.Sealed, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	peer, err := X25519Public(to)
+	if me.Enc == nil || len(me.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: no key of our own to seal with", ErrBadKey)
+	}
+	peerEnc, err := proto.VerifyEncKey(peer.Key, peer.Name, peer.EncKey, peer.EncSig)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s's encryption key: %v", ErrBadKey, peer.Name, err)
 	}
 	plain, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	var nonce [proto.NonceSize]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
+	salt := make([]byte, proto.SealedSaltSize)
+	nonce := make([]byte, proto.SealedNonce)
+	rand.Read(salt) // crypto/rand.Read never fails (Go 1.24+)
+	rand.Read(nonce)
+	myPub := me.Key.Public().(ed25519.PublicKey)
+	aead, err := sealKey(me.Enc, peerEnc, salt, myPub, peer.Key)
+	if err != nil {
 		return nil, err
 	}
-	sealed := box.Seal(nil, plain, &nonce, peer, X25519Private(priv))
+	ct := aead.Seal(nil, nonce, plain, proto.SealedAAD(m.ID, me.Name, peer.Name))
+	enc, sig := proto.SignEncKey(me.Key, me.Name, me.Enc.PublicKey().Bytes())
+	b64 := base64.StdEncoding.EncodeToString
 	s := &proto.Sealed{
-		ID:        m.ID,
-		SenderKey: base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)),
-		Nonce:     base64.StdEncoding.EncodeToString(nonce[:]),
-		Box:       base64.StdEncoding.EncodeToString(sealed),
+		V:            proto.SealedVersion,
+		ID:           m.ID,
+		SenderKey:    b64(myPub),
+		SenderEnc:    enc,
+		SenderEncSig: sig,
+		Salt:         b64(salt),
+		Nonce:        b64(nonce),
+		Ciphertext:   b64(ct),
 	}
 	return s, s.Validate()
 }
 
-// Open opens a sealed message addressed to priv. It authenticates the
-// sender's key (the box is keyed by it) and checks the inner id.
-func Open(priv ed25519.PrivateKey, s *proto.Sealed) (*proto.Chat, error) {
+// Open opens a sealed message that from (the server-stamped sender name)
+// left for me. It checks that the sender's encryption key is bound to
+// s.SenderKey and from, that the ciphertext authenticates under the keys,
+// id and names, and that the inner id matches. Whether s.SenderKey is the
+// key we trust for from is the caller's check.
+func Open(me SealKeys, from string, s *proto.Sealed) (*proto.Chat, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	if me.Enc == nil || len(me.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: no key of our own to open with", ErrBadKey)
+	}
 	sender, _ := proto.DecodePublicKey(s.SenderKey)
-	peer, err := X25519Public(sender)
+	senderEnc, err := proto.VerifyEncKey(sender, from, s.SenderEnc, s.SenderEncSig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sender's encryption key: %v", ErrBadKey, err)
+	}
+	aead, err := sealKey(me.Enc, senderEnc, s.SaltBytes(), sender, me.Key.Public().(ed25519.PublicKey))
 	if err != nil {
 		return nil, err
 	}
-	plain, ok := box.Open(nil, s.BoxBytes(), s.NonceBytes(), peer, X25519Private(priv))
-	if !ok {
-		return nil, fmt.Errorf("%w: box does not open with our key and the sender's", ErrBadKey)
+	plain, err := aead.Open(nil, s.NonceBytes(), s.CiphertextBytes(), proto.SealedAAD(s.ID, from, me.Name))
+	if err != nil {
+		return nil, fmt.Errorf("%w: sealed message does not open with our key and the sender's", ErrBadKey)
 	}
 	var m proto.Chat
 	if err := json.Unmarshal(plain, &m); err != nil {
@@ -164,8 +188,13 @@ func Open(priv ed25519.PrivateKey, s *proto.Sealed) (*proto.Chat, error) {
 	return &m, nil
 }
 
-// peerKey is the key to seal to: the caller's pinned key, else the key
-// presence last showed.
+// sealKeys are our keys for Seal and Open.
+func (c *Client) sealKeys() SealKeys {
+	return SealKeys{Name: c.cfg.Name, Key: c.cfg.Key, Enc: c.cfg.EncKey}
+}
+
+// peerKey is the identity key we trust for name: the caller's pinned key,
+// else the key presence last showed.
 func (c *Client) peerKey(name string) ed25519.PublicKey {
 	if c.cfg.PeerKey != nil {
 		if k := c.cfg.PeerKey(name); len(k) == ed25519.PublicKeySize {
@@ -180,25 +209,34 @@ func (c *Client) peerKey(name string) ed25519.PublicKey {
 	return nil
 }
 
-// sendSealed leaves m with the server, sealed to its recipient. It reports
-// false when no key is known for the recipient (loop goroutine).
-func (c *Client) sendSealed(m *pendingMsg) bool {
-	key := c.peerKey(m.to)
-	if key == nil || c.sig == nil {
-		return false
+// sendSealed leaves m with the server, sealed to its recipient. It returns
+// why it could not (no key known, a binding that does not verify, not
+// signed in) (loop goroutine).
+func (c *Client) sendSealed(m *pendingMsg) error {
+	if c.sig == nil {
+		return ErrNotSignedIn
 	}
-	s, err := Seal(c.cfg.Key, key, &proto.Chat{ID: m.id, Text: m.text, Time: m.ts})
+	key := c.peerKey(m.to)
+	p := c.presence[m.to]
+	if key == nil || p.EncKey == "" {
+		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.to)
+	}
+	s, err := Seal(c.sealKeys(), SealPeer{Name: m.to, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
+		&proto.Chat{ID: m.id, Text: m.text, Time: m.ts})
 	if err != nil {
 		c.log.Warn("client: seal", "to", m.to, "err", err)
-		return false
+		return err
 	}
 	m.sealed = true
-	err = c.sendSigID(proto.TypeSealed, m.id, m.to, s, func(err error) {
+	return c.sendSigID(proto.TypeSealed, m.id, m.to, s, func(err error) {
 		if c.chat.pending[m.id] != m {
 			return
 		}
-		c.dropPending(m.id)
+		if errors.Is(err, ErrNotSignedIn) {
+			return // the connection dropped first: sent again on reconnect
+		}
 		if err != nil {
+			c.dropPending(m.id)
 			pe, ok := err.(*proto.Error)
 			if !ok {
 				pe = proto.Errorf(proto.CodeInternal, "%v", err)
@@ -206,9 +244,10 @@ func (c *Client) sendSealed(m *pendingMsg) bool {
 			c.events.push(ErrorEvent{Err: pe, Ref: m.id})
 			return
 		}
+		// Stored: nothing to resend; the receipt comes as sealed_receipt.
+		c.dropPending(m.id)
 		c.events.push(StoredEvent{ID: m.id, To: m.to})
 	})
-	return err == nil
 }
 
 // onSealed handles a sealed message left for us and the receipt for one
@@ -229,7 +268,7 @@ func (c *Client) onSealed(env *proto.Envelope) {
 				return
 			}
 		}
-		m, err := Open(c.cfg.Key, s)
+		m, err := Open(c.sealKeys(), env.From, s)
 		if err != nil {
 			c.log.Warn("client: cannot open sealed message", "from", env.From, "err", err)
 			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeBadRequest, "a sealed message from %s could not be opened: %v", env.From, err), Ref: s.ID})
@@ -248,4 +287,22 @@ func (c *Client) onSealed(env *proto.Envelope) {
 		}
 		c.events.push(DeliveredEvent{ID: r.ID, To: env.From, Path: "offline"})
 	}
+}
+
+// encKeyFromIdentity derives an X25519 key from the identity seed with
+// HKDF-SHA256 under its own label: the key a client uses when
+// Config.EncKey is nil, so a library user without a profile still opens,
+// after a restart, what was sealed to it. It is an independent key (the
+// KDF output, not the identity scalar), bound like any other by signature.
+func encKeyFromIdentity(priv ed25519.PrivateKey) (*ecdh.PrivateKey, error) {
+	k, err := hkdfKey(priv.Seed(), nil, []byte("parley-enc-key-from-identity-v1"))
+	if err != nil {
+		return nil, err
+	}
+	return ecdh.X25519().NewPrivateKey(k)
+}
+
+// hkdfKey is HKDF-SHA256 (RFC 5869 §2) to 32 bytes.
+func hkdfKey(secret, salt, info []byte) ([]byte, error) {
+	return hkdf.Key(sha256.New, secret, salt, string(info), 32)
 }

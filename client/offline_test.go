@@ -3,11 +3,18 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,78 +22,197 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
-	"golang.org/x/crypto/curve25519"
 )
 
-func TestX25519FromEd25519(t *testing.T) {
-	for i := 0; i < 50; i++ {
-		pub, priv, _ := ed25519.GenerateKey(nil)
-		x, err := client.X25519Public(pub)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := curve25519.X25519(client.X25519Private(priv)[:], curve25519.Basepoint)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(x[:], want) {
-			t.Fatalf("key %d: converted public key does not match the private scalar", i)
-		}
-	}
-	if _, err := client.X25519Public(make([]byte, 5)); !errors.Is(err, client.ErrBadKey) {
-		t.Fatalf("short key: %v", err)
-	}
-}
-
-func TestSealOpen(t *testing.T) {
-	_, alice, _ := ed25519.GenerateKey(nil)
-	bobPub, bob, _ := ed25519.GenerateKey(nil)
-	_, eve, _ := ed25519.GenerateKey(nil)
-	msg := &proto.Chat{ID: "m1", Text: "meet at noon", Time: 42}
-	s, err := client.Seal(alice, bobPub, msg)
+// keys makes a user's identity and encryption keys from a one-byte seed,
+// so fuzz corpora stay valid across runs.
+func keys(t testing.TB, name string, seed byte) (client.SealKeys, client.SealPeer) {
+	t.Helper()
+	s := bytes.Repeat([]byte{seed}, 32)
+	id := ed25519.NewKeyFromSeed(s)
+	s[0] ^= 0xff
+	enc, err := ecdh.X25519().NewPrivateKey(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(s.BoxBytes(), []byte("noon")) {
-		t.Fatal("box contains plaintext")
+	encKey, encSig := proto.SignEncKey(id, name, enc.PublicKey().Bytes())
+	return client.SealKeys{Name: name, Key: id, Enc: enc},
+		client.SealPeer{Name: name, Key: id.Public().(ed25519.PublicKey), EncKey: encKey, EncSig: encSig}
+}
+
+// TestSealMatchesTheDocumentedScheme recomputes a sealed message's key by
+// hand — X25519, then HKDF-SHA256 written out with HMAC as RFC 5869 §2.2
+// and §2.3 define it — and opens the ciphertext with AES-256-GCM and the
+// documented AAD. The browser page implements the same steps with
+// WebCrypto, so this pins down what both sides must compute.
+func TestSealMatchesTheDocumentedScheme(t *testing.T) {
+	alice, _ := keys(t, "alice", 1)
+	bob, bobPeer := keys(t, "bob", 2)
+	s, err := client.Seal(alice, bobPeer, &proto.Chat{ID: "m1", Text: "meet at noon", Time: 42})
+	if err != nil {
+		t.Fatal(err)
 	}
-	got, err := client.Open(bob, s)
+	senderEnc, err := ecdh.X25519().NewPublicKey(mustB64(t, s.SenderEnc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := bob.Enc.ECDH(senderEnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm := func(key, data []byte) []byte { m := hmac.New(sha256.New, key); m.Write(data); return m.Sum(nil) }
+	prk := hm(s.SaltBytes(), shared)
+	info := append([]byte("parley-sealed-v2"), alice.Key.Public().(ed25519.PublicKey)...)
+	info = append(info, bob.Key.Public().(ed25519.PublicKey)...)
+	okm := hm(prk, append(info, 1)) // one block: L = 32 = HashLen
+	blk, _ := aes.NewCipher(okm)
+	gcm, _ := cipher.NewGCM(blk)
+	plain, err := gcm.Open(nil, s.NonceBytes(), s.CiphertextBytes(), []byte("parley-sealed-v2\nm1\nalice\nbob"))
+	if err != nil {
+		t.Fatalf("the hand-derived key does not open it: %v", err)
+	}
+	if string(plain) != `{"id":"m1","text":"meet at noon","ts":42}` {
+		t.Fatalf("plaintext %s", plain)
+	}
+	if len(s.SaltBytes()) != 16 || len(s.NonceBytes()) != 12 || len(s.CiphertextBytes()) != len(plain)+16 {
+		t.Fatal("salt, nonce or tag size")
+	}
+}
+
+func mustB64(t testing.TB, s string) []byte {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestSealOpen(t *testing.T) {
+	alice, _ := keys(t, "alice", 1)
+	bob, bobPeer := keys(t, "bob", 2)
+	eve, evePeer := keys(t, "eve", 3)
+	msg := &proto.Chat{ID: "m1", Text: "meet at noon", Time: 42}
+	s, err := client.Seal(alice, bobPeer, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(s.CiphertextBytes(), []byte("noon")) {
+		t.Fatal("ciphertext contains plaintext")
+	}
+	got, err := client.Open(bob, "alice", s)
 	if err != nil || *got != *msg {
 		t.Fatalf("open: %+v, %v", got, err)
 	}
+	if s2, _ := client.Seal(alice, bobPeer, msg); s2.Salt == s.Salt || s2.Nonce == s.Nonce || s2.Ciphertext == s.Ciphertext {
+		t.Fatal("two seals of one message share salt, nonce or ciphertext")
+	}
+	flip := func(f string) string {
+		b := mustB64(t, f)
+		b[len(b)-1] ^= 1
+		return base64.StdEncoding.EncodeToString(b)
+	}
 	tests := []struct {
 		name string
-		mod  func(s proto.Sealed) (ed25519.PrivateKey, proto.Sealed)
+		me   client.SealKeys
+		from string
+		mod  func(s *proto.Sealed)
 	}{
-		{"wrong recipient", func(s proto.Sealed) (ed25519.PrivateKey, proto.Sealed) { return eve, s }},
-		{"forged sender", func(s proto.Sealed) (ed25519.PrivateKey, proto.Sealed) {
-			s.SenderKey = mustSealed(t, eve, bobPub).SenderKey
-			return bob, s
+		{"wrong recipient", eve, "alice", func(s *proto.Sealed) {}},
+		{"recipient under another name", client.SealKeys{Name: "bobby", Key: bob.Key, Enc: bob.Enc}, "alice", func(s *proto.Sealed) {}},
+		{"re-attributed to another sender", bob, "eve", func(s *proto.Sealed) {}},
+		{"forged sender identity", bob, "alice", func(s *proto.Sealed) { s.SenderKey = base64.StdEncoding.EncodeToString(evePeer.Key) }},
+		{"sender enc key of someone else", bob, "alice", func(s *proto.Sealed) { s.SenderEnc, s.SenderEncSig = evePeer.EncKey, evePeer.EncSig }},
+		{"sender enc key bound to another name", bob, "alice", func(s *proto.Sealed) {
+			s.SenderEnc, s.SenderEncSig = proto.SignEncKey(alice.Key, "mallory", alice.Enc.PublicKey().Bytes())
 		}},
-		{"tampered box", func(s proto.Sealed) (ed25519.PrivateKey, proto.Sealed) {
-			b := s.BoxBytes()
-			b[len(b)-1] ^= 1
-			s.Box = base64.StdEncoding.EncodeToString(b)
-			return bob, s
-		}},
-		{"swapped id", func(s proto.Sealed) (ed25519.PrivateKey, proto.Sealed) { s.ID = "m2"; return bob, s }},
+		{"tampered ciphertext", bob, "alice", func(s *proto.Sealed) { s.Ciphertext = flip(s.Ciphertext) }},
+		{"tampered salt", bob, "alice", func(s *proto.Sealed) { s.Salt = flip(s.Salt) }},
+		{"tampered nonce", bob, "alice", func(s *proto.Sealed) { s.Nonce = flip(s.Nonce) }},
+		{"swapped id", bob, "alice", func(s *proto.Sealed) { s.ID = "m2" }},
+		{"no key of our own", client.SealKeys{Name: "bob", Key: bob.Key}, "alice", func(s *proto.Sealed) {}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			k, s2 := tc.mod(*s)
-			if _, err := client.Open(k, &s2); err == nil {
-				t.Fatal("opened")
+			s2 := *s
+			tc.mod(&s2)
+			if m, err := client.Open(tc.me, tc.from, &s2); err == nil {
+				t.Fatalf("opened: %+v", m)
+			}
+		})
+	}
+
+	// Seal refuses a peer whose encryption key is not bound to the
+	// identity key we trust, or whose key agreement would be trivial.
+	zeroKey, zeroSig := proto.SignEncKey(bob.Key, "bob", make([]byte, 32))
+	refused := []struct {
+		name string
+		peer client.SealPeer
+	}{
+		{"binding by another identity", client.SealPeer{Name: "bob", Key: evePeer.Key, EncKey: bobPeer.EncKey, EncSig: bobPeer.EncSig}},
+		{"binding for another name", client.SealPeer{Name: "bobby", Key: bobPeer.Key, EncKey: bobPeer.EncKey, EncSig: bobPeer.EncSig}},
+		{"no encryption key", client.SealPeer{Name: "bob", Key: bobPeer.Key}},
+		{"low-order encryption key", client.SealPeer{Name: "bob", Key: bobPeer.Key, EncKey: zeroKey, EncSig: zeroSig}},
+	}
+	for _, tc := range refused {
+		t.Run("seal: "+tc.name, func(t *testing.T) {
+			if _, err := client.Seal(alice, tc.peer, msg); !errors.Is(err, client.ErrBadKey) {
+				t.Fatalf("got %v, want ErrBadKey", err)
 			}
 		})
 	}
 }
 
-func mustSealed(t *testing.T, from ed25519.PrivateKey, to ed25519.PublicKey) *proto.Sealed {
-	s, err := client.Seal(from, to, &proto.Chat{ID: "x", Text: "x"})
+// FuzzOpen: a sealed body from anyone either fails to open with an error
+// or opens to a valid chat message carrying the envelope's id. Seeds are
+// real seals between fixed keys, so mutations reach the AEAD.
+func FuzzOpen(f *testing.F) {
+	alice, _ := keys(f, "alice", 1)
+	bob, bobPeer := keys(f, "bob", 2)
+	for _, text := range []string{"hi", "a longer message — with ünïcødé and \"quotes\""} {
+		s, err := client.Seal(alice, bobPeer, &proto.Chat{ID: "m1", Text: text, Time: 7})
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, _ := json.Marshal(s)
+		f.Add(b, "alice")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, from string) {
+		var s proto.Sealed
+		if json.Unmarshal(body, &s) != nil {
+			return
+		}
+		m, err := client.Open(bob, from, &s)
+		if err != nil {
+			return
+		}
+		if m.ID != s.ID || m.Validate() != nil {
+			t.Fatalf("opened %+v from sealed id %q", m, s.ID)
+		}
+	})
+}
+
+func TestLoadOrCreateEncKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "profile")
+	k1, err := client.LoadOrCreateEncKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	k2, err := client.LoadOrCreateEncKey(dir)
+	if err != nil || !k1.Equal(k2) {
+		t.Fatalf("second load: %v (same key: %v)", err, err == nil && k1.Equal(k2))
+	}
+	id, _ := client.LoadOrCreateIdentity(dir)
+	if idEnc, _ := ecdh.X25519().NewPrivateKey(id.Seed()); idEnc.Equal(k1) {
+		t.Fatal("encryption key is the identity seed")
+	}
+	st, err := os.Stat(filepath.Join(dir, "encryption.pem"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st.Mode(), err)
+	}
+	os.WriteFile(filepath.Join(dir, "encryption.pem"), []byte("-----BEGIN PARLEY ED25519 PRIVATE KEY-----\nAAAA\n-----END PARLEY ED25519 PRIVATE KEY-----\n"), 0o600)
+	if _, err := client.LoadOrCreateEncKey(dir); err == nil {
+		t.Fatal("a file of the wrong kind was accepted")
+	}
 }
 
 // memStore is a MessageStore that can be told to fail.
@@ -114,12 +240,18 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	srv := signaltest.Start(t, signal.Config{DataDir: dir})
 	_, bobKey, _ := ed25519.GenerateKey(nil)
-	bob := startClient(t, srv.URL, "bob", bobKey, nil)
+	// Bob keeps his encryption key in a profile, as `parley chat` does.
+	bobEnc, err := client.LoadOrCreateEncKey(filepath.Join(t.TempDir(), "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEnc := func(c *client.Config) { c.EncKey = bobEnc }
+	bob := startClient(t, srv.URL, "bob", bobKey, withEnc)
 	bob.ev.Wait(t, wait, "bob ready", func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok })
 	bob.stop()
 
-	// Bob is offline, so presence has no key for him: alice's contacts
-	// (PeerKey) know it.
+	// Bob is offline: the welcome lists him with his encryption key, which
+	// alice checks against the identity key her contacts (PeerKey) pinned.
 	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
 		c.PeerKey = func(string) ed25519.PublicKey { return bobKey.Public().(ed25519.PublicKey) }
 	})
@@ -147,7 +279,7 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 
 	// Bob's store fails first: no receipt, so the server keeps them.
 	st := &memStore{fail: true, msgs: map[string]client.MessageEvent{}}
-	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) { c.Store = st })
+	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) { c.Store = st; withEnc(c) })
 	bob.ev.Wait(t, wait, "store error", func(e client.Event) bool {
 		x, ok := e.(client.ErrorEvent)
 		return ok && x.Err.Code == proto.CodeInternal
@@ -159,7 +291,7 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	st.mu.Lock()
 	st.fail = false
 	st.mu.Unlock()
-	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) { c.Store = st })
+	bob = startClient(t, srv.URL, "bob", bobKey, func(c *client.Config) { c.Store = st; withEnc(c) })
 	for _, text := range texts {
 		bob.ev.Wait(t, wait, "bob gets "+text, message("alice", text))
 	}
@@ -212,5 +344,37 @@ func TestSealedFromUntrustedKeyRefused(t *testing.T) {
 	}
 	if n, _ := srv.OfflineWaiting("bob"); n != 1 {
 		t.Fatalf("%d waiting, want 1", n)
+	}
+}
+
+// TestSealRefusedForUnpinnedKey: when the encryption key presence shows
+// for an offline peer is not bound to the identity key the user pinned
+// for them, nothing is sealed or stored, and the message fails in words.
+func TestSealRefusedForUnpinnedKey(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	bob := startClient(t, srv.URL, "bob", nil, nil)
+	bob.ev.Wait(t, wait, "bob ready", func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok })
+	bob.stop()
+	pinned, _, _ := ed25519.GenerateKey(nil)
+	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
+		c.PeerKey = func(string) ed25519.PublicKey { return pinned }
+	})
+	alice.ev.Wait(t, wait, "bob listed offline", offline("bob"))
+	id, err := alice.Send(context.Background(), "bob", "for the real bob only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := alice.ev.Wait(t, wait, "not delivered", func(e client.Event) bool {
+		x, ok := e.(client.ErrorEvent)
+		return ok && x.Ref == id
+	}).(client.ErrorEvent)
+	if e.Err.Code != proto.CodeOffline || !strings.Contains(e.Err.Message, "not delivered") || !strings.Contains(e.Err.Message, "not signed by its identity key") {
+		t.Fatalf("error %v", e.Err)
+	}
+	if n := alice.ev.Count(func(e client.Event) bool { _, ok := e.(client.StoredEvent); return ok }); n != 0 {
+		t.Fatal("sealed to a key that is not bound to the pinned one")
+	}
+	if n, _ := srv.OfflineWaiting("bob"); n != 0 {
+		t.Fatalf("%d waiting for bob", n)
 	}
 }

@@ -134,6 +134,7 @@ func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) 
 	auth := proto.SignAuth(c.cfg.Key, hello.Challenge, c.cfg.Name)
 	auth.Agent = c.cfg.Agent
 	auth.NAT = c.cfg.NATReport
+	auth.EncKey, auth.EncSig = proto.SignEncKey(c.cfg.Key, c.cfg.Name, c.cfg.EncKey.PublicKey().Bytes()) // offline.go
 	aenv, err := proto.New(proto.TypeAuth, "auth", "", auth)
 	if err != nil {
 		return fail(err)
@@ -339,7 +340,10 @@ func (c *Client) setPresence(p proto.Presence) {
 	}
 	old, had := c.presence[p.Name]
 	if p.PublicKey == "" && had {
-		p.PublicKey = old.PublicKey // offline entries carry no key
+		p.PublicKey = old.PublicKey // an entry without keys keeps what we knew
+	}
+	if p.EncKey == "" && had && p.PublicKey == old.PublicKey {
+		p.EncKey, p.EncSig = old.EncKey, old.EncSig
 	}
 	c.presence[p.Name] = p
 	if had && old.Status == p.Status && old.PublicKey == p.PublicKey {

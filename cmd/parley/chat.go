@@ -52,7 +52,7 @@ lines, one object per line, for scripts:
 In a terminal (stdout is a TTY) it runs the full-screen chat client: contacts
 with presence, conversations kept in the profile (history.db), delivery and
 read ticks, calls; press ? for help. Messages to someone offline are sealed
-to their key and wait on the server. Logs then go to PROFILE/parley.log.
+to their encryption key and wait on the server. Logs then go to PROFILE/parley.log.
 
 Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 "/decline NAME", "/hangup NAME", "/who", "/quit", or "NAME: TEXT".`)
@@ -92,10 +92,15 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if err != nil {
 		return err
 	}
+	encKey, err := client.LoadOrCreateEncKey(f.profile) // offline messages are sealed to it
+	if err != nil {
+		return err
+	}
 	cfg := client.Config{
 		Server:      f.server,
 		Name:        f.name,
 		Key:         key,
+		EncKey:      encKey,
 		Agent:       "parley-chat",
 		AutoAnswer:  f.autoAnswer,
 		Logger:      log,
@@ -116,7 +121,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		}
 		defer hist.Close()
 		cfg.Store = hist             // messages are stored before they are acknowledged
-		cfg.PeerKey = hist.PinnedKey // offline messages are sealed to the pinned key
+		cfg.PeerKey = hist.PinnedKey // offline messages are sealed only to keys bound to the pinned one
 		cfg.AudioSource = func(string) (audio.Source, error) {
 			src, err := audio.Open(f.audioIn)
 			if err != nil {
