@@ -67,11 +67,11 @@ func relayInHome(home *natlab.Home, cfg *client.Config) {
 // from its first address, while this server listens on its second, so a
 // candidate never contacted the probe's address. It listens on TCP 443,
 // which the UDP-blocked home passes. Clients started afterwards use it.
-func startRelaySignal(t testing.TB, w *world) {
+func startRelaySignal(t testing.TB, w *world, mods ...func(*signal.Config)) {
 	t.Helper()
 	ip1, ip2 := w.pub.Addrs[0], w.pub.Addrs[1]
 	urls := []string{w.iceURL}
-	sig, err := signal.New(signal.Config{
+	cfg := signal.Config{
 		ICEServers: func(string) []proto.ICEServer { return []proto.ICEServer{{URLs: urls}} },
 		Supernodes: signal.SupernodeConfig{
 			ListenPacket: w.pub.ListenPacket,
@@ -81,7 +81,11 @@ func startRelaySignal(t testing.TB, w *world) {
 			Heartbeat:    time.Second,
 			RetryAfter:   time.Hour,
 		},
-	})
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	sig, err := signal.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
