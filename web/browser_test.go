@@ -310,37 +310,3 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 	p.waitFor("reconnected", `document.querySelector('[data-testid=conn-status]').dataset.state === 'online'`)
 	t.Logf("page reconnected %v after the server came back", time.Since(start).Round(time.Millisecond))
 }
-
-// TestSealedOfflineMessageExplained: a Go client leaves a sealed message
-// for a browser user who is offline. The page cannot open it (its private
-// key is not extractable), so when the user is back it says so in the
-// conversation, once, instead of dropping it silently.
-func TestSealedOfflineMessageExplained(t *testing.T) {
-	srv := startServer(t)
-	dora := startGoClient(t, srv.URL, "dora")
-	p := openPage(t, srv.HTTP+"/", "erin")
-	p.join("erin")
-	dora.ev.Wait(t, wait, "dora sees erin", isOnline("erin"))
-	mark := dora.ev.Len()
-	p.do("leave the page", chromedp.Navigate("about:blank"))
-	dora.ev.WaitSince(t, mark, wait, "erin offline", func(e client.Event) bool {
-		x, ok := e.(client.PresenceEvent)
-		return ok && x.Name == "erin" && x.Status == "offline"
-	})
-	id, err := dora.Send(context.Background(), "erin", "while you were out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dora.ev.WaitSince(t, mark, wait, "sealed and stored", func(e client.Event) bool {
-		x, ok := e.(client.StoredEvent)
-		return ok && x.ID == id
-	})
-	p.do("come back", chromedp.Navigate(srv.HTTP+"/"))
-	p.waitFor("signed in again", `window.parley?.sig?.online === true`)
-	p.waitFor("unread notice", `document.querySelector('[data-testid=contact-dora]')?.getAttribute('aria-label').includes('1 unread')`)
-	p.click("contact-dora")
-	p.waitFor("the sealed message is explained", `[...document.querySelectorAll('[data-testid=messages] li.msg.note')].some(li => li.textContent.includes("dora left you an encrypted message while you were offline"))`)
-	if n := eval[int](p, `document.querySelectorAll('[data-testid=messages] li.msg.note').length`); n != 1 {
-		t.Errorf("%d notices, want 1", n)
-	}
-}

@@ -28,7 +28,24 @@ func TestPageLogic(t *testing.T) {
 			request(t, to, b) { this.sent.push([t, to, b?.id ?? b?.call ?? ""]); return fail ? Promise.reject(fail) : Promise.resolve(); },
 		});
 		const fakeTrack = () => ({ enabled: true, stopped: false, stop() { this.stopped = true; } });
+		const { Identity } = await import("/js/identity.js");
+		const sealed = await import("/js/sealed.js");
+		const mkIdentity = async () => {
+			const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+			const ekp = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
+			const raw = async (k) => proto.b64(new Uint8Array(await crypto.subtle.exportKey("raw", k)));
+			return new Identity(kp, await raw(kp.publicKey), ekp, await raw(ekp.publicKey));
+		};
+		const peerOf = async (id, name, status = "offline") => ({ name, status, key: id.publicKey, publicKey: id.publicKey, encKey: id.encPublicKey, encSig: await id.signEncKey(name) });
+		const until = async (cond) => { for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10)); return cond(); };
+		const codeOf = async (f) => { try { await f(); return "ok"; } catch (x) { return x.code; } };
+		const flip = (s) => { const u = proto.unb64(s); u[u.length - 1] ^= 1; return proto.b64(u); };
+		localStorage.removeItem("parley.pins");
 	`
+	// A well-formed sealed body (zero bytes; validation checks shape only).
+	const b32, b64x = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
+	const sealedBody = `{"v":2,"id":"s1","sender_key":"` + b32 + `","sender_enc":"` + b32 + `","sender_enc_sig":"` + b64x +
+		`","salt":"AAAAAAAAAAAAAAAAAAAAAA==","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`
 	cases := []struct {
 		name string
 		js   string // body of an async function; imports above are in scope
@@ -52,12 +69,14 @@ func TestPageLogic(t *testing.T) {
 			'{"v":1,"type":"welcome","body":{"name":"me","session":"s","online":[{"name":"bob","status":"online"}]}}',
 			'{"v":1,"type":"presence","body":{"name":"bob","status":"sleeping"}}',
 			'{"v":1,"type":"ring","from":"Bob","body":{"call":"c1"}}',
+			'{"v":1,"type":"sealed","id":"s1","from":"dora","body":` + sealedBody + `}',
+			'{"v":1,"type":"sealed","id":"s1","body":` + sealedBody + `}',
 			'{"v":1,"type":"sealed","id":"s1","from":"dora","body":{"id":"s1","sender_key":"k","nonce":"n","box":"b"}}',
-			'{"v":1,"type":"sealed","id":"s1","body":{"id":"s1","sender_key":"k","nonce":"n","box":"b"}}',
+			'{"v":1,"type":"presence","body":{"name":"bob","status":"offline","public_key":"` + b32 + `","enc_key":"` + b32 + `"}}',
 			'{"v":1,"type":"supernodes","body":{"supernodes":[{"id":"sn1","turn_udp":"127.0.0.1:3478"}],"ice_servers":[]}}',
 			'{"v":1,"type":"supernodes","body":{"supernodes":[{"id":"bad id"}]}}',
 		].map((f) => { try { proto.decodeEnvelope(f); return "ok"; } catch (e) { return e.code; } })`,
-			`["bad_version","bad_request","ok","bad_frame","unknown_type","bad_request","bad_request","ok","bad_request","bad_request","ok","bad_request","ok","bad_request"]`},
+			`["bad_version","bad_request","ok","bad_frame","unknown_type","bad_request","bad_request","ok","bad_request","bad_request","ok","bad_request","bad_request","bad_request","ok","bad_request"]`},
 		{"data channel validation", `return [
 			'{"type":"chat","id":"m1","text":"hi","ts":1}', '{"type":"chat","id":"m1"}', '{"type":"zap"}', '[1]', '{"type":"delivered","id":"m1"}',
 		].map((f) => { try { proto.decodeDC(f); return "ok"; } catch (e) { return e.code; } })`,
@@ -146,6 +165,53 @@ func TestPageLogic(t *testing.T) {
 			chat.retry(m.id);
 			return [before, m.status, sig.sent.length]`,
 			`[["failed","bob is offline; not delivered"],"sending",2]`},
+		{"sealed: the page seals and opens with WebCrypto; tampering fails", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
+			const body = await sealed.seal(a, "alice", await peerOf(b, "bob"), { id: "m1", text: "hi ☎", ts: 5 });
+			const valid = proto.decodeEnvelope(JSON.stringify({ v: 1, type: "sealed", id: "m1", from: "alice", body })).type;
+			const opened = await sealed.open(b, "bob", "alice", body);
+			return [valid, opened, Object.keys(body).sort(),
+				await codeOf(() => sealed.open(e, "eve", "alice", body)),
+				await codeOf(() => sealed.open(b, "bobby", "alice", body)),
+				await codeOf(() => sealed.open(b, "bob", "carol", body)),
+				await codeOf(() => sealed.open(b, "bob", "alice", { ...body, ciphertext: flip(body.ciphertext) })),
+				await codeOf(() => sealed.open(b, "bob", "alice", { ...body, salt: flip(body.salt) })),
+				await codeOf(() => sealed.open(b, "bob", "alice", { ...body, id: "m2" })),
+				await codeOf(() => sealed.open(b, "bob", "alice", { ...body, sender_enc: e.encPublicKey })),
+				await codeOf(async () => sealed.seal(a, "alice", { ...(await peerOf(b, "bob")), key: e.publicKey }, { id: "m1", text: "x", ts: 1 })),
+				await codeOf(async () => sealed.seal(a, "alice", await peerOf(b, "bobby").then((p) => ({ ...p, name: "bob" })), { id: "m1", text: "x", ts: 1 })),
+			]`,
+			`["sealed",{"id":"m1","text":"hi ☎","ts":5},["ciphertext","id","nonce","salt","sender_enc","sender_enc_sig","sender_key","v"],
+				"bad_message","bad_message","bad_key","bad_message","bad_message","bad_message","bad_key","bad_key","bad_key"]`},
+		{"chat: to an offline peer the message is sealed, stored (✓), then delivered (✓✓)", `const a = await mkIdentity(), b = await mkIdentity();
+			const sig = fakeSig("alice");
+			const bob = await peerOf(b, "bob");
+			const chat = new Chat({ sig, links: { get: () => null }, identity: a, peers: (n) => n === "bob" ? bob : undefined });
+			const m = chat.send("bob", "while you were out");
+			await until(() => m.status === "stored");
+			const stored = [m.status, m.path, sig.sent.map((x) => x[0])];
+			chat.tick(Date.now() + 10000);
+			chat.onSealedReceipt({ type: "sealed_receipt", from: "carol", body: { id: m.id } });
+			const s2 = m.status;
+			chat.onSealedReceipt({ type: "sealed_receipt", from: "bob", body: { id: m.id } });
+			const opened = await sealed.open(b, "bob", "alice", m.sealedBody);
+			return [stored, sig.sent.length, s2, m.status, opened.text]`,
+			`[["stored","offline",["sealed"]],1,"stored","delivered","while you were out"]`},
+		{"chat: sealed messages open once, in order, receipt after display; another key is refused", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
+			const sig = fakeSig("bob");
+			const chat = new Chat({ sig, links: { get: () => null }, identity: b });
+			const bob = await peerOf(b, "bob");
+			const env = async (id, text, from = a) => ({ type: "sealed", from: "alice", body: await sealed.seal(from, "alice", bob, { id, text, ts: 7 }) });
+			const e1 = await env("m1", "first"), e2 = await env("m2", "second");
+			const order = [];
+			chat.addEventListener("change", () => order.push(chat.messages("alice").length + ":" + sig.sent.length));
+			await Promise.all([chat.onSealed(e1), chat.onSealed(e2), chat.onSealed(e1)]);
+			const forged = await env("m3", "from someone else", e);
+			await chat.onSealed(forged);
+			await chat.onSealed(forged);
+			const ms = chat.messages("alice");
+			return [ms.map((m) => m.dir + ":" + m.text.slice(0, 40)), ms[0].path, sig.sent, order.slice(0, 2)]`,
+			`[["in:first","in:second","note:alice left you a sealed message, but it "],"offline",
+				[["delivered","alice","m1"],["delivered","alice","m2"],["delivered","alice","m1"]],["1:0","2:1"]]`},
 		{"chat: bad text refused", `const chat = new Chat({ sig: fakeSig("me"), links: { get: () => null } });
 			try { chat.send("bob", "x".repeat(4001)); return "sent"; } catch (e) { return e.message; }`,
 			`"The message is too long (4001 bytes; the limit is 4000)."`},

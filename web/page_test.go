@@ -288,6 +288,14 @@ type goPeer struct {
 func startGoClient(t testing.TB, url, name string) *goPeer {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
+	return startGoClientKey(t, url, name, key)
+}
+
+// startGoClientKey starts a Go client with a given identity key (its
+// encryption key is derived from it, so a restart can open what was
+// sealed to it before).
+func startGoClientKey(t testing.TB, url, name string, key ed25519.PrivateKey) *goPeer {
+	t.Helper()
 	c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
 	if err != nil {

@@ -4,7 +4,7 @@
 
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
-import { answerWho, loadIdentity, nameInUse, saveName, savedName, unsupportedReason } from "./identity.js";
+import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { checkName, normalizeName } from "./proto.js";
 import { Signaling } from "./signaling.js";
@@ -58,6 +58,7 @@ function timeOf(ms) {
 const TICKS = {
   sending: ["…", "sending"],
   sent: ["✓", "sent"],
+  stored: ["✓", "stored"],
   delivered: ["✓✓", "delivered"],
   failed: ["!", "not delivered"],
 };
@@ -70,7 +71,7 @@ class App {
     this.links = null;
     this.chat = null;
     this.calls = null;
-    this.presence = new Map(); // name -> {status, lastSeen}
+    this.presence = new Map(); // name -> {status, lastSeen, publicKey, encKey, encSig}
     this.peer = "";
     this.stats = null; // last summary of the call's link
     this.graph = new QualityGraph($("graph"));
@@ -151,7 +152,7 @@ class App {
     this.welcomeIce = [];
     this.supernodes = [];
     this.seenTURN = new Set(); // TURN host:port of every supernode listed so far
-    this.chat = new Chat({ sig, links: this.links });
+    this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n) });
     this.calls = new Calls({ sig, links: this.links });
     this.calls.micDeviceId = load(MIC_KEY);
     this.relayOnly = load(RELAY_KEY) === "1";
@@ -291,6 +292,9 @@ class App {
       case "sealed":
         this.chat.onSealed(env);
         return;
+      case "sealed_receipt":
+        this.chat.onSealedReceipt(env);
+        return;
       case "supernodes":
         this.#onSupernodes(env.body);
         return;
@@ -340,7 +344,18 @@ class App {
   #setPresence(p) {
     if (p.name === this.name) return;
     const old = this.presence.get(p.name);
-    this.presence.set(p.name, { status: p.status, lastSeen: p.last_seen || old?.lastSeen || 0 });
+    // An entry without keys keeps what we knew; an encryption key counts
+    // only with the identity key it is bound to.
+    const publicKey = p.public_key || old?.publicKey || "";
+    const sameKey = publicKey === old?.publicKey;
+    this.presence.set(p.name, {
+      status: p.status,
+      lastSeen: p.last_seen || old?.lastSeen || 0,
+      publicKey,
+      encKey: p.enc_key || (sameKey ? old?.encKey : "") || "",
+      encSig: p.enc_sig || (sameKey ? old?.encSig : "") || "",
+    });
+    if (p.public_key) pins.pin(p.name, p.public_key); // trust on first use (sealed messages)
     if (old?.status === p.status) return;
     if (p.status === "offline") {
       this.calls.onOffline(p.name);
@@ -603,7 +618,8 @@ class App {
           const [sym, words] = TICKS[m.status] ?? ["", m.status];
           r.tick.className = `tick ${m.status}`;
           r.tick.textContent = sym;
-          r.tick.title = m.path ? `${words} (${m.path === "direct" ? "direct" : "via the server"})` : words;
+          const via = { direct: "direct", server: "via the server", offline: `sealed, kept by the server until ${this.peer} is back` }[m.path];
+          r.tick.title = via ? `${words} (${via})` : words;
           r.tick.setAttribute("aria-label", words);
         }
         r.failed.hidden = m.status !== "failed";
@@ -616,7 +632,12 @@ class App {
       return r.li;
     });
     if (!items.length) {
-      items.push(el("li", { className: "empty", textContent: this.#online(this.peer) ? `Say hello to ${this.peer}.` : `${this.peer} is offline; messages can be sent once they’re back.` }));
+      const words = this.#online(this.peer)
+        ? `Say hello to ${this.peer}.`
+        : this.chat.canSeal(this.peer)
+          ? `${this.peer} is offline. Messages are sealed end to end and wait on the server until they’re back.`
+          : `${this.peer} is offline; messages can be sent once they’re back.`;
+      items.push(el("li", { className: "empty", textContent: words }));
     }
     syncChildren(list, items);
     if (atBottom) list.scrollTop = list.scrollHeight;
@@ -806,6 +827,7 @@ class App {
     return {
       name: this.name,
       publicKey: this.identity?.publicKey ?? "",
+      encPublicKey: this.identity?.encPublicKey ?? "",
       online: !!this.sig?.online,
       presence: Object.fromEntries(this.presence),
       call: this.calls?.call ? { peer: this.calls.call.peer, state: this.calls.call.state, muted: this.calls.call.muted, outgoing: this.calls.call.outgoing } : null,

@@ -3,24 +3,36 @@
 // sender-chosen id; the receiver shows it once per id and always answers
 // with a "delivered" receipt. A message with no receipt after resendAfter is
 // sent again through the server, so it arrives even when the data channel
-// silently dies.
+// silently dies. A message for someone offline is sealed end to end
+// (sealed.js) and left with the server: "stored" (✓) when the server has
+// it, "delivered" (✓✓) when the recipient's receipt comes back as
+// sealed_receipt, however much later.
 
+import { pins } from "./identity.js";
 import { checkText, randomID } from "./proto.js";
+import { open, seal } from "./sealed.js";
 
-const RANK = { sending: 0, sent: 1, delivered: 2 };
+const RANK = { sending: 0, sent: 1, stored: 1.5, delivered: 2 };
+// Errors after which a sealed message is tried again (by tick or reconnect).
+const TRANSIENT = new Set(["not_signed_in", "timeout", "superseded", "internal"]);
 const MAX_SEEN = 4096; // ids remembered per peer for duplicate suppression
 
 /**
  * Chat keeps conversations and emits "change" (detail {peer}) whenever
  * one changes. A message is
- *   {id, peer, dir: "in"|"out", text, ts, status: "sending"|"sent"|"delivered"|"failed"|"received",
- *    path: "direct"|"server", error}
+ *   {id, peer, dir: "in"|"out"|"note", text, ts,
+ *    status: "sending"|"sent"|"stored"|"delivered"|"failed"|"received"|"note",
+ *    path: "direct"|"server"|"offline", error}
+ * peers(name) returns what presence says of name: {status, publicKey, encKey, encSig}.
  */
 export class Chat extends EventTarget {
-  constructor({ sig, links, resendAfter = 3000, maxSends = 20 }) {
+  constructor({ sig, links, identity = null, peers = () => undefined, resendAfter = 3000, maxSends = 20 }) {
     super();
     this.sig = sig;
     this.links = links;
+    this.identity = identity;
+    this.peers = peers;
+    this.opening = Promise.resolve(); // sealed messages are opened one at a time, in order
     this.resendAfter = resendAfter;
     this.maxSends = maxSends;
     this.conversations = new Map(); // peer -> messages, oldest first
@@ -75,14 +87,33 @@ export class Chat extends EventTarget {
     m.status = "sending";
     m.error = "";
     m.sends = 0;
+    m.sealed = false; // decided afresh: the peer may be online by now
+    m.sealedBody = null;
     this.pending.set(m.id, m);
     this.#transmit(m, false);
     this.#changed(m.peer);
   }
 
+  /**
+   * canSeal reports whether a message to peer can be sealed: this browser
+   * has an encryption key and presence told us peer's.
+   */
+  canSeal(peer) {
+    const p = this.peers(peer);
+    return !!(this.identity?.encKeyPair && p?.encKey && p?.publicKey);
+  }
+
+  #offline(peer) {
+    return this.peers(peer)?.status === "offline";
+  }
+
   #transmit(m, viaServer) {
     m.lastSent = Date.now();
     m.sends++;
+    if (m.sealed || (this.#offline(m.peer) && this.canSeal(m.peer))) {
+      this.#sendSealed(m);
+      return;
+    }
     const l = this.links.get(m.peer);
     if (!viaServer && l?.dcOpen) {
       try {
@@ -99,13 +130,46 @@ export class Chat extends EventTarget {
       (e) => {
         if (this.pending.get(m.id) !== m) return;
         if (e.code === "offline") {
-          this.#fail(m, `${m.peer} is offline; not delivered`);
+          if (this.canSeal(m.peer)) this.#sendSealed(m); // left with the server, sealed
+          else this.#fail(m, `${m.peer} is offline; not delivered`);
         } else if (e.code === "rate_limited" || e.code === "too_large" || e.code === "bad_request") {
           this.#fail(m, e.message || e.code);
         }
         // not_signed_in, timeout, superseded: the resend timer or reconnect retries.
       },
     );
+  }
+
+  /**
+   * #sendSealed seals m to its offline peer (once; a resend reuses the
+   * sealed body, which the server stores once per id) and leaves it with
+   * the server. Stored: no more resends; the receipt comes as sealed_receipt.
+   */
+  async #sendSealed(m) {
+    if (m.sealing) return;
+    m.sealing = true;
+    m.sealed = true;
+    try {
+      if (!m.sealedBody) {
+        const p = this.peers(m.peer) ?? {};
+        const pinned = pins.get(m.peer);
+        if (pinned && p.publicKey && pinned !== p.publicKey) {
+          this.#fail(m, `${m.peer}’s identity key is not the one this browser first saw for them, so the message was not sealed to it`);
+          return;
+        }
+        m.sealedBody = await seal(this.identity, this.sig.name, { name: m.peer, key: pinned || p.publicKey, encKey: p.encKey, encSig: p.encSig }, m);
+      }
+      if (this.pending.get(m.id) !== m || !this.sig.online) return; // sent again on reconnect
+      await this.sig.request("sealed", m.peer, m.sealedBody, { id: m.id });
+      if (this.pending.get(m.id) !== m) return;
+      this.pending.delete(m.id);
+      this.#advance(m, "stored", "offline");
+    } catch (e) {
+      if (this.pending.get(m.id) !== m) return;
+      if (!TRANSIENT.has(e.code)) this.#fail(m, `${m.peer} is offline and the message could not be left for them: ${e.message || e.code}`);
+    } finally {
+      m.sealing = false;
+    }
   }
 
   #advance(m, status, path) {
@@ -172,18 +236,50 @@ export class Chat extends EventTarget {
   }
 
   /**
-   * onSealed handles an offline message sealed end to end (proto.Sealed,
-   * NaCl box to keys derived from the Ed25519 identity). This page keeps
-   * its private key non-extractable, so it cannot derive the key to open
-   * one: it says so in the conversation, once per message, and sends no
-   * receipt (the sender must not think it was read).
+   * onSealed handles a message sealed end to end for us while we were
+   * offline (proto.Sealed). Messages are opened one at a time, in the
+   * order the server sent them; each is shown once per id, and the
+   * receipt goes back after it is shown (so the sender's ✓✓ means it is on
+   * screen). One that is sealed with a key we do not trust for its sender,
+   * or that does not open, gets a note in the conversation and no receipt:
+   * it stays with the server.
    */
   onSealed(env) {
-    if (!this.#firstTime(env.from, "sealed:" + env.body.id)) return;
-    const text = `${env.from} left you an encrypted message while you were offline. This browser can’t open offline messages yet — ask ${env.from} to send it again now that you’re online.`;
-    this.#list(env.from).push({ id: env.body.id, peer: env.from, dir: "note", text, ts: Date.now(), status: "note", path: "server", error: "" });
-    this.#bump(env.from);
-    this.#changed(env.from);
+    const next = this.opening.then(() => this.#openSealed(env));
+    this.opening = next.catch((e) => console.warn("parley: sealed message", e));
+    return next;
+  }
+
+  async #openSealed(env) {
+    const from = env.from;
+    const body = env.body;
+    const pinned = pins.get(from);
+    if (pinned && pinned !== body.sender_key) {
+      this.#note(from, body.id, `${from} left you a sealed message, but it is signed with a key that is not the one this browser first saw for ${from}. It was not opened.`);
+      return;
+    }
+    let m;
+    try {
+      m = await open(this.identity, this.sig.name, from, body);
+    } catch (e) {
+      this.#note(from, body.id, `${from} left you a sealed message that could not be opened: ${e.message}.`);
+      return;
+    }
+    pins.pin(from, body.sender_key);
+    this.#deliver(from, m.id, m.text, m.ts, "offline");
+    this.sig.send("delivered", from, { id: m.id });
+  }
+
+  /** onSealedReceipt: our sealed message reached its recipient (sealed_receipt, from = recipient). */
+  onSealedReceipt(env) {
+    this.#receipt(env.from, env.body.id, "offline");
+  }
+
+  #note(from, id, text) {
+    if (!this.#firstTime(from, "note:" + id)) return;
+    this.#list(from).push({ id, peer: from, dir: "note", text, ts: Date.now(), status: "note", path: "offline", error: "" });
+    this.#bump(from);
+    this.#changed(from);
   }
 
   #firstTime(from, id) {

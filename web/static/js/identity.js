@@ -1,15 +1,22 @@
 // The browser's identity: an Ed25519 key pair made with WebCrypto. The
 // private key is not extractable — script can sign with it but never read
 // it — and the CryptoKeyPair is kept in IndexedDB, so the display name the
-// server bound to this key stays ours across reloads. The chosen name is
-// kept in localStorage. (Ed25519: RFC 8032; WebCrypto: Secure Curves.)
+// server bound to this key stays ours across reloads. Next to it is the
+// X25519 encryption key pair that sealed offline messages are sealed to
+// (proto/offline.go, sealed.js), also non-extractable; its public half is
+// announced at sign-in, bound to the identity by an Ed25519 signature. The
+// chosen name is kept in localStorage, and so are the identity keys first
+// seen for other names (pins, trust on first use).
+// (Ed25519: RFC 8032; X25519: RFC 7748; WebCrypto: Secure Curves.)
 
-import { authPayload, b64 } from "./proto.js";
+import { authPayload, b64, encKeyPayload } from "./proto.js";
 
 const DB = "parley";
 const STORE = "identity";
 const KEY = "ed25519";
+const ENC_KEY = "x25519";
 const NAME_KEY = "parley.name";
+const PINS_KEY = "parley.pins";
 
 /** unsupportedReason says why this page cannot hold an identity here, or null. */
 export function unsupportedReason() {
@@ -43,9 +50,12 @@ function tx(db, mode, fn) {
  * binds names to.
  */
 export class Identity {
-  constructor(keyPair, publicKey) {
+  constructor(keyPair, publicKey, encKeyPair = null, encPublicKey = "") {
     this.keyPair = keyPair;
     this.publicKey = publicKey; // base64 of the 32-byte raw Ed25519 key
+    this.encKeyPair = encKeyPair; // X25519, or null where WebCrypto lacks it
+    this.encPublicKey = encPublicKey; // base64 of the 32-byte raw X25519 key
+    this.encSigs = new Map(); // name -> binding signature (Ed25519 is deterministic)
   }
 
   /** sign returns the base64 Ed25519 signature over proto.AuthPayload. */
@@ -53,6 +63,48 @@ export class Identity {
     const sig = await crypto.subtle.sign({ name: "Ed25519" }, this.keyPair.privateKey, authPayload(challenge, name, this.publicKey));
     return b64(new Uint8Array(sig));
   }
+
+  /** signEncKey returns the base64 signature binding the encryption key to name (proto.EncKeyPayload). */
+  async signEncKey(name) {
+    let sig = this.encSigs.get(name);
+    if (!sig) {
+      sig = b64(new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, this.keyPair.privateKey, encKeyPayload(name, this.encPublicKey))));
+      this.encSigs.set(name, sig);
+    }
+    return sig;
+  }
+
+  /** authFields returns the auth body for name: signature, and the bound encryption key when there is one. */
+  async authFields(challenge, name) {
+    const f = { name, public_key: this.publicKey, signature: await this.signAuth(challenge, name) };
+    if (this.encKeyPair) {
+      f.enc_key = this.encPublicKey;
+      f.enc_sig = await this.signEncKey(name);
+    }
+    return f;
+  }
+}
+
+/**
+ * loadEncKeyPair returns the X25519 pair kept in IndexedDB under ENC_KEY,
+ * generating one on first use; null when this browser has no WebCrypto
+ * X25519 (the page then works without offline messages).
+ */
+async function loadEncKeyPair(db) {
+  let kp = await tx(db, "readonly", (s) => s.get(ENC_KEY));
+  if (kp?.privateKey && kp?.publicKey) return kp;
+  try {
+    kp = await crypto.subtle.generateKey({ name: "X25519" }, false, ["deriveBits"]);
+  } catch (e) {
+    console.warn("parley: WebCrypto X25519 is not available; offline messages are off:", e.message);
+    return null;
+  }
+  try {
+    await tx(db, "readwrite", (s) => s.add(kp, ENC_KEY));
+  } catch {
+    kp = await tx(db, "readonly", (s) => s.get(ENC_KEY)); // another tab stored one first
+  }
+  return kp;
 }
 
 /**
@@ -81,7 +133,14 @@ export async function loadIdentity() {
     }
     const raw = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
     if (raw.length !== 32) throw new Error(`public key is ${raw.length} bytes, want 32`);
-    return new Identity(kp, b64(raw));
+    const enc = await loadEncKeyPair(db);
+    let encRaw = "";
+    if (enc) {
+      const r = new Uint8Array(await crypto.subtle.exportKey("raw", enc.publicKey));
+      if (r.length !== 32) throw new Error(`encryption key is ${r.length} bytes, want 32`);
+      encRaw = b64(r);
+    }
+    return new Identity(kp, b64(raw), enc, encRaw);
   } finally {
     db.close();
   }
@@ -150,3 +209,37 @@ export function answerWho(getName) {
     if (e.data?.type === "who" && name && e.data.name === name) ch.postMessage({ type: "here", name });
   };
 }
+
+/**
+ * pins remembers the identity key first seen for each name (trust on first
+ * use), in localStorage, shared by the tabs of this browser. Sealed
+ * messages are only sealed to an encryption key bound to the pinned key,
+ * and only opened from it.
+ */
+export const pins = {
+  all() {
+    try {
+      const v = JSON.parse(localStorage.getItem(PINS_KEY) || "{}");
+      return v && typeof v === "object" && !Array.isArray(v) ? v : {};
+    } catch {
+      return {};
+    }
+  },
+  /** get returns the key pinned for name, or "". */
+  get(name) {
+    const k = this.all()[name];
+    return typeof k === "string" ? k : "";
+  },
+  /** pin records key for name unless one is pinned already; it returns the pinned key. */
+  pin(name, key) {
+    const all = this.all();
+    if (typeof all[name] === "string" && all[name]) return all[name];
+    all[name] = key;
+    try {
+      localStorage.setItem(PINS_KEY, JSON.stringify(all));
+    } catch {
+      // storage disabled: the pin lasts for this visit only
+    }
+    return key;
+  },
+};

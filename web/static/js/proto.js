@@ -10,6 +10,7 @@ export const MAX_ID = 64; // proto.MaxIDLen
 export const MAX_TEXT = 4000; // proto.MaxTextLen, in UTF-8 bytes
 export const MAX_DC = 16 << 10; // proto.MaxDCMessage
 export const DC_LABEL = "parley-chat"; // proto.DataChannelLabel
+export const MAX_SEALED = 3 * MAX_TEXT + 512; // proto.MaxSealedCiphertext, bytes before base64
 
 // Routed types are client-to-client messages the server forwards to "to".
 export const ROUTED = new Set([
@@ -107,6 +108,35 @@ export function authPayload(challenge, name, publicKey) {
   return encoder.encode("parley-auth-v1\n" + challenge + "\n" + name + "\n" + publicKey);
 }
 
+// Sealed offline messages (proto/offline.go; the crypto is in sealed.js).
+export const SEALED_VERSION = 2; // proto.SealedVersion
+export const SEALED_LABEL = "parley-sealed-v2"; // proto.SealedInfoLabel
+
+/** encKeyPayload is what an identity key signs to bind an X25519 key to name (proto.EncKeyPayload). */
+export function encKeyPayload(name, encKey) {
+  return encoder.encode("parley-enc-key-v1\n" + name + "\n" + encKey);
+}
+
+/** sealedInfo is the HKDF info of a sealed message (proto.SealedInfo): label || sender id key || recipient id key. */
+export function sealedInfo(senderKey, recipientKey) {
+  const label = encoder.encode(SEALED_LABEL);
+  const out = new Uint8Array(label.length + senderKey.length + recipientKey.length);
+  out.set(label, 0);
+  out.set(senderKey, label.length);
+  out.set(recipientKey, label.length + senderKey.length);
+  return out;
+}
+
+/** sealedAAD is the AES-GCM additional data of a sealed message (proto.SealedAAD). */
+export function sealedAAD(id, from, to) {
+  return encoder.encode(SEALED_LABEL + "\n" + id + "\n" + from + "\n" + to);
+}
+
+/** b64n reports whether s is standard base64 of exactly n bytes. */
+export function b64n(s, n) {
+  return typeof s === "string" && s.length === 4 * Math.ceil(n / 3) && unb64(s)?.length === n;
+}
+
 /** encodeEnvelope builds the JSON text of one frame. */
 export function encodeEnvelope(type, { id, to, body } = {}) {
   const env = { v: VERSION, type };
@@ -128,7 +158,11 @@ const BODY = {
   welcome: (b) => checkName(b.name) === null && (b.online === undefined || b.online === null ||
     (Array.isArray(b.online) && b.online.length <= 10000 && b.online.every((p) => isObj(p) && BODY.presence(p)))),
   presence: (b) => (b.name === undefined || b.name === "" || checkName(b.name) === null) &&
-    ["online", "away", "offline"].includes(b.status),
+    ["online", "away", "offline"].includes(b.status) &&
+    (b.public_key === undefined || b.public_key === "" || b64n(b.public_key, 32)) &&
+    // enc_key and its binding come together or not at all (proto.Presence).
+    ((b.enc_key === undefined || b.enc_key === "") && (b.enc_sig === undefined || b.enc_sig === "") ||
+      b64n(b.enc_key, 32) && b64n(b.enc_sig, 64)),
   ack: (b) => validID(b.ref),
   error: (b) => typeof b.code === "string" && b.code !== "" && optStr(b.message, 1024),
   offer: (b) => validID(b.session) && typeof b.sdp === "string" && b.sdp.startsWith("v=0") && b.sdp.length <= 48 << 10,
@@ -146,8 +180,10 @@ const BODY = {
   read: (b) => validID(b.id),
   typing: () => true,
   // proto.Sealed (an end-to-end sealed offline message) and its receipt.
-  sealed: (b) => validID(b.id) && typeof b.sender_key === "string" && b.sender_key.length <= 64 &&
-    typeof b.nonce === "string" && b.nonce.length <= 64 && typeof b.box === "string" && b.box.length <= 20000,
+  sealed: (b) => b.v === SEALED_VERSION && validID(b.id) && b64n(b.sender_key, 32) && b64n(b.sender_enc, 32) &&
+    b64n(b.sender_enc_sig, 64) && b64n(b.salt, 16) && b64n(b.nonce, 12) &&
+    typeof b.ciphertext === "string" && b.ciphertext.length > 24 && b.ciphertext.length <= 4 * Math.ceil(MAX_SEALED / 3) &&
+    (b.stored === undefined || Number.isInteger(b.stored) && b.stored >= 0),
   sealed_receipt: (b) => validID(b.id),
   // proto.SupernodeList: supernodes this user may relay through, and the
   // same supernodes as TURN servers for browsers.

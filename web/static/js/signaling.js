@@ -141,9 +141,10 @@ export class Signaling extends EventTarget {
         }
         phase = "auth";
         try {
-          const signature = await this.identity.signAuth(env.body.challenge, this.name);
+          // name, key, signature, and the bound encryption key (identity.js)
+          const fields = await this.identity.authFields(env.body.challenge, this.name);
           if (this.ws !== ws) return;
-          ws.send(encodeEnvelope("auth", { id: "auth", body: { name: this.name, public_key: this.identity.publicKey, signature, agent: this.agent } }));
+          ws.send(encodeEnvelope("auth", { id: "auth", body: { ...fields, agent: this.agent } }));
         } catch (e) {
           closeError = new ProtoError("auth_failed", `could not sign in: ${e.message}`);
           ws.close();
