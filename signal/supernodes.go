@@ -120,6 +120,7 @@ type snode struct {
 
 	mbps, rttMs float64
 	checked     time.Time // last successful probe
+	probed      time.Time // last probe started by a registration
 	checking    bool
 	lastBeat    time.Time
 	beat        proto.SupernodeHeartbeat
@@ -295,6 +296,15 @@ func (m *snManager) register(ss *session, r *proto.SupernodeRegister) {
 		n = &snode{id: ss.name, sess: ss, since: time.Now()}
 		m.nodes[ss.name] = n
 	}
+	// A probe costs a handshake and a bandwidth test, and sends packets to
+	// the advertised addresses: one at a time, and not more often than
+	// minProbeInterval per session.
+	if n.checking || time.Since(n.probed) < minProbeInterval {
+		m.mu.Unlock()
+		ss.sendError(proto.Errorf(proto.CodeRateLimited, "supernode %s is being checked or was checked less than %s ago", n.id, minProbeInterval), "")
+		return
+	}
+	n.probed = time.Now()
 	wasPromoted := n.state == proto.SupernodePromoted
 	n.gen++
 	n.key, n.reg = key, *r
@@ -316,8 +326,14 @@ func (m *snManager) register(ss *session, r *proto.SupernodeRegister) {
 	m.startProbe(n, gen, false)
 }
 
-// addressProblem says why advertised addresses cannot serve others.
+// minProbeInterval spaces the probes a registration may trigger.
+const minProbeInterval = 10 * time.Second
+
+// addressProblem says why advertised addresses cannot serve others. They
+// must be public and all on one IP (one machine: the probe must not be a
+// way to make this server send packets to several third parties).
 func (m *snManager) addressProblem(r *proto.SupernodeRegister) string {
+	var first netip.Addr
 	for _, a := range []string{r.QUIC, r.TURNUDP, r.TURNTCP, r.TURNTLS} {
 		if a == "" {
 			continue
@@ -327,6 +343,11 @@ func (m *snManager) addressProblem(r *proto.SupernodeRegister) string {
 			return "refused: " + err.Error()
 		}
 		ip := ap.Addr()
+		if !first.IsValid() {
+			first = ip
+		} else if ip != first {
+			return fmt.Sprintf("refused: advertised addresses are on different IPs (%s and %s); a supernode is one machine", first, ip)
+		}
 		allowed := false
 		for _, p := range m.cfg.AllowAddrs {
 			if p.Contains(ip) {

@@ -44,11 +44,13 @@ func loopbackSignal(t testing.TB, mod func(*signal.SupernodeConfig)) *signaltest
 
 // user is a bare signaling client that collects supernode lists.
 type user struct {
-	t     testing.TB
-	name  string
-	ws    *websocket.Conn
-	lists chan *proto.SupernodeList
-	ice   []proto.ICEServer
+	t        testing.TB
+	name     string
+	ws       *websocket.Conn
+	lists    chan *proto.SupernodeList
+	statuses chan *proto.SupernodeStatus
+	errs     chan *proto.Error
+	ice      []proto.ICEServer
 }
 
 // signIn signs name in and reads frames in the background.
@@ -58,7 +60,8 @@ func signIn(t testing.TB, url, name string) *user {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	u := &user{t: t, name: name, ws: ws, lists: make(chan *proto.SupernodeList, 16)}
+	u := &user{t: t, name: name, ws: ws, lists: make(chan *proto.SupernodeList, 16),
+		statuses: make(chan *proto.SupernodeStatus, 16), errs: make(chan *proto.Error, 16)}
 	read := func() *proto.Envelope {
 		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, data, err := ws.ReadMessage()
@@ -92,13 +95,30 @@ func signIn(t testing.TB, url, name string) *user {
 				return
 			}
 			env, err := proto.Decode(data)
-			if err != nil || env.Type != proto.TypeSupernodes {
+			if err != nil {
 				continue
 			}
-			if l, err := proto.DecodeBody[*proto.SupernodeList](env); err == nil {
-				select {
-				case u.lists <- l:
-				default:
+			switch env.Type {
+			case proto.TypeSupernodes:
+				if l, err := proto.DecodeBody[*proto.SupernodeList](env); err == nil {
+					select {
+					case u.lists <- l:
+					default:
+					}
+				}
+			case proto.TypeSupernodeStatus:
+				if s, err := proto.DecodeBody[*proto.SupernodeStatus](env); err == nil {
+					select {
+					case u.statuses <- s:
+					default:
+					}
+				}
+			case proto.TypeError:
+				if e, err := proto.DecodeBody[*proto.Error](env); err == nil {
+					select {
+					case u.errs <- e:
+					default:
+					}
 				}
 			}
 		}

@@ -243,3 +243,31 @@ func (k *killDialer) kill() {
 		c.Close()
 	}
 }
+
+// TestRegisterChecks: the server refuses registrations whose addresses
+// are on several IPs (it would probe third parties), and answers a
+// registration repeated during or just after a check with rate_limited.
+func TestRegisterChecks(t *testing.T) {
+	sig := loopbackSignal(t, nil)
+	fp := strings.Repeat("ab", 32)
+	u := signIn(t, sig.URL, "cand")
+	u.send(proto.TypeSupernodeRegister, "r1", &proto.SupernodeRegister{QUIC: "127.0.0.1:4433", TURNUDP: "127.0.0.2:3478", Fingerprint: fp})
+	var st *proto.SupernodeStatus
+	select {
+	case st = <-u.statuses:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no status")
+	}
+	if st.State != proto.SupernodeRefused || !strings.Contains(st.Reason, "different IPs (127.0.0.1 and 127.0.0.2)") {
+		t.Fatalf("status %+v", st)
+	}
+	u.send(proto.TypeSupernodeRegister, "r2", &proto.SupernodeRegister{QUIC: "127.0.0.1:4433", Fingerprint: fp})
+	select {
+	case e := <-u.errs:
+		if e.Code != proto.CodeRateLimited {
+			t.Fatalf("second registration: %v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second registration within the interval was not refused")
+	}
+}

@@ -45,6 +45,11 @@ func (s *Server) serveQUIC(ctx context.Context) {
 			return
 		}
 		s.stats.quicConns.Add(1)
+		if s.connCount() >= s.maxConns() {
+			s.stats.sessionsFull.Add(1)
+			conn.CloseWithError(quic.ApplicationErrorCode(1), "supernode busy: too many connections")
+			continue
+		}
 		if !s.trackConn(conn, true) {
 			conn.CloseWithError(0, "closing")
 			return
@@ -56,6 +61,16 @@ func (s *Server) serveQUIC(ctx context.Context) {
 			s.serveConn(ctx, conn)
 		}()
 	}
+}
+
+// maxConns bounds concurrent QUIC connections: warm connections from
+// every user that may relay here, probes, and headroom.
+func (s *Server) maxConns() int { return 4*s.cfg.MaxSessions + 64 }
+
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func (s *Server) trackConn(c *quic.Conn, add bool) bool {
