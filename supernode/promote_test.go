@@ -271,3 +271,58 @@ func TestRegisterChecks(t *testing.T) {
 		t.Fatal("second registration within the interval was not refused")
 	}
 }
+
+// TestRecheckFailure: a promoted supernode whose QUIC port stops
+// answering (a router lost its port forward) is demoted at the next
+// re-check, with the probe's reason.
+func TestRecheckFailure(t *testing.T) {
+	sig := loopbackSignal(t, func(c *signal.SupernodeConfig) {
+		c.Recheck = 300 * time.Millisecond
+		c.ProbeTimeout = 500 * time.Millisecond
+	})
+	var bh blackhole
+	sn := supernodetest.Start(t, sig.URL, supernode.Config{PacketListener: &bh})
+	sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+	bh.set(true)
+	st := sn.WaitState(t, proto.SupernodeDemoted, 10*time.Second)
+	if !strings.Contains(st.Reason, "re-check failed: unreachable: no QUIC answer") {
+		t.Fatalf("reason %q", st.Reason)
+	}
+}
+
+// blackhole opens UDP sockets that can be made to drop every packet
+// they receive, as a router that lost its port forward would.
+type blackhole struct {
+	mu sync.Mutex // guards on
+	on bool
+}
+
+func (b *blackhole) set(v bool) { b.mu.Lock(); b.on = v; b.mu.Unlock() }
+
+func (b *blackhole) dropping() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.on
+}
+
+func (b *blackhole) ListenPacket(network, address string) (net.PacketConn, error) {
+	pc, err := net.ListenPacket(network, address) //nolint:noctx // bind only
+	if err != nil {
+		return nil, err
+	}
+	return &blackholeConn{PacketConn: pc, b: b}, nil
+}
+
+type blackholeConn struct {
+	net.PacketConn
+	b *blackhole
+}
+
+func (c *blackholeConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !c.b.dropping() {
+			return n, a, err
+		}
+	}
+}
