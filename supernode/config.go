@@ -25,9 +25,10 @@ type PacketListener interface {
 // except Server, Key and Name, which are required.
 //
 // `parley chat --supernode` builds this Config from the chat client's
-// identity: Server and Key are the chat's, Name is the chat name with
-// "-sn" appended (a supernode signs in as its own user), and the listen
-// addresses default as below.
+// identity (cmd/parley SupernodeConfigFor): Server and Key are the chat's,
+// Name is a name of its own (the chat name with "-sn", within 32 bytes: a
+// supernode signs in as its own user), and the listen addresses default
+// as below (a desktop user without privileges picks high ports).
 type Config struct {
 	// Server is the signaling server's WebSocket URL (ws://host:port/ws;
 	// http:// and bare host:port are accepted). Required.

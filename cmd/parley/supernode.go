@@ -148,9 +148,14 @@ machine keeping the port numbers, and pass --public-addr.`)
 // SupernodeConfigFor is the supernode Config of a daemon or of a desktop
 // user who opts in (`parley chat --supernode`): signed in as name with the
 // given identity, every decision printed to out (nil: not printed) and
-// logged. The chat passes its own key and NAME-sn as name (a supernode
-// signs in as a user of its own). Listen addresses, limits and PublicAddr
-// keep supernode.Config's defaults unless the caller sets them.
+// logged. The chat passes its own key and a name of its own for the
+// supernode (e.g. NAME+"-sn", within proto.MaxNameLen): a supernode signs
+// in as a user of its own. Listen addresses, limits and PublicAddr keep
+// supernode.Config's defaults unless the caller sets them; a desktop user
+// without CAP_NET_BIND_SERVICE sets ListenQUIC and ListenTURNTLS to a high
+// port (e.g. 0.0.0.0:4433) and forwards it. Run it with supernode.New and
+// Run(ctx) next to the chat client; Close stops it (the server is told
+// it is draining).
 func SupernodeConfigFor(server string, key ed25519.PrivateKey, name string, log *slog.Logger, out io.Writer) supernode.Config {
 	return supernode.Config{
 		Server: server,
