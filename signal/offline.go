@@ -253,6 +253,12 @@ func (m *mailbox) deliver(ss *session) {
 		sl := r.Sealed
 		env, err := proto.New(proto.TypeSealed, sl.ID, ss.name, &sl)
 		if err != nil {
+			// Stored by an older server (the retired NaCl scheme) or
+			// damaged: no client can open it, so it goes.
+			m.srv.log.Warn("signal: dropping an offline message that no longer validates", "to", ss.name, "from", r.From, "err", err)
+			if _, err := m.store.remove(ss.name, r.From, sl.ID); err != nil {
+				m.srv.log.Error("signal: offline store", "op", "remove", "err", err)
+			}
 			continue
 		}
 		env.From = r.From

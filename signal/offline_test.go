@@ -21,6 +21,7 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // sealFor builds a sealed message from c over text with real AES-256-GCM
@@ -417,5 +418,51 @@ func TestOfflineLimits(t *testing.T) {
 				t.Fatalf("%d waiting, want %d", n, tc.n)
 			}
 		})
+	}
+}
+
+// TestRetiredSealedDropped: a message stored under the retired NaCl
+// scheme (v1: 24-byte nonce, "box") can be opened by no client; the server
+// drops it at delivery instead of holding it against the limits.
+func TestRetiredSealedDropped(t *testing.T) {
+	dir := t.TempDir()
+	_, bobKey, _ := ed25519.GenerateKey(nil)
+	url, stop := runServer(t, signal.Config{DataDir: dir})
+	login(t, url, "bob", bobKey).conn.Close()
+	stop()
+	db, err := bolt.Open(filepath.Join(dir, "signal.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := `{"from":"alice","sealed":{"id":"old1","sender_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","box":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJw==","stored":` +
+		fmt.Sprint(time.Now().UnixMilli()) + `}}`
+	if err := db.Update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists([]byte("offline"))
+		if err != nil {
+			return err
+		}
+		bk, err := root.CreateBucketIfNotExists([]byte("bob"))
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte{0, 0, 0, 0, 0, 0, 0, 1}, []byte(v1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	srv := signaltest.Start(t, signal.Config{DataDir: dir})
+	if n, _ := srv.OfflineWaiting("bob"); n != 1 {
+		t.Fatalf("%d waiting before sign-in, want the old one", n)
+	}
+	bob := login(t, srv.URL, "bob", bobKey)
+	// A live sealed message after it arrives; the old one never does.
+	alice := login(t, srv.URL, "alice", nil)
+	alice.send(proto.TypeSealed, "new1", "bob", sealFor(t, alice, "new1", "hello"))
+	if got := sealedIDs(t, bob, 1); got[0] != "new1" {
+		t.Fatalf("bob got %v first, want new1", got)
+	}
+	if n, _ := srv.OfflineWaiting("bob"); n != 1 {
+		t.Fatalf("%d waiting, want only new1", n)
 	}
 }
