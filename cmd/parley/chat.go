@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,15 +17,16 @@ import (
 	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/internal/tui"
 	"github.com/parley-voice/parley/proto"
+	"github.com/pion/webrtc/v4"
 )
 
 // chatFlags are the flags of `parley chat`.
 type chatFlags struct {
-	server, name, profile string
-	json, autoAnswer      bool
-	audioIn, audioOut     string
-	iceLoopback           bool
-	logLevel              string
+	server, name, profile  string
+	json, autoAnswer       bool
+	audioIn, audioOut      string
+	iceLoopback, relayOnly bool
+	logLevel               string
 }
 
 func defaultProfile(name string) string {
@@ -66,6 +68,8 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	fs.StringVar(&f.audioOut, "audio-out", "", "write received call audio to this Ogg/Opus file (NAME is replaced by the peer's name when the path contains {peer})")
 	fs.BoolVar(&f.iceLoopback, "ice-loopback", false, "gather ICE candidates on loopback only (single-machine demos and tests)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
+	fs.BoolVar(&f.relayOnly, "relay-only", false, "always relay calls through a supernode: the people you call never learn your address")
+	snf := addChatSupernodeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,6 +137,9 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if f.iceLoopback {
 		cfg.SettingEngine = client.LoopbackOnly
 	}
+	if f.relayOnly {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
 	if f.audioOut != "" {
 		cfg.AudioSink = func(peer string) (client.AudioSink, error) {
 			return audio.NewOggSink(strings.ReplaceAll(f.audioOut, "{peer}", peer), 2)
@@ -144,16 +151,28 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stdout := &lockedWriter{w: os.Stdout}
+	if snf.on {
+		var out io.Writer = stdout
+		if useTUI {
+			out = nil // decisions go to the log file; the screen is the UI's
+		}
+		stopSN, err := startChatSupernode(ctx, snf, f.server, key, f.name, cfg.Logger, out, f.json)
+		if err != nil {
+			return err
+		}
+		defer stopSN()
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
 	switch {
 	case f.json:
-		err = chatJSON(ctx, c, os.Stdin, os.Stdout)
+		err = chatJSON(ctx, c, os.Stdin, stdout)
 	case useTUI:
 		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
 			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
 	default:
-		err = chatLines(ctx, c, os.Stdin, os.Stdout)
+		err = chatLines(ctx, c, os.Stdin, stdout)
 	}
 	cancel()
 	if rerr := <-runErr; err == nil {

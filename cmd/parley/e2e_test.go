@@ -224,3 +224,72 @@ func TestBenchCommand(t *testing.T) {
 		t.Errorf("--calls 0 accepted: %s", out)
 	}
 }
+
+// relayedCall has alice and bob, both refusing direct paths (--relay-only),
+// call each other through whatever supernode the server promoted, and
+// checks the call says it is relayed via sn.
+func relayedCall(t *testing.T, url, dir, sn string) {
+	t.Helper()
+	chat := func(name string, extra ...string) *proc {
+		args := append([]string{"chat", "--json", "--ice-loopback", "--relay-only", "--server", url, "--name", name,
+			"--profile", filepath.Join(dir, name)}, extra...)
+		return start(t, args...)
+	}
+	alice := chat("alice")
+	bob := chat("bob", "--auto-answer")
+	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
+	alice.send(`{"cmd":"call","to":"bob"}`)
+	bob.waitEvent(map[string]any{"event": "call", "with": "alice", "state": "connected", "path": "relay", "via": sn})
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "connected", "path": "relay", "via": sn})
+	alice.waitLine("relayed RTP both ways", func(s string) bool {
+		var ev struct {
+			Event    string
+			Sent     int `json:"rtp_packets_sent"`
+			Received int `json:"rtp_packets_received"`
+			Path     string
+		}
+		return json.Unmarshal([]byte(s), &ev) == nil && ev.Event == "stats" && ev.Path == "relay" && ev.Sent > 10 && ev.Received > 10
+	})
+	alice.send(`{"cmd":"hangup","with":"bob"}`)
+	bob.waitEvent(map[string]any{"event": "call", "with": "alice", "state": "ended"})
+}
+
+// TestServeBuiltinSupernode: `parley serve` runs its own supernode, which
+// the server promotes on the same proof as any volunteer's, and relays.
+func TestServeBuiltinSupernode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"),
+		"--supernode", "on", "--supernode-allow", "127.0.0.0/8", "--supernode-quic", ":0",
+		"--supernode-turn-udp", ":0", "--supernode-turn-tcp", ":0", "--supernode-turn-tls", ":0")
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	srv.waitLine("promotion", func(s string) bool { return strings.Contains(s, "promoted") })
+	relayedCall(t, url, dir, "serve-relay")
+
+	// On loopback, auto mode explains why it stays off.
+	auto := start(t, "serve", "--listen", "127.0.0.1:0", "--data", "")
+	auto.waitLine("auto off", func(s string) bool { return strings.Contains(s, "built-in supernode: off") })
+}
+
+// TestChatOptInSupernode: a desktop user opts in with `parley chat
+// --supernode`; once promoted, others' calls relay through it.
+func TestChatOptInSupernode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"),
+		"--supernode", "off", "--supernode-allow", "127.0.0.0/8")
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	carol := start(t, "chat", "--json", "--ice-loopback", "--server", url, "--name", "carol",
+		"--profile", filepath.Join(dir, "carol"), "--supernode",
+		"--supernode-quic", "127.0.0.1:0", "--supernode-turn-udp", "127.0.0.1:0",
+		"--supernode-turn-tcp", "127.0.0.1:0", "--supernode-turn-tls", "127.0.0.1:0",
+		"--supernode-allow-peer", "127.0.0.0/8")
+	carol.waitEvent(map[string]any{"event": "supernode", "name": "carol-sn", "state": "promoted"})
+	relayedCall(t, url, dir, "carol-sn")
+}

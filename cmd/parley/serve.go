@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -35,6 +36,7 @@ their ICE server (also listed unauthenticated at /api/ice, which
 	data := fs.String("data", defaultDataDir(), "directory for the name registry (empty: memory only)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	stunf := addSTUNFlags(fs)
+	snf := addServeSupernodeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +55,7 @@ their ICE server (also listed unauthenticated at /api/ice, which
 		Listen:     *listen,
 		DataDir:    *data,
 		ICEServers: stun.iceServers(),
+		Supernodes: snf.signalConfig(),
 		Web:        web.Handler(),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Logger:     log,
@@ -60,7 +63,7 @@ their ICE server (also listed unauthenticated at /api/ice, which
 	if err != nil {
 		return err
 	}
-	reg.MustRegister(srv.Collector())
+	reg.MustRegister(srv.Collector(), srv.SupernodeCollector())
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		srv.Close()
@@ -69,5 +72,26 @@ their ICE server (also listed unauthenticated at /api/ice, which
 	fmt.Printf("Parley is running: open http://%s/ in a browser\n", ln.Addr())
 	fmt.Printf("  chat client: go run ./cmd/parley chat --server http://%s --name NAME\n", ln.Addr())
 	stun.printInfo(ln.Addr())
-	return srv.Serve(ctx, ln)
+	ip, _ := netip.AddrFromSlice(ln.Addr().(*net.TCPAddr).IP)
+	on, why, err := snf.builtinEnabled(ip.Unmap())
+	if err != nil {
+		ln.Close()
+		srv.Close()
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx, ln) }()
+	if !on {
+		fmt.Printf("  built-in supernode: %s\n", why)
+		return <-serveErr
+	}
+	stopSN, err := startBuiltinSupernode(ctx, snf, ln.Addr(), *data, log, reg, os.Stdout)
+	if err != nil {
+		srv.Close()
+		<-serveErr
+		return err
+	}
+	err = <-serveErr
+	stopSN()
+	return err
 }
