@@ -5,7 +5,7 @@
 GO ?= go
 FUZZTIME ?= 3s
 
-.PHONY: test deps vet unit fuzz bench build
+.PHONY: test deps vet unit fuzz bench build docs
 
 test: deps vet unit fuzz
 
@@ -26,3 +26,8 @@ bench:
 
 build:
 	$(GO) build -o parley ./cmd/parley
+
+# Re-take the call page screenshots and terminal UI captures the README shows.
+docs: deps
+	$(GO) test -count=1 ./web/ -args -screenshots=$(CURDIR)/docs/screenshots
+	$(GO) test -count=1 -run TUI ./cmd/parley/ -args -tui-screens=$(CURDIR)/docs/tui

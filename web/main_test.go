@@ -27,7 +27,7 @@ const nsMarker = "PARLEY_WEB_TEST_IN_NETNS"
 // chromiumPath is Debian's browser binary (not the /usr/bin wrapper).
 const chromiumPath = "/usr/lib/chromium/chromium"
 
-var screenshotDir = flag.String("screenshots", "../docs/screenshots", "directory the browser tests write page screenshots to (empty: don't write)")
+var screenshotDir = flag.String("screenshots", "", "directory the browser tests write page screenshots to (empty: don't write)")
 
 // browserSkip says why browser tests cannot run here ("" when they can).
 var browserSkip string
