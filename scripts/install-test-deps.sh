@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Parley's tests need when it is missing: Chromium for the
 # call-page tests, nftables/iptables/iproute2 for the NAT lab, tmux for the
-# terminal UI tests. Needs root (CI runs as root); without root it only says
-# what is missing, and the tests that need it skip loudly.
+# terminal UI tests, libopus-dev and pkg-config for the audio device tests
+# (go test -tags audiodevice ./client/audio/device/...). Needs root (CI runs
+# as root); without root it only says what is missing, and the tests that
+# need it skip loudly.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
