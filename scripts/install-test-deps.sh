@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Parley's tests need when it is missing: Chromium for the
 # call-page tests, nftables/iptables/iproute2 for the NAT lab, tmux for the
-# terminal UI tests, libopus-dev and pkg-config for the audio device tests
-# (go test -tags audiodevice ./client/audio/device/...). Needs root (CI runs
-# as root); without root it only says what is missing, and the tests that
-# need it skip loudly.
+# terminal UI tests, and pkg-config, libopus-dev and libopusfile-dev for the
+# audio device tests (go test -tags audiodevice ./client/audio/device/...;
+# gopkg.in/hraban/opus.v2 links both libraries unless built with -tags
+# nolibopusfile). Needs root (CI runs as root); without root it only says
+# what is missing, and the tests that need it skip loudly.
 set -euo pipefail
 
 need=()
@@ -16,6 +17,7 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+pkg-config --exists opusfile 2>/dev/null || need+=(libopusfile-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
