@@ -100,7 +100,8 @@ func TestBrowserToBrowser(t *testing.T) {
 
 // TestBrowserAndGoClient: the page and the Go client interoperate both
 // ways: chat each way with receipts, a call placed from the page and one
-// placed from Go, audio both ways, hang-up from either side.
+// placed from Go, audio both ways, hang-up from either side, and a message
+// left sealed once the Go client is gone.
 func TestBrowserAndGoClient(t *testing.T) {
 	srv := startServer(t)
 	gopher := startGoClient(t, srv.URL, "gopher")
@@ -211,13 +212,17 @@ func TestBrowserAndGoClient(t *testing.T) {
 	}
 	p.waitFor("page shows the decline", textHas("call-state", "ended", "you declined"))
 
-	// Gopher leaves: the page shows it, can't call, and a message says in
-	// words that it was not delivered.
+	// Gopher leaves: the page shows it and can't call; a message is
+	// sealed to gopher's encryption key and left on the server (one tick;
+	// sealed_test.go follows it to delivery).
 	gopher.stop()
 	p.waitFor("gopher offline", `!`+elem("contact-gopher")+` && `+textHas("peer-status", "offline")+` && `+elem("call")+`.disabled`)
 	p.send("are you there?")
-	p.waitFor("not delivered, in words", message("out", "are you there?", "failed")+
-		` && document.querySelector('[data-testid=messages] li.msg.out:last-child .undelivered').textContent.includes("gopher is offline; not delivered")`)
+	p.waitFor("stored for gopher", message("out", "are you there?", "stored")+
+		` && document.querySelector('[data-testid=messages] li.msg.out:last-child [data-testid=tick]').textContent === "✓"`)
+	if n, _ := srv.OfflineWaiting("gopher"); n != 1 {
+		t.Errorf("%d messages waiting for gopher, want 1", n)
+	}
 }
 
 // waitGo retries try (which may wait itself) until it reports true.
