@@ -11,11 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/internal/sigdial"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -106,7 +106,7 @@ func (c *Config) setDefaults() error {
 	if err := proto.ValidateRegisterName(c.Name); err != nil {
 		return err
 	}
-	c.Server = normalizeURL(c.Server)
+	c.Server = sigdial.URL(c.Server)
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = 250 * time.Millisecond
 	}
@@ -135,24 +135,6 @@ func (c *Config) setDefaults() error {
 		c.Agent = "parley-go"
 	}
 	return nil
-}
-
-// normalizeURL turns http(s)://host[:port][/] or host:port into the
-// signaling WebSocket URL.
-func normalizeURL(s string) string {
-	switch {
-	case strings.HasPrefix(s, "http://"):
-		s = "ws://" + strings.TrimPrefix(s, "http://")
-	case strings.HasPrefix(s, "https://"):
-		s = "wss://" + strings.TrimPrefix(s, "https://")
-	case !strings.HasPrefix(s, "ws://") && !strings.HasPrefix(s, "wss://"):
-		s = "ws://" + s
-	}
-	rest := s[strings.Index(s, "://")+3:]
-	if !strings.Contains(rest, "/") || strings.HasSuffix(rest, "/") && strings.Count(rest, "/") == 1 {
-		s = strings.TrimSuffix(s, "/") + "/ws"
-	}
-	return s
 }
 
 // Client is a Parley user session. New, then Run; use the methods from any

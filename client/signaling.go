@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parley-voice/parley/internal/sigdial"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/webrtc/v4"
 )
@@ -109,71 +109,27 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 
 // connect dials and completes the hello/auth/welcome handshake.
 func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: c.cfg.Dial}
-	ws, resp, err := d.DialContext(dctx, c.cfg.Server, http.Header{"User-Agent": []string{c.cfg.Agent}})
+	ws, w, err := sigdial.SignIn(ctx, sigdial.Options{
+		URL:   c.cfg.Server,
+		Dial:  c.cfg.Dial,
+		Agent: c.cfg.Agent,
+		Auth: func(challenge string) *proto.Auth {
+			auth := proto.SignAuth(c.cfg.Key, challenge, c.cfg.Name)
+			auth.NAT = c.cfg.NATReport
+			auth.EncKey, auth.EncSig = proto.SignEncKey(c.cfg.Key, c.cfg.Name, c.cfg.EncKey.PublicKey().Bytes()) // offline.go
+			return auth
+		},
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: dial %s: %w", c.cfg.Server, err)
-	}
-	resp.Body.Close()
-	ws.SetReadLimit(proto.MaxFrameSize)
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	fail := func(err error) (*sigConn, *proto.Welcome, error) {
-		ws.Close()
-		return nil, nil, err
-	}
-	env, err := readEnv(ws)
-	if err != nil {
-		return fail(err)
-	}
-	hello, err := proto.DecodeBody[*proto.Hello](env)
-	if err != nil || env.Type != proto.TypeHello {
-		return fail(fmt.Errorf("client: expected hello, got %s: %v", env.Type, err))
-	}
-	auth := proto.SignAuth(c.cfg.Key, hello.Challenge, c.cfg.Name)
-	auth.Agent = c.cfg.Agent
-	auth.NAT = c.cfg.NATReport
-	auth.EncKey, auth.EncSig = proto.SignEncKey(c.cfg.Key, c.cfg.Name, c.cfg.EncKey.PublicKey().Bytes()) // offline.go
-	aenv, err := proto.New(proto.TypeAuth, "auth", "", auth)
-	if err != nil {
-		return fail(err)
-	}
-	b, _ := proto.Encode(aenv)
-	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return fail(fmt.Errorf("client: send auth: %w", err))
-	}
-	env, err = readEnv(ws)
-	if err != nil {
-		return fail(err)
-	}
-	switch env.Type {
-	case proto.TypeWelcome:
-	case proto.TypeError:
-		pe, derr := proto.DecodeBody[*proto.Error](env)
-		if derr != nil {
-			return fail(derr)
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			return nil, nil, pe
 		}
-		return fail(pe)
-	default:
-		return fail(fmt.Errorf("client: expected welcome, got %s", env.Type))
+		return nil, nil, fmt.Errorf("client: %w", err)
 	}
-	w, err := proto.DecodeBody[*proto.Welcome](env)
-	if err != nil {
-		return fail(err)
-	}
-	ws.SetReadDeadline(time.Time{})
 	sc := &sigConn{ws: ws, out: make(chan []byte, 256), done: make(chan struct{})}
 	go sc.writeLoop()
 	return sc, w, nil
-}
-
-func readEnv(ws *websocket.Conn) (*proto.Envelope, error) {
-	_, data, err := ws.ReadMessage()
-	if err != nil {
-		return nil, fmt.Errorf("client: read: %w", err)
-	}
-	return proto.Decode(data)
 }
 
 // readLoop forwards frames to the loop until the connection fails. The

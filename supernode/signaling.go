@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parley-voice/parley/internal/sigdial"
 	"github.com/parley-voice/parley/proto"
 )
 
@@ -53,7 +52,7 @@ func (s *Server) signalOnce(ctx context.Context) error {
 	}
 	defer ws.Close()
 	s.setConnected(true)
-	if err := writeEnv(ws, proto.TypeSupernodeRegister, "reg", s.registration()); err != nil {
+	if err := sigdial.Write(ws, proto.TypeSupernodeRegister, "reg", s.registration()); err != nil {
 		return err
 	}
 	frames := make(chan *proto.Envelope)
@@ -78,7 +77,7 @@ func (s *Server) signalOnce(ctx context.Context) error {
 		case <-ctx.Done():
 			// A goodbye the server can act on at once: stop handing us
 			// out. Then close the connection politely.
-			writeEnv(ws, proto.TypeSupernodeHeartbeat, "bye", &proto.SupernodeHeartbeat{Sessions: s.sessions(), Users: s.users.distinct(), Draining: true})
+			sigdial.Write(ws, proto.TypeSupernodeHeartbeat, "bye", &proto.SupernodeHeartbeat{Sessions: s.sessions(), Users: s.users.distinct(), Draining: true})
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "supernode stopping"), time.Now().Add(time.Second))
 			return ctx.Err()
 		case err := <-readErr:
@@ -109,13 +108,13 @@ func (s *Server) signalOnce(ctx context.Context) error {
 			mbps := float64(cur-last) * 8 / now.Sub(lastAt).Seconds() / 1e6
 			last, lastAt = cur, now
 			hb := &proto.SupernodeHeartbeat{Sessions: s.sessions(), Users: s.users.distinct(), RelayMbps: mbps}
-			if err := writeEnv(ws, proto.TypeSupernodeHeartbeat, "", hb); err != nil {
+			if err := sigdial.Write(ws, proto.TypeSupernodeHeartbeat, "", hb); err != nil {
 				return err
 			}
 		case <-retry:
 			retry = nil
 			s.log.Info("supernode: registering again")
-			if err := writeEnv(ws, proto.TypeSupernodeRegister, "reg", s.registration()); err != nil {
+			if err := sigdial.Write(ws, proto.TypeSupernodeRegister, "reg", s.registration()); err != nil {
 				return err
 			}
 		}
@@ -124,51 +123,23 @@ func (s *Server) signalOnce(ctx context.Context) error {
 
 // signIn dials the signaling server and completes hello/auth/welcome.
 func (s *Server) signIn(ctx context.Context) (*websocket.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: s.cfg.Dial}
-	url := signalURL(s.cfg.Server)
-	ws, resp, err := d.DialContext(dctx, url, http.Header{"User-Agent": []string{"parley-supernode/1"}})
+	ws, _, err := sigdial.SignIn(ctx, sigdial.Options{
+		URL:   s.cfg.Server,
+		Dial:  s.cfg.Dial,
+		Agent: "parley-supernode/1",
+		Auth: func(challenge string) *proto.Auth {
+			auth := proto.SignAuth(s.cfg.Key, challenge, s.cfg.Name)
+			auth.NAT = s.cfg.NAT
+			return auth
+		},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("supernode: dial %s: %w", url, err)
-	}
-	resp.Body.Close()
-	ws.SetReadLimit(proto.MaxFrameSize)
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	fail := func(err error) (*websocket.Conn, error) {
-		ws.Close()
-		return nil, err
-	}
-	env, err := readEnv(ws)
-	if err != nil {
-		return fail(err)
-	}
-	hello, err := proto.DecodeBody[*proto.Hello](env)
-	if err != nil {
-		return fail(fmt.Errorf("supernode: expected hello: %w", err))
-	}
-	auth := proto.SignAuth(s.cfg.Key, hello.Challenge, s.cfg.Name)
-	auth.Agent = "parley-supernode/1"
-	auth.NAT = s.cfg.NAT
-	if err := writeEnv(ws, proto.TypeAuth, "auth", auth); err != nil {
-		return fail(err)
-	}
-	env, err = readEnv(ws)
-	if err != nil {
-		return fail(err)
-	}
-	switch env.Type {
-	case proto.TypeWelcome:
-	case proto.TypeError:
-		pe, derr := proto.DecodeBody[*proto.Error](env)
-		if derr != nil {
-			return fail(derr)
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			return nil, pe
 		}
-		return fail(pe)
-	default:
-		return fail(fmt.Errorf("supernode: expected welcome, got %s", env.Type))
+		return nil, fmt.Errorf("supernode: %w", err)
 	}
-	ws.SetReadDeadline(time.Time{})
 	return ws, nil
 }
 
@@ -244,7 +215,7 @@ func readFrames(ws *websocket.Conn, out chan<- *proto.Envelope, stop <-chan stru
 		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
 	})
 	for {
-		env, err := readEnv(ws)
+		env, err := sigdial.Read(ws)
 		if err != nil {
 			var pe *proto.Error
 			if errors.As(err, &pe) {
@@ -259,46 +230,4 @@ func readFrames(ws *websocket.Conn, out chan<- *proto.Envelope, stop <-chan stru
 			return nil
 		}
 	}
-}
-
-func readEnv(ws *websocket.Conn) (*proto.Envelope, error) {
-	_, data, err := ws.ReadMessage()
-	if err != nil {
-		return nil, fmt.Errorf("supernode: read: %w", err)
-	}
-	return proto.Decode(data)
-}
-
-func writeEnv(ws *websocket.Conn, t proto.Type, id string, b proto.Body) error {
-	env, err := proto.New(t, id, "", b)
-	if err != nil {
-		return err
-	}
-	raw, err := proto.Encode(env)
-	if err != nil {
-		return err
-	}
-	ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := ws.WriteMessage(websocket.TextMessage, raw); err != nil {
-		return fmt.Errorf("supernode: send %s: %w", t, err)
-	}
-	return nil
-}
-
-// signalURL turns http(s)://host[:port][/] or host:port into the
-// signaling WebSocket URL.
-func signalURL(s string) string {
-	switch {
-	case strings.HasPrefix(s, "http://"):
-		s = "ws://" + strings.TrimPrefix(s, "http://")
-	case strings.HasPrefix(s, "https://"):
-		s = "wss://" + strings.TrimPrefix(s, "https://")
-	case !strings.HasPrefix(s, "ws://") && !strings.HasPrefix(s, "wss://"):
-		s = "ws://" + s
-	}
-	rest := s[strings.Index(s, "://")+3:]
-	if !strings.Contains(rest, "/") || strings.HasSuffix(rest, "/") && strings.Count(rest, "/") == 1 {
-		s = strings.TrimSuffix(s, "/") + "/ws"
-	}
-	return s
 }
