@@ -52,6 +52,23 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// The default backend list never falls back to the null backend: a
+// machine without sound gets an error, not a silent call.
+func TestDefaultBackendsAreReal(t *testing.T) {
+	list, err := backendList("")
+	if err != nil || len(list) == 0 {
+		t.Fatalf("backendList(\"\") = %v, %v", list, err)
+	}
+	for _, b := range list {
+		if b == backendNull || b == backendNull-1 /* ma_backend_custom */ {
+			t.Fatalf("default list %v includes the null or custom backend", list)
+		}
+	}
+	if l, err := backendList("NULL"); err != nil || len(l) != 1 || l[0] != backendNull {
+		t.Fatalf("backendList(NULL) = %v, %v", l, err)
+	}
+}
+
 // TestCaptureDevice: the null input device yields 20 ms Opus packets at
 // real-time pace, and cancelling the context releases it.
 func TestCaptureDevice(t *testing.T) {

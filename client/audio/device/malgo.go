@@ -31,25 +31,47 @@ var backends = map[string]malgo.Backend{
 	"webaudio": malgo.BackendWebaudio, "null": backendNull,
 }
 
+// realBackends is miniaudio's default backend order without the null
+// backend: miniaudio falls back to it when no sound system works, and a
+// call would then play into nothing and record silence without a word.
+var realBackends = []malgo.Backend{
+	malgo.BackendWasapi, malgo.BackendDsound, malgo.BackendWinmm, malgo.BackendCoreaudio,
+	malgo.BackendSndio, malgo.BackendAudio4, malgo.BackendOss, malgo.BackendPulseaudio,
+	malgo.BackendAlsa, malgo.BackendJack, malgo.BackendAaudio, malgo.BackendOpensl,
+	malgo.BackendWebaudio,
+}
+
+// backendList maps Options.Backend to the backends miniaudio may try.
+func backendList(name string) ([]malgo.Backend, error) {
+	if name == "" {
+		return realBackends, nil
+	}
+	b, ok := backends[strings.ToLower(name)]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownBackend, name)
+	}
+	return []malgo.Backend{b}, nil
+}
+
 // openDevice initializes a miniaudio context on the chosen backend and the
 // default device of kind on it: 48 kHz, mono, signed 16-bit, with data
 // called from the device's thread for every period. Miniaudio converts from
 // the hardware's own format, rate and channel count.
 func openDevice(o Options, kind malgo.DeviceType, data malgo.DataProc, stop malgo.StopProc) (*malgo.AllocatedContext, *malgo.Device, error) {
-	var list []malgo.Backend
-	if o.Backend != "" {
-		b, ok := backends[strings.ToLower(o.Backend)]
-		if !ok {
-			return nil, nil, fmt.Errorf("%w %q", ErrUnknownBackend, o.Backend)
-		}
-		list = []malgo.Backend{b}
+	list, err := backendList(o.Backend)
+	if err != nil {
+		return nil, nil, err
 	}
 	log := o.Logger
+	quietSoundSystem()
 	mctx, err := malgo.InitContext(list, malgo.ContextConfig{}, func(msg string) {
 		log.Debug("device: miniaudio: " + strings.TrimSpace(msg))
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("device: init audio backend %q: %w", o.Backend, err)
+		if o.Backend == "" {
+			return nil, nil, fmt.Errorf("device: no working sound system (PulseAudio, ALSA, JACK, CoreAudio, WASAPI, ...): %w", err)
+		}
+		return nil, nil, fmt.Errorf("device: sound system %q: %w", o.Backend, err)
 	}
 	cfg := malgo.DefaultDeviceConfig(kind)
 	cfg.SampleRate = SampleRate
