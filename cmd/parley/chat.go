@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/charmbracelet/x/term"
 	"github.com/parley-voice/parley/client"
-	"github.com/parley-voice/parley/client/audio"
 	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/internal/tui"
 	"github.com/parley-voice/parley/proto"
@@ -64,8 +62,8 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	fs.StringVar(&f.profile, "profile", "", "profile directory holding the identity key (default: the user config dir /parley/NAME)")
 	fs.BoolVar(&f.json, "json", false, "scriptable mode: JSON-lines commands on stdin, events on stdout")
 	fs.BoolVar(&f.autoAnswer, "auto-answer", false, "answer incoming calls at once")
-	fs.StringVar(&f.audioIn, "audio-in", "tone", "audio to send in calls: an Ogg/Opus file, \"tone\" (440 Hz) or \"silence\"")
-	fs.StringVar(&f.audioOut, "audio-out", "", "write received call audio to this Ogg/Opus file (NAME is replaced by the peer's name when the path contains {peer})")
+	fs.StringVar(&f.audioIn, "audio-in", "tone", "audio to send in calls: an Ogg/Opus file, \"tone\" (440 Hz), \"silence\", or \"device\" (the default microphone; needs a binary built with -tags audiodevice)")
+	fs.StringVar(&f.audioOut, "audio-out", "", "received call audio: \"device\" plays it on the default speaker (needs -tags audiodevice); a path writes it to that Ogg/Opus file ({peer} in the path is replaced by the peer's name); empty discards it")
 	fs.BoolVar(&f.iceLoopback, "ice-loopback", false, "gather ICE candidates on loopback only (single-machine demos and tests)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	fs.BoolVar(&f.relayOnly, "relay-only", false, "always relay calls through a supernode: the people you call never learn your address")
@@ -84,8 +82,9 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if f.profile == "" {
 		f.profile = defaultProfile(f.name)
 	}
-	if _, err := audio.Open(f.audioIn); err != nil {
-		return fmt.Errorf("--audio-in: %w", err)
+	sound := &chatAudio{in: f.audioIn, out: f.audioOut}
+	if err := sound.check(); err != nil {
+		return err
 	}
 	useTUI := !f.json && term.IsTerminal(os.Stdout.Fd()) && term.IsTerminal(os.Stdin.Fd())
 	log, err := newLogger(f.logLevel)
@@ -108,7 +107,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		Agent:       "parley-chat",
 		AutoAnswer:  f.autoAnswer,
 		Logger:      log,
-		AudioSource: func(string) (audio.Source, error) { return audio.Open(f.audioIn) },
+		AudioSource: sound.source(ctx),
 		// Learn our NAT from the server's STUN service after each sign-in:
 		// the server uses the report to choose relays for us.
 		DiscoverNAT: &client.NATDiscovery{},
@@ -126,13 +125,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		defer hist.Close()
 		cfg.Store = hist             // messages are stored before they are acknowledged
 		cfg.PeerKey = hist.PinnedKey // offline messages are sealed only to keys bound to the pinned one
-		cfg.AudioSource = func(string) (audio.Source, error) {
-			src, err := audio.Open(f.audioIn)
-			if err != nil {
-				return nil, err
-			}
-			return tui.Muteable(src, muted), nil
-		}
+		sound.muted = muted
 	}
 	if f.iceLoopback {
 		cfg.SettingEngine = client.LoopbackOnly
@@ -140,11 +133,8 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if f.relayOnly {
 		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
 	}
-	if f.audioOut != "" {
-		cfg.AudioSink = func(peer string) (client.AudioSink, error) {
-			return audio.NewOggSink(strings.ReplaceAll(f.audioOut, "{peer}", peer), 2)
-		}
-	}
+	cfg.AudioSink = sound.sink()
+	sound.log = cfg.Logger
 	c, err := client.New(cfg)
 	if err != nil {
 		return err
