@@ -17,6 +17,7 @@ vet:
 
 unit:
 	$(GO) test -race -timeout 25m ./...
+	$(GO) test -race -tags audiodevice ./client/audio/device/...
 
 fuzz:
 	@scripts/fuzz-all.sh $(FUZZTIME)
