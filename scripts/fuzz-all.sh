@@ -8,9 +8,12 @@ status=0
 for pkg in $($go list ./...); do
   dir=$($go list -f '{{.Dir}}' "$pkg")
   targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
+  # Packages whose tests need a build tag (cgo audio devices) declare it.
+  tags=""
+  if grep -qs '^//go:build audiodevice' "$dir"/*_test.go; then tags="-tags=audiodevice"; fi
   for t in $targets; do
-    echo "fuzz $pkg $t ($fuzztime)"
-    if ! $go test -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+    echo "fuzz $pkg $t ($fuzztime) $tags"
+    if ! $go test $tags -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
       cat /tmp/fuzz-$$.log
       status=1
     fi
