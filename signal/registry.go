@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,6 +29,11 @@ type registry interface {
 	Bind(name string, key ed25519.PublicKey, enc encBinding) error
 	// Lookup returns what is registered for name.
 	Lookup(name string) (regEntry, bool, error)
+	// SetLastSeen records when name went offline (unix ms); LastSeen
+	// returns every record, so offline users and their keys are listed
+	// after a restart too.
+	SetLastSeen(name string, ms int64) error
+	LastSeen() (map[string]int64, error)
 	Close() error
 }
 
@@ -44,11 +51,27 @@ type regEntry struct {
 
 // memRegistry keeps bindings in memory (Config.DataDir empty).
 type memRegistry struct {
-	mu    sync.Mutex // guards names
+	mu    sync.Mutex // guards names, seen
 	names map[string]regEntry
+	seen  map[string]int64
 }
 
-func newMemRegistry() *memRegistry { return &memRegistry{names: map[string]regEntry{}} }
+func newMemRegistry() *memRegistry {
+	return &memRegistry{names: map[string]regEntry{}, seen: map[string]int64{}}
+}
+
+func (r *memRegistry) SetLastSeen(name string, ms int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen[name] = ms
+	return nil
+}
+
+func (r *memRegistry) LastSeen() (map[string]int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.seen), nil
+}
 
 func (r *memRegistry) Bind(name string, key ed25519.PublicKey, enc encBinding) error {
 	r.mu.Lock()
@@ -77,8 +100,9 @@ func (r *memRegistry) Lookup(name string) (regEntry, bool, error) {
 func (r *memRegistry) Close() error { return nil }
 
 var (
-	bucketNames   = []byte("names")
-	bucketEncKeys = []byte("enc_keys")
+	bucketNames    = []byte("names")
+	bucketEncKeys  = []byte("enc_keys")
+	bucketLastSeen = []byte("last_seen") // name -> 8-byte big-endian unix ms
 )
 
 // boltRegistry keeps bindings in a bbolt file in Config.DataDir, written
@@ -102,6 +126,9 @@ func openBoltRegistry(dir string) (*boltRegistry, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketNames); err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketLastSeen); err != nil {
+			return err
+		}
 		_, err := tx.CreateBucketIfNotExists(bucketEncKeys)
 		return err
 	}); err != nil {
@@ -109,6 +136,25 @@ func openBoltRegistry(dir string) (*boltRegistry, error) {
 		return nil, fmt.Errorf("signal: init %s: %w", path, err)
 	}
 	return &boltRegistry{db: db}, nil
+}
+
+func (r *boltRegistry) SetLastSeen(name string, ms int64) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLastSeen).Put([]byte(name), binary.BigEndian.AppendUint64(nil, uint64(ms)))
+	})
+}
+
+func (r *boltRegistry) LastSeen() (map[string]int64, error) {
+	out := map[string]int64{}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLastSeen).ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				out[string(k)] = int64(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+	})
+	return out, err
 }
 
 // DB exposes the database so other stores (offline messages) share the file.

@@ -145,6 +145,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.reg = r
 	}
+	seen, err := s.reg.LastSeen() // who was here before a restart
+	if err != nil {
+		s.reg.Close()
+		return nil, fmt.Errorf("signal: load last seen: %w", err)
+	}
+	s.lastSeen = seen
 	s.offline = newMailbox(s, cfg.Offline)
 	sn, err := newSNManager(s, cfg.Supernodes)
 	if err != nil {

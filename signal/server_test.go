@@ -388,3 +388,38 @@ func TestCrossOriginRefused(t *testing.T) {
 		t.Fatalf("cross-origin upgrade: err=%v resp=%v", err, resp)
 	}
 }
+
+// TestOfflineUsersListedAfterRestart: who was here, and their keys, survive
+// a server restart, so a newcomer can still seal a message to them.
+func TestOfflineUsersListedAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv := signaltest.Start(t, signal.Config{DataDir: dir})
+	alice := login(t, srv.URL, "alice", nil)
+	alice.conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.Online()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("alice still online")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Close()
+
+	srv2 := signaltest.Start(t, signal.Config{DataDir: dir})
+	c, challenge := dial(t, srv2.URL)
+	_, k, _ := ed25519.GenerateKey(nil)
+	c.send(proto.TypeAuth, "a", "", proto.SignAuth(k, challenge, "bob"))
+	w, err := proto.DecodeBody[*proto.Welcome](c.readUntil(proto.TypeWelcome))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range w.Online {
+		if p.Name == "alice" {
+			if p.Status != proto.StatusOffline || p.LastSeen == 0 || p.PublicKey == "" {
+				t.Fatalf("alice listed as %+v", p)
+			}
+			return
+		}
+	}
+	t.Fatalf("alice not listed after restart: %+v", w.Online)
+}

@@ -276,11 +276,17 @@ func (ss *session) cleanup() {
 	s.mu.Lock()
 	delete(s.all, ss)
 	wasOnline := ss.name != "" && s.online[ss.name] == ss
+	now := time.Now().UnixMilli()
 	if wasOnline {
 		delete(s.online, ss.name)
-		s.lastSeen[ss.name] = time.Now().UnixMilli()
+		s.lastSeen[ss.name] = now
 	}
 	s.mu.Unlock()
+	if wasOnline {
+		if err := s.reg.SetLastSeen(ss.name, now); err != nil {
+			s.log.Warn("signal: record last seen", "user", ss.name, "err", err)
+		}
+	}
 	if ss.name != "" {
 		s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
 	}
