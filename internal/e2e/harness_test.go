@@ -155,9 +155,16 @@ func (w *world) startPeer(t *testing.T, home *natlab.Home, name string, discover
 	for _, o := range opts {
 		o(home, &cfg)
 	}
+	return launchPeer(t, home, name, cfg)
+}
+
+// launchPeer builds a client from cfg, records its events with their
+// arrival time, and runs it until the test ends.
+func launchPeer(tb testing.TB, home *natlab.Home, name string, cfg client.Config) *peer {
+	tb.Helper()
 	c, err := client.New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ch := make(chan stamped, 64)
 	p := &peer{Client: c, name: name, home: home, ev: testutil.Record(ch)}
@@ -172,15 +179,15 @@ func (w *world) startPeer(t *testing.T, home *natlab.Home, name string, discover
 	go func() {
 		defer close(done)
 		if err := c.Run(ctx); err != nil {
-			t.Errorf("%s: Run: %v", name, err)
+			tb.Errorf("%s: Run: %v", name, err)
 		}
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
-			t.Errorf("%s: Run did not return", name)
+			tb.Errorf("%s: Run did not return", name)
 		}
 	})
 	return p

@@ -11,7 +11,6 @@ import (
 
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/internal/natlab"
-	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/rtp"
 )
@@ -31,26 +30,7 @@ func startLabPeer(tb testing.TB, w *world, home *natlab.Home, name string, opts 
 	for _, o := range opts {
 		o(home, &cfg)
 	}
-	c, err := client.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ch := make(chan stamped, 64)
-	p := &peer{Client: c, name: name, home: home, ev: testutil.Record(ch)}
-	go func() {
-		defer close(ch)
-		for ev := range c.Events() {
-			ch <- stamped{time.Now(), ev}
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.Run(ctx)
-	}()
-	tb.Cleanup(func() { cancel(); <-done })
-	return p
+	return launchPeer(tb, home, name, cfg)
 }
 
 // arrivals is an AudioSink that records when each RTP packet arrived.
