@@ -298,6 +298,7 @@ func (c *Client) shutdown() {
 func (c *Client) onTick(now time.Time) {
 	c.chatTick(now)
 	c.callTick(now)
+	c.linkTick(now)
 }
 
 func randomID() string {

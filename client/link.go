@@ -28,6 +28,11 @@ type link struct {
 	dcOpen    bool
 	created   time.Time
 	connected time.Time
+
+	// ICE restart (RFC 8445 section 9) after a connected path is lost:
+	// the offerer restarts, the answerer answers the new offer.
+	restarts  int                      // restarts since the path was last up
+	restartAt time.Time                // when the path was lost (zero while it is up)
 	viaName   func(addr string) string // relay address -> supernode id (relay.go)
 
 	// sink receives audio while a call is connected; read by the RTP
@@ -201,7 +206,10 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		}
 		if l := c.links[peer]; l != nil {
 			if l.session == s.Session {
-				return // duplicate
+				if !l.offerer && l.remoteSet {
+					c.answerRestart(l, s.SDP) // the offerer restarts ICE
+				}
+				return
 			}
 			if l.offerer && !l.remoteSet && c.cfg.Name < peer {
 				return // glare: our offer wins; theirs is dropped
@@ -288,12 +296,112 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 		if l.connected.IsZero() {
 			l.connected = time.Now()
 		}
+		if !l.restartAt.IsZero() {
+			c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.restartAt), "restarts", l.restarts)
+			l.restartAt, l.restarts = time.Time{}, 0
+			if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
+				c.emitCall(k, "path recovered") // the path (or relay) may have changed
+			}
+		}
 		c.maybeConnectCall(l.peer)
+	case webrtc.PeerConnectionStateDisconnected:
+		// Consent checks stopped getting answers (a relay died, a NAT
+		// binding moved): try another path at once, as Jitsi does, rather
+		// than wait for ICE to fail.
+		if !l.connected.IsZero() {
+			c.pathLost(l)
+		}
 	case webrtc.PeerConnectionStateFailed:
+		if !l.connected.IsZero() && l.restarts < maxICERestarts {
+			c.pathLost(l)
+			return
+		}
 		if _, ok := c.calls[l.peer]; ok {
 			c.endCall(l.peer, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", true)
 		}
 		c.closeLink(l.peer, l, "ice failed", true)
+	}
+}
+
+// maxICERestarts bounds the ICE restarts tried for one lost path, and
+// restartGiveUp how long a lost path may take to come back.
+const (
+	maxICERestarts = 3
+	restartGiveUp  = 20 * time.Second
+)
+
+// pathLost starts (or retries) recovery of a link whose path went away.
+func (c *Client) pathLost(l *link) {
+	if l.restartAt.IsZero() {
+		l.restartAt = time.Now()
+	}
+	if l.offerer && l.restarts < maxICERestarts {
+		c.restartICE(l)
+	}
+}
+
+// restartICE gathers again with the current ICE servers (a new supernode
+// list) and sends an ICE-restart offer on the same session.
+func (c *Client) restartICE(l *link) {
+	l.restarts++
+	c.refreshICEServers(l)
+	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err == nil {
+		err = l.pc.SetLocalDescription(offer)
+	}
+	if err == nil {
+		err = c.sendSig(proto.TypeOffer, l.peer, &proto.SDP{Session: l.session, SDP: offer.SDP})
+	}
+	if err != nil {
+		c.log.Warn("client: ICE restart", "peer", l.peer, "err", err)
+		return
+	}
+	l.remoteSet = false // the answer to this offer is awaited
+	c.log.Info("client: ICE restart", "peer", l.peer, "attempt", l.restarts)
+}
+
+// refreshICEServers gives l the current ICE servers (the supernode list
+// may have changed since the link was made) for the next gathering.
+func (c *Client) refreshICEServers(l *link) {
+	conf := l.pc.GetConfiguration()
+	conf.ICEServers = c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...))
+	if err := l.pc.SetConfiguration(conf); err != nil {
+		c.log.Warn("client: ICE servers for restart", "peer", l.peer, "err", err)
+	}
+}
+
+// answerRestart answers the offerer's ICE-restart offer.
+func (c *Client) answerRestart(l *link, sdp string) {
+	if l.restartAt.IsZero() {
+		l.restartAt = time.Now()
+	}
+	c.refreshICEServers(l)
+	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp})
+	var answer webrtc.SessionDescription
+	if err == nil {
+		answer, err = l.pc.CreateAnswer(nil)
+	}
+	if err == nil {
+		err = l.pc.SetLocalDescription(answer)
+	}
+	if err == nil {
+		err = c.sendSig(proto.TypeAnswer, l.peer, &proto.SDP{Session: l.session, SDP: answer.SDP})
+	}
+	if err != nil {
+		c.log.Warn("client: answer ICE restart", "peer", l.peer, "err", err)
+	}
+}
+
+// linkTick gives up on links whose lost path did not come back.
+func (c *Client) linkTick(now time.Time) {
+	for peer, l := range c.links {
+		if l.restartAt.IsZero() || now.Sub(l.restartAt) < restartGiveUp {
+			continue
+		}
+		if _, ok := c.calls[peer]; ok {
+			c.endCall(peer, "connection to "+peer+" lost and not recovered", true)
+		}
+		c.closeLink(peer, l, "path lost", true)
 	}
 }
 
