@@ -89,7 +89,9 @@ func TestPageLogic(t *testing.T) {
 				links.offerAction(L({}), "carol", "bob", "s2"),
 				links.offerAction(L({ remoteSet: true }), "alice", "bob", "s2"),
 				links.offerAction(L({ offerer: false }), "alice", "bob", "s2"),
-			]`, `["accept","duplicate","ignore","replace","replace","replace"]`},
+				links.offerAction(L({ offerer: false, remoteSet: true }), "alice", "bob", "s1"),
+				links.offerAction(L({ offerer: true, remoteSet: true }), "alice", "bob", "s1"),
+			]`, `["accept","duplicate","ignore","replace","replace","replace","restart","duplicate"]`},
 		{"ice servers from welcome", `return links.toRTCIceServers([{ urls: ["stun:127.0.0.1:3478"] }, { urls: ["http://x"] }, { urls: ["turn:h:3478"], username: "u", credential: "c" }, null])`,
 			`[{"urls":["stun:127.0.0.1:3478"]},{"urls":["turn:h:3478"],"username":"u","credential":"c"}]`},
 		{"path from stats", `const base = [

@@ -55,3 +55,65 @@ func TestBrowserRelayThroughSupernode(t *testing.T) {
 	alice.click("hangup")
 	bob.waitFor("bob's call ended", textHas("call-state", "ended", "alice hung up"))
 }
+
+// TestBrowserCallSurvivesSupernodeLoss: the supernode carrying a relayed
+// browser call stops; the calling page restarts ICE with the current ICE
+// servers, the other page answers, and the call goes on through the other
+// supernode instead of ending.
+func TestBrowserCallSurvivesSupernodeLoss(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{Web: web.Handler(), Supernodes: signal.SupernodeConfig{
+		AllowAddrs:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		ProbeBytes:   256 << 10,
+		MinMbps:      1,
+		ProbeTimeout: 2 * time.Second,
+	}})
+	// Each on its own loopback address, so the relayed address tells which
+	// one carries the call.
+	sns := map[string]*supernodetest.Supernode{}
+	for label, ip := range map[string]string{"lisbon": "127.0.0.2", "porto": "127.0.0.3"} {
+		a := ip + ":0"
+		sns[label] = supernodetest.Start(t, srv.URL, supernode.Config{Name: "relay-" + label, Label: label,
+			AllowPeers: supernodetest.Loopback, ListenQUIC: a, ListenTURNUDP: a, ListenTURNTCP: a, ListenTURNTLS: a})
+	}
+	for _, sn := range sns {
+		sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+	}
+	alice := openPage(t, srv.HTTP+"/", "alice")
+	bob := openPage(t, srv.HTTP+"/", "bob")
+	alice.join("alice")
+	bob.join("bob")
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("both supernodes' TURN servers", `window.parley.iceServers.filter((s) => s.urls.some((u) => u.startsWith("turn:127.0.0."))).length >= 2`)
+		p.click("relay-only")
+		p.waitFor("relay setting on", elem("relay-only")+`.checked && window.parley.relayOnly`)
+	}
+	alice.waitFor("bob listed", visible("contact-bob"))
+	alice.click("contact-bob")
+	alice.click("call")
+	bob.waitFor("bob rings", visible("answer"))
+	bob.click("answer")
+	alice.waitFor("connected through a supernode", textHas("call-state", "connected", "relay via supernode"))
+	var first, other string
+	for label := range sns {
+		if eval[bool](alice, "!!("+textHas("call-state", "relay via supernode "+label)+")") {
+			first = label
+		} else {
+			other = label
+		}
+	}
+	if first == "" {
+		t.Fatal("call-state names neither supernode")
+	}
+	alice.audioFlows(25)
+	sns[first].Stop()
+	for _, p := range []*page{alice, bob} {
+		p.waitFor("back on the other supernode", textHas("call-state", "connected", "relay via supernode "+other))
+	}
+	a := alice.audioFlows(25)
+	b := bob.audioFlows(25)
+	if a.Path != "relay" || b.Path != "relay" {
+		t.Errorf("paths after recovery: alice %s, bob %s; want relay", a.Path, b.Path)
+	}
+	alice.click("hangup")
+	bob.waitFor("bob's call ended", textHas("call-state", "ended", "alice hung up"))
+}

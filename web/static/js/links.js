@@ -11,17 +11,23 @@ import { DC_LABEL, decodeDC, randomID } from "./proto.js";
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** ICE restarts tried for one lost path, and how long it may take to return. */
+const MAX_ICE_RESTARTS = 3;
+const RESTART_GIVE_UP_MS = 20000;
+
 /**
  * offerAction decides what an incoming offer with session does to the link
  * we have with peer (client/link.go onLinkSignal):
  *   "accept"    no link yet: answer it
- *   "duplicate" the same offer again: ignore
+ *   "restart"   a new offer on our answered session: the offerer restarts
+ *               ICE after losing the path (RFC 8445 section 9): answer it
+ *   "duplicate" our own session while we offer: ignore
  *   "ignore"    glare and our offer wins (our name is smaller)
  *   "replace"   glare we lose, or the peer reloaded: theirs replaces ours
  */
 export function offerAction(link, me, peer, session) {
   if (!link) return "accept";
-  if (link.session === session) return "duplicate";
+  if (link.session === session) return !link.offerer && link.remoteSet ? "restart" : "duplicate";
   if (link.offerer && !link.remoteSet && me < peer) return "ignore";
   return "replace";
 }
@@ -44,6 +50,8 @@ export class Link {
     this.closed = false;
     this.created = performance.now();
     this.connectedAt = 0;
+    this.restarts = 0; // ICE restarts since the path was last up
+    this.lostAt = 0; // when the path was lost (0 while it is up)
   }
 
   /** sender is the audio RTCRtpSender (replaceTrack target). */
@@ -134,6 +142,10 @@ export class Links {
         const cur = this.links.get(peer);
         const act = offerAction(cur, this.me, peer, b.session);
         if (act === "duplicate" || act === "ignore") return;
+        if (act === "restart") {
+          await this.#answerRestart(cur, b.sdp);
+          return;
+        }
         if (act === "replace") this.close(peer, cur, "replaced by a new offer", false);
         const l = this.#newLink(peer, b.session, false);
         this.links.set(peer, l);
@@ -208,6 +220,32 @@ export class Links {
     l.pendingOut = [];
   }
 
+  /** #restart sends an ICE-restart offer on l's session (offerer side). */
+  async #restart(l) {
+    if (l.closed || this.links.get(l.peer) !== l) return;
+    l.restarts++;
+    try {
+      l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
+      await l.pc.setLocalDescription(await l.pc.createOffer({ iceRestart: true }));
+      l.remoteSet = false; // the answer to this offer is awaited
+      this.send("offer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+    } catch (e) {
+      console.warn("parley: ICE restart with", l.peer, e);
+    }
+  }
+
+  /** #answerRestart answers the offerer's ICE-restart offer. */
+  async #answerRestart(l, sdp) {
+    try {
+      l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
+      await l.pc.setRemoteDescription({ type: "offer", sdp });
+      await l.pc.setLocalDescription(await l.pc.createAnswer());
+      this.send("answer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+    } catch (e) {
+      console.warn("parley: answering ICE restart from", l.peer, e);
+    }
+  }
+
   #newLink(peer, session, offerer) {
     const l = new Link(peer, session, offerer);
     const pc = new RTCPeerConnection({ ...this.rtcConfig(), iceServers: this.iceServers(), bundlePolicy: "max-bundle" });
@@ -230,7 +268,25 @@ export class Links {
       if (!live()) return;
       l.state = pc.connectionState;
       if (l.state === "connected" && !l.connectedAt) l.connectedAt = performance.now();
+      if (l.state === "connected") {
+        l.lostAt = 0;
+        l.restarts = 0;
+      }
       this.hooks.onState?.(l);
+      // A path that was up and went away (a relay stopped, a network
+      // changed): the offerer restarts ICE with the current ICE servers,
+      // as the Go client does; the answerer answers that offer.
+      if ((l.state === "disconnected" || l.state === "failed") && l.connectedAt) {
+        if (!l.lostAt) {
+          l.lostAt = performance.now();
+          setTimeout(() => {
+            if (live() && l.lostAt && l.state !== "connected") this.close(peer, l, "connection lost and not recovered", true);
+          }, RESTART_GIVE_UP_MS);
+        }
+        if (l.offerer && l.restarts < MAX_ICE_RESTARTS) this.#run(() => this.#restart(l));
+        else if (l.state === "failed" && l.restarts >= MAX_ICE_RESTARTS) this.close(peer, l, "no network path (ICE failed)", true);
+        return;
+      }
       if (l.state === "failed") this.close(peer, l, "no network path (ICE failed)", true);
     };
     pc.ontrack = (ev) => {
