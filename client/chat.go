@@ -35,7 +35,19 @@ func newChatState() chatState {
 // sent again through the server until a receipt arrives (DeliveredEvent).
 func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 	id := randomID()
-	err := c.do(ctx, func() error {
+	return id, c.Resend(ctx, peer, id, text, time.Now().UnixMilli())
+}
+
+// Resend sends a message under an id chosen before, with its original
+// time: a message a previous session handed over but saw no receipt for
+// (kept in the caller's history). Receivers drop ids they have seen, so a
+// message that did arrive the first time is not shown twice; its receipt
+// comes again (DeliveredEvent).
+func (c *Client) Resend(ctx context.Context, peer, id, text string, ts int64) error {
+	if err := proto.ValidateID(id); err != nil {
+		return err
+	}
+	return c.do(ctx, func() error {
 		if peer == c.cfg.Name {
 			return ErrSelf
 		}
@@ -45,7 +57,10 @@ func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 		if err := proto.ValidateText(text); err != nil {
 			return err
 		}
-		m := &pendingMsg{id: id, to: peer, text: text, ts: time.Now().UnixMilli()}
+		if _, dup := c.chat.pending[id]; dup {
+			return nil // already on its way
+		}
+		m := &pendingMsg{id: id, to: peer, text: text, ts: ts}
 		c.chat.pending[id] = m
 		c.chat.order = append(c.chat.order, id)
 		c.transmit(m, false)
@@ -54,7 +69,6 @@ func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 		}
 		return nil
 	})
-	return id, err
 }
 
 // transmit sends m over the data channel if open (and not forced through

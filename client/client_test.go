@@ -311,3 +311,30 @@ func TestNameTakenStopsClient(t *testing.T) {
 		t.Fatal("imposter's Run did not stop")
 	}
 }
+
+// TestResendIsShownOnce: a message sent again under its id (a restarted
+// client resending what got no receipt) is shown once and confirmed again.
+func TestResendIsShownOnce(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	alice := startClient(t, srv.URL, "alice", nil, nil)
+	bob := startClient(t, srv.URL, "bob", nil, nil)
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		mark := alice.ev.Len()
+		if err := alice.Resend(ctx, "bob", "kept-id-1", "from before the restart", 42); err != nil {
+			t.Fatal(err)
+		}
+		alice.ev.WaitSince(t, mark, wait, "receipt", delivered("kept-id-1"))
+	}
+	if err := alice.Resend(ctx, "bob", "bad id!", "x", 1); err == nil {
+		t.Fatal("a malformed id was accepted")
+	}
+	m := bob.ev.Wait(t, wait, "bob gets it", message("alice", "from before the restart")).(client.MessageEvent)
+	if m.ID != "kept-id-1" || m.Time != 42 {
+		t.Fatalf("message %+v", m)
+	}
+	if n := bob.ev.Count(message("alice", "from before the restart")); n != 1 {
+		t.Fatalf("bob was shown the message %d times", n)
+	}
+}

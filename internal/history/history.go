@@ -466,34 +466,21 @@ func (d *DB) PinnedKey(name string) ed25519.PublicKey {
 	return k
 }
 
-// FailUnsent marks as failed every outgoing message still "sending": at
-// start-up those are from a session that ended before the server or the
-// peer took them (the client keeps unsent messages in memory only). It
-// returns how many it marked.
-func (d *DB) FailUnsent() (int, error) {
-	n := 0
-	err := d.db.Update(func(tx *bolt.Tx) error {
+// Unsent lists the outgoing messages still "sending", oldest first per
+// peer: at start-up those are from a session that ended before a receipt
+// came, and are sent again under their ids (client.Resend).
+func (d *DB) Unsent() ([]Message, error) {
+	var out []Message
+	err := d.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
-			msgs := tx.Bucket(bucketMsgs).Bucket(peer)
-			var keys [][]byte
-			var vals []Message
-			msgs.ForEach(func(k, v []byte) error {
+			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
 				var m Message
 				if json.Unmarshal(v, &m) == nil && m.Out && m.Status == Sending {
-					keys, vals = append(keys, append([]byte(nil), k...)), append(vals, m)
+					out = append(out, m)
 				}
 				return nil
 			})
-			for i, k := range keys {
-				vals[i].Status = Failed
-				v, _ := json.Marshal(&vals[i])
-				if err := msgs.Put(k, v); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
 		})
 	})
-	return n, err
+	return out, err
 }

@@ -27,6 +27,7 @@ import (
 type Client interface {
 	Events() <-chan client.Event
 	Send(ctx context.Context, peer, text string) (string, error)
+	Resend(ctx context.Context, peer, id, text string, ts int64) error
 	Call(ctx context.Context, peer string) error
 	Answer(ctx context.Context, peer string) error
 	Decline(ctx context.Context, peer string) error
@@ -181,8 +182,17 @@ func newModel(ctx context.Context, cfg Config) *model {
 		conn:     "connecting…",
 		histIdx:  -1,
 	}
-	if n, err := m.db.FailUnsent(); err == nil && n > 0 {
-		m.setNotice(true, "%d message(s) from the last session were not sent (✗); send them again", n)
+	// Messages the last session handed over without a receipt go out
+	// again under their ids; receivers drop ones they already have.
+	if unsent, err := m.db.Unsent(); err == nil && len(unsent) > 0 {
+		failed := 0
+		for _, u := range unsent {
+			if err := m.c.Resend(ctx, u.Peer, u.ID, u.Text, u.Time); err != nil {
+				m.db.SetStatus(u.Peer, u.ID, history.Failed)
+				failed++
+			}
+		}
+		m.setNotice(failed > 0, "%d message(s) from the last session sent again (%d could not be)", len(unsent), failed)
 	}
 	m.reloadContacts()
 	if len(m.contacts) > 0 {

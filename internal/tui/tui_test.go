@@ -42,6 +42,10 @@ func (f *fakeClient) Send(_ context.Context, peer, text string) (string, error) 
 	f.rec("send " + peer + " " + text)
 	return id, nil
 }
+func (f *fakeClient) Resend(_ context.Context, peer, id, text string, _ int64) error {
+	f.rec("resend " + peer + " " + id + " " + text)
+	return nil
+}
 func (f *fakeClient) Call(_ context.Context, p string) error    { f.rec("call " + p); return nil }
 func (f *fakeClient) Answer(_ context.Context, p string) error  { f.rec("answer " + p); return nil }
 func (f *fakeClient) Decline(_ context.Context, p string) error { f.rec("decline " + p); return nil }
@@ -238,5 +242,34 @@ func TestTicksAndKeyChange(t *testing.T) {
 	run(m, tea.KeyMsg{Type: tea.KeyUp})
 	if string(m.input) != "ok then" {
 		t.Fatalf("history recall %q", string(m.input))
+	}
+}
+
+// TestUnsentResentAtStart: messages the last session handed over without
+// a receipt go out again at start-up under their own ids.
+func TestUnsentResentAtStart(t *testing.T) {
+	db, err := history.Open(filepath.Join(t.TempDir(), "h.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.SaveOutgoing("bob", "m1", "still there?", 1, history.Sending); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveOutgoing("bob", "m2", "got it", 2, history.Delivered); err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(nil)
+	fc := &fakeClient{ev: make(chan client.Event)}
+	defer close(fc.ev)
+	m := newModel(context.Background(), Config{Client: fc, History: db, Name: "alice", Key: pub, Muted: new(atomic.Bool), Out: io.Discard})
+	if !fc.did("resend bob m1 still there?") {
+		t.Fatalf("unsent message not resent; client saw %v", fc.calls)
+	}
+	if fc.did("resend bob m2 got it") {
+		t.Fatal("a delivered message was sent again")
+	}
+	if !strings.Contains(m.notice, "sent again") {
+		t.Fatalf("notice %q", m.notice)
 	}
 }
