@@ -63,10 +63,12 @@ func (a *Auth) Key() (ed25519.PublicKey, error) {
 	return DecodePublicKey(a.PublicKey)
 }
 
-// DecodePublicKey decodes a base64 Ed25519 public key.
+// DecodePublicKey decodes a base64 Ed25519 public key. Only the canonical
+// spelling is accepted (the decoder would also skip line breaks), so one
+// key has one string everywhere it is compared or pinned.
 func DecodePublicKey(s string) (ed25519.PublicKey, error) {
 	k, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(k) != ed25519.PublicKeySize {
+	if err != nil || len(k) != ed25519.PublicKeySize || base64.StdEncoding.EncodeToString(k) != s {
 		return nil, Errorf(CodeBadRequest, "public_key must be base64 of %d bytes", ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(k), nil

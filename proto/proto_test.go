@@ -90,6 +90,7 @@ func TestDecodeInvalid(t *testing.T) {
 		{"body wrong type", `{"v":1,"type":"chat","to":"b","body":{"id":5}}`, CodeBadRequest},
 		{"bad sdp", `{"v":1,"type":"offer","to":"b","body":{"session":"s","sdp":"x"}}`, CodeBadRequest},
 		{"bad candidate", `{"v":1,"type":"candidate","to":"b","body":{"session":"s","candidate":"x"}}`, CodeBadRequest},
+		{"key with a line break", `{"v":1,"type":"presence","body":{"name":"bob","status":"online","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n="}}`, CodeBadRequest},
 		{"bad key", `{"v":1,"type":"auth","body":{"name":"a","public_key":"AAAA","signature":"AAAA"}}`, CodeBadRequest},
 		{"reserved name", `{"v":1,"type":"auth","body":{"name":"server","public_key":"AAAA","signature":"AAAA"}}`, CodeBadName},
 		{"bad presence", `{"v":1,"type":"presence","body":{"status":"dancing"}}`, CodeBadRequest},

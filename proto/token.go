@@ -111,6 +111,11 @@ func ParseRelayToken(s string) (*ParsedToken, error) {
 	if !ok {
 		return nil, Errorf(CodeTokenInvalid, "relay token does not start with %q", TokenPrefix)
 	}
+	// base64 decoders skip CR and LF even in strict mode; a token with
+	// them would be a second spelling of the same token.
+	if strings.ContainsAny(rest, "\r\n") {
+		return nil, Errorf(CodeTokenInvalid, "relay token has a line break")
+	}
 	p64, s64, ok := strings.Cut(rest, ".")
 	if !ok {
 		return nil, Errorf(CodeTokenInvalid, "relay token has no signature part")

@@ -5,6 +5,8 @@ set -euo pipefail
 fuzztime=${1:-3s}
 go=${GO:-go}
 status=0
+passed=0
+failed=0
 for pkg in $($go list ./...); do
   dir=$($go list -f '{{.Dir}}' "$pkg")
   targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
@@ -16,8 +18,12 @@ for pkg in $($go list ./...); do
     if ! $go test $tags -run '^$' -fuzz "^${t}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
       cat /tmp/fuzz-$$.log
       status=1
+      failed=$((failed + 1))
+    else
+      passed=$((passed + 1))
     fi
   done
 done
 rm -f /tmp/fuzz-$$.log
+echo "fuzz: $passed passed, $failed failed"
 exit $status
