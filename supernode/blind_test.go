@@ -138,20 +138,7 @@ func TestRelayedChatIsBlind(t *testing.T) {
 	// Wait for the data channel (relayed) before sending the secret, so
 	// it cannot go through the server.
 	waitFor(t, 20*time.Second, "a relayed link", func() bool { return sn.Stats().BytesRelayed > 0 })
-	if err := alice.Call(ctx, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	bob.ev.Wait(t, 10*time.Second, "ring", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallRinging
-	})
-	if err := bob.Answer(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	conn := alice.ev.Wait(t, 20*time.Second, "call connected", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallConnected
-	}).(client.CallEvent)
+	conn := placeCall(t, alice, bob, "bob", "alice")
 	if conn.Path != "relay" || conn.Via != "snblind" {
 		t.Fatalf("call path %q via %q, want relay via snblind", conn.Path, conn.Via)
 	}
@@ -221,4 +208,25 @@ func TestRelayedChatIsBlind(t *testing.T) {
 	if ss.DatagramsIn == 0 || ss.DatagramsOut == 0 || ss.StreamFrames == 0 {
 		t.Fatalf("relay transport: %d datagrams in, %d out, %d stream frames", ss.DatagramsIn, ss.DatagramsOut, ss.StreamFrames)
 	}
+}
+
+// placeCall has caller call callee, callee answer, and returns the
+// caller's connected event.
+func placeCall(t *testing.T, caller, callee *peer, calleeName, callerName string) client.CallEvent {
+	t.Helper()
+	ctx := context.Background()
+	if err := caller.Call(ctx, calleeName); err != nil {
+		t.Fatal(err)
+	}
+	callee.ev.Wait(t, 10*time.Second, "ring", func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.State == client.CallRinging
+	})
+	if err := callee.Answer(ctx, callerName); err != nil {
+		t.Fatal(err)
+	}
+	return caller.ev.Wait(t, 20*time.Second, "call connected", func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.State == client.CallConnected
+	}).(client.CallEvent)
 }

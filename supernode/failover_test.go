@@ -1,7 +1,6 @@
 package supernode_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -39,21 +38,7 @@ func TestCallSurvivesSupernodeLoss(t *testing.T) {
 		p, ok := e.(client.PresenceEvent)
 		return ok && p.Name == "bob" && p.Online()
 	})
-	ctx := context.Background()
-	if err := alice.Call(ctx, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	bob.ev.Wait(t, 10*time.Second, "ring", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallRinging
-	})
-	if err := bob.Answer(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	first := alice.ev.Wait(t, 20*time.Second, "call connected", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallConnected
-	}).(client.CallEvent)
+	first := placeCall(t, alice, bob, "bob", "alice")
 	if first.Path != "relay" || sns[first.Via] == nil {
 		t.Fatalf("call %+v, want relay via sna or snb", first)
 	}

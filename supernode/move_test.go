@@ -1,7 +1,6 @@
 package supernode_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -35,21 +34,7 @@ func TestOverloadMovesUsersWithoutCuttingCalls(t *testing.T) {
 		p, ok := e.(client.PresenceEvent)
 		return ok && p.Name == "bob" && p.Online()
 	})
-	ctx := context.Background()
-	if err := alice.Call(ctx, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	bob.ev.Wait(t, 10*time.Second, "ring", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallRinging
-	})
-	if err := bob.Answer(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	ce := alice.ev.Wait(t, 20*time.Second, "call connected", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && c.State == client.CallConnected
-	}).(client.CallEvent)
+	ce := placeCall(t, alice, bob, "bob", "alice")
 	if ce.Path != "relay" || ce.Via != "snfull" {
 		t.Fatalf("call %+v, want relay via snfull", ce)
 	}
