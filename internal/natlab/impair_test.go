@@ -18,19 +18,7 @@ func echoServer(t *testing.T, h *Host) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+	serveUDP(t, pc, func(b []byte, from *net.UDPAddr) { _, _ = pc.WriteTo(b, from) })
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 

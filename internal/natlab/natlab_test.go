@@ -31,6 +31,18 @@ func listenUDP(t *testing.T, h *Host, addr string) *udpPeer {
 		t.Fatalf("listen on %s: %v", h, err)
 	}
 	p := &udpPeer{pc: pc, in: make(chan udpMsg, 64)}
+	serveUDP(t, pc, func(b []byte, from *net.UDPAddr) {
+		select {
+		case p.in <- udpMsg{string(b), from.AddrPort()}:
+		default: // test is not reading; drop
+		}
+	})
+	return p
+}
+
+// serveUDP calls handle for each packet pc receives (the buffer is reused
+// after handle returns) until the test ends, then closes pc.
+func serveUDP(t *testing.T, pc net.PacketConn, handle func(b []byte, from *net.UDPAddr)) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -40,14 +52,10 @@ func listenUDP(t *testing.T, h *Host, addr string) *udpPeer {
 			if err != nil {
 				return
 			}
-			select {
-			case p.in <- udpMsg{string(buf[:n]), from.(*net.UDPAddr).AddrPort()}:
-			default: // test is not reading; drop
-			}
+			handle(buf[:n], from.(*net.UDPAddr))
 		}
 	}()
 	t.Cleanup(func() { pc.Close(); <-done })
-	return p
 }
 
 func (p *udpPeer) addr() netip.AddrPort {

@@ -24,28 +24,17 @@ func stunServer(t *testing.T, h *Host) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if req.Decode() != nil || req.Type != stun.BindingRequest {
-				continue
-			}
-			ua := from.(*net.UDPAddr)
-			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: ua.IP, Port: ua.Port}, stun.Fingerprint)
-			if err == nil {
-				_, _ = pc.WriteTo(resp.Raw, from)
-			}
+	serveUDP(t, pc, func(b []byte, ua *net.UDPAddr) {
+		req := &stun.Message{Raw: append([]byte(nil), b...)}
+		if req.Decode() != nil || req.Type != stun.BindingRequest {
+			return
 		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+		resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: ua.IP, Port: ua.Port}, stun.Fingerprint)
+		if err == nil {
+			_, _ = pc.WriteTo(resp.Raw, ua)
+		}
+	})
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
