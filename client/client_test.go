@@ -96,13 +96,7 @@ const wait = 15 * time.Second
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, wait, what, cond)
 }
 
 func TestChatAndCallEndToEnd(t *testing.T) {

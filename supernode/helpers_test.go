@@ -204,14 +204,8 @@ func hello(t testing.TB, conn *quic.Conn, h *proto.RelayHello) (*proto.RelayRepl
 	return &r, st
 }
 
-// waitFor polls cond every 10 ms until it holds or d passes.
+// waitFor polls cond until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }

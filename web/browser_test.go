@@ -9,6 +9,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/web"
 )
@@ -228,13 +229,7 @@ func TestBrowserAndGoClient(t *testing.T) {
 // waitGo retries try (which may wait itself) until it reports true.
 func waitGo(t *testing.T, what string, try func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !try() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, wait, what, try)
 }
 
 // TestReloadKeepsNameAndTakenName: a reload signs in again with the same

@@ -128,3 +128,16 @@ func (r *Recorder[T]) describe() string {
 	}
 	return s
 }
+
+// Eventually polls cond every 10 ms until it holds, failing the test if d
+// passes first.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

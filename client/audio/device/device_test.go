@@ -9,22 +9,17 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/internal/testutil"
 )
 
 // The tests here open real miniaudio devices on its Null backend: virtual
 // devices, paced by miniaudio's own timer, that need no sound card.
 var null = Options{Backend: "null"}
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 func TestOpenErrors(t *testing.T) {
