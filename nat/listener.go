@@ -7,7 +7,7 @@ import (
 )
 
 // PacketListener opens packet sockets. *vnet.Net from
-// github.com/pion/transport/v4/vnet satisfies it, as does [SystemListener];
+// github.com/pion/transport/v5/vnet satisfies it, as does [SystemListener];
 // a network-namespace harness can supply its own.
 type PacketListener interface {
 	ListenPacket(network, address string) (net.PacketConn, error)
