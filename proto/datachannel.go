@@ -2,6 +2,7 @@ package proto
 
 import (
 	"encoding/json"
+	"unicode/utf8"
 )
 
 // DataChannelLabel is the label of the chat data channel every Parley peer
@@ -35,6 +36,9 @@ const MaxDCMessage = 16 << 10
 func DecodeDC(data []byte) (*DCMessage, error) {
 	if len(data) > MaxDCMessage {
 		return nil, Errorf(CodeTooLarge, "data channel message of %d bytes exceeds %d", len(data), MaxDCMessage)
+	}
+	if !utf8.Valid(data) {
+		return nil, Errorf(CodeBadRequest, "data channel message is not valid UTF-8")
 	}
 	var m DCMessage
 	if err := json.Unmarshal(data, &m); err != nil {

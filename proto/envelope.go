@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Version is the protocol version spoken by this package. An envelope with
@@ -75,8 +76,8 @@ func (t Type) Known() bool {
 	return ok
 }
 
-// Decode parses and validates one frame. It checks the size limit, the
-// version, the envelope fields and, for known types, the body. An unknown
+// Decode parses and validates one frame. It checks the size limit, that
+// the frame is valid UTF-8, the version, the envelope fields and, for known types, the body. An unknown
 // type is returned together with an error of CodeUnknownType so that a
 // receiver can still reply to env.ID.
 func Decode(data []byte) (*Envelope, error) {
@@ -90,6 +91,13 @@ func Decode(data []byte) (*Envelope, error) {
 	}
 	if dec.More() {
 		return nil, Errorf(CodeBadFrame, "trailing data after envelope")
+	}
+	// encoding/json quietly turns invalid bytes into U+FFFD in what it
+	// decodes, but a router forwards the raw body, and a browser closes
+	// its WebSocket on a text frame that is not UTF-8 (RFC 6455 section
+	// 8.1): such a frame is refused, with the envelope for its id.
+	if !utf8.Valid(data) {
+		return &env, Errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
 	if err := env.validate(); err != nil {
 		return &env, err
