@@ -104,7 +104,7 @@ type Mux struct {
 	subs    [numKinds]*subListener
 	pending chan struct{}
 
-	accepted [numKinds]atomic.Int64
+	accepted                                   [numKinds]atomic.Int64
 	refused, timeouts, tlsFail, overload, acme atomic.Int64
 
 	closeOnce sync.Once
