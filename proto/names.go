@@ -1,6 +1,9 @@
 package proto
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Name rules: 1–32 bytes of lowercase ASCII letters, digits, '-', '_' and '.',
 // starting with a letter or digit. Names are case-sensitive on the wire;
@@ -73,6 +76,36 @@ func ValidateText(s string) error {
 	}
 	if !utf8.ValidString(s) {
 		return Errorf(CodeBadRequest, "message is not valid UTF-8")
+	}
+	return nil
+}
+
+// ValidateHostName checks a DNS host name (RFC 1123 section 2.1): dot-separated
+// labels of 1–63 letters, digits and hyphens, not starting or ending with a
+// hyphen, 253 bytes at most, and not an IP address.
+func ValidateHostName(h string) error {
+	bad := func() error { return Errorf(CodeBadRequest, "%q is not a DNS host name", truncate(h, 64)) }
+	if h == "" || len(h) > 253 || strings.HasSuffix(h, ".") {
+		return bad()
+	}
+	allDigits := true
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return bad()
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-':
+				allDigits = false
+			case c >= '0' && c <= '9':
+			default:
+				return bad()
+			}
+		}
+	}
+	if allDigits { // 203.0.113.2 is an address, not a name
+		return bad()
 	}
 	return nil
 }

@@ -264,3 +264,15 @@ func FuzzDecodeDC(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateHostName(t *testing.T) {
+	for h, ok := range map[string]bool{
+		"example.org": true, "parley.example.org": true, "localhost": true, "a-b.c1.io": true, "xn--bcher-kva.example": true,
+		"": false, "203.0.113.2": false, "-a.org": false, "a-.org": false, "a..org": false, "example.org.": false,
+		"exa mple.org": false, "ex_ample.org": false, "[::1]": false, "a.org:443": false,
+	} {
+		if err := ValidateHostName(h); (err == nil) != ok {
+			t.Errorf("ValidateHostName(%q) = %v, want ok=%v", h, err, ok)
+		}
+	}
+}

@@ -51,6 +51,12 @@ type SupernodeRegister struct {
 	TURNUDP string `json:"turn_udp,omitempty"`
 	TURNTCP string `json:"turn_tcp,omitempty"`
 	TURNTLS string `json:"turn_tls,omitempty"`
+	// TURNTLSName, when set, is a DNS name under which TURNTLS presents a
+	// certificate browsers trust; the server then hands browsers
+	// turns:NAME:PORT instead of an IP they could not verify. Native
+	// clients and the probe keep pinning Fingerprint (a connection
+	// without that name in its SNI gets the pinned certificate).
+	TURNTLSName string `json:"turn_tls_name,omitempty"`
 	// Fingerprint is the lowercase hex SHA-256 of the DER certificate the
 	// QUIC and TLS listeners present; clients pin it.
 	Fingerprint string `json:"fingerprint"`
@@ -81,6 +87,14 @@ func (r *SupernodeRegister) Validate() error {
 	}
 	if err := ValidateFingerprint(r.Fingerprint); err != nil {
 		return err
+	}
+	if r.TURNTLSName != "" {
+		if r.TURNTLS == "" {
+			return Errorf(CodeBadRequest, "turn_tls_name without turn_tls")
+		}
+		if err := ValidateHostName(r.TURNTLSName); err != nil {
+			return err
+		}
 	}
 	if r.NAT != nil {
 		if err := r.NAT.Validate(); err != nil {

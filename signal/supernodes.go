@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -679,8 +680,14 @@ func turnServer(r *proto.SupernodeRegister, user, pass string) proto.ICEServer {
 	if r.TURNTCP != "" {
 		urls = append(urls, "turn:"+r.TURNTCP+"?transport=tcp")
 	}
-	if r.TURNTLS != "" {
-		urls = append(urls, "turns:"+r.TURNTLS+"?transport=tcp")
+	if r.TURNTLS != "" && r.TURNTLSName != "" {
+		// Browsers verify a turns: server's certificate against the URL's
+		// host (RFC 7065 section 3): only a name with a CA-issued
+		// certificate works; an IP with the supernode's self-signed one
+		// never does, so it is not offered.
+		if ap, err := proto.ParseRelayAddr(r.TURNTLS); err == nil {
+			urls = append(urls, "turns:"+net.JoinHostPort(r.TURNTLSName, strconv.Itoa(int(ap.Port())))+"?transport=tcp")
+		}
 	}
 	return proto.ICEServer{URLs: urls, Username: user, Credential: pass}
 }

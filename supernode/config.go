@@ -51,6 +51,19 @@ type Config struct {
 	ListenTURNUDP string
 	ListenTURNTCP string
 	ListenTURNTLS string
+	// TURNTCPListener and TURNTLSListener, when set, replace the listeners
+	// ListenTURNTCP and ListenTURNTLS would open: a server sharing one TCP
+	// port among HTTPS and TURN (internal/portmux) hands over the
+	// connections that carry TURN. TURNTLSListener's connections arrive
+	// with TLS already terminated. Their Addr is what is advertised.
+	TURNTCPListener net.Listener
+	TURNTLSListener net.Listener
+	// TURNTLSName is the DNS name under which the TURN-TLS listener shows
+	// a certificate browsers trust (a CA-issued one, e.g. the call page's
+	// on a shared 443). Browsers are then handed turns:NAME:PORT, which
+	// they can verify; native clients keep pinning Fingerprint. Empty:
+	// browsers get no turns: URL they could not verify anyway.
+	TURNTLSName string
 	// PublicAddr is the IP others reach this machine at. The zero value
 	// means the QUIC listener's IP when it is a specific address, else the
 	// public address of NAT (if given). Ports are advertised as bound: a

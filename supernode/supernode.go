@@ -140,12 +140,16 @@ func (s *Server) listen() error {
 			return fmt.Errorf("supernode: listen TURN UDP %s: %w", c.ListenTURNUDP, err)
 		}
 	}
-	if c.ListenTURNTCP != "off" {
+	if c.TURNTCPListener != nil {
+		s.turnTCP = c.TURNTCPListener
+	} else if c.ListenTURNTCP != "off" {
 		if s.turnTCP, err = c.Listen("tcp", c.ListenTURNTCP); err != nil {
 			return fmt.Errorf("supernode: listen TURN TCP %s: %w", c.ListenTURNTCP, err)
 		}
 	}
-	if c.ListenTURNTLS != "off" {
+	if c.TURNTLSListener != nil {
+		s.turnTLS = c.TURNTLSListener
+	} else if c.ListenTURNTLS != "off" {
 		if s.turnTLS, err = c.Listen("tcp", c.ListenTURNTLS); err != nil {
 			return fmt.Errorf("supernode: listen TURN TLS %s: %w", c.ListenTURNTLS, err)
 		}
@@ -228,6 +232,7 @@ func (s *Server) registration() *proto.SupernodeRegister {
 		TURNUDP:      adv(a.TURNUDP),
 		TURNTCP:      adv(a.TURNTCP),
 		TURNTLS:      adv(a.TURNTLS),
+		TURNTLSName:  s.cfg.TURNTLSName,
 		Fingerprint:  s.fp,
 		NAT:          s.cfg.NAT,
 		MaxSessions:  s.cfg.MaxSessions,

@@ -36,7 +36,10 @@ func (s *Server) newTURN() (*turn.Server, error) {
 		lns = append(lns, turn.ListenerConfig{Listener: s.turnTCP, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
 	if s.turnTLS != nil {
-		tl := tls.NewListener(s.turnTLS, &tls.Config{Certificates: []tls.Certificate{*s.cert}, MinVersion: tls.VersionTLS12})
+		tl := s.turnTLS
+		if s.cfg.TURNTLSListener == nil { // else TLS is terminated already
+			tl = tls.NewListener(tl, &tls.Config{Certificates: []tls.Certificate{*s.cert}, MinVersion: tls.VersionTLS12})
+		}
 		lns = append(lns, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
 	lf := logging.NewDefaultLoggerFactory()
