@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -78,6 +79,9 @@ type Config struct {
 	// DiscoverNAT, when set, makes the client find its NAT itself after
 	// each sign-in and send the report to the server (natreport.go).
 	DiscoverNAT *NATDiscovery
+	// TLS configures a wss:// (https://) server connection: RootCAs for a
+	// private CA. Nil uses the system's roots.
+	TLS *tls.Config
 	// Dial, when set, opens the TCP connection to the signaling server
 	// (the WebSocket dialer's NetDialContext): tests dial from inside a
 	// network namespace. Nil uses the system dialer.

@@ -112,6 +112,7 @@ func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) 
 	ws, w, err := sigdial.SignIn(ctx, sigdial.Options{
 		URL:   c.cfg.Server,
 		Dial:  c.cfg.Dial,
+		TLS:   c.cfg.TLS,
 		Agent: c.cfg.Agent,
 		Auth: func(challenge string) *proto.Auth {
 			auth := proto.SignAuth(c.cfg.Key, challenge, c.cfg.Name)

@@ -7,8 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
@@ -49,4 +54,40 @@ func Fingerprint(cert *tls.Certificate) string {
 		return ""
 	}
 	return proto.CertFingerprint(cert.Certificate[0])
+}
+
+// LoadOrCreateCert returns the certificate kept in dir/relay-cert.pem and
+// dir/relay-key.pem, creating both (mode 0600) on first use, so a
+// supernode keeps its fingerprint across restarts: clients and the
+// signaling server pin it.
+func LoadOrCreateCert(dir, name string) (*tls.Certificate, error) {
+	certFile, keyFile := filepath.Join(dir, "relay-cert.pem"), filepath.Join(dir, "relay-key.pem")
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil && time.Until(leaf.NotAfter) > 30*24*time.Hour {
+			return &c, nil
+		}
+		// Expiring within a month (or unreadable): make a new one.
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("supernode: certificate in %s: %w", dir, err)
+	}
+	c, err := SelfSignedCert(name)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("supernode: certificate key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("supernode: certificate dir: %w", err)
+	}
+	for _, f := range []struct {
+		path string
+		blk  *pem.Block
+	}{{keyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: kder}}, {certFile, &pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(f.blk), 0o600); err != nil {
+			return nil, fmt.Errorf("supernode: save certificate: %w", err)
+		}
+	}
+	return c, nil
 }

@@ -103,6 +103,9 @@ type Config struct {
 	PacketListener PacketListener
 	// Listen opens TCP listeners (TURN TCP and TLS). Nil means net.Listen.
 	Listen func(network, address string) (net.Listener, error)
+	// TLS configures a wss:// (https://) signaling connection: RootCAs for
+	// a private CA. Nil uses the system's roots.
+	TLS *tls.Config
 	// Dial opens the signaling connection. Nil means a net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 

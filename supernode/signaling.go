@@ -126,6 +126,7 @@ func (s *Server) signIn(ctx context.Context) (*websocket.Conn, error) {
 	ws, _, err := sigdial.SignIn(ctx, sigdial.Options{
 		URL:   s.cfg.Server,
 		Dial:  s.cfg.Dial,
+		TLS:   s.cfg.TLS,
 		Agent: "parley-supernode/1",
 		Auth: func(challenge string) *proto.Auth {
 			auth := proto.SignAuth(s.cfg.Key, challenge, s.cfg.Name)

@@ -21,6 +21,7 @@ import (
 // chatFlags are the flags of `parley chat`.
 type chatFlags struct {
 	server, name, profile  string
+	ca                     string
 	json, autoAnswer       bool
 	audioIn, audioOut      string
 	iceLoopback, relayOnly bool
@@ -58,6 +59,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 "/decline NAME", "/hangup NAME", "/who", "/quit", or "NAME: TEXT".`)
 	var f chatFlags
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
+	fs.StringVar(&f.ca, "ca", "", "PEM file of a CA certificate to trust for an https:// server, besides the system's (a private deployment or a self-made certificate)")
 	fs.StringVar(&f.name, "name", "", "display name (lowercase letters, digits, - _ .)")
 	fs.StringVar(&f.profile, "profile", "", "profile directory holding the identity key (default: the user config dir /parley/NAME)")
 	fs.BoolVar(&f.json, "json", false, "scriptable mode: JSON-lines commands on stdin, events on stdout")
@@ -91,6 +93,10 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	if err != nil {
 		return err
 	}
+	tlsConf, err := clientTLS(f.ca)
+	if err != nil {
+		return err
+	}
 	key, err := client.LoadOrCreateIdentity(f.profile)
 	if err != nil {
 		return err
@@ -105,6 +111,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		Key:         key,
 		EncKey:      encKey,
 		Agent:       "parley-chat",
+		TLS:         tlsConf,
 		AutoAnswer:  f.autoAnswer,
 		Logger:      log,
 		AudioSource: sound.source(ctx),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ to the server, for scripts.`)
 	stunFlag := fs.String("stun", "", "STUN server (HOST:PORT or stun: URL) to use instead of asking --server")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	noMap := fs.Bool("no-portmap", false, "do not ask the home router for a port mapping")
+	caFile := addCAFlag(fs)
 	timeout := fs.Duration("timeout", time.Second, "how long one STUN test waits for an answer (a filtered answer takes this long)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,8 +60,11 @@ to the server, for scripts.`)
 	}
 	stunURL := *stunFlag
 	if stunURL == "" {
-		var err error
-		if stunURL, err = fetchSTUN(ctx, *server); err != nil {
+		tlsConf, err := clientTLS(*caFile)
+		if err != nil {
+			return err
+		}
+		if stunURL, err = fetchSTUN(ctx, *server, tlsConf); err != nil {
 			return err
 		}
 	}
@@ -143,7 +148,7 @@ func iceListURL(server string) (string, error) {
 
 // fetchSTUN asks a Parley server for its STUN service (GET /api/ice) and
 // returns the first stun: URL.
-func fetchSTUN(ctx context.Context, server string) (string, error) {
+func fetchSTUN(ctx context.Context, server string, tlsConf *tls.Config) (string, error) {
 	api, err := iceListURL(server)
 	if err != nil {
 		return "", err
@@ -155,7 +160,7 @@ func fetchSTUN(ctx context.Context, server string) (string, error) {
 		return "", err
 	}
 	// No proxy from the environment: the server is asked directly.
-	hc := &http.Client{Transport: &http.Transport{}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -212,7 +212,7 @@ func TestNATCommandLoopback(t *testing.T) {
 
 func fetchOrFail(t *testing.T, server string) string {
 	t.Helper()
-	u, err := fetchSTUN(context.Background(), server)
+	u, err := fetchSTUN(context.Background(), server, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +84,7 @@ machine keeping the port numbers, and pass --public-addr.`)
 	statusAddr := fs.String("status-addr", "127.0.0.1:8091", "status page, /status.json and /metrics (empty: none)")
 	discover := fs.Bool("discover-nat", true, "find this machine's NAT with the server's STUN service and report it")
 	logLevel := fs.String("log-level", "info", "log level on stderr: debug, info, warn, error")
+	caFile := addCAFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,11 +106,20 @@ machine keeping the port numbers, and pass --public-addr.`)
 	if *profile == "" {
 		*profile = defaultProfile(*name)
 	}
+	tlsConf, err := clientTLS(*caFile)
+	if err != nil {
+		return err
+	}
 	key, err := client.LoadOrCreateIdentity(*profile)
 	if err != nil {
 		return err
 	}
+	cert, err := supernode.LoadOrCreateCert(*profile, *name) // a fingerprint that survives restarts
+	if err != nil {
+		return err
+	}
 	cfg := SupernodeConfigFor(*server, key, *name, log, out)
+	cfg.TLS, cfg.Certificate = tlsConf, cert
 	cfg.Label = *label
 	cfg.ListenQUIC, cfg.ListenTURNUDP, cfg.ListenTURNTCP, cfg.ListenTURNTLS = *quicAddr, *turnUDP, *turnTCP, *turnTLS
 	cfg.MaxSessions, cfg.MaxRelayMbps, cfg.MaxSessionKbps, cfg.MaxAllocationsPerUser = *maxSessions, *maxMbps, *sessKbps, *perUser
@@ -121,7 +132,7 @@ machine keeping the port numbers, and pass --public-addr.`)
 		cfg.PublicAddr = ip
 	}
 	if *discover {
-		if r := discoverNAT(ctx, *server, log); r != nil {
+		if r := discoverNAT(ctx, *server, tlsConf, log); r != nil {
 			cfg.NAT = r
 			fmt.Fprintf(out, "parley supernode: NAT %s, public address %s\n", r.Type, r.PublicAddr)
 		}
@@ -172,8 +183,8 @@ func SupernodeConfigFor(server string, key ed25519.PrivateKey, name string, log 
 
 // discoverNAT runs the RFC 5780 tests against the server's STUN service;
 // failures are logged, not fatal (the server's probe decides anyway).
-func discoverNAT(ctx context.Context, server string, log *slog.Logger) *proto.NATReport {
-	stunURL, err := fetchSTUN(ctx, server)
+func discoverNAT(ctx context.Context, server string, tlsConf *tls.Config, log *slog.Logger) *proto.NATReport {
+	stunURL, err := fetchSTUN(ctx, server, tlsConf)
 	if err != nil {
 		log.Warn("supernode: no STUN service to learn the NAT from", "err", err)
 		return nil

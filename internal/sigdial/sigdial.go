@@ -6,6 +6,7 @@ package sigdial
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +23,9 @@ type Options struct {
 	URL string
 	// Dial opens the TCP connection; nil uses the system dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS configures wss:// connections (RootCAs for a private CA); nil
+	// uses the system's roots.
+	TLS *tls.Config
 	// Agent is sent as the User-Agent and in the auth.
 	Agent string
 	// Auth returns the signed auth for the server's challenge.
@@ -59,7 +63,7 @@ func SignIn(ctx context.Context, o Options) (*websocket.Conn, *proto.Welcome, er
 	url := URL(o.URL)
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: timeout, NetDialContext: o.Dial}
+	d := websocket.Dialer{HandshakeTimeout: timeout, NetDialContext: o.Dial, TLSClientConfig: o.TLS}
 	ws, resp, err := d.DialContext(dctx, url, http.Header{"User-Agent": []string{o.Agent}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", url, err)
