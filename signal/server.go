@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,9 +37,17 @@ type Config struct {
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
 	// AllowedOrigins lists extra browser origins (scheme://host:port) allowed
-	// to open the WebSocket. Same-origin requests and non-browser clients
-	// (no Origin header) are always allowed.
+	// to open the WebSocket, e.g. the https:// origin of a TLS-terminating
+	// proxy in front. Non-browser clients (no Origin header) are always
+	// allowed; a page of this server's own is allowed when its origin
+	// passes checkOrigin.
 	AllowedOrigins []string
+	// PublicHosts are the DNS names this server is reached under (its
+	// --public-host, certificate names). A browser page under another
+	// name is refused the WebSocket: it may be an attacker's name rebound
+	// to this server's address (DNS rebinding). IP literals and localhost
+	// cannot be rebound and need no listing.
+	PublicHosts []string
 	// AuthTimeout bounds the time from connect to a valid auth. Zero means 10 s.
 	AuthTimeout time.Duration
 	// PingInterval is how often the server pings an idle connection; a
@@ -106,6 +116,8 @@ type Server struct {
 	sn       *snManager // supernode promotion and selection (supernodes.go)
 	upgrader websocket.Upgrader
 	origins  map[string]bool
+	// publicHosts are Config.PublicHosts, lower-cased.
+	publicHosts map[string]bool
 
 	// Stats are the server's counters, read by Stats and /metrics.
 	stats Stats
@@ -135,6 +147,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[o] = true
+	}
+	s.publicHosts = map[string]bool{}
+	for _, h := range cfg.PublicHosts {
+		s.publicHosts[strings.ToLower(h)] = true
 	}
 	if cfg.DataDir == "" {
 		s.reg = newMemRegistry()
@@ -166,7 +182,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// checkOrigin allows non-browser clients, same-origin pages and configured origins.
+// checkOrigin decides whether a browser page may open the WebSocket (the
+// Origin header; non-browser clients send none). Beside the configured
+// AllowedOrigins, a page must be this server's own: the scheme of the
+// connection (https when it is TLS), the request's host:port, and a host
+// that cannot be rebound to this server by someone else's DNS: one of
+// PublicHosts, an IP literal, or localhost.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -176,10 +197,21 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 		return true
 	}
 	u, err := url.Parse(origin)
-	if err != nil {
+	if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
 		return false
 	}
-	return u.Host == r.Host
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if u.Scheme != scheme {
+		return false
+	}
+	host := strings.ToLower(u.Hostname())
+	if _, err := netip.ParseAddr(host); err == nil || host == "localhost" {
+		return true
+	}
+	return s.publicHosts[host]
 }
 
 // Handler serves /ws (the signaling WebSocket), /healthz, /api/ice (STUN

@@ -263,7 +263,7 @@ func TestServeBuiltinSupernode(t *testing.T) {
 	dir := t.TempDir()
 	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"),
 		"--supernode", "on", "--supernode-allow", "127.0.0.0/8", "--supernode-quic", ":0",
-		"--supernode-turn-udp", ":0", "--supernode-turn-tcp", ":0", "--supernode-turn-tls", ":0")
+		"--supernode-turn-udp", ":0")
 	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
 	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
 	srv.waitLine("promotion", func(s string) bool { return strings.Contains(s, "promoted") })
