@@ -143,8 +143,15 @@ func CertFingerprint(der []byte) string {
 // PinnedTLSConfig is a client TLS config that accepts exactly the
 // certificate whose fingerprint is fp (self-signed supernode certificates
 // have no CA to check; the signaling server vouches for the pin instead).
+// SupernodeCertName is the one DNS name in a supernode's self-signed
+// certificate, and the SNI of every connection that pins one.
+const SupernodeCertName = "parley-supernode"
+
 func PinnedTLSConfig(fp string, alpn ...string) *tls.Config {
 	return &tls.Config{
+		// The SNI names the supernode's certificate: on a port shared with
+		// a CA-issued one (parley serve's 443) it selects the pinned one.
+		ServerName:         SupernodeCertName,
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         alpn,
 		InsecureSkipVerify: true, //nolint:gosec // verified below by pin

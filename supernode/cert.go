@@ -35,7 +35,7 @@ func SelfSignedCert(name string) (*tls.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "parley supernode " + name},
-		DNSNames:     []string{"parley-supernode"},
+		DNSNames:     []string{proto.SupernodeCertName},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -228,11 +228,11 @@ func TestBenchCommand(t *testing.T) {
 // relayedCall has alice and bob, both refusing direct paths (--relay-only),
 // call each other through whatever supernode the server promoted, and
 // checks the call says it is relayed via sn.
-func relayedCall(t *testing.T, url, dir, sn string) {
+func relayedCall(t *testing.T, url, dir, sn string, flags ...string) {
 	t.Helper()
 	chat := func(name string, extra ...string) *proc {
 		args := append([]string{"chat", "--json", "--ice-loopback", "--relay-only", "--server", url, "--name", name,
-			"--profile", filepath.Join(dir, name)}, extra...)
+			"--profile", filepath.Join(dir, name)}, append(flags, extra...)...)
 		return start(t, args...)
 	}
 	alice := chat("alice")

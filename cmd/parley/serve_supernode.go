@@ -125,9 +125,9 @@ func startBuiltinSupernode(ctx context.Context, f *serveSupernodeFlags, o builti
 	cfg.AllowPeers = f.allow
 	cfg.PublicAddr = o.public
 	if o.tls {
-		// It signs in to this very process by address, with no name and no
-		// ALPN: the shared port shows it the relay certificate (certPicker),
-		// which it pins.
+		// It signs in to this very process by address, under the name of
+		// its own certificate: the shared port shows it that certificate
+		// (certPicker), which it pins.
 		cfg.TLS = proto.PinnedTLSConfig(supernode.Fingerprint(o.cert))
 	}
 	sn, err := supernode.New(cfg)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/parley-voice/parley/proto"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -124,7 +125,7 @@ func (f *tlsFlags) setup(dataDir string, log *slog.Logger) (*serveTLS, error) {
 	return st, nil
 }
 
-// covers reports whether the CA certificate is for host (an SNI name).
+// covers reports whether the CA certificate is for host.
 func (st *serveTLS) covers(host string) bool {
 	if st.leaf != nil {
 		return st.leaf.VerifyHostname(host) == nil
@@ -133,38 +134,28 @@ func (st *serveTLS) covers(host string) bool {
 }
 
 // certPicker chooses the certificate of each TLS handshake on the shared
-// port. Browsers (the call page, and TURN over TLS for browsers behind
-// UDP-blocking firewalls) reach it under a name and get the CA-issued
-// certificate; native clients and the signaling server's probe reach the
-// built-in supernode's TURN-TLS by IP, pin its self-signed certificate's
-// fingerprint, and get that one.
+// port by its SNI. Browsers (the call page, and TURN over TLS for browsers
+// behind UDP-blocking firewalls) and HTTP clients get the CA-issued
+// certificate. Native clients and the signaling server's probe reach the
+// built-in supernode's TURN-TLS pinning its self-signed certificate, and
+// name it in their SNI (proto.SupernodeCertName, set by
+// proto.PinnedTLSConfig); they get that one.
 type certPicker struct {
 	ca    *serveTLS        // nil: no CA-issued certificate (HTTPS off)
 	relay *tls.Certificate // the built-in supernode's; nil when it is off
 }
 
 func (p *certPicker) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if p.ca == nil {
+	switch {
+	case p.ca == nil:
 		if p.relay == nil {
 			return nil, errors.New("no certificate")
 		}
 		return p.relay, nil
-	}
-	if slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
-		return p.ca.get(hello) // a TLS-ALPN-01 check (RFC 8737)
-	}
-	if hello.ServerName != "" {
-		if p.ca.covers(hello.ServerName) || p.relay == nil {
-			return p.ca.get(hello)
-		}
+	case p.relay != nil && strings.EqualFold(hello.ServerName, proto.SupernodeCertName):
 		return p.relay, nil
-	}
-	// No SNI: an address was dialled. A browser or HTTP client offers an
-	// HTTP protocol; a TURN client does not.
-	if p.relay != nil && !slices.ContainsFunc(hello.SupportedProtos, func(s string) bool { return s == "http/1.1" || s == "h2" }) {
-		return p.relay, nil
-	}
-	if p.ca.manager != nil { // autocert needs a name
+	case hello.ServerName == "" && p.ca.manager != nil:
+		// An address was dialled; autocert needs a name.
 		h := *hello
 		h.ServerName = p.ca.names[0]
 		return p.ca.get(&h)

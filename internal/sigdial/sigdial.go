@@ -63,7 +63,16 @@ func SignIn(ctx context.Context, o Options) (*websocket.Conn, *proto.Welcome, er
 	url := URL(o.URL)
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: timeout, NetDialContext: o.Dial, TLSClientConfig: o.TLS}
+	// ALPN http/1.1: a server sharing its port among protocols (parley
+	// serve's 443) knows this is a web client before the first byte.
+	tc := &tls.Config{}
+	if o.TLS != nil {
+		tc = o.TLS.Clone()
+	}
+	if len(tc.NextProtos) == 0 {
+		tc.NextProtos = []string{"http/1.1"}
+	}
+	d := websocket.Dialer{HandshakeTimeout: timeout, NetDialContext: o.Dial, TLSClientConfig: tc}
 	ws, resp, err := d.DialContext(dctx, url, http.Header{"User-Agent": []string{o.Agent}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", url, err)
