@@ -51,19 +51,41 @@ type proc struct {
 	lines []string
 	cond  *sync.Cond
 	done  bool
+	errb  *lockedBuffer
 }
+
+// lockedBuffer collects stderr.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// errText is what the process wrote to stderr so far.
+func (p *proc) errText() string { return p.errb.String() }
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(parleyBinary(t), args...)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, cmd: cmd, stdin: stdin}
+	p := &proc{t: t, cmd: cmd, stdin: stdin, errb: stderr}
 	p.cond = sync.NewCond(&p.mu)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -292,4 +314,18 @@ func TestChatOptInSupernode(t *testing.T) {
 		"--supernode-allow-peer", "127.0.0.0/8")
 	carol.waitEvent(map[string]any{"event": "supernode", "name": "carol-sn", "state": "promoted"})
 	relayedCall(t, url, dir, "carol-sn")
+}
+
+// stop interrupts the process and waits for it to exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	p.cmd.Process.Signal(os.Interrupt)
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		p.t.Fatalf("%s did not exit on interrupt", p.cmd.Args[1])
+	}
 }

@@ -235,6 +235,7 @@ func (m *Mux) classify(c net.Conn) {
 				m.timeouts.Add(1)
 			} else {
 				m.tlsFail.Add(1)
+				m.log.Debug("portmux: TLS handshake", "remote", c.RemoteAddr(), "err", err)
 			}
 			c.Close()
 			return
