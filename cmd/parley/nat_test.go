@@ -119,7 +119,7 @@ func TestSTUNURL(t *testing.T) {
 // checks what it hands to clients, then that --no-stun hands out nothing.
 func TestSTUNServiceLifecycle(t *testing.T) {
 	log := newTestLogger(t)
-	svc, err := startSTUN(context.Background(), &stunFlags{alt: "127.0.0.2"}, "127.0.0.1:0", log, nil)
+	svc, err := startSTUN(context.Background(), &stunFlags{alt: "127.0.0.2"}, "127.0.0.1:0", netip.Addr{}, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestSTUNServiceLifecycle(t *testing.T) {
 	if err := svc.close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
-	off, err := startSTUN(context.Background(), &stunFlags{off: true}, "127.0.0.1:0", log, nil)
+	off, err := startSTUN(context.Background(), &stunFlags{off: true}, "127.0.0.1:0", netip.Addr{}, log, nil)
 	if err != nil || off != nil || off.iceServers() != nil || off.close() != nil {
 		t.Errorf("--no-stun: %v %v", off, err)
 	}
@@ -150,7 +150,7 @@ func startLoopbackServer(t *testing.T, withSTUN bool) *signaltest.Server {
 	t.Helper()
 	cfg := signal.Config{}
 	if withSTUN {
-		svc, err := startSTUN(context.Background(), &stunFlags{alt: "127.0.0.2"}, "127.0.0.1:0", newTestLogger(t), nil)
+		svc, err := startSTUN(context.Background(), &stunFlags{alt: "127.0.0.2"}, "127.0.0.1:0", netip.Addr{}, newTestLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

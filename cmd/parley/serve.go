@@ -102,7 +102,7 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 	mux := portmux.New(ln, muxCfg)
 	registerMuxMetrics(reg, mux)
 
-	stun, err := startSTUN(ctx, stunf, *listen, log, reg)
+	stun, err := startSTUN(ctx, stunf, *listen, public, log, reg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -183,7 +183,13 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 	}
 	opts := builtinOptions{
 		public: public, listenIP: listenIP, httpAddr: ln.Addr(), tls: st != nil,
-		cert: relayCert, turnTCP: mux.Listener(portmux.TURN), turnTLS: mux.Listener(portmux.TURNS),
+		cert: relayCert, turnTLS: mux.Listener(portmux.TURNS),
+	}
+	if st == nil {
+		// Without HTTPS browsers have no use for TURN over TLS, and TURN
+		// over plain TCP is what the port offers them. With HTTPS, TLS is
+		// the one they get: firewalls that inspect 443 pass TLS only.
+		opts.turnTCP = mux.Listener(portmux.TURN)
 	}
 	if st != nil && stunf.publicHost != "" && st.covers(stunf.publicHost) && net.ParseIP(stunf.publicHost) == nil {
 		opts.tlsName = stunf.publicHost // browsers get turns:NAME:443

@@ -87,7 +87,8 @@ type builtinOptions struct {
 	tls      bool       // the shared port serves HTTPS
 	cert     *tls.Certificate
 	// turnTCP and turnTLS are the shared port's TURN connections
-	// (internal/portmux); TLS is terminated on turnTLS.
+	// (internal/portmux); TLS is terminated on turnTLS. A nil turnTCP
+	// offers no TURN over plain TCP.
 	turnTCP, turnTLS net.Listener
 	tlsName          string // DNS name browsers verify TURN-TLS under; empty: none
 }
@@ -120,6 +121,9 @@ func startBuiltinSupernode(ctx context.Context, f *serveSupernodeFlags, o builti
 	cfg.ListenQUIC = onIP(f.quic, o.listenIP)
 	cfg.ListenTURNUDP = onIP(f.turnUDP, o.listenIP)
 	cfg.TURNTCPListener, cfg.TURNTLSListener = o.turnTCP, o.turnTLS
+	if o.turnTCP == nil {
+		cfg.ListenTURNTCP = "off"
+	}
 	cfg.TURNTLSName = o.tlsName
 	cfg.Certificate = o.cert
 	cfg.AllowPeers = f.allow
@@ -136,7 +140,11 @@ func startBuiltinSupernode(ctx context.Context, f *serveSupernodeFlags, o builti
 	}
 	reg.MustRegister(sn.Collector())
 	a := sn.Addrs()
-	fmt.Fprintf(out, "  built-in supernode %s: QUIC udp %s, TURN udp %s, TURN tcp and tls on the shared port %s\n", f.name, a.QUIC, a.TURNUDP, a.TURNTCP)
+	shared := "TURN over TLS"
+	if a.TURNTCP.IsValid() {
+		shared += " and TCP"
+	}
+	fmt.Fprintf(out, "  built-in supernode %s: QUIC udp %s, TURN udp %s, %s on the shared port %s\n", f.name, a.QUIC, a.TURNUDP, shared, a.TURNTLS)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -104,6 +104,13 @@ func TestServeTLS(t *testing.T) {
 	if turnsURL != "turns:parley.test:"+port+"?transport=tcp" {
 		t.Fatalf("welcome ICE servers %+v: want turns:parley.test:%s?transport=tcp", w.ICEServers, port)
 	}
+	for _, s := range w.ICEServers {
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "turn:") && strings.HasSuffix(u, "transport=tcp") {
+				t.Errorf("welcome offers plain TURN over TCP (%s) beside TLS on an HTTPS port", u)
+			}
+		}
+	}
 	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: "parley.test", RootCAs: ca.Pool()})
 	if err != nil {
 		t.Fatalf("TURN over TLS to parley.test: %v", err)

@@ -177,14 +177,19 @@ type stunService struct {
 }
 
 // startSTUN opens the STUN sockets, registers their counters and starts
-// serving. A nil service (and nil error) means --no-stun.
-func startSTUN(ctx context.Context, f *stunFlags, listen string, log *slog.Logger, reg prometheus.Registerer) (*stunService, error) {
+// serving. A nil service (and nil error) means --no-stun. public, when
+// valid, is the address clients are told to use: an IP needs no DNS
+// lookup, and clients inside networks without working DNS still find it.
+func startSTUN(ctx context.Context, f *stunFlags, listen string, public netip.Addr, log *slog.Logger, reg prometheus.Registerer) (*stunService, error) {
 	if f.off {
 		return nil, nil
 	}
 	plan, err := planSTUN(ctx, f, listen)
 	if err != nil {
 		return nil, err
+	}
+	if public.IsValid() && !public.IsUnspecified() && f.addr == "" {
+		plan.urlHost = public.String()
 	}
 	plan.cfg.Logger = log
 	srv, err := nat.NewServer(plan.cfg)
