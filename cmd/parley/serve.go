@@ -172,8 +172,7 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 			log.Warn("port multiplexer", "err", err)
 		}
 	}()
-	printServing(ln.Addr(), stunf.publicHost, st != nil)
-	stun.printInfo(ln.Addr())
+	stun.printInfo(printServing(ln.Addr(), stunf.publicHost, st != nil))
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, web) }()
@@ -205,8 +204,8 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 	return err
 }
 
-// printServing tells the operator the URL people open.
-func printServing(addr net.Addr, publicHost string, https bool) {
+// printServing tells the operator the URL people open, and returns it.
+func printServing(addr net.Addr, publicHost string, https bool) string {
 	tcp := addr.(*net.TCPAddr)
 	scheme, defPort := "http", 80
 	if https {
@@ -226,8 +225,10 @@ func printServing(addr net.Addr, publicHost string, https bool) {
 			hp = "[" + host + "]"
 		}
 	}
-	fmt.Printf("Parley is running: open %s://%s/ in a browser\n", scheme, hp)
-	fmt.Printf("  chat client: go run ./cmd/parley chat --server %s://%s --name NAME\n", scheme, hp)
+	url := scheme + "://" + hp
+	fmt.Printf("Parley is running: open %s/ in a browser\n", url)
+	fmt.Printf("  chat client: go run ./cmd/parley chat --server %s --name NAME\n", url)
+	return url
 }
 
 // publicIP is the address people reach this server at: the --listen IP

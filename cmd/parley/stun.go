@@ -293,7 +293,7 @@ func registerSTUNMetrics(reg prometheus.Registerer, srv *nat.Server) {
 }
 
 // printInfo tells the operator where STUN runs and how to check a NAT.
-func (s *stunService) printInfo(httpAddr net.Addr) {
+func (s *stunService) printInfo(serverURL string) {
 	if s == nil {
 		fmt.Println("  STUN: off (--no-stun)")
 		return
@@ -304,5 +304,5 @@ func (s *stunService) printInfo(httpAddr net.Addr) {
 		alt += ", " + a.ChangeIP.String() + ", " + a.ChangeBoth.String()
 	}
 	fmt.Printf("  STUN: udp %s (RFC 5780 alternates %s), clients use %v\n", a.Primary, alt, s.urls)
-	fmt.Printf("  your NAT: go run ./cmd/parley nat --server http://%s\n", httpAddr)
+	fmt.Printf("  your NAT: go run ./cmd/parley nat --server %s\n", serverURL)
 }

@@ -24,9 +24,9 @@ const chromium = "/usr/lib/chromium/chromium"
 // labBrowser starts Chromium inside home's client namespace (so all its
 // traffic crosses the home's NAT and nothing can leave the lab): chromedp
 // talks to it over its default pipe, which `ip netns exec` passes
-// through. It trusts origin as a secure context (the page is served over
-// plain HTTP from a lab address) so that getUserMedia works.
-func labBrowser(t *testing.T, home *natlab.Home, origin string) context.Context {
+// through. extra adds flags: insecureOrigin for a page served over plain
+// HTTP, or what an HTTPS test needs (trustedHTTPS).
+func labBrowser(t *testing.T, home *natlab.Home, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromium); err != nil {
 		t.Skipf("chromium not installed at %s (apt-get install chromium; `make test` does this)", chromium)
@@ -44,11 +44,11 @@ func labBrowser(t *testing.T, home *natlab.Home, origin string) context.Context 
 		chromedp.Flag("use-fake-device-for-media-stream", true),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("unsafely-treat-insecure-origin-as-secure", origin),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,BlinkGenPropertyTrees"),
 	)
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
@@ -65,6 +65,12 @@ func labBrowser(t *testing.T, home *natlab.Home, origin string) context.Context 
 		t.Fatalf("chromium did not start in %s within 30 s", home)
 	}
 	return ctx
+}
+
+// insecureOrigin makes Chromium treat a plain-HTTP lab origin as a secure
+// context, so that WebCrypto and getUserMedia work there.
+func insecureOrigin(origin string) chromedp.ExecAllocatorOption {
+	return chromedp.Flag("unsafely-treat-insecure-origin-as-secure", origin)
 }
 
 // jsWait polls a JavaScript condition (a promise may be returned) until it
@@ -107,7 +113,7 @@ func TestLabBrowserRelayCall(t *testing.T) {
 	hg := w.lab.AddHome("gop", natlab.Symmetric)
 
 	origin := strings.TrimSuffix(strings.Replace(w.sigURL, "ws://", "http://", 1), "/ws")
-	ctx := labBrowser(t, hb, origin)
+	ctx := labBrowser(t, hb, insecureOrigin(origin))
 	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		c, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -221,6 +221,11 @@ func (l *Lab) Close() error {
 		if err := l.ipBatch("", lines...); err != nil {
 			errs = append(errs, err)
 		}
+		for _, ns := range netns {
+			if err := removeEtc(ns); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	l.log.Info("natlab: lab down", "prefix", l.prefix, "namespaces", len(netns), "took", time.Since(start))
 	return errors.Join(errs...)
@@ -247,6 +252,7 @@ func Sweep() (int, error) {
 			continue // owner alive (or pid reused): leave it
 		}
 		dead = append(dead, "netns del "+e.Name())
+		removeEtc(e.Name())
 	}
 	if len(dead) == 0 {
 		return 0, nil

@@ -272,6 +272,7 @@ func (m *Mux) classify(c net.Conn) {
 		kind = HTTP
 	}
 	c.SetDeadline(time.Time{})
+	m.log.Debug("portmux: connection", "remote", c.RemoteAddr(), "kind", kind, "took", time.Until(deadline.Add(-m.cfg.Timeout)).Abs())
 	s := m.subs[kind]
 	m.accepted[kind].Add(1) // before the hand-over, so a reader after Accept sees it
 	if s == nil || !s.deliver(out) {

@@ -6,7 +6,7 @@
  * selectedPath finds the selected candidate pair: transport's
  * selectedCandidatePairId, else (older browsers) a pair marked selected or
  * nominated and succeeded. It returns
- *   {path: "direct"|"relay"|"", via, local, remote, rttMs}
+ *   {path: "direct"|"relay"|"", via, viaURL, relayProtocol, local, remote, rttMs}
  * where via is the relay's address when path is "relay" (RFC 8445 section 5.1.1.2
  * relayed candidates are the TURN allocation; either side's relay counts).
  */
@@ -28,7 +28,7 @@ export function selectedPath(stats) {
       }
     }
   }
-  if (!pair) return { path: "", via: "", viaURL: "", local: "", remote: "", rttMs: null };
+  if (!pair) return { path: "", via: "", viaURL: "", relayProtocol: "", local: "", remote: "", rttMs: null };
   const lc = byId.get(pair.localCandidateId) ?? {};
   const rc = byId.get(pair.remoteCandidateId) ?? {};
   const local = lc.candidateType ?? "";
@@ -36,16 +36,18 @@ export function selectedPath(stats) {
   let path = "direct";
   let via = "";
   let viaURL = "";
+  let relayProtocol = "";
   if (local === "relay") {
     path = "relay";
     via = addr(lc);
     viaURL = lc.url ?? ""; // the TURN server we allocated on
+    relayProtocol = lc.relayProtocol ?? ""; // how we reach it: udp, tcp or tls
   } else if (remote === "relay") {
     path = "relay";
     via = addr(rc);
   }
   const rttMs = typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null;
-  return { path, via, viaURL, local, remote, rttMs };
+  return { path, via, viaURL, relayProtocol, local, remote, rttMs };
 }
 
 /**
