@@ -34,6 +34,8 @@ type MessageEvent struct {
 	Text string
 	Time int64  // sender's clock, unix ms
 	Path string // "direct" (data channel) or "server"
+	// File is set when the message offers a file (a FileOfferEvent follows).
+	File *proto.FileInfo
 }
 
 // DeliveredEvent: a message we sent was received by To.

@@ -157,6 +157,9 @@ func (c *FileControl) Validate() error {
 type FileHeader struct {
 	ID     string `json:"id"`
 	Offset int64  `json:"offset"` // the first byte the binary messages after it carry
+	// Reset (with Offset 0) tells the receiver that the bytes it has do
+	// not hash like the sender's first bytes: it starts over.
+	Reset bool `json:"reset,omitempty"`
 }
 
 // MaxFileHeader bounds the header's encoding.
@@ -174,7 +177,7 @@ func DecodeFileHeader(data []byte) (*FileHeader, error) {
 	if err := ValidateID(h.ID); err != nil {
 		return nil, err
 	}
-	if h.Offset < 0 || h.Offset > MaxFileSize {
+	if h.Offset < 0 || h.Offset > MaxFileSize || h.Reset && h.Offset != 0 {
 		return nil, Errorf(CodeBadRequest, "file header offset %d out of range", h.Offset)
 	}
 	return &h, nil
