@@ -101,6 +101,18 @@ type ErrorEvent struct {
 	Ref string
 }
 
+// EventKinds returns a zero value of every Event type the client emits:
+// boundaries that map events (the JSON mode) test that they map each. A
+// test holds this list to the types that implement Event.
+func EventKinds() []Event {
+	return []Event{
+		ReadyEvent{}, DisconnectedEvent{}, PresenceEvent{}, MessageEvent{}, DeliveredEvent{},
+		CallEvent{}, StatsEvent{}, ErrorEvent{}, LinkEvent{}, AudioEvent{}, NATEvent{},
+		StoredEvent{}, ReadEvent{}, TypingEvent{}, RelayEvent{},
+		FileOfferEvent{}, FileProgressEvent{}, FileDoneEvent{}, FileFailedEvent{},
+	}
+}
+
 func (ReadyEvent) event()        {}
 func (DisconnectedEvent) event() {}
 func (PresenceEvent) event()     {}

@@ -152,26 +152,26 @@ var (
 
 // Timing of transfers.
 const (
-	fileStall       = 10 * time.Second    // a receiver with no bytes this long asks again
-	fileSyncEvery   = time.Second         // a receiver syncs and records its offset this often
-	fileSyncBytes   = 64 << 20            // … or after this many bytes
-	fileProgress    = time.Second         // progress events
-	fileRelink      = 2 * time.Second     // how often a transfer waiting for a link asks for one
-	fileDupAccept   = 5 * time.Second     // an accept for the running attempt's offset within this is a duplicate
-	fileOpenTimeout = 20 * time.Second    // a file data channel must open within this
-	fileBufHigh     = 4 << 20             // the sender waits while more than this is buffered …
-	fileBufLow      = 1 << 20             // … until it drains to this (low-water mark)
-	fileChunk       = proto.MaxFileChunk  // bytes per message at full speed
-	fileSmallChunk  = 8 << 10             // bytes per message when paced below 1 MB/s
-	defaultRelayKbs = 1000                // a relay's per-session budget when it does not say (supernode default)
-	callAudioKbps   = 160                 // what a call's audio takes of a relay session, both ways
-	relayShare      = 0.85                // of the budget a transfer may use with no call up
-	relayShareCall  = 0.5                 // … while a call is up
-	fileReasonMax   = proto.MaxFileReason // bytes of a reason sent to the peer
-	partPrefix      = ".parley-"          // temporary files in the download folder
-	partSuffix      = ".part"             //
-	maxNameAttempts = 1000                // " (1)" … " (999)"
-	hashBuf         = 1 << 20             // read size when hashing a file
+	fileStall       = 10 * time.Second       // a receiver with no bytes this long asks again
+	fileSyncEvery   = 500 * time.Millisecond // a receiver syncs and records its offset this often
+	fileSyncBytes   = 64 << 20               // … or after this many bytes
+	fileProgress    = time.Second            // progress events
+	fileRelink      = 2 * time.Second        // how often a transfer waiting for a link asks for one
+	fileDupAccept   = 5 * time.Second        // an accept for the running attempt's offset within this is a duplicate
+	fileOpenTimeout = 20 * time.Second       // a file data channel must open within this
+	fileBufHigh     = 4 << 20                // the sender waits while more than this is buffered …
+	fileBufLow      = 1 << 20                // … until it drains to this (low-water mark)
+	fileChunk       = proto.MaxFileChunk     // bytes per message at full speed
+	fileSmallChunk  = 8 << 10                // bytes per message when paced below 1 MB/s
+	defaultRelayKbs = 1000                   // a relay's per-session budget when it does not say (supernode default)
+	callAudioKbps   = 160                    // what a call's audio takes of a relay session, both ways
+	relayShare      = 0.85                   // of the budget a transfer may use with no call up
+	relayShareCall  = 0.5                    // … while a call is up
+	fileReasonMax   = proto.MaxFileReason    // bytes of a reason sent to the peer
+	partPrefix      = ".parley-"             // temporary files in the download folder
+	partSuffix      = ".part"                //
+	maxNameAttempts = 1000                   // " (1)" … " (999)"
+	hashBuf         = 1 << 20                // read size when hashing a file
 )
 
 // transfer is one file transfer. mu guards everything below it; the
