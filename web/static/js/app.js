@@ -727,7 +727,7 @@ class App {
     const kids = [];
     const image = (f.type ?? "").startsWith("image/") && t?.url && (t.out || state === "done");
     if (image) kids.push(el("img", { className: "file-thumb", src: t.url, alt: f.name, dataset: { testid: "file-thumb" } }));
-    kids.push(el("p", { className: "file-name" }, el("span", { className: "file-icon", "aria-hidden": "true", textContent: "📎 " }), f.name));
+    kids.push(el("p", { className: "file-name" }, el("span", { className: "clip", "aria-hidden": "true" }), f.name));
     kids.push(el("p", { className: "file-meta", textContent: `${humanBytes(f.size)}${f.type ? " · " + f.type : ""}` }));
     const line = (text, testid = "file-status") => el("p", { className: "file-status", textContent: text, dataset: { testid } });
     if (state === "active" || state === "preparing") {
