@@ -58,7 +58,10 @@ func (f *fakeClient) SendFile(_ context.Context, p, path string) (string, error)
 	f.rec("sendfile " + p + " " + path)
 	return "f1", nil
 }
-func (f *fakeClient) AcceptFile(_ context.Context, id string) error { f.rec("acceptfile " + id); return nil }
+func (f *fakeClient) AcceptFile(_ context.Context, id string) error {
+	f.rec("acceptfile " + id)
+	return nil
+}
 func (f *fakeClient) DeclineFile(_ context.Context, id, _ string) error {
 	f.rec("declinefile " + id)
 	return nil
