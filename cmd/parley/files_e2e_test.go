@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -105,4 +106,21 @@ func hashFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestBenchFilesCommand: `parley bench files` sends a file direct and
+// relayed and prints both rates.
+func TestBenchFilesCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	out, err := exec.Command(parleyBinary(t), "bench", "files", "--size", "2", "--anchors=false").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench files: %v\n%s", err, out)
+	}
+	for _, row := range []string{"parley direct", "parley relayed"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(row) + `\s+\d+\.\d MB/s\s+\d+\.\d MB/s\s+SHA-256 checked; path (direct|relay)`).Match(out) {
+			t.Errorf("no %q row with figures in:\n%s", row, out)
+		}
+	}
 }
