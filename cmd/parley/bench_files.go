@@ -212,7 +212,10 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 		return nil, err
 	}
 	defer b.stop()
-	if _, err := a.waitFor(func(e client.Event) bool { p, ok := e.(client.PresenceEvent); return ok && p.Name == "bench-receiver" && p.Online() }); err != nil {
+	if _, err := a.waitFor(func(e client.Event) bool {
+		p, ok := e.(client.PresenceEvent)
+		return ok && p.Name == "bench-receiver" && p.Online()
+	}); err != nil {
 		return nil, err
 	}
 	start := time.Now()
