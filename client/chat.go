@@ -13,7 +13,8 @@ type pendingMsg struct {
 	ts           int64
 	lastSent     time.Time
 	sends        int
-	sealed       bool // left (or being left) with the server for an offline peer
+	sealed       bool            // left (or being left) with the server for an offline peer
+	file         *proto.FileInfo // the offer of a file (files.go)
 }
 
 // maxSeen bounds the ids remembered per peer for duplicate suppression.
@@ -60,7 +61,7 @@ func (c *Client) Resend(ctx context.Context, peer, id, text string, ts int64) er
 		if _, dup := c.chat.pending[id]; dup {
 			return nil // already on its way
 		}
-		m := &pendingMsg{id: id, to: peer, text: text, ts: ts}
+		m := &pendingMsg{id: id, to: peer, text: text, ts: ts, file: c.fileOfferFor(id)}
 		c.chat.pending[id] = m
 		c.chat.order = append(c.chat.order, id)
 		c.transmit(m, false)
@@ -82,7 +83,7 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 		}
 	}
 	if l := c.links[m.to]; !viaServer && l != nil && l.dcOpen {
-		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts})
+		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts, File: m.file})
 		if err == nil && l.dc.SendText(string(b)) == nil {
 			return
 		}
@@ -90,7 +91,7 @@ func (c *Client) transmit(m *pendingMsg, viaServer bool) {
 	if c.sig == nil {
 		return // resent on reconnect
 	}
-	c.sendSigID(proto.TypeChat, m.id, m.to, &proto.Chat{ID: m.id, Text: m.text, Time: m.ts}, func(err error) {
+	c.sendSigID(proto.TypeChat, m.id, m.to, &proto.Chat{ID: m.id, Text: m.text, Time: m.ts, File: m.file}, func(err error) {
 		if err == nil || c.chat.pending[m.id] != m {
 			return
 		}
@@ -145,7 +146,7 @@ func (c *Client) chatOnReconnect() {
 
 // deliver emits a received message once per (peer, id), after storing it
 // in Config.Store. It reports whether the receipt may be sent.
-func (c *Client) deliver(from, id, text string, ts int64, path string) bool {
+func (c *Client) deliver(from, id, text string, ts int64, path string, file *proto.FileInfo) bool {
 	seen := c.chat.seen[from]
 	if seen == nil {
 		seen = map[string]struct{}{}
@@ -154,7 +155,7 @@ func (c *Client) deliver(from, id, text string, ts int64, path string) bool {
 	if _, dup := seen[id]; dup {
 		return true
 	}
-	ev := MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path}
+	ev := MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path, File: file}
 	isNew := true
 	if c.cfg.Store != nil {
 		var err error
@@ -173,6 +174,9 @@ func (c *Client) deliver(from, id, text string, ts int64, path string) bool {
 	c.chat.seenQ[from] = q
 	if isNew {
 		c.events.push(ev)
+	}
+	if file != nil {
+		c.fileOffered(from, id, *file) // files.go
 	}
 	return true
 }
@@ -196,7 +200,7 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 	switch m.Type {
 	case proto.DCChat:
-		if !c.deliver(l.peer, m.ID, m.Text, m.Time, "direct") {
+		if !c.deliver(l.peer, m.ID, m.Text, m.Time, "direct", m.File) {
 			return
 		}
 		if b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCDelivered, ID: m.ID}); err == nil {
@@ -208,6 +212,8 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 		c.onReceipt(l.peer, m.ID, "direct")
 	case proto.DCRead, proto.DCTyping:
 		c.onReadOrTyping(l.peer, m.Type == proto.DCRead, m.ID, m.Typing) // receipts.go
+	case proto.DCFile:
+		c.onFileCtl(l.peer, m.FileControl()) // files.go
 	}
 }
 
@@ -219,7 +225,7 @@ func (c *Client) onServerChat(env *proto.Envelope) {
 		if err != nil {
 			return
 		}
-		if c.deliver(env.From, m.ID, m.Text, m.Time, "server") {
+		if c.deliver(env.From, m.ID, m.Text, m.Time, "server", m.File) {
 			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
 		}
 	case proto.TypeDelivered:

@@ -89,6 +89,9 @@ type Config struct {
 	// Relay configures relaying through supernodes (relay.go). The zero
 	// value relays when needed.
 	Relay RelayConfig
+	// Files configures file transfer (files.go). The zero value sends
+	// files and declines offers.
+	Files FileConfig
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// signaling reconnects. Zero means 250 ms and 15 s.
@@ -165,6 +168,7 @@ type Client struct {
 	waiters    map[string]func(error) // envelope id -> ack/error callback
 	nat        natState               // NAT discovery (natreport.go)
 	relay      *relayer               // supernodes and their connections (relay.go)
+	files      *files                 // file transfers (files.go)
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -189,7 +193,13 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.api = api
+	if err := c.initFiles(); err != nil {
+		return nil, err
+	}
 	c.events = newEventQueue() // last: its goroutine runs from here on
+	for _, ev := range c.pendingOffers() {
+		c.events.push(ev) // offers a previous run left unanswered
+	}
 	return c, nil
 }
 
@@ -291,6 +301,7 @@ func (c *Client) shutdown() {
 		c.closeLink(peer, l, "client closed", true)
 	}
 	c.natStop()
+	c.filesShutdown()
 	c.relay.close()
 	if c.sig != nil {
 		c.sig.close()
@@ -303,6 +314,7 @@ func (c *Client) onTick(now time.Time) {
 	c.chatTick(now)
 	c.callTick(now)
 	c.linkTick(now)
+	c.filesTick(now)
 }
 
 func randomID() string {

@@ -34,6 +34,8 @@ type MessageEvent struct {
 	Text string
 	Time int64  // sender's clock, unix ms
 	Path string // "direct" (data channel) or "server"
+	// File is set when the message offers a file (a FileOfferEvent follows).
+	File *proto.FileInfo
 }
 
 // DeliveredEvent: a message we sent was received by To.
@@ -97,6 +99,18 @@ type AudioEvent struct {
 type ErrorEvent struct {
 	Err *proto.Error
 	Ref string
+}
+
+// EventKinds returns a zero value of every Event type the client emits:
+// boundaries that map events (the JSON mode) test that they map each. A
+// test holds this list to the types that implement Event.
+func EventKinds() []Event {
+	return []Event{
+		ReadyEvent{}, DisconnectedEvent{}, PresenceEvent{}, MessageEvent{}, DeliveredEvent{},
+		CallEvent{}, StatsEvent{}, ErrorEvent{}, LinkEvent{}, AudioEvent{}, NATEvent{},
+		StoredEvent{}, ReadEvent{}, TypingEvent{}, RelayEvent{},
+		FileOfferEvent{}, FileProgressEvent{}, FileDoneEvent{}, FileFailedEvent{},
+	}
 }
 
 func (ReadyEvent) event()        {}

@@ -115,12 +115,14 @@ func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		post(func() { c.onLinkState(l, s) })
 	})
+	c.filesWatchLink(l) // file channels the peer opens (files_recv.go)
 	l.dc.OnOpen(func() {
 		post(func() {
 			l.dcOpen = true
 			path, via, _, _ := pathOf(l)
 			c.events.push(LinkEvent{With: peer, State: "open", Path: path, Via: via})
 			c.chatFlush(peer)
+			c.filesLinkOpen(l) // transfers resume (files.go)
 		})
 	})
 	l.dc.OnClose(func() { post(func() { l.dcOpen = false }) })

@@ -222,7 +222,7 @@ func (c *Client) sendSealed(m *pendingMsg) error {
 		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.to)
 	}
 	s, err := Seal(c.sealKeys(), SealPeer{Name: m.to, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
-		&proto.Chat{ID: m.id, Text: m.text, Time: m.ts})
+		&proto.Chat{ID: m.id, Text: m.text, Time: m.ts, File: m.file})
 	if err != nil {
 		c.log.Warn("client: seal", "to", m.to, "err", err)
 		return err
@@ -274,7 +274,7 @@ func (c *Client) onSealed(env *proto.Envelope) {
 			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeBadRequest, "a sealed message from %s could not be opened: %v", env.From, err), Ref: s.ID})
 			return
 		}
-		if c.deliver(env.From, m.ID, m.Text, m.Time, "offline") {
+		if c.deliver(env.From, m.ID, m.Text, m.Time, "offline", m.File) {
 			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
 		}
 	case proto.TypeSealedReceipt:

@@ -285,6 +285,10 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		c.onServerChat(env)
 	case proto.TypeSealed, proto.TypeSealedReceipt:
 		c.onSealed(env) // offline.go
+	case proto.TypeFile:
+		if ctl, err := proto.DecodeBody[*proto.FileControl](env); err == nil && env.From != "" {
+			c.onFileCtl(env.From, ctl) // files.go
+		}
 	default:
 		c.log.Debug("client: ignoring", "type", env.Type)
 	}

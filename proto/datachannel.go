@@ -27,6 +27,25 @@ type DCMessage struct {
 	Text   string `json:"text,omitempty"`
 	Time   int64  `json:"ts,omitempty"`
 	Typing bool   `json:"typing,omitempty"`
+	// File is the offered file of a chat message that offers one, or of
+	// a DCFile with op offer (files.go).
+	File *FileInfo `json:"file,omitempty"`
+	// The rest of a DCFile's FileControl.
+	Op     FileOp `json:"op,omitempty"`
+	Offset int64  `json:"offset,omitempty"`
+	Hash   string `json:"hash,omitempty"`
+	Code   Code   `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// FileControl returns the FileControl a DCFile message carries.
+func (m *DCMessage) FileControl() *FileControl {
+	return &FileControl{Op: m.Op, ID: m.ID, File: m.File, Offset: m.Offset, Hash: m.Hash, Code: m.Code, Reason: m.Reason}
+}
+
+// DCFileMessage is the DCFile message that carries c.
+func DCFileMessage(c *FileControl) *DCMessage {
+	return &DCMessage{Type: DCFile, Op: c.Op, ID: c.ID, File: c.File, Offset: c.Offset, Hash: c.Hash, Code: c.Code, Reason: c.Reason}
 }
 
 // MaxDCMessage bounds one data-channel message.
@@ -54,10 +73,9 @@ func DecodeDC(data []byte) (*DCMessage, error) {
 func (m *DCMessage) Validate() error {
 	switch m.Type {
 	case DCChat:
-		if err := ValidateID(m.ID); err != nil {
-			return err
-		}
-		return ValidateText(m.Text)
+		return (&Chat{ID: m.ID, Text: m.Text, Time: m.Time, File: m.File}).Validate()
+	case DCFile:
+		return m.FileControl().Validate()
 	case DCDelivered, DCRead:
 		return ValidateID(m.ID)
 	case DCTyping:

@@ -64,7 +64,7 @@ func (t Type) Routed() bool {
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeBye,
 		TypeRing, TypeAccept, TypeDecline, TypeHangup,
 		TypeChat, TypeDelivered, TypeRead, TypeTyping,
-		TypeSealed:
+		TypeSealed, TypeFile:
 		return true
 	}
 	return false

@@ -32,6 +32,12 @@ const (
 	CodeUnavailable     Code = "unavailable"     // service (e.g. relay) unavailable
 	CodeShuttingDown    Code = "shutting_down"   // server is stopping
 	CodeInternal        Code = "internal"        // bug on the other side
+
+	// A file transfer ends with one of these (or too_large: over the
+	// receiver's limit); files.go.
+	CodeDeclined     Code = "declined"      // the receiver refused the offer
+	CodeHashMismatch Code = "hash_mismatch" // the received bytes do not hash to the offer's SHA-256
+	CodeCancelled    Code = "cancelled"     // either side gave up on the transfer
 )
 
 // Error is an error that travels on the wire with a stable code.

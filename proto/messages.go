@@ -274,11 +274,20 @@ type Chat struct {
 	ID   string `json:"id"`
 	Text string `json:"text"`
 	Time int64  `json:"ts,omitempty"` // sender's clock, unix milliseconds
+	// File, when set, makes the message the offer of a file (files.go):
+	// ID is the transfer's id and Text says in words what is offered,
+	// for clients that know nothing of files.
+	File *FileInfo `json:"file,omitempty"`
 }
 
 func (c *Chat) Validate() error {
 	if err := ValidateID(c.ID); err != nil {
 		return err
+	}
+	if c.File != nil {
+		if err := c.File.Validate(); err != nil {
+			return err
+		}
 	}
 	return ValidateText(c.Text)
 }

@@ -65,6 +65,11 @@ type SupernodeRegister struct {
 	// MaxSessions and MaxRelayMbps are the operator's budget; 0 = unstated.
 	MaxSessions  int     `json:"max_sessions,omitempty"`
 	MaxRelayMbps float64 `json:"max_relay_mbps,omitempty"`
+	// MaxSessionKbps is the bandwidth one relay session may use, both
+	// directions together; 0 = unstated. Users get it in SupernodeInfo
+	// so they can keep a file transfer below it while a call shares the
+	// session.
+	MaxSessionKbps float64 `json:"max_session_kbps,omitempty"`
 	// Version is the supernode software version.
 	Version string `json:"version,omitempty"`
 }
@@ -101,7 +106,7 @@ func (r *SupernodeRegister) Validate() error {
 			return err
 		}
 	}
-	if r.MaxSessions < 0 || r.MaxSessions > 1_000_000 || !finiteIn(r.MaxRelayMbps, 0, 1e6) {
+	if r.MaxSessions < 0 || r.MaxSessions > 1_000_000 || !finiteIn(r.MaxRelayMbps, 0, 1e6) || !finiteIn(r.MaxSessionKbps, 0, 1e9) {
 		return Errorf(CodeBadRequest, "supernode budget out of range")
 	}
 	return validateLabel("version", r.Version, 64)
@@ -270,6 +275,10 @@ type SupernodeInfo struct {
 	Fingerprint string `json:"fingerprint"`
 	// Load is the supernode's reported load, 0 (idle) to 1 (full).
 	Load float64 `json:"load"`
+	// SessionKbps is the supernode's per-session budget, both directions
+	// together (0 = unstated): what a call and a file transfer relayed in
+	// one session share.
+	SessionKbps float64 `json:"session_kbps,omitempty"`
 	// Token is a relay token for the QUIC listener.
 	Token string `json:"token"`
 	// TURNUsername and TURNPassword are TURN REST credentials.
@@ -301,7 +310,7 @@ func (i *SupernodeInfo) Validate() error {
 	if err := ValidateFingerprint(i.Fingerprint); err != nil {
 		return err
 	}
-	if !finiteIn(i.Load, 0, 1e3) || i.Expires < 0 {
+	if !finiteIn(i.Load, 0, 1e3) || i.Expires < 0 || !finiteIn(i.SessionKbps, 0, 1e9) {
 		return Errorf(CodeBadRequest, "supernode load or expiry out of range")
 	}
 	if len(i.Token) > MaxTokenLen || len(i.TURNUsername) > 128 || len(i.TURNPassword) > 128 {

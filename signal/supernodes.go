@@ -660,7 +660,7 @@ func (m *snManager) listFor(user string, exclude []string, reason string) *proto
 		tu, tp := proto.TURNCredentials(n.secret, user, now.Add(m.cfg.CredentialTTL))
 		list.Supernodes = append(list.Supernodes, proto.SupernodeInfo{
 			ID: n.id, Label: n.reg.Label, QUIC: n.reg.QUIC, TURNUDP: n.reg.TURNUDP, TURNTCP: n.reg.TURNTCP, TURNTLS: n.reg.TURNTLS,
-			Fingerprint: n.reg.Fingerprint, Load: round1(n.load()*100) / 100,
+			Fingerprint: n.reg.Fingerprint, Load: round1(n.load()*100) / 100, SessionKbps: n.reg.MaxSessionKbps,
 			Token: tok, TURNUsername: tu, TURNPassword: tp, Expires: now.Add(m.cfg.TokenTTL).Unix(),
 		})
 		list.ICEServers = append(list.ICEServers, turnServer(&n.reg, tu, tp))

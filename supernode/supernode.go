@@ -226,7 +226,7 @@ func (s *Server) registration() *proto.SupernodeRegister {
 		return netip.AddrPortFrom(s.public, a.Port()).String()
 	}
 	a := s.Addrs()
-	return &proto.SupernodeRegister{
+	r := &proto.SupernodeRegister{
 		Label:        s.cfg.Label,
 		QUIC:         adv(a.QUIC),
 		TURNUDP:      adv(a.TURNUDP),
@@ -239,6 +239,8 @@ func (s *Server) registration() *proto.SupernodeRegister {
 		MaxRelayMbps: s.cfg.MaxRelayMbps,
 		Version:      "parley-supernode/1",
 	}
+	r.MaxSessionKbps = s.cfg.MaxSessionKbps // users keep file transfers under it during calls
+	return r
 }
 
 // Run serves the relay and keeps a signaling session (registering,

@@ -22,7 +22,7 @@ var static embed.FS
 
 // contentSecurityPolicy allows only the page's own files and same-origin
 // connections (the signaling WebSocket): no inline script, no CDN.
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
 	"connect-src 'self'; media-src 'self' blob: mediastream:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 
 // Handler serves the call page and its assets, with strong ETags (embedded

@@ -80,7 +80,7 @@ func TestHandlerETag(t *testing.T) {
 func TestPageContract(t *testing.T) {
 	h := web.Handler()
 	index := body(t, h, "/")
-	for _, id := range []string{"name-input", "join", "message-input", "send", "messages", "call", "answer", "decline", "hangup", "mute", "call-state", "mic-select"} {
+	for _, id := range []string{"name-input", "join", "message-input", "send", "messages", "call", "answer", "decline", "hangup", "mute", "call-state", "mic-select", "attach", "file-input"} {
 		if !strings.Contains(index, `data-testid="`+id+`"`) {
 			t.Errorf("index.html lacks data-testid=%q", id)
 		}

@@ -26,6 +26,52 @@ type chatFlags struct {
 	audioIn, audioOut      string
 	iceLoopback, relayOnly bool
 	logLevel               string
+	files                  fileFlags
+}
+
+// fileFlags are the file-transfer flags of `parley chat`.
+type fileFlags struct {
+	downloads   string  // received files go here
+	acceptFrom  string  // comma-separated names whose files are taken without asking; "*" anyone's
+	maxMB       float64 // largest file accepted
+	rateMBps    float64 // cap on each outgoing transfer
+	noDownloads bool    // decline every offer
+}
+
+func addFileFlags(fs interface {
+	StringVar(*string, string, string, string)
+	Float64Var(*float64, string, float64, string)
+	BoolVar(*bool, string, bool, string)
+}, f *fileFlags) {
+	fs.StringVar(&f.downloads, "downloads", "", "folder received files are saved in (default: PROFILE/downloads); transfer state is kept in PROFILE/transfers")
+	fs.StringVar(&f.acceptFrom, "accept-files", "", "comma-separated contacts whose files are accepted without asking (\"*\": anyone's); others wait for accept-file")
+	fs.Float64Var(&f.maxMB, "max-file-mb", 4096, "largest file accepted, in MB; larger offers are declined (too_large)")
+	fs.Float64Var(&f.rateMBps, "file-rate", 0, "cap on each outgoing file transfer, in MB/s (0: as fast as the path goes; relayed transfers always stay under the relay's budget)")
+	fs.BoolVar(&f.noDownloads, "no-downloads", false, "decline every file offer")
+}
+
+// config is the client.FileConfig the flags describe.
+func (f *fileFlags) config(profile string) client.FileConfig {
+	fc := client.FileConfig{
+		Dir:      f.downloads,
+		StateDir: filepath.Join(profile, "transfers"),
+		MaxSize:  int64(f.maxMB * 1e6),
+		MaxRate:  f.rateMBps * 1e6,
+	}
+	if fc.Dir == "" {
+		fc.Dir = filepath.Join(profile, "downloads")
+	}
+	if f.noDownloads {
+		fc.Dir = ""
+	}
+	if f.acceptFrom != "" {
+		names := map[string]bool{}
+		for _, n := range strings.Split(f.acceptFrom, ",") {
+			names[strings.ToLower(strings.TrimSpace(n))] = true
+		}
+		fc.AutoAccept = func(from string, _ proto.FileInfo) bool { return names["*"] || names[from] }
+	}
+	return fc
 }
 
 func defaultProfile(name string) string {
@@ -46,9 +92,13 @@ lines, one object per line, for scripts:
   stdin:  {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"call","to":"bob"}
           {"cmd":"answer","from":"bob"}  {"cmd":"decline","from":"bob"}
           {"cmd":"hangup","with":"bob"}  {"cmd":"status","status":"away"}
+          {"cmd":"send-file","to":"bob","path":"photo.jpg"}
+          {"cmd":"accept-file","id":"…"}  {"cmd":"decline-file","id":"…"}
+          {"cmd":"cancel-file","id":"…"}  {"cmd":"files"}
           {"cmd":"who"}  {"cmd":"quit"}
   stdout: {"event":"ready",...} presence, message, sent, delivered, call,
-          stats, error, disconnected
+          stats, file-offer, file-progress, file-done, file-failed,
+          error, disconnected
 
 In a terminal (stdout is a TTY) it runs the full-screen chat client: contacts
 with presence, conversations kept in the profile (history.db), delivery and
@@ -56,7 +106,13 @@ read ticks, calls; press ? for help. Messages to someone offline are sealed
 to their encryption key and wait on the server. Logs then go to PROFILE/parley.log.
 
 Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
-"/decline NAME", "/hangup NAME", "/who", "/quit", or "NAME: TEXT".`)
+"/decline NAME", "/hangup NAME", "/send NAME PATH", "/accept-file ID",
+"/decline-file ID", "/who", "/quit", or "NAME: TEXT".
+
+Files go peer to peer over the same connection as calls (relayed through a
+supernode only when there is no direct path), are checked against the
+sender's SHA-256 before they are kept, and resume after a lost connection
+or a restart of either side.`)
 	var f chatFlags
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
 	fs.StringVar(&f.ca, "ca", "", "PEM file of a CA certificate to trust for an https:// server, besides the system's (a private deployment or a self-made certificate)")
@@ -69,6 +125,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 	fs.BoolVar(&f.iceLoopback, "ice-loopback", false, "gather ICE candidates on loopback only (single-machine demos and tests)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	fs.BoolVar(&f.relayOnly, "relay-only", false, "always relay calls through a supernode: the people you call never learn your address")
+	addFileFlags(fs, &f.files)
 	snf := addChatSupernodeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -118,6 +175,7 @@ Otherwise it reads lines: "/msg NAME TEXT", "/call NAME", "/answer NAME",
 		// Learn our NAT from the server's STUN service after each sign-in:
 		// the server uses the report to choose relays for us.
 		DiscoverNAT: &client.NATDiscovery{},
+		Files:       f.files.config(f.profile),
 	}
 	var hist *history.DB
 	muted := new(atomic.Bool)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -20,6 +22,28 @@ type jsonCommand struct {
 	With   string `json:"with,omitempty"`
 	Text   string `json:"text,omitempty"`
 	Status string `json:"status,omitempty"`
+	// send-file, accept-file, decline-file, cancel-file
+	Path   string `json:"path,omitempty"`
+	Name   string `json:"name,omitempty"`
+	ID     string `json:"id,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// namedEvent is an event that carries its public name, its JSON shape
+// being its own struct tags (client/files.go).
+type namedEvent interface{ EventName() string }
+
+// namedJSON is a named event's JSON object, with "event" set to its name.
+func namedJSON(ev namedEvent) any {
+	b, err := json.Marshal(ev)
+	o := map[string]any{}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber() // sizes past 2^53 stay exact
+		dec.Decode(&o)
+	}
+	o["event"] = ev.EventName()
+	return o
 }
 
 // eventJSON maps a client event to its JSON-lines form. The names are a
@@ -42,7 +66,11 @@ func eventJSON(ev client.Event) any {
 		}
 		return o
 	case client.MessageEvent:
-		return obj{"event": "message", "from": e.From, "text": e.Text, "id": e.ID, "ts": e.Time, "path": e.Path}
+		o := obj{"event": "message", "from": e.From, "text": e.Text, "id": e.ID, "ts": e.Time, "path": e.Path}
+		if e.File != nil {
+			o["file"] = e.File // a file-offer event follows
+		}
+		return o
 	case client.DeliveredEvent:
 		return obj{"event": "delivered", "id": e.ID, "to": e.To, "path": e.Path}
 	case client.CallEvent:
@@ -69,11 +97,39 @@ func eventJSON(ev client.Event) any {
 	case client.TypingEvent:
 		return obj{"event": "typing", "from": e.From, "typing": e.Typing}
 	case client.ErrorEvent:
+		if e.Err == nil {
+			e.Err = proto.Errorf(proto.CodeInternal, "unknown error")
+		}
 		o := obj{"event": "error", "code": e.Err.Code, "message": e.Err.Message}
 		if e.Ref != "" {
 			o["ref"] = e.Ref
 		}
 		return o
+	case client.LinkEvent:
+		o := obj{"event": "link", "with": e.With, "state": e.State}
+		if e.Path != "" {
+			o["path"] = e.Path
+		}
+		if e.Via != "" {
+			o["via"] = e.Via
+		}
+		return o
+	case client.AudioEvent:
+		return obj{"event": "audio", "with": e.With}
+	case client.RelayEvent:
+		return obj{"event": "relay", "supernode": e.Supernode, "transport": e.Transport,
+			"rtt_ms": round2(float64(e.RTT) / 1e6), "warm": e.Warm, "reason": e.Reason}
+	case client.NATEvent:
+		o := obj{"event": "nat", "sent": e.Sent, "elapsed_ms": e.Elapsed.Milliseconds()}
+		if e.Report != nil {
+			o["report"] = e.Report
+		}
+		if e.Err != nil {
+			o["error"] = e.Err.Error()
+		}
+		return o
+	case namedEvent:
+		return namedJSON(e)
 	}
 	return obj{"event": "unknown", "type": fmt.Sprintf("%T", ev)}
 }
@@ -88,7 +144,9 @@ func errorJSON(err error) any {
 	case client.ErrNotSignedIn:
 		code = proto.CodeUnavailable
 	default:
-		if c := proto.CodeOf(err); c != proto.CodeInternal {
+		if errors.Is(err, client.ErrNoTransfer) {
+			code = proto.CodeNotFound
+		} else if c := proto.CodeOf(err); c != proto.CodeInternal {
 			code = c
 		}
 	}
@@ -170,6 +228,27 @@ func runJSONCommand(ctx context.Context, c *client.Client, cmd jsonCommand) any 
 		err = c.Hangup(ctx, cmd.With)
 	case "status":
 		err = c.SetStatus(ctx, proto.Status(cmd.Status))
+	case "send-file":
+		var id string
+		id, err = c.SendFileNamed(ctx, cmd.To, cmd.Path, cmd.Name)
+		if err == nil {
+			return map[string]any{"event": "file-offered", "id": id, "to": cmd.To, "path": cmd.Path}
+		}
+	case "accept-file":
+		err = c.AcceptFile(ctx, cmd.ID)
+	case "decline-file":
+		err = c.DeclineFile(ctx, cmd.ID, cmd.Reason)
+	case "cancel-file":
+		err = c.CancelFile(ctx, cmd.ID)
+	case "files":
+		var ts []client.Transfer
+		ts, err = c.Transfers(ctx)
+		if err == nil {
+			if ts == nil {
+				ts = []client.Transfer{}
+			}
+			return map[string]any{"event": "files", "transfers": ts}
+		}
 	case "who":
 		var ps []proto.Presence
 		ps, err = c.Presence(ctx)
@@ -181,7 +260,7 @@ func runJSONCommand(ctx context.Context, c *client.Client, cmd jsonCommand) any 
 			return map[string]any{"event": "who", "users": users}
 		}
 	default:
-		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, quit)", cmd.Cmd)}
+		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
 	}
 	if err != nil {
 		return errorJSON(err)

@@ -48,10 +48,16 @@ func chatLines(ctx context.Context, c *client.Client, in io.Reader, out io.Write
 			cmd = jsonCommand{Cmd: "status", Status: "online"}
 		case f[0] == "/who":
 			cmd = jsonCommand{Cmd: "who"}
+		case f[0] == "/send" && len(f) >= 3:
+			cmd = jsonCommand{Cmd: "send-file", To: f[1], Path: strings.TrimSpace(line[strings.Index(line, f[1])+len(f[1]):])}
+		case f[0] == "/accept-file" && len(f) == 2:
+			cmd = jsonCommand{Cmd: "accept-file", ID: f[1]}
+		case f[0] == "/decline-file" && len(f) == 2:
+			cmd = jsonCommand{Cmd: "decline-file", ID: f[1]}
 		case !strings.HasPrefix(f[0], "/") && strings.HasSuffix(f[0], ":") && len(f) >= 2:
 			cmd = jsonCommand{Cmd: "send", To: strings.TrimSuffix(f[0], ":"), Text: strings.TrimSpace(line[len(f[0]):])}
 		default:
-			fmt.Fprintln(out, "commands: NAME: TEXT | /msg NAME TEXT | /call NAME | /answer NAME | /decline NAME | /hangup NAME | /away | /back | /who | /quit")
+			fmt.Fprintln(out, "commands: NAME: TEXT | /msg NAME TEXT | /call NAME | /answer NAME | /decline NAME | /hangup NAME | /send NAME PATH | /accept-file ID | /decline-file ID | /away | /back | /who | /quit")
 			continue
 		}
 		switch v := runJSONCommand(ctx, c, cmd).(type) {
@@ -63,6 +69,8 @@ func chatLines(ctx context.Context, c *client.Client, in io.Reader, out io.Write
 				for _, u := range v["users"].([]map[string]any) {
 					fmt.Fprintf(out, "  %-20s %v\n", u["name"], u["status"])
 				}
+			case "file-offered":
+				fmt.Fprintf(out, "offering %v to %v (transfer %v)\n", v["path"], v["to"], v["id"])
 			}
 		}
 	}
@@ -104,6 +112,20 @@ func eventLine(ev client.Event) string {
 		return ""
 	case client.StatsEvent:
 		return ""
+	case client.FileOfferEvent:
+		if e.Auto {
+			return fmt.Sprintf("%s sends %s (%s): accepted", e.From, e.Name, client.HumanBytes(e.Size))
+		}
+		return fmt.Sprintf("\a%s offers %s (%s, %s): /accept-file %s or /decline-file %s", e.From, e.Name, client.HumanBytes(e.Size), orUnknown(e.Type), e.ID, e.ID)
+	case client.FileProgressEvent:
+		return fmt.Sprintf("%s %s/%s %s", e.ID, client.HumanBytes(e.Bytes), client.HumanBytes(e.Size), fileRateWords(e.Rate, e.ETA))
+	case client.FileDoneEvent:
+		if e.Direction == "send" {
+			return fmt.Sprintf("✓ %s arrived at %s (SHA-256 checked)", e.Name, e.Peer)
+		}
+		return fmt.Sprintf("✓ %s from %s saved as %s (SHA-256 checked)", e.Name, e.Peer, e.File)
+	case client.FileFailedEvent:
+		return fmt.Sprintf("! %s (%s): %s", e.Name, e.Code, e.Reason)
 	case client.ErrorEvent:
 		if e.Err.Code == proto.CodeShuttingDown || e.Err.Code == proto.CodeReplaced {
 			return ""
@@ -111,4 +133,19 @@ func eventLine(ev client.Event) string {
 		return "! " + e.Err.Message
 	}
 	return ""
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "type unknown"
+	}
+	return s
+}
+
+// fileRateWords is "12.3 MB/s, 4 s left".
+func fileRateWords(rate, eta float64) string {
+	if rate <= 0 {
+		return "waiting"
+	}
+	return fmt.Sprintf("%s/s, %s left", client.HumanBytes(int64(rate)), (time.Duration(eta) * time.Second).String())
 }

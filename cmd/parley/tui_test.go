@@ -199,10 +199,14 @@ type goPeer struct {
 	stop func()
 }
 
-func startPeer(t *testing.T, url, name string, key ed25519.PrivateKey) *goPeer {
+func startPeer(t *testing.T, url, name string, key ed25519.PrivateKey, mods ...func(*client.Config)) *goPeer {
 	t.Helper()
-	c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+	cfg := client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,8 @@ Commands
   /hangup          end the call                  /mute     mute or unmute
   /verify [NAME]   show the safety number to compare with them
   /verified NAME   mark the number as compared   /accept NAME  accept a changed key
+  /send PATH       offer a file to the open conversation (peer to peer)
+  /accept, /decline   take or refuse a file offered to you
   /away, /back     set your status               /quit     leave
 Ticks: · sending  ✓ waiting on the server (they are offline)  ✓✓ delivered  ✓✓ read`
 
@@ -247,7 +249,10 @@ func (m *model) command(line string) tea.Cmd {
 		return tea.Batch(m.selectPeer(who), m.do("answer", func() error { return m.c.Answer(m.ctx, who) }))
 	case "/decline":
 		if m.ringing == "" {
-			m.setNotice(true, "nobody is calling")
+			if f := m.offerFor(arg); f != nil {
+				return m.declineFile(f)
+			}
+			m.setNotice(true, "nobody is calling and no file is offered")
 			return nil
 		}
 		who := m.ringing
@@ -289,7 +294,14 @@ func (m *model) command(line string) tea.Cmd {
 		}
 		m.reloadContacts()
 		m.setNotice(false, "%s marked as verified", peer)
+	case "/send":
+		return m.sendFile(arg) // files.go
 	case "/accept":
+		if c, ok := m.contact(peer); !ok || !c.KeyChanged() {
+			if f := m.offerFor(arg); f != nil {
+				return m.acceptFile(f)
+			}
+		}
 		if err := m.db.AcceptKey(peer); err != nil {
 			m.setNotice(true, "%v", err)
 			return nil

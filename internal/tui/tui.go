@@ -35,6 +35,9 @@ type Client interface {
 	SetStatus(ctx context.Context, st proto.Status) error
 	MarkRead(ctx context.Context, peer string, ids ...string) error
 	SetTyping(ctx context.Context, peer string, typing bool) error
+	SendFile(ctx context.Context, peer, path string) (string, error)
+	AcceptFile(ctx context.Context, id string) error
+	DeclineFile(ctx context.Context, id, reason string) error
 }
 
 // Config configures the TUI.
@@ -169,6 +172,7 @@ type model struct {
 	noticeAt   time.Time
 	overlay    string // "help", "verify" or ""
 	verifyWith string
+	files      map[string]*fileInfo // transfers this session saw (files.go)
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
@@ -179,6 +183,7 @@ func newModel(ctx context.Context, cfg Config) *model {
 		presence: map[string]proto.Presence{},
 		typing:   map[string]time.Time{},
 		early:    map[string]history.Status{},
+		files:    map[string]*fileInfo{},
 		conn:     "connecting…",
 		histIdx:  -1,
 	}
@@ -334,6 +339,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.setNotice(true, "%s: %v", msg.what, msg.err)
 		}
 		return m, nil
+	case fileSentMsg:
+		m.onFileSent(msg) // files.go
+		return m, nil
 	}
 	return m, nil
 }
@@ -410,6 +418,8 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 				m.call.path, m.call.via = e.Path, e.Via // the path can change mid-call
 			}
 		}
+	case client.FileOfferEvent, client.FileProgressEvent, client.FileDoneEvent, client.FileFailedEvent:
+		return m.onFileEvent(e) // files.go
 	case client.ErrorEvent:
 		if e.Err.Code == proto.CodeShuttingDown || e.Err.Code == proto.CodeReplaced {
 			return nil

@@ -54,6 +54,18 @@ func (f *fakeClient) SetStatus(_ context.Context, st proto.Status) error {
 	f.rec("status " + string(st))
 	return nil
 }
+func (f *fakeClient) SendFile(_ context.Context, p, path string) (string, error) {
+	f.rec("sendfile " + p + " " + path)
+	return "f1", nil
+}
+func (f *fakeClient) AcceptFile(_ context.Context, id string) error {
+	f.rec("acceptfile " + id)
+	return nil
+}
+func (f *fakeClient) DeclineFile(_ context.Context, id, _ string) error {
+	f.rec("declinefile " + id)
+	return nil
+}
 func (f *fakeClient) MarkRead(_ context.Context, p string, ids ...string) error {
 	f.rec("read " + p + " " + strings.Join(ids, ","))
 	return nil

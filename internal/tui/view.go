@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
+	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/proto"
 )
@@ -66,6 +67,7 @@ func (m *model) bodyHeight() int {
 	if m.banner() != "" {
 		h--
 	}
+	h -= len(m.fileLines(80)) // transfers under way
 	return max(3, h)
 }
 
@@ -79,6 +81,9 @@ func (m *model) banner() string {
 		if c.KeyChanged() {
 			return fmt.Sprintf("⚠  %s's KEY CHANGED — refused until you /verify %s and /accept %s", c.Name, c.Name, c.Name)
 		}
+	}
+	if f := m.offerFor(""); f != nil {
+		return fmt.Sprintf("📎 %s offers %s (%s%s) — /accept or /decline", f.peer, f.name, client.HumanBytes(f.size), typeWords(f.typ))
 	}
 	return ""
 }
@@ -108,6 +113,8 @@ func (m *model) View() string {
 		st := stAlarm
 		if m.ringing != "" {
 			st = stBanner
+		} else if strings.HasPrefix(b, "📎") {
+			st = stSelected // a file offer: news, not an alarm
 		}
 		rows = append(rows, st.Render(fit(b, w)))
 	}
@@ -117,6 +124,10 @@ func (m *model) View() string {
 	right := m.conversationLines(w-listWidth-1, h, now)
 	for i := 0; i < h; i++ {
 		rows = append(rows, left[i]+stDim.Render("│")+right[i])
+	}
+
+	for _, l := range m.fileLines(w) {
+		rows = append(rows, l)
 	}
 
 	// Notice or typing line.

@@ -4,9 +4,10 @@
 
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
+import { Files, humanBytes } from "./files.js";
 import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
-import { checkName, normalizeName } from "./proto.js";
+import { checkName, normalizeName, safeFileName } from "./proto.js";
 import { Signaling } from "./signaling.js";
 import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
 import { ago, callEnded, duration, serverError } from "./words.js";
@@ -139,9 +140,13 @@ class App {
           this.calls.onLinkState(l);
           this.#renderContacts();
         },
-        onOpen: (l) => this.chat.onOpen(l),
+        onOpen: (l) => {
+          this.chat.onOpen(l);
+          this.files.onLinkOpen(l);
+        },
         onMessage: (l, m) => this.chat.onDCMessage(l, m),
         onTrack: (l, stream) => this.#attachAudio(l.peer, stream),
+        onDataChannel: (l, dc) => this.files.onDataChannel(l, dc),
         onClosed: (l, reason) => {
           this.calls.onLinkClosed(l, reason);
           if (!this.links.get(l.peer)) this.#detachAudio(l.peer);
@@ -154,6 +159,12 @@ class App {
     this.seenTURN = new Set(); // TURN host:port of every supernode listed so far
     this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n) });
     this.calls = new Calls({ sig, links: this.links });
+    this.files = new Files({ sig, links: this.links, chat: this.chat, online: (n) => this.#online(n), budget: (p) => this.#fileBudget(p) });
+    this.chat.onFileOffer = (from, id, file) => this.files.onOffer(from, id, file);
+    this.chat.onFileControl = (from, c) => this.files.onControl(from, c);
+    this.files.addEventListener("change", (e) => {
+      if (e.detail.peer === this.peer) this.#renderMessages();
+    });
     this.calls.micDeviceId = load(MIC_KEY);
     this.relayOnly = load(RELAY_KEY) === "1";
     $("relay-only").checked = this.relayOnly;
@@ -196,7 +207,7 @@ class App {
     this.links?.closeAll("closing", false);
     for (const p of [...this.sinks.keys()]) this.#detachAudio(p);
     this.#stopRinging();
-    this.sig = this.links = this.chat = this.calls = null;
+    this.sig = this.links = this.chat = this.calls = this.files = null;
     this.presence.clear();
     this.rows.clear();
     this.msgRows.clear();
@@ -295,6 +306,9 @@ class App {
       case "sealed_receipt":
         this.chat.onSealedReceipt(env);
         return;
+      case "file":
+        this.files.onControl(env.from, env.body);
+        return;
       case "supernodes":
         this.#onSupernodes(env.body);
         return;
@@ -374,6 +388,7 @@ class App {
 
   #tick() {
     this.chat?.tick();
+    this.files?.tick();
     this.calls?.tick();
     if (this.waitingUntil) this.#renderWaiting();
     this.#renderCallTimer();
@@ -467,6 +482,28 @@ class App {
       e.preventDefault();
       this.#send();
     });
+    $("attach").addEventListener("click", () => $("file-input").click());
+    $("file-input").addEventListener("change", () => {
+      this.sendFiles($("file-input").files);
+      $("file-input").value = "";
+    });
+    // Drop files anywhere on the open conversation to send them.
+    const pane = $("peer-pane");
+    pane.addEventListener("dragover", (e) => {
+      if (!this.peer || !e.dataTransfer?.types?.includes("Files")) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "copy";
+      pane.classList.add("dropping");
+    });
+    pane.addEventListener("dragleave", (e) => {
+      if (e.target === pane) pane.classList.remove("dropping");
+    });
+    pane.addEventListener("drop", (e) => {
+      pane.classList.remove("dropping");
+      if (!this.peer || !e.dataTransfer?.files?.length) return;
+      e.preventDefault();
+      this.sendFiles(e.dataTransfer.files);
+    });
     $("relay-only").addEventListener("change", () => this.#setRelayOnly($("relay-only").checked));
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
@@ -489,6 +526,30 @@ class App {
       this.sig?.stop();
     });
     this.#refreshMics();
+  }
+
+  /** sendFiles offers each file to the open conversation's peer (the file button and drag-and-drop). */
+  sendFiles(list) {
+    const peer = this.peer;
+    if (!peer || !this.files) return;
+    for (const f of [...(list ?? [])]) {
+      this.files.send(peer, f).catch((e) => this.showError(`${f.name} could not be sent: ${e.message}`));
+    }
+    if (this.#online(peer)) this.links.ensure(peer);
+  }
+
+  /**
+   * #fileBudget is how fast a transfer may send on a path (bytes/s, 0 =
+   * unpaced), as the Go client's fileRate: a relayed path keeps under the
+   * supernode's per-session budget (85 %), and while a call is up under
+   * half of it less the call's audio, so the relay never drops the call.
+   */
+  #fileBudget(p) {
+    if (p?.path !== "relay") return 0;
+    const kbps = supernodeFor(p, this.supernodes)?.session_kbps || 0;
+    const k = this.calls?.call;
+    if (k && (k.state === "connected" || k.accepted)) return Math.max(4096, (((kbps || 1000) * 0.5 - 160) * 1000) / 8);
+    return kbps ? (kbps * 0.85 * 1000) / 8 : 0;
   }
 
   #send() {
@@ -606,9 +667,15 @@ class App {
         li.append(meta);
         const failed = el("p", { className: "undelivered", role: "note", hidden: true });
         li.append(failed);
-        r = { li, tick, failed, sig: "" };
+        const card = m.file ? el("div", { className: "file-card", dataset: { testid: "file-card", id: m.id } }) : null;
+        if (card) {
+          li.querySelector(".text").hidden = true; // the words for clients without files; the card says more
+          li.querySelector(".text").after(card);
+        }
+        r = { li, tick, failed, card, cardSig: "", sig: "" };
         this.msgRows.set(key, r);
       }
+      if (r.card) this.#renderFileCard(r, m);
       const sig = `${m.status}|${m.path}|${m.error}`;
       if (r.sig !== sig) {
         r.sig = sig;
@@ -641,6 +708,57 @@ class App {
     }
     syncChildren(list, items);
     if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  /**
+   * #renderFileCard draws a file message: name, size and type; Accept and
+   * Decline for an offer to us; a progress bar while bytes move; a
+   * download link (and a thumbnail for an image) once the SHA-256 matched.
+   */
+  #renderFileCard(r, m) {
+    const t = this.files?.get(m.id);
+    const f = t?.file ?? m.file;
+    const state = t?.state ?? (m.dir === "in" ? "offered" : "preparing");
+    const sig = [state, t?.bytes, t?.rate, t?.path, t?.url, t?.reason].join("|");
+    if (r.cardSig === sig) return;
+    r.cardSig = sig;
+    const card = r.card;
+    card.dataset.state = state;
+    const kids = [];
+    const image = (f.type ?? "").startsWith("image/") && t?.url && (t.out || state === "done");
+    if (image) kids.push(el("img", { className: "file-thumb", src: t.url, alt: f.name, dataset: { testid: "file-thumb" } }));
+    kids.push(el("p", { className: "file-name" }, el("span", { className: "clip", "aria-hidden": "true" }), f.name));
+    kids.push(el("p", { className: "file-meta", textContent: `${humanBytes(f.size)}${f.type ? " · " + f.type : ""}` }));
+    const line = (text, testid = "file-status") => el("p", { className: "file-status", textContent: text, dataset: { testid } });
+    if (state === "active" || state === "preparing") {
+      const done = state === "preparing" ? 0 : t?.bytes ?? 0;
+      const bar = el("progress", { max: f.size || 1, value: done, dataset: { testid: "file-progress" } });
+      bar.setAttribute("aria-label", `${f.name}: ${humanBytes(done)} of ${humanBytes(f.size)}`);
+      kids.push(bar);
+      const rate = t?.rate > 0 ? ` · ${humanBytes(Math.round(t.rate))}/s · ${Math.ceil(t.eta)} s left` : "";
+      kids.push(line(state === "preparing" ? "Checking the file…" : `${humanBytes(done)} of ${humanBytes(f.size)}${rate}${t?.path === "relay" ? " · relayed" : ""}`));
+    } else if (state === "offered" && m.dir === "in") {
+      const accept = el("button", { type: "button", className: "small good", textContent: "Accept", dataset: { testid: "file-accept" } });
+      const decline = el("button", { type: "button", className: "small quiet", textContent: "Decline", dataset: { testid: "file-decline" } });
+      accept.addEventListener("click", () => {
+        this.files?.accept(m.id);
+        if (this.#online(m.peer)) this.links.ensure(m.peer);
+      });
+      decline.addEventListener("click", () => this.files?.decline(m.id));
+      accept.setAttribute("aria-label", `Accept ${f.name} from ${m.peer}`);
+      decline.setAttribute("aria-label", `Decline ${f.name} from ${m.peer}`);
+      kids.push(el("p", { className: "file-actions" }, accept, decline));
+    } else if (state === "offered") {
+      kids.push(line(`Waiting for ${m.peer} to accept`));
+    } else if (state === "done" && m.dir === "in") {
+      const a = el("a", { href: t.url, download: safeFileName(f.name), textContent: `Save ${safeFileName(f.name)}`, dataset: { testid: "file-download" } });
+      kids.push(el("p", { className: "file-status" }, a, " · SHA-256 checked"));
+    } else if (state === "done") {
+      kids.push(line(`Sent · ${m.peer} has it (SHA-256 checked)`));
+    } else if (state === "declined" || state === "failed") {
+      kids.push(line(t?.reason || state, "file-error"));
+    }
+    card.replaceChildren(...kids);
   }
 
   #onCallChange() {
@@ -834,6 +952,7 @@ class App {
       last: this.calls?.last ?? null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,
+      files: Object.fromEntries([...(this.files?.transfers ?? [])].map(([id, t]) => [id, { peer: t.peer, out: t.out, state: t.state, bytes: t.bytes, size: t.file.size, name: t.file.name, code: t.code, reason: t.reason, path: t.path, sent: t.sentTotal ?? 0, resumed: t.resumed ?? 0 }])),
     };
   }
 }

@@ -67,11 +67,14 @@ export class Chat extends EventTarget {
     if (this.unread.delete(peer)) this.#changed(peer);
   }
 
-  /** send queues text for peer and returns the message; it throws on bad text. */
-  send(peer, text) {
+  /**
+   * send queues text for peer and returns the message; it throws on bad
+   * text. A file offer (files.js) passes its transfer id and file.
+   */
+  send(peer, text, { id = randomID(), file = null } = {}) {
     const bad = checkText(text);
     if (bad) throw new Error(bad);
-    const m = { id: randomID(), peer, dir: "out", text, ts: Date.now(), status: "sending", path: "", sends: 0, lastSent: 0, error: "" };
+    const m = { id, peer, dir: "out", text, ts: Date.now(), status: "sending", path: "", sends: 0, lastSent: 0, error: "", file };
     this.#list(peer).push(m);
     this.outgoing.set(m.id, m);
     this.pending.set(m.id, m);
@@ -117,7 +120,7 @@ export class Chat extends EventTarget {
     const l = this.links.get(m.peer);
     if (!viaServer && l?.dcOpen) {
       try {
-        l.dc.send(JSON.stringify({ type: "chat", id: m.id, text: m.text, ts: m.ts }));
+        l.dc.send(JSON.stringify({ type: "chat", id: m.id, text: m.text, ts: m.ts, ...(m.file ? { file: m.file } : {}) }));
         this.#advance(m, "sent", "direct");
         return;
       } catch (e) {
@@ -125,7 +128,7 @@ export class Chat extends EventTarget {
       }
     }
     if (!this.sig.online) return; // sent again on reconnect
-    this.sig.request("chat", m.peer, { id: m.id, text: m.text, ts: m.ts }, { id: m.id }).then(
+    this.sig.request("chat", m.peer, { id: m.id, text: m.text, ts: m.ts, ...(m.file ? { file: m.file } : {}) }, { id: m.id }).then(
       () => this.#advance(m, "sent", "server"),
       (e) => {
         if (this.pending.get(m.id) !== m) return;
@@ -157,7 +160,7 @@ export class Chat extends EventTarget {
           this.#fail(m, `${m.peer}’s identity key is not the one this browser first saw for them, so the message was not sealed to it`);
           return;
         }
-        m.sealedBody = await seal(this.identity, this.sig.name, { name: m.peer, key: pinned || p.publicKey, encKey: p.encKey, encSig: p.encSig }, m);
+        m.sealedBody = await seal(this.identity, this.sig.name, { name: m.peer, key: pinned || p.publicKey, encKey: p.encKey, encSig: p.encSig }, m); // with m.file, if any
       }
       if (this.pending.get(m.id) !== m || !this.sig.online) return; // sent again on reconnect
       await this.sig.request("sealed", m.peer, m.sealedBody, { id: m.id });
@@ -210,8 +213,10 @@ export class Chat extends EventTarget {
 
   /** onDCMessage handles a data-channel message from link's peer. */
   onDCMessage(link, msg) {
-    if (msg.type === "chat") {
-      this.#deliver(link.peer, msg.id, msg.text, msg.ts, "direct");
+    if (msg.type === "file") {
+      this.onFileControl?.(link.peer, msg); // files.js
+    } else if (msg.type === "chat") {
+      this.#deliver(link.peer, msg.id, msg.text, msg.ts, "direct", msg.file);
       let ok = false;
       try {
         link.dc.send(JSON.stringify({ type: "delivered", id: msg.id }));
@@ -228,7 +233,7 @@ export class Chat extends EventTarget {
   /** onServer handles chat and receipts routed through the server. */
   onServer(env) {
     if (env.type === "chat") {
-      this.#deliver(env.from, env.body.id, env.body.text, env.body.ts, "server");
+      this.#deliver(env.from, env.body.id, env.body.text, env.body.ts, "server", env.body.file);
       this.sig.send("delivered", env.from, { id: env.body.id });
     } else if (env.type === "delivered") {
       this.#receipt(env.from, env.body.id, "server");
@@ -266,7 +271,7 @@ export class Chat extends EventTarget {
       return;
     }
     pins.pin(from, body.sender_key);
-    this.#deliver(from, m.id, m.text, m.ts, "offline");
+    this.#deliver(from, m.id, m.text, m.ts, "offline", m.file);
     this.sig.send("delivered", from, { id: m.id });
   }
 
@@ -299,10 +304,11 @@ export class Chat extends EventTarget {
     if (from !== this.openPeer || document.hidden) this.unread.set(from, (this.unread.get(from) ?? 0) + 1);
   }
 
-  #deliver(from, id, text, ts, path) {
+  #deliver(from, id, text, ts, path, file = null) {
     if (!this.#firstTime(from, id)) return false;
     const t = Number.isFinite(ts) && ts > 0 ? ts : Date.now();
-    this.#list(from).push({ id, peer: from, dir: "in", text, ts: t, status: "received", path, error: "" });
+    this.#list(from).push({ id, peer: from, dir: "in", text, ts: t, status: "received", path, error: "", file: file ?? null });
+    if (file) this.onFileOffer?.(from, id, file); // files.js
     this.#bump(from);
     this.#changed(from);
     return true;

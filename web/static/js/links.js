@@ -84,6 +84,7 @@ export function toRTCIceServers(list) {
  *   onOpen(link)             data channel opened
  *   onMessage(link, msg)     valid data-channel message
  *   onTrack(link, stream)    remote audio arrived
+ *   onDataChannel(link, dc)  the peer opened a data channel (a file transfer's)
  *   onClosed(link, reason)   link closed (by us, the peer, or failure)
  */
 export class Links {
@@ -288,6 +289,10 @@ export class Links {
         return;
       }
       if (l.state === "failed") this.close(peer, l, "no network path (ICE failed)", true);
+    };
+    pc.ondatachannel = (ev) => {
+      if (live()) this.hooks.onDataChannel?.(l, ev.channel); // file channels (files.js)
+      else ev.channel.close();
     };
     pc.ontrack = (ev) => {
       if (!live() || ev.track.kind !== "audio") return;

@@ -17,6 +17,7 @@ export const ROUTED = new Set([
   "offer", "answer", "candidate", "bye",
   "ring", "accept", "decline", "hangup",
   "chat", "delivered", "read", "typing",
+  "file",
 ]);
 const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes", "sealed_receipt"]);
 // Stored by the server for an offline recipient and delivered later; it
@@ -175,7 +176,9 @@ const BODY = {
   accept: (b) => BODY.ring(b),
   decline: (b) => BODY.ring(b),
   hangup: (b) => BODY.ring(b),
-  chat: (b) => validID(b.id) && checkText(b.text) === null,
+  chat: (b) => validID(b.id) && checkText(b.text) === null && (b.file === undefined || b.file === null || checkFileInfo(b.file) === null),
+  // proto.FileControl: a step of a file transfer (files.js).
+  file: (b) => checkFileControl(b) === null,
   delivered: (b) => validID(b.id),
   read: (b) => validID(b.id),
   typing: () => true,
@@ -236,7 +239,13 @@ export function decodeDC(text) {
   switch (m.type) {
     case "chat":
       if (!validID(m.id) || checkText(m.text) !== null) throw new ProtoError("bad_request", "malformed chat");
+      if (m.file !== undefined && m.file !== null && checkFileInfo(m.file) !== null) throw new ProtoError("bad_request", "malformed file offer");
       return m;
+    case "file": {
+      const bad = checkFileControl(m);
+      if (bad) throw new ProtoError("bad_request", bad);
+      return m;
+    }
     case "delivered":
     case "read":
       if (!validID(m.id)) throw new ProtoError("bad_request", `malformed ${m.type}`);
@@ -245,4 +254,70 @@ export function decodeDC(text) {
       return m;
   }
   throw new ProtoError("unknown_type", `unknown data channel message type ${String(m.type).slice(0, 32)}`);
+}
+
+// File transfer (proto/files.go; files.js does it).
+export const FILE_CHANNEL_PREFIX = "parley-file:"; // proto.FileChannelPrefix
+export const FILE_CHANNEL_PROTOCOL = "parley-file/1"; // proto.FileChannelProtocol
+export const MAX_FILE_NAME = 255; // proto.MaxFileNameLen, UTF-8 bytes
+export const MAX_FILE_SIZE = 2 ** 46; // proto.MaxFileSize
+export const MAX_FILE_CHUNK = 64 << 10; // proto.MaxFileChunk
+const HASH_RE = /^[0-9a-f]{64}$/;
+const OPS = new Set(["offer", "accept", "decline", "done", "failed"]);
+
+/** checkFileInfo returns null for a valid proto.FileInfo, else why not. */
+export function checkFileInfo(f) {
+  if (!isObj(f)) return "file is not an object";
+  if (typeof f.name !== "string" || f.name === "" || utf8Len(f.name) > MAX_FILE_NAME) return "file name must be 1–255 bytes";
+  // Control characters (Unicode Cc), as proto.FileInfo.Validate refuses them.
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(f.name) || checkText(f.name) !== null) return "file name has a control or broken character";
+  if (!Number.isSafeInteger(f.size) || f.size < 0 || f.size > MAX_FILE_SIZE) return "file size out of range";
+  if (f.type !== undefined && (typeof f.type !== "string" || f.type.length > 127 || !/^[\x21-\x7e]*$/.test(f.type))) return "file type malformed";
+  if (typeof f.sha256 !== "string" || !HASH_RE.test(f.sha256)) return "file sha256 must be 64 lowercase hex digits";
+  return null;
+}
+
+/** checkFileControl returns null for a valid proto.FileControl, else why not. */
+export function checkFileControl(c) {
+  if (!isObj(c) || !OPS.has(c.op)) return "unknown file op";
+  if (!validID(c.id)) return "bad file transfer id";
+  const offset = c.offset ?? 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > MAX_FILE_SIZE) return "file offset out of range";
+  if (!optStr(c.reason, 256) || !optStr(c.code, 32)) return "file reason or code too long";
+  switch (c.op) {
+    case "offer":
+      return checkFileInfo(c.file);
+    case "accept":
+      if ((offset === 0) !== !c.hash) return "file accept needs a hash exactly when its offset is not zero";
+      if (c.hash && !HASH_RE.test(c.hash)) return "file accept hash malformed";
+      return c.file === undefined || c.file === null ? null : "file accept carries no file";
+    default:
+      return (c.file === undefined || c.file === null) && !c.hash ? null : `file ${c.op} carries no file or hash`;
+  }
+}
+
+/** fileChannelID returns the transfer id a data channel label names, or "". */
+export function fileChannelID(label) {
+  if (typeof label !== "string" || !label.startsWith(FILE_CHANNEL_PREFIX)) return "";
+  const id = label.slice(FILE_CHANNEL_PREFIX.length);
+  return validID(id) ? id : "";
+}
+
+/**
+ * safeFileName is proto.SafeFileName: a name that is safe to save under —
+ * no directory part ("../x", "a/b", "a\\b" become plain names), no leading
+ * dot, no control characters or characters Windows forbids, at most 255
+ * UTF-8 bytes, never empty.
+ */
+export function safeFileName(name) {
+  let s = "";
+  for (const ch of String(name ?? "")) {
+    const c = ch.codePointAt(0);
+    const bad = '/\\:*?"<>|'.includes(ch) || c < 0x20 || (c >= 0x7f && c <= 0x9f) || (c >= 0xd800 && c <= 0xdfff) || c === 0xfffd;
+    s += bad ? "_" : ch;
+  }
+  s = s.trim().replace(/^\.+/, "").replace(/[. ]+$/, "");
+  while (utf8Len(s) > MAX_FILE_NAME) s = Array.from(s).slice(0, -1).join("");
+  if (s === "" || s === "_") s = "file";
+  return s;
 }

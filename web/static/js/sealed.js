@@ -11,7 +11,7 @@
 // Private keys stay inside WebCrypto (non-extractable); this module only
 // ever holds public keys, random salts and nonces, and ciphertext.
 
-import { SEALED_VERSION, b64, checkText, encKeyPayload, sealedAAD, sealedInfo, unb64, validID } from "./proto.js";
+import { SEALED_VERSION, b64, checkFileInfo, checkText, encKeyPayload, sealedAAD, sealedInfo, unb64, validID } from "./proto.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -73,7 +73,7 @@ export async function seal(identity, me, peer, chat) {
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const key = await messageKey(identity.encKeyPair.privateKey, peerEnc, salt, unb64(identity.publicKey), unb64(peer.key), "encrypt");
-  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts }));
+  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts, ...(chat.file ? { file: chat.file } : {}) }));
   const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: sealedAAD(chat.id, me, peer.name), tagLength: 128 }, key, plain);
   return {
     v: SEALED_VERSION,
@@ -117,5 +117,8 @@ export async function open(identity, me, from, body) {
     throw new SealError("bad_message", "its content is not a valid chat message");
   }
   if (m.id !== body.id) throw new SealError("bad_message", `its id ${body.id} does not match the content’s ${m.id}`);
-  return { id: m.id, text: m.text, ts: Number.isFinite(m.ts) ? m.ts : 0 };
+  if (m.file !== undefined && m.file !== null && checkFileInfo(m.file) !== null) throw new SealError("bad_message", "its file offer is malformed");
+  const out = { id: m.id, text: m.text, ts: Number.isFinite(m.ts) ? m.ts : 0 };
+  if (m.file) out.file = m.file; // the offer of a file (files.js)
+  return out;
 }

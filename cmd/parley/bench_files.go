@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/proto"
+	"github.com/parley-voice/parley/signal"
+	"github.com/parley-voice/parley/supernode"
+	"github.com/pion/webrtc/v4"
+)
+
+// runBenchFiles is `parley bench files`: one file sent on loopback by
+// Parley (direct, and relayed through a local supernode) and, beside it,
+// by the tools people use for the same job (magic-wormhole, croc when
+// installed) and by nc, the wire's limit on this machine.
+func runBenchFiles(ctx context.Context, args []string) error {
+	fs := newFlagSet("bench files", "[flags]", `
+Sends one file of --size MiB on loopback and prints the throughput (the
+file's size over the time from starting the send to the file whole on disk
+at the receiver; for Parley also the rate once bytes flow, without the
+sender's SHA-256 pass):
+
+  parley direct      two clients in this process, peer to peer
+  parley relayed     the same through a local supernode (both clients
+                     refuse direct paths; QUIC datagrams to the relay)
+  magic-wormhole     Debian's magic-wormhole with a local mailbox server and
+                     transit relay (apt-get install magic-wormhole
+                     python3-magic-wormhole-mailbox-server
+                     magic-wormhole-transit-relay)
+  croc               if a croc binary is on PATH, with a local croc relay
+  nc                 netcat: plain TCP, no encryption, no check: the wire
+
+The anchors run inside a private network namespace holding only lo
+(unshare, as root), so no tool can reach beyond this machine's loopback.`)
+	sizeMiB := fs.Int("size", 256, "file size in MiB")
+	dir := fs.String("dir", "", "folder for the files (default: a temporary one, removed after)")
+	anchors := fs.Bool("anchors", true, "also time magic-wormhole, croc and nc when installed")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the Parley transfers to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *sizeMiB < 1 || *sizeMiB > 64<<10 {
+		return errors.New("--size must be 1–65536 MiB")
+	}
+	size := int64(*sizeMiB) << 20
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "parley-bench-files-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	src := filepath.Join(*dir, "bench.bin")
+	if err := writeRandomFile(src, size); err != nil {
+		return err
+	}
+	out := os.Stdout
+	fmt.Fprintf(out, "parley bench files: %d MiB on loopback\n\n", *sizeMiB)
+	fmt.Fprintf(out, "%-18s %12s %12s  %s\n", "", "end to end", "bytes flow", "")
+	row := func(name string, total, wire float64, note string) {
+		w := "–"
+		if wire > 0 {
+			w = fmt.Sprintf("%.1f MB/s", wire/1e6)
+		}
+		fmt.Fprintf(out, "%-18s %12s %12s  %s\n", name, fmt.Sprintf("%.1f MB/s", total/1e6), w, note)
+	}
+	for _, relayed := range []bool{false, true} {
+		name := map[bool]string{false: "parley direct", true: "parley relayed"}[relayed]
+		r, err := benchParleyFile(ctx, src, filepath.Join(*dir, "in-"+strings.Fields(name)[1]), relayed)
+		if err != nil {
+			fmt.Fprintf(out, "%-18s failed: %v\n", name, err)
+			continue
+		}
+		row(name, float64(size)/r.total.Seconds(), float64(size)/r.wire.Seconds(), r.note)
+	}
+	if !*anchors {
+		return nil
+	}
+	for _, a := range fileAnchors {
+		if why := a.missing(); why != "" {
+			fmt.Fprintf(out, "%-18s not run: %s\n", a.name, why)
+			continue
+		}
+		d, err := runAnchor(ctx, a.script, *dir, src)
+		if err != nil {
+			fmt.Fprintf(out, "%-18s failed: %v\n", a.name, err)
+			continue
+		}
+		row(a.name, float64(size)/d.Seconds(), 0, a.note)
+	}
+	return nil
+}
+
+func writeRandomFile(p string, size int64) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := io.CopyN(w, rand.Reader, size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+type fileRun struct {
+	total, wire time.Duration
+	note        string
+}
+
+// benchParleyFile sends src from one client to another (relayed through a
+// local supernode if relayed) and times it.
+func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fileRun, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000, Supernodes: signal.SupernodeConfig{
+		AllowAddrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, ProbeBytes: 256 << 10, MinMbps: 1, ProbeTimeout: 2 * time.Second,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve(ctx, ln)
+	url := "ws://" + ln.Addr().String() + "/ws"
+	policy := webrtc.ICETransportPolicyAll
+	if relayed {
+		_, key, _ := ed25519.GenerateKey(nil)
+		states := make(chan proto.SupernodeState, 16)
+		sn, err := supernode.New(supernode.Config{Server: url, Name: "bench-relay", Key: key,
+			ListenQUIC: "127.0.0.1:0", ListenTURNUDP: "127.0.0.1:0", ListenTURNTCP: "127.0.0.1:0", ListenTURNTLS: "127.0.0.1:0",
+			AllowPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, MaxSessionKbps: 1e8, MaxRelayMbps: 1e5,
+			OnDecision: func(d supernode.Decision) {
+				select {
+				case states <- d.State:
+				default:
+				}
+			}})
+		if err != nil {
+			return nil, err
+		}
+		go sn.Run(ctx)
+		defer sn.Close()
+		if err := waitState(ctx, states, proto.SupernodePromoted); err != nil {
+			return nil, err
+		}
+		policy = webrtc.ICETransportPolicyRelay
+	}
+	mk := func(name string, files client.FileConfig) (*benchClient, error) {
+		_, key, _ := ed25519.GenerateKey(nil)
+		c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly, ICETransportPolicy: policy, Files: files})
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { c.Run(cctx); close(done) }()
+		bc := &benchClient{c: c, events: c.Events(), stop: func() {
+			cancel()
+			<-done
+			for range c.Events() {
+			}
+		}}
+		if _, err := bc.waitFor(func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok }); err != nil {
+			bc.stop()
+			return nil, err
+		}
+		return bc, nil
+	}
+	a, err := mk("bench-sender", client.FileConfig{})
+	if err != nil {
+		return nil, err
+	}
+	defer a.stop()
+	b, err := mk("bench-receiver", client.FileConfig{Dir: inbox, MaxSize: 1 << 40, AutoAccept: func(string, proto.FileInfo) bool { return true }})
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop()
+	if _, err := a.waitFor(func(e client.Event) bool {
+		p, ok := e.(client.PresenceEvent)
+		return ok && p.Name == "bench-receiver" && p.Online()
+	}); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	id, err := a.c.SendFile(ctx, "bench-receiver", src)
+	if err != nil {
+		return nil, err
+	}
+	var first time.Time
+	var path string
+	ev, err := b.waitForLong(10*time.Minute, func(e client.Event) bool {
+		switch x := e.(type) {
+		case client.FileOfferEvent:
+			first = time.Now()
+		case client.FileProgressEvent:
+			path = x.Path
+		case client.FileDoneEvent:
+			return x.ID == id
+		case client.FileFailedEvent:
+			return x.ID == id
+		}
+		return false
+	})
+	if err != nil {
+		return nil, err
+	}
+	end := time.Now()
+	if f, ok := ev.(client.FileFailedEvent); ok {
+		return nil, fmt.Errorf("%s: %s", f.Code, f.Reason)
+	}
+	d := ev.(client.FileDoneEvent)
+	os.Remove(d.File)
+	note := fmt.Sprintf("SHA-256 checked; path %s", path)
+	return &fileRun{total: end.Sub(start), wire: end.Sub(first), note: note}, nil
+}
+
+// waitForLong is waitFor with a longer deadline (a big file).
+func (b *benchClient) waitForLong(d time.Duration, match func(client.Event) bool) (client.Event, error) {
+	timeout := time.After(d)
+	for {
+		select {
+		case e, ok := <-b.events:
+			if !ok {
+				return nil, errors.New("client stopped")
+			}
+			if match(e) {
+				return e, nil
+			}
+		case <-timeout:
+			return nil, errors.New("timed out")
+		}
+	}
+}
+
+func waitState(ctx context.Context, states <-chan proto.SupernodeState, want proto.SupernodeState) error {
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case s := <-states:
+			if s == want {
+				return nil
+			}
+		case <-timeout:
+			return fmt.Errorf("supernode not %s after 15 s", want)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// fileAnchor is another tool sending the same file on loopback.
+type fileAnchor struct {
+	name, note string
+	tools      []string // commands it needs
+	script     string   // sh, run in a network namespace with only lo; $SRC is the file, $DIR a scratch folder; prints "elapsed_ns N"
+}
+
+func (a fileAnchor) missing() string {
+	if os.Geteuid() != 0 {
+		return "needs root for a private network namespace (unshare)"
+	}
+	for _, t := range append([]string{"unshare", "ip", "cmp"}, a.tools...) {
+		if _, err := exec.LookPath(t); err != nil {
+			return t + " is not installed"
+		}
+	}
+	return ""
+}
+
+var fileAnchors = []fileAnchor{
+	{
+		name:  "magic-wormhole",
+		note:  "PAKE + NaCl secretbox; local mailbox and transit relay (Debian magic-wormhole 0.12)",
+		tools: []string{"wormhole", "twist3", "nc"},
+		script: `
+twist3 wormhole-mailbox --port=tcp:4000:interface=127.0.0.1 --channel-db="$DIR/mailbox.sqlite" >"$DIR/mailbox.log" 2>&1 & MB=$!
+twist3 transitrelay --port=tcp:4001:interface=127.0.0.1 >"$DIR/transit.log" 2>&1 & TR=$!
+trap 'kill $MB $TR 2>/dev/null' EXIT
+for i in $(seq 100); do nc -z 127.0.0.1 4000 && nc -z 127.0.0.1 4001 && break; sleep 0.1; done
+R="--relay-url ws://127.0.0.1:4000/v1 --transit-helper tcp:127.0.0.1:4001"
+start=$(date +%s%N)
+wormhole $R send --code 7-parley-bench "$SRC" >"$DIR/send.log" 2>&1 & S=$!
+wormhole $R receive --accept-file -o "$DIR/out.bin" 7-parley-bench >"$DIR/recv.log" 2>&1
+wait $S
+end=$(date +%s%N)
+cmp -s "$SRC" "$DIR/out.bin" || { echo "received file differs" >&2; exit 1; }
+echo "elapsed_ns $((end-start))"`,
+	},
+	{
+		name:  "croc",
+		note:  "PAKE + AES-GCM; local croc relay",
+		tools: []string{"croc"},
+		script: `
+croc relay --host 127.0.0.1 --ports 9009,9010,9011,9012,9013 >"$DIR/relay.log" 2>&1 & RL=$!
+trap 'kill $RL 2>/dev/null' EXIT
+sleep 1
+cd "$DIR"
+start=$(date +%s%N)
+CROC_SECRET=7-parley-bench-anchor croc --relay 127.0.0.1:9009 --no-local send "$SRC" >"$DIR/send.log" 2>&1 & S=$!
+mkdir -p "$DIR/recv" && cd "$DIR/recv"
+CROC_SECRET=7-parley-bench-anchor croc --relay 127.0.0.1:9009 --yes --overwrite >"$DIR/recv.log" 2>&1
+wait $S
+end=$(date +%s%N)
+cmp -s "$SRC" "$DIR/recv/$(basename "$SRC")" || { echo "received file differs" >&2; exit 1; }
+echo "elapsed_ns $((end-start))"`,
+	},
+	{
+		name:  "nc",
+		note:  "plain TCP, no encryption, no integrity check: the wire's limit",
+		tools: []string{"nc"},
+		script: `
+nc -l 127.0.0.1 5000 >"$DIR/out.bin" & L=$!
+sleep 0.3
+start=$(date +%s%N)
+nc -N 127.0.0.1 5000 <"$SRC"
+wait $L
+end=$(date +%s%N)
+cmp -s "$SRC" "$DIR/out.bin" || { echo "received file differs" >&2; exit 1; }
+echo "elapsed_ns $((end-start))"`,
+	},
+}
+
+// runAnchor runs script in a new network namespace holding only lo.
+func runAnchor(ctx context.Context, script, dir, src string) (time.Duration, error) {
+	scratch, err := os.MkdirTemp(dir, "anchor-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(scratch)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--net", "sh", "-ec", "ip link set lo up\n"+script)
+	cmd.Env = append(os.Environ(), "SRC="+src, "DIR="+scratch)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(lastLines(string(out), 3)))
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "elapsed_ns "); ok {
+			ns, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err == nil && ns > 0 {
+				return time.Duration(ns), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no timing in its output: %s", lastLines(string(out), 3))
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}

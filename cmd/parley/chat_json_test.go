@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/proto"
+)
+
+// TestEveryEventHasAPublicName: every type in package client that
+// implements client.Event is in client.EventKinds, and the JSON mode
+// gives each a name of its own (never "unknown") and a JSON shape.
+func TestEveryEventHasAPublicName(t *testing.T) {
+	fset := token.NewFileSet()
+	srcs, err := filepath.Glob("../../client/*.go")
+	if err != nil || len(srcs) == 0 {
+		t.Fatalf("client sources: %v", err)
+	}
+	var declared []string
+	for _, src := range srcs {
+		if strings.HasSuffix(src, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, src, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Name.Name != "event" || fn.Recv == nil || len(fn.Recv.List) != 1 {
+				continue
+			}
+			if id, ok := fn.Recv.List[0].Type.(*ast.Ident); ok {
+				declared = append(declared, id.Name)
+			}
+		}
+	}
+	var listed []string
+	names := map[string]string{}
+	for _, ev := range client.EventKinds() {
+		typ := reflect.TypeOf(ev).Name()
+		listed = append(listed, typ)
+		o, ok := eventJSON(ev).(map[string]any)
+		if !ok {
+			t.Errorf("%s maps to %T, want a JSON object", typ, eventJSON(ev))
+			continue
+		}
+		name, _ := o["event"].(string)
+		if name == "" || name == "unknown" {
+			t.Errorf("%s has no public name in JSON mode: %v", typ, o)
+			continue
+		}
+		if other, dup := names[name]; dup {
+			t.Errorf("%s and %s are both %q", typ, other, name)
+		}
+		names[name] = typ
+		if _, err := json.Marshal(o); err != nil {
+			t.Errorf("%s does not encode: %v", typ, err)
+		}
+	}
+	sort.Strings(declared)
+	sort.Strings(listed)
+	if !reflect.DeepEqual(declared, listed) {
+		t.Errorf("types implementing client.Event: %v\nclient.EventKinds lists: %v", declared, listed)
+	}
+}
+
+// TestFileEventsJSON: the file events' public shape.
+func TestFileEventsJSON(t *testing.T) {
+	for _, tc := range []struct {
+		ev   client.Event
+		want string
+	}{
+		{client.FileOfferEvent{ID: "t1", From: "bob", Name: "a.jpg", Size: 1 << 60, Type: "image/jpeg", SHA256: "ab"},
+			`{"event":"file-offer","from":"bob","id":"t1","name":"a.jpg","sha256":"ab","size":1152921504606846976,"type":"image/jpeg"}`},
+		{client.FileProgressEvent{ID: "t1", Peer: "bob", Direction: "send", Bytes: 10, Size: 20, Rate: 5, ETA: 2, Path: "relay", Via: "sn1"},
+			`{"bytes":10,"direction":"send","eta_s":2,"event":"file-progress","id":"t1","path":"relay","peer":"bob","rate":5,"size":20,"via":"sn1"}`},
+		{client.FileDoneEvent{ID: "t1", Peer: "bob", Direction: "receive", Name: "a.jpg", File: "/d/a.jpg", Size: 20, SHA256: "ab"},
+			`{"direction":"receive","event":"file-done","file":"/d/a.jpg","id":"t1","name":"a.jpg","peer":"bob","sha256":"ab","size":20}`},
+		{client.FileFailedEvent{ID: "t1", Peer: "bob", Direction: "send", Name: "a.jpg", Code: proto.CodeDeclined, Reason: "no"},
+			`{"code":"declined","direction":"send","event":"file-failed","id":"t1","name":"a.jpg","peer":"bob","reason":"no"}`},
+	} {
+		b, err := json.Marshal(eventJSON(tc.ev))
+		if err != nil || string(b) != tc.want {
+			t.Errorf("%T:\n got %s\nwant %s (%v)", tc.ev, b, tc.want, err)
+		}
+	}
+}
