@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
@@ -26,6 +25,9 @@ type call struct {
 	lastStats time.Time
 	stop      chan struct{} // closes the audio sender
 	sink      AudioSink
+	// Set when it ends: why (for the event).
+	code       proto.EndCode
+	peerReason string
 }
 
 func (k *call) direction() string {
@@ -37,6 +39,9 @@ func (k *call) direction() string {
 
 func (c *Client) emitCall(k *call, reason string) {
 	ev := CallEvent{With: k.peer, Call: k.id, State: k.state, Direction: k.direction(), Reason: reason}
+	if k.state == CallEnded {
+		ev.Code, ev.PeerReason = k.code, sanitizeText(k.peerReason)
+	}
 	if l := c.links[k.peer]; l != nil && k.state == CallConnected {
 		ev.Path, ev.Via, _, _ = pathOf(l)
 	}
@@ -103,8 +108,8 @@ func (c *Client) Decline(ctx context.Context, peer string) error {
 		if k == nil || k.outgoing || k.accepted {
 			return ErrNoCall
 		}
-		c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: k.id, Reason: "declined"})
-		c.endCall(peer, "declined", false)
+		c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: k.id, Code: proto.EndDeclined})
+		c.endCallCode(peer, proto.EndDeclined, "declined", "", false)
 		return nil
 	})
 }
@@ -139,7 +144,7 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 				return
 			}
 			if k.id != s.Call && !k.outgoing {
-				c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: s.Call, Reason: "busy"})
+				c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: s.Call, Code: proto.EndBusy})
 			}
 			return
 		}
@@ -157,24 +162,41 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 		k.state = CallAccepted
 		c.emitCall(k, "")
 		c.maybeConnectCall(peer)
-	case proto.TypeDecline:
+	case proto.TypeDecline, proto.TypeHangup:
 		if k != nil && k.id == s.Call {
-			reason := "declined by " + peer
-			if s.Reason == "busy" {
-				reason = peer + " is busy"
+			code := s.Code
+			if code == "" || env.Type == proto.TypeHangup && code == proto.EndDeclined {
+				code = proto.EndHungUp
+				if env.Type == proto.TypeDecline {
+					code = proto.EndDeclined
+				}
 			}
-			c.endCall(peer, reason, false)
-		}
-	case proto.TypeHangup:
-		if k != nil && k.id == s.Call {
-			reason := "hung up by " + peer
-			if strings.HasPrefix(s.Reason, "no network path") {
-				// The peer's ICE gave up first: the same verdict as ours.
-				reason = "no network path: " + peer + " could not reach us (NATs block a direct path and no relay was usable)"
-			}
-			c.endCall(peer, reason, false)
+			c.endCallCode(peer, code, peerEndWords(peer, code), s.Reason, false)
 		}
 	}
+}
+
+// peerEndWords says, in the app's own words, why peer ended a call: built
+// from the peer's code only. Whatever text the peer sent is shown apart,
+// as the peer's words (CallEvent.PeerReason), so no one can put words in
+// the app's mouth.
+func peerEndWords(peer string, code proto.EndCode) string {
+	switch code {
+	case proto.EndDeclined:
+		return "declined by " + peer
+	case proto.EndBusy:
+		return peer + " is busy"
+	case proto.EndNoAnswer:
+		return "no answer"
+	case proto.EndNoPath:
+		// The peer's ICE gave up first: the same verdict as ours.
+		return "no network path: " + peer + " could not reach us (NATs block a direct path and no relay was usable)"
+	case proto.EndRefused:
+		return peer + " takes calls from contacts only"
+	case proto.EndInsecure:
+		return peer + " refused the connection: it was tampered with on the way"
+	}
+	return "hung up by " + peer
 }
 
 // maybeConnectCall starts media once the call is accepted and the link is
@@ -230,9 +252,16 @@ func sendAudio(l *link, src audio.Source, stop <-chan struct{}) {
 	}
 }
 
-// endCall ends the call with peer; notify tells the peer with a hangup
-// (or a decline while it is still ringing for us).
+// endCall ends the call with peer as a plain hang-up; see endCallCode.
 func (c *Client) endCall(peer, reason string, notify bool) {
+	c.endCallCode(peer, proto.EndHungUp, reason, "", notify)
+}
+
+// endCallCode ends the call with peer. reason is our words for the user;
+// peerReason, the peer's own (from its hangup or decline). notify tells
+// the peer with a hangup (a decline while it is still ringing for us)
+// carrying code, never our words.
+func (c *Client) endCallCode(peer string, code proto.EndCode, reason, peerReason string, notify bool) {
 	k := c.calls[peer]
 	if k == nil {
 		return
@@ -242,8 +271,11 @@ func (c *Client) endCall(peer, reason string, notify bool) {
 		t := proto.TypeHangup
 		if !k.outgoing && !k.accepted {
 			t = proto.TypeDecline
+			if code == proto.EndHungUp {
+				code = proto.EndDeclined
+			}
 		}
-		c.sendSig(t, peer, &proto.CallSignal{Call: k.id, Reason: reason})
+		c.sendSig(t, peer, &proto.CallSignal{Call: k.id, Code: code})
 	}
 	if k.stop != nil {
 		close(k.stop)
@@ -255,6 +287,7 @@ func (c *Client) endCall(peer, reason string, notify bool) {
 		k.sink.Close()
 	}
 	k.state = CallEnded
+	k.code, k.peerReason = code, peerReason
 	c.emitCall(k, reason)
 }
 
@@ -263,7 +296,7 @@ func (c *Client) callTick(now time.Time) {
 	for peer, k := range c.calls {
 		switch {
 		case k.state != CallConnected && now.Sub(k.started) > ringTimeout:
-			c.endCall(peer, "no answer", true)
+			c.endCallCode(peer, proto.EndNoAnswer, "no answer", "", true)
 		case k.state == CallConnected && now.Sub(k.lastStats) >= c.cfg.StatsInterval:
 			k.lastStats = now
 			if l := c.links[peer]; l != nil {

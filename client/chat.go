@@ -2,193 +2,426 @@ package client
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
 )
 
-// pendingMsg is a sent message awaiting its delivery receipt.
-type pendingMsg struct {
-	id, to, text string
-	ts           int64
-	lastSent     time.Time
-	sends        int
-	sealed       bool            // left (or being left) with the server for an offline peer
-	file         *proto.FileInfo // the offer of a file (files.go)
-}
+// The life of a chat message, in one place.
+//
+// Sending. Send queues the message in the outbox (Config.Outbox: durable
+// in a profile), numbering it among ours to that peer (Seq), and returns.
+// transmit then picks one route: the peer-to-peer data channel when it is
+// open (DTLS end to end), else the server, always sealed to the peer's
+// encryption key (offline.go): the server learns who, to whom, when and
+// how big, never what. A sealed message is stored by the server (its ack
+// is a StoredEvent, ✓) until the peer's client takes it, online now or at
+// its next sign-in. The receipt (✓✓, a DeliveredEvent) finishes the
+// message in the outbox; until then it is sent again: through the server
+// when the data channel gave no receipt in time, after every reconnect,
+// at the next start, and after a full mailbox (over_budget) empties — it
+// is held, never dropped. A receipt may refuse the message instead
+// (cannot_open, not_accepted): the outbox finishes it and an ErrorEvent
+// says why.
+//
+// Receiving. Whatever the route, a message goes through receive: a
+// stranger's is refused when Config.Accept says so; one already stored is
+// acknowledged again and not shown twice (the store's ids, kept across
+// restarts); messages are taken in the sender's order (Seq), a later one
+// waiting up to gapWait for an earlier one still on its way. A message is
+// stored (Config.Store, fsynced) before its receipt is sent, then emitted.
 
-// maxSeen bounds the ids remembered per peer for duplicate suppression.
+// gapWait is how long a message waits for an earlier one of the same
+// sender (by Seq) before it is taken anyway.
+const gapWait = 5 * time.Second
+
+// maxSeen bounds the ids remembered per peer for duplicate suppression
+// when there is no Config.Store (which remembers them all).
 const maxSeen = 4096
 
+// outMsg is a message (or file offer) on its way, until its receipt.
+type outMsg struct {
+	OutMessage
+	file     *proto.FileInfo // the offer of a file (files.go); not in the outbox
+	lastSent time.Time       // last transmission on any route
+	viaDC    bool            // the last transmission went on the data channel
+	inFlight bool            // sealed and sent, the server's answer awaited
+	stored   bool            // the server holds it (acked); the receipt will come
+	retryAt  time.Time       // held (mailbox full, no key yet) until then
+	warned   bool            // the user was told why it is held
+}
+
+// inMsg is a received message waiting for an earlier one.
+type inMsg struct {
+	chat proto.Chat
+	path string
+}
+
+// recvState orders one sender's messages.
+type recvState struct {
+	next     uint64           // the Seq we take next; 0: not known yet
+	held     map[uint64]inMsg // later ones, waiting
+	gapSince time.Time        // when the oldest waiting one arrived
+	typing   time.Time        // last TypingEvent emitted (rate limit)
+}
+
 type chatState struct {
-	pending map[string]*pendingMsg
-	order   []string                       // pending ids in send order
-	seen    map[string]map[string]struct{} // peer -> ids received
-	seenQ   map[string][]string            // peer -> ids, oldest first
+	pending map[string]*outMsg // by id
+	order   []string           // pending ids in send order
+	recv    map[string]*recvState
+	seen    map[string]map[string]struct{} // peer -> ids received (no Store)
+	seenQ   map[string][]string
 }
 
 func newChatState() chatState {
-	return chatState{pending: map[string]*pendingMsg{}, seen: map[string]map[string]struct{}{}, seenQ: map[string][]string{}}
+	return chatState{pending: map[string]*outMsg{}, recv: map[string]*recvState{},
+		seen: map[string]map[string]struct{}{}, seenQ: map[string][]string{}}
 }
 
-// Send sends text to peer and returns the message id. The message goes over
-// the data channel when the link is open, else through the server; it is
-// sent again through the server until a receipt arrives (DeliveredEvent).
+// Send queues text for peer and returns the message id. It returns once
+// the message is in the outbox; DeliveredEvent (or an ErrorEvent for a
+// refusal) follows.
 func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
-	id := randomID()
-	return id, c.Resend(ctx, peer, id, text, time.Now().UnixMilli())
-}
-
-// Resend sends a message under an id chosen before, with its original
-// time: a message a previous session handed over but saw no receipt for
-// (kept in the caller's history). Receivers drop ids they have seen, so a
-// message that did arrive the first time is not shown twice; its receipt
-// comes again (DeliveredEvent).
-func (c *Client) Resend(ctx context.Context, peer, id, text string, ts int64) error {
-	if err := proto.ValidateID(id); err != nil {
-		return err
+	if peer == c.cfg.Name {
+		return "", ErrSelf
 	}
-	return c.do(ctx, func() error {
-		if peer == c.cfg.Name {
-			return ErrSelf
-		}
-		if err := proto.ValidateName(peer); err != nil {
-			return err
-		}
-		if err := proto.ValidateText(text); err != nil {
-			return err
-		}
-		if _, dup := c.chat.pending[id]; dup {
-			return nil // already on its way
-		}
-		m := &pendingMsg{id: id, to: peer, text: text, ts: ts, file: c.fileOfferFor(id)}
-		c.chat.pending[id] = m
-		c.chat.order = append(c.chat.order, id)
-		c.transmit(m, false)
-		if p, ok := c.presence[peer]; ok && p.Online() {
-			c.ensureLink(peer) // so later messages can go direct
-		}
+	if err := proto.ValidateName(peer); err != nil {
+		return "", err
+	}
+	if err := proto.ValidateText(text); err != nil {
+		return "", err
+	}
+	m := &OutMessage{ID: randomID(), To: peer, Text: text, Time: time.Now().UnixMilli()}
+	if err := c.outbox.Queue(m); err != nil {
+		return "", err
+	}
+	return m.ID, c.do(ctx, func() error {
+		c.enqueue(&outMsg{OutMessage: *m})
 		return nil
 	})
 }
 
-// transmit sends m over the data channel if open (and not forced through
-// the server), else through the server.
-func (c *Client) transmit(m *pendingMsg, viaServer bool) {
-	m.lastSent = time.Now()
-	m.sends++
-	if p, ok := c.presence[m.to]; m.sealed || c.sig != nil && (!ok || !p.Online()) {
-		if c.sendSealed(m) == nil || m.sealed {
-			return // offline.go; a sealed message waits for reconnect
-		}
+// loadOutbox takes what a previous run left unsent (loop goroutine, at Run).
+func (c *Client) loadOutbox() {
+	unsent, err := c.outbox.Unsent()
+	if err != nil {
+		c.log.Error("client: outbox", "err", err)
+		c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeInternal, "could not read the messages waiting to be sent: %v", err)})
+		return
 	}
-	if l := c.links[m.to]; !viaServer && l != nil && l.dcOpen {
-		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.id, Text: m.text, Time: m.ts, File: m.file})
+	for _, m := range unsent {
+		c.enqueue(&outMsg{OutMessage: m})
+	}
+}
+
+// enqueue makes m pending and sends it (loop goroutine).
+func (c *Client) enqueue(m *outMsg) {
+	if _, dup := c.chat.pending[m.ID]; dup {
+		return // already on its way
+	}
+	c.chat.pending[m.ID] = m
+	c.chat.order = append(c.chat.order, m.ID)
+	c.transmit(m, time.Now(), false)
+	if p, ok := c.presence[m.To]; ok && p.Online() && c.sig != nil {
+		c.ensureLink(m.To) // so later messages can go direct
+	}
+}
+
+// transmit sends m on its one route: the open data channel, unless it
+// gave no receipt in time (or viaServer), else sealed through the server.
+func (c *Client) transmit(m *outMsg, now time.Time, viaServer bool) {
+	if m.stored || m.inFlight || now.Before(m.retryAt) {
+		return
+	}
+	if l := c.links[m.To]; !viaServer && l != nil && l.dcOpen {
+		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
 		if err == nil && l.dc.SendText(string(b)) == nil {
+			m.lastSent, m.viaDC = now, true
 			return
 		}
 	}
 	if c.sig == nil {
-		return // resent on reconnect
+		return // sent on reconnect
 	}
-	c.sendSigID(proto.TypeChat, m.id, m.to, &proto.Chat{ID: m.id, Text: m.text, Time: m.ts, File: m.file}, func(err error) {
-		if err == nil || c.chat.pending[m.id] != m {
-			return
+	m.lastSent, m.viaDC = now, false
+	err := c.sendSealed(m) // offline.go
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnknownPeer):
+		c.finish(m, proto.CodeNotFound)
+		c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeNotFound, "not delivered: nobody named %s is known to the server", m.To), Ref: m.ID})
+	default:
+		// No key to seal to yet, or one not bound to the key we trust
+		// (a changed key to accept): held, tried again.
+		m.retryAt = now.Add(c.cfg.DeliveryTimeout)
+		if !m.warned {
+			m.warned = true
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeForbidden, "not delivered yet to %s: %v; it waits here", m.To, err), Ref: m.ID})
 		}
-		if proto.CodeOf(err) == proto.CodeOffline {
-			serr := c.sendSealed(m)
-			if serr == nil {
-				return // left with the server, sealed (offline.go)
-			}
-			c.dropPending(m.id)
-			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOffline, "%s is offline; message not delivered (%v)", m.to, serr), Ref: m.id})
-		}
-	})
+		c.log.Debug("client: message held", "to", m.To, "id", m.ID, "err", err)
+	}
 }
 
-func (c *Client) dropPending(id string) {
-	delete(c.chat.pending, id)
-	for i, x := range c.chat.order {
-		if x == id {
-			c.chat.order = append(c.chat.order[:i], c.chat.order[i+1:]...)
-			break
+// onSealedAnswer is the server's answer to a sealed message (loop goroutine).
+func (c *Client) onSealedAnswer(m *outMsg, err error) {
+	if c.chat.pending[m.ID] != m {
+		return
+	}
+	m.inFlight = false
+	switch code := proto.CodeOf(err); {
+	case err == nil:
+		if !m.stored {
+			m.stored = true
+			c.events.push(StoredEvent{ID: m.ID, To: m.To})
 		}
+	case errors.Is(err, ErrNotSignedIn):
+		// The connection dropped first: sent again on reconnect.
+	case code == proto.CodeNotFound || code == proto.CodeTooLarge || code == proto.CodeBadRequest || code == proto.CodeForbidden:
+		c.finish(m, code)
+		c.events.push(ErrorEvent{Err: asProtoError(err), Ref: m.ID})
+	default:
+		// over_budget (the peer's mailbox is full), rate_limited,
+		// unavailable: held and sent again later, never dropped.
+		m.retryAt = time.Now().Add(retryAfterRefusal)
+		c.log.Info("client: message held by the server's refusal", "to", m.To, "id", m.ID, "err", err)
+		if code == proto.CodeOverBudget {
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOverBudget, "%s's mailbox is full; the message waits here and is sent again later", m.To), Ref: m.ID})
+		}
+	}
+}
+
+// retryAfterRefusal is how long a message the server refused for now
+// (a full mailbox) waits before it is sent again.
+const retryAfterRefusal = 30 * time.Second
+
+func asProtoError(err error) *proto.Error {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return proto.Errorf(proto.CodeInternal, "%v", err)
+}
+
+// finish ends a pending message: the outbox forgets it.
+func (c *Client) finish(m *outMsg, refused proto.Code) {
+	delete(c.chat.pending, m.ID)
+	if i := slices.Index(c.chat.order, m.ID); i >= 0 {
+		c.chat.order = slices.Delete(c.chat.order, i, i+1)
+	}
+	if m.file != nil {
+		return // file offers live in the transfer's record (files.go)
+	}
+	if err := c.outbox.Finish(m.To, m.ID, refused); err != nil {
+		c.log.Error("client: outbox", "op", "finish", "err", err)
 	}
 }
 
 // chatFlush sends pending messages for peer over its newly opened data channel.
 func (c *Client) chatFlush(peer string) {
+	now := time.Now()
 	for _, id := range c.chat.order {
-		if m := c.chat.pending[id]; m != nil && m.to == peer {
-			c.transmit(m, false)
+		if m := c.chat.pending[id]; m != nil && m.To == peer && !m.stored && !m.inFlight {
+			c.transmit(m, now, false)
 		}
 	}
 }
 
-// chatTick resends messages whose receipt is overdue, through the server.
+// chatTick sends again what is overdue and takes messages whose gap
+// waited long enough (loop goroutine).
 func (c *Client) chatTick(now time.Time) {
-	for _, id := range c.chat.order {
+	for _, id := range slices.Clone(c.chat.order) {
 		m := c.chat.pending[id]
-		if m != nil && now.Sub(m.lastSent) >= c.cfg.DeliveryTimeout {
-			c.transmit(m, true)
+		if m == nil {
+			continue
+		}
+		switch {
+		case m.viaDC && now.Sub(m.lastSent) >= c.cfg.DeliveryTimeout:
+			c.transmit(m, now, true) // the data channel gave no receipt
+		case !m.retryAt.IsZero() && !now.Before(m.retryAt):
+			m.retryAt = time.Time{}
+			c.transmit(m, now, false)
+		}
+	}
+	for from, r := range c.chat.recv {
+		if len(r.held) > 0 && now.Sub(r.gapSince) >= gapWait {
+			c.skipGap(from, r)
 		}
 	}
 }
 
-// chatOnReconnect resends everything pending after a signaling reconnect.
+// chatOnReconnect sends everything unreceipted again after a signaling
+// reconnect: the server may have lost what it held, and dedupes what not.
 func (c *Client) chatOnReconnect() {
+	now := time.Now()
 	for _, id := range c.chat.order {
 		if m := c.chat.pending[id]; m != nil {
-			c.transmit(m, true)
+			m.stored, m.inFlight, m.retryAt = false, false, time.Time{}
+			c.transmit(m, now, true)
 		}
 	}
 }
 
-// deliver emits a received message once per (peer, id), after storing it
-// in Config.Store. It reports whether the receipt may be sent.
-func (c *Client) deliver(from, id, text string, ts int64, path string, file *proto.FileInfo) bool {
-	seen := c.chat.seen[from]
-	if seen == nil {
-		seen = map[string]struct{}{}
-		c.chat.seen[from] = seen
+// receive takes a chat message from peer that came by path ("direct",
+// "server"): refused, acknowledged again, held for an earlier one, or
+// stored, acknowledged and emitted (loop goroutine).
+func (c *Client) receive(from string, m proto.Chat, path string) {
+	if c.cfg.Accept != nil && !c.cfg.Accept(from) {
+		c.sendReceipt(from, m.ID, proto.CodeNotAccepted)
+		c.events.push(RefusedEvent{From: from, Kind: "message", ID: m.ID})
+		return
 	}
-	if _, dup := seen[id]; dup {
-		return true
+	r := c.recvFor(from)
+	switch {
+	case m.Seq == 0 || r.next == 0 || m.Seq <= r.next:
+		// In order, unnumbered, the first we know of, or late (its gap
+		// was skipped): taken now.
+	default:
+		if r.held == nil {
+			r.held = map[uint64]inMsg{}
+		}
+		if len(r.held) == 0 {
+			r.gapSince = time.Now()
+		}
+		if len(r.held) < 1024 {
+			r.held[m.Seq] = inMsg{chat: m, path: path} // no receipt yet: the sender keeps trying
+		}
+		return
 	}
-	ev := MessageEvent{From: from, ID: id, Text: text, Time: ts, Path: path, File: file}
+	c.take(from, m, path)
+	for r.next != 0 {
+		h, ok := r.held[r.next]
+		if !ok {
+			break
+		}
+		delete(r.held, r.next)
+		c.take(from, h.chat, h.path)
+	}
+	if len(r.held) == 0 {
+		r.gapSince = time.Time{}
+	}
+}
+
+// skipGap takes a sender's waiting messages, in order, although an
+// earlier one never came (it may still: it is then shown late).
+func (c *Client) skipGap(from string, r *recvState) {
+	seqs := make([]uint64, 0, len(r.held))
+	for s := range r.held {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	c.log.Info("client: taking messages past a gap", "from", from, "expected", r.next, "got", seqs)
+	for _, s := range seqs {
+		h := r.held[s]
+		delete(r.held, s)
+		c.take(from, h.chat, h.path)
+	}
+	r.gapSince = time.Time{}
+}
+
+// recvFor is the ordering state of from's messages, its next Seq read from
+// the store the first time.
+func (c *Client) recvFor(from string) *recvState {
+	r := c.chat.recv[from]
+	if r == nil {
+		r = &recvState{}
+		if s, ok := c.cfg.Store.(SeqStore); ok {
+			if last := s.LastSeq(from); last > 0 {
+				r.next = last + 1
+			}
+		}
+		c.chat.recv[from] = r
+	}
+	return r
+}
+
+// take stores m, acknowledges it and emits it once (loop goroutine).
+func (c *Client) take(from string, m proto.Chat, path string) {
+	r := c.recvFor(from)
+	if m.Seq >= r.next {
+		r.next = m.Seq + 1
+	}
+	if c.seenBefore(from, m.ID) {
+		c.sendReceipt(from, m.ID, "")
+		return
+	}
+	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File}
 	isNew := true
 	if c.cfg.Store != nil {
 		var err error
 		if isNew, err = c.cfg.Store.SaveIncoming(ev); err != nil {
 			c.log.Error("client: store message", "from", from, "err", err)
-			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeInternal, "could not store a message from %s: %v", from, err), Ref: id})
-			return false
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeInternal, "could not store a message from %s: %v", from, err), Ref: m.ID})
+			return // no receipt: the sender tries again
 		}
 	}
+	c.markSeen(from, m.ID)
+	c.sendReceipt(from, m.ID, "")
+	if isNew {
+		c.events.push(ev)
+		if m.File != nil {
+			c.fileOffered(from, m.ID, *m.File) // files.go
+		}
+	}
+}
+
+// seenBefore reports an id from peer this run already took (without a
+// Store, the only memory of duplicates).
+func (c *Client) seenBefore(peer, id string) bool {
+	_, ok := c.chat.seen[peer][id]
+	return ok
+}
+
+func (c *Client) markSeen(peer, id string) {
+	seen := c.chat.seen[peer]
+	if seen == nil {
+		seen = map[string]struct{}{}
+		c.chat.seen[peer] = seen
+	}
 	seen[id] = struct{}{}
-	q := append(c.chat.seenQ[from], id)
+	q := append(c.chat.seenQ[peer], id)
 	if len(q) > maxSeen {
 		delete(seen, q[0])
 		q = q[1:]
 	}
-	c.chat.seenQ[from] = q
-	if isNew {
-		c.events.push(ev)
-	}
-	if file != nil {
-		c.fileOffered(from, id, *file) // files.go
-	}
-	return true
+	c.chat.seenQ[peer] = q
 }
 
-// onReceipt completes a pending message once.
-func (c *Client) onReceipt(from, id, path string) {
-	m := c.chat.pending[id]
-	if m == nil || m.to != from {
+// sendReceipt acknowledges message id of peer (refused: why we will not
+// take it) on the data channel when open, else through the server (which
+// turns it into the sender's sealed_receipt and drops what it stored).
+func (c *Client) sendReceipt(peer, id string, refused proto.Code) {
+	if c.sendDC(peer, &proto.DCMessage{Type: proto.DCDelivered, ID: id, Code: refused}) {
 		return
 	}
-	c.dropPending(id)
+	c.sendSig(proto.TypeDelivered, peer, &proto.Receipt{ID: id, Refused: refused})
+}
+
+// onReceipt finishes a pending message once, at its receipt from its
+// recipient; a receipt for anything else is dropped.
+func (c *Client) onReceipt(from, id string, refused proto.Code, path string) {
+	m := c.chat.pending[id]
+	if m == nil || m.To != from {
+		return
+	}
+	c.finish(m, refused)
+	if refused != "" {
+		c.events.push(ErrorEvent{Err: proto.Errorf(refused, "%s", refusalWords(from, refused)), Ref: id})
+		return
+	}
 	c.events.push(DeliveredEvent{ID: id, To: from, Path: path})
+}
+
+// refusalWords says why a recipient refused a message.
+func refusalWords(peer string, code proto.Code) string {
+	switch code {
+	case proto.CodeNotAccepted:
+		return "not delivered: " + peer + " takes messages from contacts only"
+	case proto.CodeCannotOpen:
+		return "not delivered: " + peer + " could not open it (sealed to a key " + peer + " no longer has)"
+	}
+	return "not delivered: refused by " + peer + " (" + string(code) + ")"
 }
 
 // onDCMessage handles a data-channel message from l's peer.
@@ -200,16 +433,9 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 	switch m.Type {
 	case proto.DCChat:
-		if !c.deliver(l.peer, m.ID, m.Text, m.Time, "direct", m.File) {
-			return
-		}
-		if b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCDelivered, ID: m.ID}); err == nil {
-			if l.dc.SendText(string(b)) != nil {
-				c.sendSig(proto.TypeDelivered, l.peer, &proto.Receipt{ID: m.ID})
-			}
-		}
+		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File}, "direct")
 	case proto.DCDelivered:
-		c.onReceipt(l.peer, m.ID, "direct")
+		c.onReceipt(l.peer, m.ID, m.Code, "direct")
 	case proto.DCRead, proto.DCTyping:
 		c.onReadOrTyping(l.peer, m.Type == proto.DCRead, m.ID, m.Typing) // receipts.go
 	case proto.DCFile:
@@ -217,21 +443,13 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 }
 
-// onServerChat handles chat, receipts and typing routed through the server.
+// onServerChat handles receipts and typing routed through the server.
+// Chat text never comes this way (it comes sealed, offline.go).
 func (c *Client) onServerChat(env *proto.Envelope) {
 	switch env.Type {
-	case proto.TypeChat:
-		m, err := proto.DecodeBody[*proto.Chat](env)
-		if err != nil {
-			return
-		}
-		if c.deliver(env.From, m.ID, m.Text, m.Time, "server", m.File) {
-			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
-		}
 	case proto.TypeDelivered:
-		r, err := proto.DecodeBody[*proto.Receipt](env)
-		if err == nil {
-			c.onReceipt(env.From, r.ID, "server")
+		if r, err := proto.DecodeBody[*proto.Receipt](env); err == nil {
+			c.onReceipt(env.From, r.ID, r.Refused, "server")
 		}
 	case proto.TypeRead:
 		if r, err := proto.DecodeBody[*proto.Receipt](env); err == nil {

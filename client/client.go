@@ -68,6 +68,14 @@ type Config struct {
 	// Store, when set, stores every received message before its delivery
 	// receipt is sent (offline.go). Nil keeps nothing.
 	Store MessageStore
+	// Outbox, when set, keeps what Send accepted until its receipt, across
+	// restarts (outbox.go; internal/history implements it). Nil keeps it
+	// in memory.
+	Outbox Outbox
+	// Accept, when set, decides whom we take messages and calls from:
+	// false refuses them, and the sender is told (not_accepted) rather
+	// than left sending. Nil accepts everyone.
+	Accept func(peer string) bool
 	// PeerKey, when set, returns the identity key the user trusts for a
 	// peer (nil if none): offline messages are sealed only to an
 	// encryption key bound to it, and sealed messages from another key
@@ -151,6 +159,7 @@ type Client struct {
 	log    *slog.Logger
 	events *eventQueue
 	box    *mailbox
+	outbox Outbox
 	api    *webrtc.API
 
 	closeOnce sync.Once
@@ -186,6 +195,10 @@ func New(cfg Config) (*Client, error) {
 		calls:    map[string]*call{},
 		chat:     newChatState(),
 		waiters:  map[string]func(error){},
+		outbox:   cfg.Outbox,
+	}
+	if c.outbox == nil {
+		c.outbox = newMemOutbox()
 	}
 	c.relay = newRelayer(c)
 	api, err := newAPI(&c.cfg, c.relay)
@@ -229,6 +242,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	sigEvents := make(chan sigEvent, 64)
+	c.box.post(c.loadOutbox) // what a previous run left unsent (chat.go)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/client/audio"
+	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
@@ -224,11 +225,11 @@ func TestDeclineAndOffline(t *testing.T) {
 		x, ok := e.(client.StoredEvent)
 		return ok && x.ID == id && x.To == "bob"
 	})
-	// Nobody ever had carol's key: nothing to seal to, so it is refused.
+	// Nobody named carol was ever seen: not_found, in words.
 	id, _ = alice.Send(ctx, "carol", "hello?")
-	alice.ev.Wait(t, wait, "offline error", func(e client.Event) bool {
+	alice.ev.Wait(t, wait, "not found", func(e client.Event) bool {
 		x, ok := e.(client.ErrorEvent)
-		return ok && x.Ref == id && x.Err.Code == proto.CodeOffline
+		return ok && x.Ref == id && x.Err.Code == proto.CodeNotFound
 	})
 }
 
@@ -306,27 +307,35 @@ func TestNameTakenStopsClient(t *testing.T) {
 	}
 }
 
-// TestResendIsShownOnce: a message sent again under its id (a restarted
-// client resending what got no receipt) is shown once and confirmed again.
-func TestResendIsShownOnce(t *testing.T) {
+// TestOutboxSurvivesRestart: a message a previous run queued but saw no
+// receipt for (the process died) goes out at the next start under its id
+// and its number, is shown once even when it arrived the first time, and
+// leaves the outbox at its receipt.
+func TestOutboxSurvivesRestart(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
-	alice := startClient(t, srv.URL, "alice", nil, nil)
 	bob := startClient(t, srv.URL, "bob", nil, nil)
-	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	ctx := context.Background()
-	for i := 0; i < 2; i++ {
-		mark := alice.ev.Len()
-		if err := alice.Resend(ctx, "bob", "kept-id-1", "from before the restart", 42); err != nil {
+	_, aliceKey, _ := ed25519.GenerateKey(nil)
+	// Run 2 has a second profile copy that queued the same message (the
+	// receipt of run 1 never reached it): bob still shows it once.
+	for run := 0; run < 2; run++ {
+		db, err := history.Open(filepath.Join(t.TempDir(), "alice.db"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		alice.ev.WaitSince(t, mark, wait, "receipt", delivered("kept-id-1"))
+		defer db.Close()
+		if err := db.Queue(&client.OutMessage{ID: "kept-id-1", To: "bob", Text: "from before the restart", Time: 42}); err != nil {
+			t.Fatal(err)
+		}
+		alice := startClient(t, srv.URL, "alice", aliceKey, func(c *client.Config) { c.Outbox, c.Store = db, db })
+		alice.ev.Wait(t, wait, "receipt", delivered("kept-id-1"))
+		if un, _ := db.Unsent(); len(un) != 0 {
+			t.Fatalf("run %d: still in the outbox after its receipt: %+v", run, un)
+		}
+		alice.stop()
 	}
-	if err := alice.Resend(ctx, "bob", "bad id!", "x", 1); err == nil {
-		t.Fatal("a malformed id was accepted")
-	}
-	m := bob.ev.Wait(t, wait, "bob gets it", message("alice", "from before the restart")).(client.MessageEvent)
-	if m.ID != "kept-id-1" || m.Time != 42 {
-		t.Fatalf("message %+v", m)
+	got := bob.ev.Wait(t, wait, "bob gets it", message("alice", "from before the restart")).(client.MessageEvent)
+	if got.ID != "kept-id-1" || got.Time != 42 || got.Seq != 1 {
+		t.Fatalf("message %+v", got)
 	}
 	if n := bob.ev.Count(message("alice", "from before the restart")); n != 1 {
 		t.Fatalf("bob was shown the message %d times", n)

@@ -14,4 +14,5 @@ var (
 	ErrNotSignedIn = errors.New("client: not signed in to the server")
 	ErrBadKey      = errors.New("client: bad key or sealed message")
 	ErrNoSTUN      = errors.New("client: no STUN server for NAT discovery")
+	ErrUnknownPeer = errors.New("client: nobody of that name is known")
 )

@@ -33,7 +33,8 @@ type MessageEvent struct {
 	ID   string
 	Text string
 	Time int64  // sender's clock, unix ms
-	Path string // "direct" (data channel) or "server"
+	Seq  uint64 // the sender's number for it (proto.Chat.Seq); 0: none
+	Path string // "direct" (data channel) or "server" (sealed)
 	// File is set when the message offers a file (a FileOfferEvent follows).
 	File *proto.FileInfo
 }
@@ -63,7 +64,12 @@ type CallEvent struct {
 	Direction string // "outgoing" or "incoming"
 	Path      string // "direct" or "relay" once connected
 	Via       string // supernode id (or relay address) when Path is "relay"
-	Reason    string // why it ended
+	Reason    string // why it ended, in the app's words
+	// Code is why it ended, for programs (set when State is ended).
+	Code proto.EndCode
+	// PeerReason is text the peer sent with its hangup or decline: its
+	// words, to be shown as such (control characters removed).
+	PeerReason string
 }
 
 // StatsEvent: about once a second during a connected call.
@@ -110,6 +116,7 @@ func EventKinds() []Event {
 		CallEvent{}, StatsEvent{}, ErrorEvent{}, LinkEvent{}, AudioEvent{}, NATEvent{},
 		StoredEvent{}, ReadEvent{}, TypingEvent{}, RelayEvent{},
 		FileOfferEvent{}, FileProgressEvent{}, FileDoneEvent{}, FileFailedEvent{},
+		SecurityEvent{}, RefusedEvent{},
 	}
 }
 

@@ -487,17 +487,7 @@ func (c *Client) Transfers(ctx context.Context) ([]Transfer, error) {
 
 // offerFile sends (or re-sends) the offer of t as a chat message.
 func (c *Client) offerFile(t *transfer) {
-	id := t.rec.ID
-	if _, dup := c.chat.pending[id]; dup {
-		return
-	}
-	m := &pendingMsg{id: id, to: t.rec.Peer, text: offerText(&t.rec.File), ts: t.rec.Created, file: &t.rec.File}
-	c.chat.pending[id] = m
-	c.chat.order = append(c.chat.order, id)
-	c.transmit(m, false)
-	if p, ok := c.presence[t.rec.Peer]; ok && p.Online() {
-		c.ensureLink(t.rec.Peer)
-	}
+	c.enqueue(&outMsg{OutMessage: OutMessage{ID: t.rec.ID, To: t.rec.Peer, Text: offerText(&t.rec.File), Time: t.rec.Created}, file: &t.rec.File})
 }
 
 // offerText is the words an offer shows to clients that know no files.

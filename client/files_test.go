@@ -342,8 +342,8 @@ func TestFileOfferToOfflinePeer(t *testing.T) {
 		m, ok := e.(client.MessageEvent)
 		return ok && m.ID == id
 	}).(client.MessageEvent)
-	if m.Path != "offline" {
-		t.Errorf("offer came by %q, want offline (sealed)", m.Path)
+	if m.Path != "server" {
+		t.Errorf("offer came by %q, want server (sealed)", m.Path)
 	}
 	if err := bob2.AcceptFile(ctx, id); err != nil {
 		t.Fatal(err)

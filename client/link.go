@@ -187,7 +187,7 @@ func (c *Client) ensureLink(peer string) (*link, error) {
 		err = l.pc.SetLocalDescription(offer)
 	}
 	if err == nil {
-		err = c.sendSig(proto.TypeOffer, peer, &proto.SDP{Session: l.session, SDP: offer.SDP})
+		err = c.sendSDP(proto.TypeOffer, peer, l.session, offer.SDP)
 	}
 	if err != nil {
 		c.closeLink(peer, l, "offer failed", false)
@@ -203,7 +203,7 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 	switch env.Type {
 	case proto.TypeOffer:
 		s, err := proto.DecodeBody[*proto.SDP](env)
-		if err != nil {
+		if err != nil || !c.checkSDP(env.Type, peer, s) {
 			return
 		}
 		if l := c.links[peer]; l != nil {
@@ -236,7 +236,7 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		}
 		if err == nil {
 			c.flushCandidates(l)
-			err = c.sendSig(proto.TypeAnswer, peer, &proto.SDP{Session: s.Session, SDP: answer.SDP})
+			err = c.sendSDP(proto.TypeAnswer, peer, s.Session, answer.SDP)
 		}
 		if err != nil {
 			c.log.Warn("client: bad offer", "peer", peer, "err", err)
@@ -246,7 +246,7 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 	case proto.TypeAnswer:
 		s, err := proto.DecodeBody[*proto.SDP](env)
 		l := c.links[peer]
-		if err != nil || l == nil || l.session != s.Session || !l.offerer || l.remoteSet {
+		if err != nil || l == nil || l.session != s.Session || !l.offerer || l.remoteSet || !c.checkSDP(env.Type, peer, s) {
 			return
 		}
 		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
@@ -319,7 +319,7 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 			return
 		}
 		if _, ok := c.calls[l.peer]; ok {
-			c.endCall(l.peer, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", true)
+			c.endCallCode(l.peer, proto.EndNoPath, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", "", true)
 		}
 		c.closeLink(l.peer, l, "ice failed", true)
 	}
@@ -352,7 +352,7 @@ func (c *Client) restartICE(l *link) {
 		err = l.pc.SetLocalDescription(offer)
 	}
 	if err == nil {
-		err = c.sendSig(proto.TypeOffer, l.peer, &proto.SDP{Session: l.session, SDP: offer.SDP})
+		err = c.sendSDP(proto.TypeOffer, l.peer, l.session, offer.SDP)
 	}
 	if err != nil {
 		c.log.Warn("client: ICE restart", "peer", l.peer, "err", err)
@@ -387,7 +387,7 @@ func (c *Client) answerRestart(l *link, sdp string) {
 		err = l.pc.SetLocalDescription(answer)
 	}
 	if err == nil {
-		err = c.sendSig(proto.TypeAnswer, l.peer, &proto.SDP{Session: l.session, SDP: answer.SDP})
+		err = c.sendSDP(proto.TypeAnswer, l.peer, l.session, answer.SDP)
 	}
 	if err != nil {
 		c.log.Warn("client: answer ICE restart", "peer", l.peer, "err", err)
@@ -401,7 +401,7 @@ func (c *Client) linkTick(now time.Time) {
 			continue
 		}
 		if _, ok := c.calls[peer]; ok {
-			c.endCall(peer, "connection to "+peer+" lost and not recovered", true)
+			c.endCallCode(peer, proto.EndNoPath, "connection to "+peer+" lost and not recovered", "", true)
 		}
 		c.closeLink(peer, l, "path lost", true)
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/parley-voice/parley/proto"
@@ -42,8 +41,9 @@ type MessageStore interface {
 	SaveIncoming(m MessageEvent) (isNew bool, err error)
 }
 
-// StoredEvent: a message for an offline peer was sealed and left with the
-// server; a DeliveredEvent (Path "offline") follows when the peer fetches it.
+// StoredEvent: a message was sealed and the server holds it (✓); a
+// DeliveredEvent follows when the peer's client takes it, now or at its
+// next sign-in.
 type StoredEvent struct {
 	ID string
 	To string
@@ -209,45 +209,33 @@ func (c *Client) peerKey(name string) ed25519.PublicKey {
 	return nil
 }
 
-// sendSealed leaves m with the server, sealed to its recipient. It returns
-// why it could not (no key known, a binding that does not verify, not
-// signed in) (loop goroutine).
-func (c *Client) sendSealed(m *pendingMsg) error {
+// sendSealed sends m through the server, sealed to its recipient; the
+// server's answer goes to onSealedAnswer (chat.go). It returns why it could
+// not send (no key known, a binding that does not verify, not signed in)
+// (loop goroutine).
+func (c *Client) sendSealed(m *outMsg) error {
 	if c.sig == nil {
 		return ErrNotSignedIn
 	}
-	key := c.peerKey(m.to)
-	p := c.presence[m.to]
-	if key == nil || p.EncKey == "" {
-		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.to)
+	key := c.peerKey(m.To)
+	p, known := c.presence[m.To]
+	if !known && key == nil {
+		return fmt.Errorf("%w: %s", ErrUnknownPeer, m.To)
 	}
-	s, err := Seal(c.sealKeys(), SealPeer{Name: m.to, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
-		&proto.Chat{ID: m.id, Text: m.text, Time: m.ts, File: m.file})
+	if key == nil || p.EncKey == "" {
+		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.To)
+	}
+	s, err := Seal(c.sealKeys(), SealPeer{Name: m.To, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
+		&proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
 	if err != nil {
-		c.log.Warn("client: seal", "to", m.to, "err", err)
+		c.log.Warn("client: seal", "to", m.To, "err", err)
 		return err
 	}
-	m.sealed = true
-	return c.sendSigID(proto.TypeSealed, m.id, m.to, s, func(err error) {
-		if c.chat.pending[m.id] != m {
-			return
-		}
-		if errors.Is(err, ErrNotSignedIn) {
-			return // the connection dropped first: sent again on reconnect
-		}
-		if err != nil {
-			c.dropPending(m.id)
-			pe, ok := err.(*proto.Error)
-			if !ok {
-				pe = proto.Errorf(proto.CodeInternal, "%v", err)
-			}
-			c.events.push(ErrorEvent{Err: pe, Ref: m.id})
-			return
-		}
-		// Stored: nothing to resend; the receipt comes as sealed_receipt.
-		c.dropPending(m.id)
-		c.events.push(StoredEvent{ID: m.id, To: m.to})
-	})
+	if err := c.sendSigID(proto.TypeSealed, m.ID, m.To, s, func(err error) { c.onSealedAnswer(m, err) }); err != nil {
+		return err
+	}
+	m.inFlight = true
+	return nil
 }
 
 // onSealed handles a sealed message left for us and the receipt for one
@@ -270,22 +258,21 @@ func (c *Client) onSealed(env *proto.Envelope) {
 		}
 		m, err := Open(c.sealKeys(), env.From, s)
 		if err != nil {
+			// Not for a key we have (or damaged): it can never be
+			// opened here, so the server is told to drop it, and the
+			// sender learns why.
 			c.log.Warn("client: cannot open sealed message", "from", env.From, "err", err)
-			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeBadRequest, "a sealed message from %s could not be opened: %v", env.From, err), Ref: s.ID})
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeCannotOpen, "a sealed message from %s could not be opened and was refused: %v", env.From, err), Ref: s.ID})
+			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: s.ID, Refused: proto.CodeCannotOpen})
 			return
 		}
-		if c.deliver(env.From, m.ID, m.Text, m.Time, "offline", m.File) {
-			c.sendSig(proto.TypeDelivered, env.From, &proto.Receipt{ID: m.ID})
-		}
+		c.receive(env.From, *m, "server")
 	case proto.TypeSealedReceipt:
 		r, err := proto.DecodeBody[*proto.Receipt](env)
 		if err != nil || env.From == "" {
 			return
 		}
-		if m := c.chat.pending[r.ID]; m != nil && m.to == env.From {
-			c.dropPending(r.ID)
-		}
-		c.events.push(DeliveredEvent{ID: r.ID, To: env.From, Path: "offline"})
+		c.onReceipt(env.From, r.ID, r.Refused, "server")
 	}
 }
 

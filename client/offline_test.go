@@ -298,7 +298,7 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	for _, id := range ids {
 		alice.ev.Wait(t, wait, "delivered "+id, func(e client.Event) bool {
 			d, ok := e.(client.DeliveredEvent)
-			return ok && d.ID == id && d.Path == "offline"
+			return ok && d.ID == id && d.Path == "server"
 		})
 	}
 	waitUntil(t, "mailbox empty", func() bool { n, _ := srv.OfflineWaiting("bob"); return n == 0 })
@@ -306,7 +306,7 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	var got []string
 	for _, e := range bob.ev.All() {
 		if m, ok := e.(client.MessageEvent); ok {
-			if m.Path != "offline" {
+			if m.Path != "server" {
 				t.Fatalf("path %q", m.Path)
 			}
 			got = append(got, m.Text)
@@ -368,7 +368,7 @@ func TestSealRefusedForUnpinnedKey(t *testing.T) {
 		x, ok := e.(client.ErrorEvent)
 		return ok && x.Ref == id
 	}).(client.ErrorEvent)
-	if e.Err.Code != proto.CodeOffline || !strings.Contains(e.Err.Message, "not delivered") || !strings.Contains(e.Err.Message, "not signed by its identity key") {
+	if e.Err.Code != proto.CodeForbidden || !strings.Contains(e.Err.Message, "not delivered") || !strings.Contains(e.Err.Message, "not signed by its identity key") {
 		t.Fatalf("error %v", e.Err)
 	}
 	if n := alice.ev.Count(func(e client.Event) bool { _, ok := e.(client.StoredEvent); return ok }); n != 0 {

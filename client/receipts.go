@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"github.com/parley-voice/parley/proto"
 )
@@ -50,12 +51,33 @@ func (c *Client) sendDC(peer string, m *proto.DCMessage) bool {
 	return err == nil && l.dc.SendText(string(b)) == nil
 }
 
+// typingEvery bounds how often a peer's typing indicator becomes an event:
+// a flood of them from one peer must not flood the user's screen.
+const typingEvery = time.Second
+
 // onReadOrTyping handles read receipts and typing indicators from either
-// path (loop goroutine).
+// path (loop goroutine). A read receipt counts only for a message we sent
+// to that peer; typing from someone Config.Accept refuses is dropped, and
+// a peer's typing becomes at most one event a second (a stop always goes
+// through).
 func (c *Client) onReadOrTyping(from string, read bool, id string, typing bool) {
 	if read {
-		c.events.push(ReadEvent{ID: id, By: from})
+		if c.outbox.WasSent(from, id) {
+			c.events.push(ReadEvent{ID: id, By: from})
+		}
 		return
+	}
+	if c.cfg.Accept != nil && !c.cfg.Accept(from) {
+		return
+	}
+	r := c.recvFor(from)
+	now := time.Now()
+	if typing && now.Sub(r.typing) < typingEvery {
+		return
+	}
+	r.typing = now
+	if !typing {
+		r.typing = time.Time{}
 	}
 	c.events.push(TypingEvent{From: from, Typing: typing})
 }

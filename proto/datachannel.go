@@ -27,6 +27,8 @@ type DCMessage struct {
 	Text   string `json:"text,omitempty"`
 	Time   int64  `json:"ts,omitempty"`
 	Typing bool   `json:"typing,omitempty"`
+	// Seq is a chat message's number (Chat.Seq).
+	Seq uint64 `json:"seq,omitempty"`
 	// File is the offered file of a chat message that offers one, or of
 	// a DCFile with op offer (files.go).
 	File *FileInfo `json:"file,omitempty"`

@@ -31,6 +31,9 @@ const (
 	CodeTokenInvalid    Code = "token_invalid"   // relay token forged or for someone else
 	CodeUnavailable     Code = "unavailable"     // service (e.g. relay) unavailable
 	CodeShuttingDown    Code = "shutting_down"   // server is stopping
+	CodeCannotOpen      Code = "cannot_open"     // a sealed message the recipient cannot open (not sealed to its key)
+	CodeNotAccepted     Code = "not_accepted"    // the recipient takes messages and calls from contacts only
+	CodeInsecure        Code = "insecure"        // a link offer or answer not signed by the sender's key
 	CodeInternal        Code = "internal"        // bug on the other side
 
 	// A file transfer ends with one of these (or too_large: over the

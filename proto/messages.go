@@ -201,6 +201,10 @@ const MaxSDPLen = 48 << 10
 type SDP struct {
 	Session string `json:"session"`
 	SDP     string `json:"sdp"`
+	// Sig is the sender's Ed25519 signature over the SDP's DTLS
+	// fingerprints (sdpsig.go), base64. Receivers refuse an SDP without
+	// a valid one.
+	Sig string `json:"sig,omitempty"`
 }
 
 func (s *SDP) Validate() error {
@@ -212,6 +216,11 @@ func (s *SDP) Validate() error {
 	}
 	if !strings.HasPrefix(s.SDP, "v=0") {
 		return Errorf(CodeBadRequest, "sdp does not start with v=0")
+	}
+	if s.Sig != "" {
+		if b, err := base64.StdEncoding.DecodeString(s.Sig); err != nil || len(b) != ed25519.SignatureSize || base64.StdEncoding.EncodeToString(b) != s.Sig {
+			return Errorf(CodeBadRequest, "sdp sig must be base64 of %d bytes", ed25519.SignatureSize)
+		}
 	}
 	return nil
 }
@@ -257,13 +266,35 @@ func (b *Bye) Validate() error {
 
 // CallSignal rings, accepts, declines or hangs up the call Call.
 type CallSignal struct {
-	Call   string `json:"call"`
+	Call string `json:"call"`
+	// Code says why a call was declined or ended, for the other side's
+	// app to put in its own words: one of the EndCode values. An unknown
+	// code reads as a plain hang-up.
+	Code EndCode `json:"code,omitempty"`
+	// Reason is free text from the peer. Apps show it as the peer's
+	// words ("bob: ..."), never as their own verdict.
 	Reason string `json:"reason,omitempty"`
 }
+
+// EndCode is why a call ended, as the side that ended it saw it.
+type EndCode string
+
+const (
+	EndHungUp   EndCode = "hung_up"   // the peer hung up
+	EndDeclined EndCode = "declined"  // the callee declined
+	EndBusy     EndCode = "busy"      // the callee is in another call
+	EndNoAnswer EndCode = "no_answer" // nobody answered in time
+	EndNoPath   EndCode = "no_path"   // no network path (ICE failed)
+	EndRefused  EndCode = "refused"   // the callee takes calls from contacts only, or blocked the caller
+	EndInsecure EndCode = "insecure"  // the link's fingerprints were not signed by the caller's key
+)
 
 func (c *CallSignal) Validate() error {
 	if len(c.Reason) > 256 {
 		return Errorf(CodeBadRequest, "reason longer than 256 bytes")
+	}
+	if len(c.Code) > 32 {
+		return Errorf(CodeBadRequest, "code longer than 32 bytes")
 	}
 	return ValidateID(c.Call)
 }
@@ -274,6 +305,10 @@ type Chat struct {
 	ID   string `json:"id"`
 	Text string `json:"text"`
 	Time int64  `json:"ts,omitempty"` // sender's clock, unix milliseconds
+	// Seq numbers the sender's messages to this recipient, from 1, in the
+	// order they were written: the recipient shows them in that order
+	// whatever path each took. Zero: unnumbered.
+	Seq uint64 `json:"seq,omitempty"`
 	// File, when set, makes the message the offer of a file (files.go):
 	// ID is the transfer's id and Text says in words what is offered,
 	// for clients that know nothing of files.
@@ -292,12 +327,20 @@ func (c *Chat) Validate() error {
 	return ValidateText(c.Text)
 }
 
-// Receipt says message ID was delivered (or read).
+// Receipt says message ID was delivered (or read). A delivery receipt
+// with Refused says the recipient got it but will not take it (and the
+// sender should stop sending it): CodeCannotOpen, CodeNotAccepted.
 type Receipt struct {
-	ID string `json:"id"`
+	ID      string `json:"id"`
+	Refused Code   `json:"refused,omitempty"`
 }
 
-func (r *Receipt) Validate() error { return ValidateID(r.ID) }
+func (r *Receipt) Validate() error {
+	if len(r.Refused) > 32 {
+		return Errorf(CodeBadRequest, "refused code longer than 32 bytes")
+	}
+	return ValidateID(r.ID)
+}
 
 // Typing reports whether the sender is typing.
 type Typing struct {

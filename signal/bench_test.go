@@ -13,13 +13,15 @@ import (
 	"github.com/parley-voice/parley/signal/signaltest"
 )
 
-// BenchmarkRoute measures chat frames routed from one client to another
-// through the server (decode, validate, stamp, re-encode, forward, ack).
+// BenchmarkRoute measures frames routed from one client to another through
+// the server (decode, validate, stamp, re-encode, forward, ack): read
+// receipts, the plain routed type closest in size to a short message's
+// metadata. (Chat itself goes sealed through the mailbox: BenchmarkOffline.)
 func BenchmarkRoute(b *testing.B) {
 	srv := signaltest.Start(b, signal.Config{RateLimit: 1e9, RateBurst: 1 << 30, SendQueue: 4096})
 	alice := login(b, srv.URL, "alice", nil)
 	bob := login(b, srv.URL, "bob", nil)
-	env, _ := proto.New(proto.TypeChat, "m1", "bob", &proto.Chat{ID: "m1", Text: "a typical short chat message"})
+	env, _ := proto.New(proto.TypeRead, "m1", "bob", &proto.Receipt{ID: "m1"})
 	raw, _ := proto.Encode(env)
 	done := make(chan error, 1)
 	go func() {
@@ -31,7 +33,7 @@ func BenchmarkRoute(b *testing.B) {
 				done <- err
 				return
 			}
-			if e, err := proto.Decode(data); err == nil && e.Type == proto.TypeChat {
+			if e, err := proto.Decode(data); err == nil && e.Type == proto.TypeRead {
 				n++
 			}
 		}

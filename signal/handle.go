@@ -178,6 +178,12 @@ func (ss *session) route(env *proto.Envelope) {
 		ss.violation(proto.Errorf(proto.CodeBadRequest, "cannot send %s to yourself", env.Type), env.ID)
 		return
 	}
+	if env.Type == proto.TypeChat {
+		// The server carries chat sealed to its recipient only: it must
+		// never be able to read what people say.
+		ss.sendError(proto.Errorf(proto.CodeBadRequest, "chat through the server must be sealed to its recipient (type %s); plain chat is not carried", proto.TypeSealed), env.ID)
+		return
+	}
 	if s.offline.intercept(ss, env) { // sealed messages and their receipts
 		return
 	}

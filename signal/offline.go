@@ -77,9 +77,10 @@ type stored struct {
 
 // receiptRec is one waiting receipt: By fetched the sender's message ID.
 type receiptRec struct {
-	Seq uint64 `json:"-"`
-	By  string `json:"by"`
-	ID  string `json:"id"`
+	Seq     uint64     `json:"-"`
+	By      string     `json:"by"`
+	ID      string     `json:"id"`
+	Refused proto.Code `json:"refused,omitempty"`
 }
 
 // mailStore is where the mailbox keeps its records: bbolt (in the
@@ -155,7 +156,7 @@ func (m *mailbox) intercept(ss *session, env *proto.Envelope) bool {
 			return false // an ordinary receipt: route it
 		}
 		ss.ack(env.ID)
-		m.receipt(env.To, ss.name, r.ID)
+		m.receipt(env.To, ss.name, r.ID, r.Refused)
 		return true
 	}
 	return false
@@ -213,21 +214,22 @@ func (m *mailbox) accept(ss *session, env *proto.Envelope) {
 	}
 }
 
-// receipt tells sender that by fetched message id, now or at sign-in.
-func (m *mailbox) receipt(sender, by, id string) {
+// receipt tells sender that by fetched message id (or refused it, with
+// that code), now or at sign-in.
+func (m *mailbox) receipt(sender, by, id string, refused proto.Code) {
 	s := m.srv
 	s.mu.Lock()
 	dst := s.online[sender]
 	s.mu.Unlock()
 	if dst != nil {
-		if env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: id}); err == nil {
+		if env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: id, Refused: refused}); err == nil {
 			env.From = by
 			if dst.sendEnv(env) {
 				return
 			}
 		}
 	}
-	if err := m.store.putReceipt(sender, receiptRec{By: by, ID: id}, m.lim.MaxReceipts); err != nil {
+	if err := m.store.putReceipt(sender, receiptRec{By: by, ID: id, Refused: refused}, m.lim.MaxReceipts); err != nil {
 		s.log.Error("signal: offline store", "op", "receipt", "err", err)
 	}
 }
@@ -278,7 +280,7 @@ func (m *mailbox) deliver(ss *session) {
 		return
 	}
 	for _, r := range rcs {
-		env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: r.ID})
+		env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: r.ID, Refused: r.Refused})
 		if err != nil {
 			continue
 		}

@@ -138,11 +138,13 @@ func (c *wsClient) expectClosed() {
 // chatRoundTrip proves from and to can still talk through the server.
 func chatRoundTrip(t *testing.T, from, to *wsClient, id string) {
 	t.Helper()
-	from.send(proto.TypeChat, id, to.name, &proto.Chat{ID: id, Text: "still here " + id})
-	env := to.readUntil(proto.TypeChat)
-	ch, err := proto.DecodeBody[*proto.Chat](env)
-	if err != nil || ch.ID != id || env.From != from.name {
-		t.Fatalf("chat %s: got %+v from %q (%v)", id, ch, env.From, err)
+	// A read receipt: a routed type the server forwards as it is (chat
+	// itself goes sealed, through the mailbox: offline_test.go).
+	from.send(proto.TypeRead, id, to.name, &proto.Receipt{ID: id})
+	env := to.readUntil(proto.TypeRead)
+	r, err := proto.DecodeBody[*proto.Receipt](env)
+	if err != nil || r.ID != id || env.From != from.name {
+		t.Fatalf("routed %s: got %+v from %q (%v)", id, r, env.From, err)
 	}
 	ack := from.readUntil(proto.TypeAck)
 	if a, _ := proto.DecodeBody[*proto.Ack](ack); a == nil || a.Ref != id {
@@ -177,7 +179,7 @@ func TestPresenceAndRouting(t *testing.T) {
 	if pr.Name != "bob" || pr.Status != proto.StatusOffline || pr.LastSeen == 0 {
 		t.Fatalf("alice saw %+v, want bob offline with last_seen", pr)
 	}
-	alice.send(proto.TypeChat, "m3", "bob", &proto.Chat{ID: "m3", Text: "hello?"})
+	alice.send(proto.TypeRead, "m3", "bob", &proto.Receipt{ID: "m3"})
 	if e := alice.expectError(proto.CodeOffline); e.Ref != "m3" {
 		t.Fatalf("offline error ref %q, want m3", e.Ref)
 	}

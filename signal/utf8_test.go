@@ -40,19 +40,37 @@ func TestInvalidUTF8NeverForwarded(t *testing.T) {
 	}
 	// Nothing of it reached bob: the next frame he gets is a good message
 	// sent after all of them, and he is still connected.
-	alice.send(proto.TypeChat, "ok0", "bob", &proto.Chat{ID: "ok0", Text: "after the bad ones"})
+	alice.send(proto.TypeRead, "ok0", "bob", &proto.Receipt{ID: "ok0"})
 	bob.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, data, err := bob.conn.ReadMessage()
 	if err != nil {
 		t.Fatalf("bob: %v", err)
 	}
 	env, err := proto.Decode(data)
-	if err != nil || env.Type != proto.TypeChat || env.From != "alice" {
-		t.Fatalf("bob's next frame is %q (%v), want alice's good chat", data, err)
+	if err != nil || env.Type != proto.TypeRead || env.From != "alice" {
+		t.Fatalf("bob's next frame is %q (%v), want alice's good frame", data, err)
 	}
 	alice.readUntil(proto.TypeAck)
 	chatRoundTrip(t, alice, bob, "ok1")
 	chatRoundTrip(t, bob, alice, "ok2")
+}
+
+// TestPlainChatNotCarried: chat through the server goes sealed to its
+// recipient; a plain chat frame is refused and reaches no one, so the
+// server never carries what people say in a form it can read.
+func TestPlainChatNotCarried(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	alice := login(t, srv.URL, "alice", nil)
+	bob := login(t, srv.URL, "bob", nil)
+	alice.readUntil(proto.TypePresence)
+	alice.send(proto.TypeChat, "p1", "bob", &proto.Chat{ID: "p1", Text: "readable by the server"})
+	if e := alice.expectError(proto.CodeBadRequest); e.Ref != "p1" {
+		t.Fatalf("error %+v", e)
+	}
+	alice.send(proto.TypeRead, "after", "bob", &proto.Receipt{ID: "after"})
+	if env := bob.read(); env.Type != proto.TypeRead {
+		t.Fatalf("bob's next frame is %s %s, want the read receipt sent after the chat", env.Type, env.Body)
+	}
 }
 
 // TestDecodeRefusesInvalidUTF8 holds the rule at the decoder every client

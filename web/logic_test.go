@@ -127,7 +127,7 @@ func TestPageLogic(t *testing.T) {
 				words.callEnded("bob", "bob hung up", 65000), words.callEnded("bob", "you declined", 0),
 			]`, `[true,"bob is offline right now, so the call could not ring.",true,true,"Something went wrong: boom","1:05","1:02:03",
 				"Call with bob ended after 1:05 — bob hung up","Call with bob ended — you declined"]`},
-		{"chat: exactly once, receipts always", `const sig = fakeSig("me");
+		{"chat: exactly once, receipts always; plain chat from the server is not taken", `const sig = fakeSig("me");
 			const chat = new Chat({ sig, links: { get: () => null } });
 			const env = { type: "chat", from: "bob", body: { id: "m1", text: "hi", ts: 5 } };
 			chat.onServer(env); chat.onServer(env);
@@ -136,21 +136,25 @@ func TestPageLogic(t *testing.T) {
 			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
 			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
 			return [chat.messages("bob").map((m) => m.text), sig.sent, sentDC]`,
-			`[["hi","again"],[["delivered","bob","m1"],["delivered","bob","m1"]],[{"type":"delivered","id":"m2"},{"type":"delivered","id":"m2"}]]`},
-		{"chat: resend through the server until the receipt", `const sig = fakeSig("me");
-			const chat = new Chat({ sig, links: { get: () => null } });
+			`[["again"],[],[{"type":"delivered","id":"m2"},{"type":"delivered","id":"m2"}]]`},
+		{"chat: no receipt on the data channel: sent again sealed through the server", `const a = await mkIdentity(), b = await mkIdentity();
+			const sig = fakeSig("alice");
+			const bob = await peerOf(b, "bob");
+			const sentDC = [];
+			const link = { peer: "bob", dcOpen: true, dc: { send: (x) => sentDC.push(JSON.parse(x).type) } };
+			const chat = new Chat({ sig, links: { get: () => link }, identity: a, peers: (n) => n === "bob" ? bob : undefined });
 			const m = chat.send("bob", "yo");
-			await tick();
-			const s1 = m.status;
+			const s1 = [m.status, m.path];
 			chat.tick(Date.now() + 1000);
+			const n1 = sig.sent.length;
 			chat.tick(Date.now() + 3100);
-			const n = sig.sent.length;
+			await until(() => m.status === "stored");
 			chat.onServer({ type: "delivered", from: "carol", body: { id: m.id } }); // not the recipient: ignored
 			const s2 = m.status;
 			chat.onServer({ type: "delivered", from: "bob", body: { id: m.id } });
 			chat.tick(Date.now() + 10000);
-			return [s1, n, s2, m.status, sig.sent.length, m.path]`,
-			`["sent",2,"sent","delivered",2,"server"]`},
+			return [s1, n1, sig.sent.map((x) => x[0]), s2, m.status, m.path, sentDC]`,
+			`[["sent","direct"],0,["sealed"],"stored","delivered","server",["chat"]]`},
 		{"chat: direct when the data channel is open", `const sig = fakeSig("me");
 			const sentDC = [];
 			const link = { peer: "bob", dcOpen: true, dc: { send: (x) => sentDC.push(JSON.parse(x).type) } };
@@ -159,14 +163,15 @@ func TestPageLogic(t *testing.T) {
 			chat.onDCMessage(link, { type: "delivered", id: m.id });
 			return [sentDC, sig.sent.length, m.status, m.path]`,
 			`[["chat"],0,"delivered","direct"]`},
-		{"chat: offline recipient fails in words, retry sends again", `const sig = fakeSig("me", Object.assign(new Error("bob is offline"), { code: "offline" }));
+		{"chat: no key to seal to yet: it waits, never in the clear; a refusal fails it in words", `const sig = fakeSig("me");
 			const chat = new Chat({ sig, links: { get: () => null } });
 			const m = chat.send("bob", "anyone?");
 			await tick(); await tick();
-			const before = [m.status, m.error];
-			chat.retry(m.id);
-			return [before, m.status, sig.sent.length]`,
-			`[["failed","bob is offline; not delivered"],"sending",2]`},
+			chat.tick(Date.now() + 10000);
+			const waiting = [m.status, m.error, sig.sent.length];
+			chat.onSealedReceipt({ type: "sealed_receipt", from: "bob", body: { id: m.id, refused: "not_accepted" } });
+			return [waiting, m.status, m.error]`,
+			`[["sending","waiting for bob’s encryption key",0],"failed","not delivered: bob takes messages from contacts only"]`},
 		{"sealed: the page seals and opens with WebCrypto; tampering fails", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
 			const body = await sealed.seal(a, "alice", await peerOf(b, "bob"), { id: "m1", text: "hi ☎", ts: 5 });
 			const valid = proto.decodeEnvelope(JSON.stringify({ v: 1, type: "sealed", id: "m1", from: "alice", body })).type;
@@ -197,7 +202,7 @@ func TestPageLogic(t *testing.T) {
 			chat.onSealedReceipt({ type: "sealed_receipt", from: "bob", body: { id: m.id } });
 			const opened = await sealed.open(b, "bob", "alice", m.sealedBody);
 			return [stored, sig.sent.length, s2, m.status, opened.text]`,
-			`[["stored","offline",["sealed"]],1,"stored","delivered","while you were out"]`},
+			`[["stored","server",["sealed"]],1,"stored","delivered","while you were out"]`},
 		{"chat: sealed messages open once, in order, receipt after display; another key is refused", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
 			const sig = fakeSig("bob");
 			const chat = new Chat({ sig, links: { get: () => null }, identity: b });
@@ -212,7 +217,7 @@ func TestPageLogic(t *testing.T) {
 			await chat.onSealed(forged);
 			const ms = chat.messages("alice");
 			return [ms.map((m) => m.dir + ":" + m.text.slice(0, 40)), ms[0].path, sig.sent, order.slice(0, 2)]`,
-			`[["in:first","in:second","note:alice left you a sealed message, but it "],"offline",
+			`[["in:first","in:second","note:alice left you a sealed message, but it "],"server",
 				[["delivered","alice","m1"],["delivered","alice","m2"],["delivered","alice","m1"]],["1:0","2:1"]]`},
 		{"chat: bad text refused", `const chat = new Chat({ sig: fakeSig("me"), links: { get: () => null } });
 			try { chat.send("bob", "x".repeat(4001)); return "sent"; } catch (e) { return e.message; }`,
@@ -245,9 +250,13 @@ func TestPageLogic(t *testing.T) {
 			await calls.place("erin");
 			calls.onSignal({ type: "hangup", from: "erin", body: { call: "wrong" } });
 			const still = !!calls.call;
-			calls.onSignal({ type: "decline", from: "erin", body: { call: calls.call.id, reason: "busy" } });
-			return [sig.sent.slice(0, 2), missed, still, calls.last.reason, calls.call]`,
-			`[[["decline","dave","D1"],["decline","carol","C1"]],"missed call",true,"erin is busy",null]`},
+			calls.onSignal({ type: "decline", from: "erin", body: { call: calls.call.id, code: "busy" } });
+			const busy = calls.last.reason;
+			// A peer's own text is its words, never the page's verdict.
+			await calls.place("fay");
+			calls.onSignal({ type: "hangup", from: "fay", body: { call: calls.call.id, reason: "no network path: \u001b[31mcall your bank" } });
+			return [sig.sent.slice(0, 2), missed, still, busy, calls.last.reason, calls.call]`,
+			`[[["decline","dave","D1"],["decline","carol","C1"]],"missed call",true,"erin is busy","fay hung up (fay: “no network path: [31mcall your bank”)",null]`},
 		{"calls: microphone denied: no ring, words", `const sig = fakeSig("me");
 			const L = { connected: false, sender: null, closed: false };
 			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => { throw new DOMException("no", "NotAllowedError"); } });

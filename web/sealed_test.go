@@ -81,8 +81,8 @@ func TestSealedBrowserToOfflineGo(t *testing.T) {
 
 	gopher = startGoClientKey(t, srv.URL, "gopher", gkey)
 	m := gopher.ev.Wait(t, wait, "gopher opens the browser's sealed message", gotMessage("alice", text)).(client.MessageEvent)
-	if m.Path != "offline" {
-		t.Errorf("path %q, want offline", m.Path)
+	if m.Path != "server" {
+		t.Errorf("path %q, want server (sealed)", m.Path)
 	}
 	p.waitFor("delivered (✓✓)", tick(text, "delivered", "✓✓"))
 	waitGo(t, "mailbox empty", func() bool { n, _ := srv.OfflineWaiting("gopher"); return n == 0 })
@@ -142,15 +142,15 @@ func TestSealedGoToOfflineBrowser(t *testing.T) {
 	p.waitFor("unread notice", `document.querySelector('[data-testid=contact-dora]')?.getAttribute('aria-label').includes('1 unread')`)
 	p.click("contact-dora")
 	p.waitFor("the page opened it", message("in", text, ""))
-	if path := eval[string](p, `document.querySelector('[data-testid=messages] li.msg.in:last-child').dataset.path`); path != "offline" {
-		t.Errorf("path %q, want offline", path)
+	if path := eval[string](p, `document.querySelector('[data-testid=messages] li.msg.in:last-child').dataset.path`); path != "server" {
+		t.Errorf("path %q, want server (sealed)", path)
 	}
 	d := dora.ev.WaitSince(t, mark, wait, "dora gets the receipt", func(e client.Event) bool {
 		x, ok := e.(client.DeliveredEvent)
 		return ok && x.ID == id
 	}).(client.DeliveredEvent)
-	if d.Path != "offline" {
-		t.Errorf("receipt path %q, want offline", d.Path)
+	if d.Path != "server" {
+		t.Errorf("receipt path %q, want server", d.Path)
 	}
 	if n := p.countMessages(text); n != 1 {
 		t.Errorf("shown %d times, want once", n)

@@ -25,6 +25,7 @@ type chatFlags struct {
 	json, autoAnswer       bool
 	audioIn, audioOut      string
 	iceLoopback, relayOnly bool
+	contactsOnly           bool
 	logLevel               string
 	files                  fileFlags
 }
@@ -124,6 +125,7 @@ or a restart of either side.`)
 	fs.StringVar(&f.audioOut, "audio-out", "", "received call audio: \"device\" plays it on the default speaker (needs -tags audiodevice); a path writes it to that Ogg/Opus file ({peer} in the path is replaced by the peer's name); empty discards it")
 	fs.BoolVar(&f.iceLoopback, "ice-loopback", false, "gather ICE candidates on loopback only (single-machine demos and tests)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
+	fs.BoolVar(&f.contactsOnly, "contacts-only", false, "refuse messages and calls from people not in your contacts (they are told so)")
 	fs.BoolVar(&f.relayOnly, "relay-only", false, "always relay calls through a supernode: the people you call never learn your address")
 	addFileFlags(fs, &f.files)
 	snf := addChatSupernodeFlags(fs)
@@ -154,6 +156,11 @@ or a restart of either side.`)
 	if err != nil {
 		return err
 	}
+	unlock, err := lockProfile(f.profile) // one process per profile: two would push each other off the server
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	key, err := client.LoadOrCreateIdentity(f.profile)
 	if err != nil {
 		return err
@@ -177,20 +184,30 @@ or a restart of either side.`)
 		DiscoverNAT: &client.NATDiscovery{},
 		Files:       f.files.config(f.profile),
 	}
-	var hist *history.DB
+	// The profile's history is every mode's message store (written before
+	// a message is acknowledged, and the memory of ids seen) and outbox
+	// (messages handed over stay there until their receipt).
+	hist, err := history.Open(filepath.Join(f.profile, "history.db"))
+	if err != nil {
+		return err
+	}
+	defer hist.Close()
+	cfg.Store = hist
+	cfg.Outbox = hist
+	cfg.PeerKey = hist.PinnedKey // messages are sealed only to keys bound to the pinned one
+	if f.contactsOnly {
+		cfg.Accept = func(peer string) bool { _, ok := hist.Contact(peer); return ok }
+	}
 	muted := new(atomic.Bool)
 	if useTUI {
 		if log, err = fileLogger(filepath.Join(f.profile, "parley.log"), f.logLevel); err != nil {
 			return err
 		}
 		cfg.Logger = log
-		if hist, err = history.Open(filepath.Join(f.profile, "history.db")); err != nil {
-			return err
-		}
-		defer hist.Close()
-		cfg.Store = hist             // messages are stored before they are acknowledged
-		cfg.PeerKey = hist.PinnedKey // offline messages are sealed only to keys bound to the pinned one
 		sound.muted = muted
+	}
+	if f.json {
+		hist.TrackShown() // printed after it is stored: what a kill cut off is printed next time
 	}
 	if f.iceLoopback {
 		cfg.SettingEngine = client.LoopbackOnly
@@ -222,12 +239,12 @@ or a restart of either side.`)
 	go func() { runErr <- c.Run(ctx) }()
 	switch {
 	case f.json:
-		err = chatJSON(ctx, c, os.Stdin, stdout)
+		err = chatJSON(ctx, c, hist, os.Stdin, stdout)
 	case useTUI:
 		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
 			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
 	default:
-		err = chatLines(ctx, c, os.Stdin, stdout)
+		err = chatLines(ctx, c, hist, os.Stdin, stdout)
 	}
 	cancel()
 	if rerr := <-runErr; err == nil {

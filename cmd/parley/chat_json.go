@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/proto"
 )
 
@@ -84,6 +85,12 @@ func eventJSON(ev client.Event) any {
 		if e.Reason != "" {
 			o["reason"] = e.Reason
 		}
+		if e.Code != "" {
+			o["code"] = e.Code
+		}
+		if e.PeerReason != "" {
+			o["peer_reason"] = e.PeerReason // the peer's own words
+		}
 		return o
 	case client.StatsEvent:
 		return obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
@@ -154,7 +161,11 @@ func errorJSON(err error) any {
 }
 
 // chatJSON runs the scriptable mode until quit, EOF on stdin, or ctx.
-func chatJSON(ctx context.Context, c *client.Client, in io.Reader, out io.Writer) error {
+// A message event is printed after the message is stored (and before
+// anything else reads the history as shown): hist marks it shown once the
+// line is written, and messages a kill cut off between the two are
+// printed first at the next start, so each is printed once.
+func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, in io.Reader, out io.Writer) error {
 	var mu sync.Mutex // guards enc
 	enc := json.NewEncoder(out)
 	emit := func(v any) {
@@ -162,9 +173,20 @@ func chatJSON(ctx context.Context, c *client.Client, in io.Reader, out io.Writer
 		defer mu.Unlock()
 		enc.Encode(v)
 	}
+	if unshown, err := hist.Unshown(); err == nil {
+		for _, m := range unshown {
+			emit(eventJSON(client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path}))
+			hist.MarkShown(m.Peer, m.ID)
+		}
+	}
 	go func() {
 		for ev := range c.Events() {
 			emit(eventJSON(ev))
+			if m, ok := ev.(client.MessageEvent); ok {
+				if err := hist.MarkShown(m.From, m.ID); err != nil {
+					emit(errorJSON(err))
+				}
+			}
 		}
 	}()
 	lines := make(chan []byte)
@@ -202,14 +224,14 @@ func chatJSON(ctx context.Context, c *client.Client, in io.Reader, out io.Writer
 		if cmd.Cmd == "quit" {
 			return nil
 		}
-		if v := runJSONCommand(ctx, c, cmd); v != nil {
+		if v := runJSONCommand(ctx, c, hist, cmd); v != nil {
 			emit(v)
 		}
 	}
 }
 
 // runJSONCommand carries out one command and returns what to print.
-func runJSONCommand(ctx context.Context, c *client.Client, cmd jsonCommand) any {
+func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd jsonCommand) any {
 	var err error
 	switch cmd.Cmd {
 	case "send":
@@ -248,6 +270,10 @@ func runJSONCommand(ctx context.Context, c *client.Client, cmd jsonCommand) any 
 				ts = []client.Transfer{}
 			}
 			return map[string]any{"event": "files", "transfers": ts}
+		}
+	case "add":
+		if _, err = hist.AddContact(cmd.Name); err == nil {
+			return map[string]any{"event": "added", "name": cmd.Name}
 		}
 	case "who":
 		var ps []proto.Presence

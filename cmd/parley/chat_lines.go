@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/proto"
 )
 
 // chatLines is the plain line mode: readable events out, slash commands in.
-func chatLines(ctx context.Context, c *client.Client, in io.Reader, out io.Writer) error {
+func chatLines(ctx context.Context, c *client.Client, hist *history.DB, in io.Reader, out io.Writer) error {
 	go func() {
 		for ev := range c.Events() {
 			if s := eventLine(ev); s != "" {
@@ -60,7 +61,7 @@ func chatLines(ctx context.Context, c *client.Client, in io.Reader, out io.Write
 			fmt.Fprintln(out, "commands: NAME: TEXT | /msg NAME TEXT | /call NAME | /answer NAME | /decline NAME | /hangup NAME | /send NAME PATH | /accept-file ID | /decline-file ID | /away | /back | /who | /quit")
 			continue
 		}
-		switch v := runJSONCommand(ctx, c, cmd).(type) {
+		switch v := runJSONCommand(ctx, c, hist, cmd).(type) {
 		case map[string]any:
 			switch v["event"] {
 			case "error":

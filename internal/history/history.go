@@ -50,6 +50,15 @@ type Message struct {
 	// Held marks a message that arrived while the peer's key was changed
 	// and not yet accepted: it is not shown until the user accepts.
 	Held bool `json:"held,omitempty"`
+	// PeerSeq is the sender's number for the message (proto.Chat.Seq):
+	// ours for outgoing ones, the peer's for incoming ones.
+	PeerSeq uint64 `json:"pseq,omitempty"`
+	// Unshown marks an incoming message stored but not yet shown, when
+	// the DB tracks that (TrackShown): the JSON mode prints it at the
+	// next start if it was killed in between.
+	Unshown bool `json:"unshown,omitempty"`
+	// Refused is the code a recipient refused an outgoing message with.
+	Refused proto.Code `json:"refused,omitempty"`
 }
 
 // Contact is someone in the contact list.
@@ -64,6 +73,10 @@ type Contact struct {
 	Added      int64  `json:"added"`
 	LastSeen   int64  `json:"last_seen,omitempty"`
 	ReadUpTo   uint64 `json:"read_up_to,omitempty"`
+	// OutSeq is the last number given to our messages to Name, InSeq the
+	// highest of Name's messages to us we stored (proto.Chat.Seq).
+	OutSeq uint64 `json:"out_seq,omitempty"`
+	InSeq  uint64 `json:"in_seq,omitempty"`
 }
 
 // KeyChanged reports whether a different key waits for acceptance.
@@ -85,11 +98,24 @@ var (
 	bucketIDs      = []byte("message_ids")
 )
 
-// DB is an open history file.
+// DB is an open history file. It is the client's MessageStore (with
+// SeqStore) and Outbox.
 type DB struct {
-	db  *bolt.DB
-	now func() time.Time
+	db         *bolt.DB
+	now        func() time.Time
+	trackShown bool
 }
+
+var (
+	_ client.MessageStore = (*DB)(nil)
+	_ client.SeqStore     = (*DB)(nil)
+	_ client.Outbox       = (*DB)(nil)
+)
+
+// TrackShown makes SaveIncoming mark messages unshown until MarkShown: for
+// a front end that shows messages after storing them (the JSON mode
+// prints them), so one killed in between shows them at its next start.
+func (d *DB) TrackShown() { d.trackShown = true }
 
 // Open opens (creating) the history file at path.
 func Open(path string) (*DB, error) {
@@ -195,10 +221,16 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 			}
 		}
 		m := &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
-			Status: Received, Path: ev.Path, Held: c.KeyChanged()}
+			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown}
 		var err error
-		isNew, err = d.append(tx, m)
-		return err
+		if isNew, err = d.append(tx, m); err != nil || !isNew {
+			return err
+		}
+		if ev.Seq > c.InSeq {
+			c.InSeq = ev.Seq
+			return putContact(tx, c)
+		}
+		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("history: save message from %s: %w", ev.From, err)
@@ -218,25 +250,12 @@ func (d *DB) SaveOutgoing(peer, id, text string, ts int64, st Status) error {
 // reports whether anything changed.
 func (d *DB) SetStatus(peer, id string, st Status) (bool, error) {
 	changed := false
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		ids, msgs := sub(tx, bucketIDs, peer), sub(tx, bucketMsgs, peer)
-		if ids == nil || msgs == nil {
-			return nil
-		}
-		k := ids.Get(idKey(true, id))
-		if k == nil {
-			return nil
-		}
-		var m Message
-		if err := json.Unmarshal(msgs.Get(k), &m); err != nil {
-			return err
-		}
+	err := d.update(peer, id, true, func(m *Message) bool {
 		if rank[st] <= rank[m.Status] {
-			return nil
+			return false
 		}
 		m.Status, changed = st, true
-		v, _ := json.Marshal(&m)
-		return msgs.Put(k, v)
+		return true
 	})
 	return changed, err
 }
@@ -466,16 +485,104 @@ func (d *DB) PinnedKey(name string) ed25519.PublicKey {
 	return k
 }
 
-// Unsent lists the outgoing messages still "sending", oldest first per
-// peer: at start-up those are from a session that ended before a receipt
-// came, and are sent again under their ids (client.Resend).
-func (d *DB) Unsent() ([]Message, error) {
+// Queue stores an outgoing message (status Sending) before the client
+// sends it, numbering it among ours to its peer. It implements
+// client.Outbox.
+func (d *DB) Queue(m *client.OutMessage) error {
+	if err := proto.ValidateName(m.To); err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		c, ok := getContact(tx, m.To)
+		if !ok {
+			c = Contact{Name: m.To, Added: d.now().UnixMilli()}
+		}
+		c.OutSeq++
+		m.Seq = c.OutSeq
+		if err := putContact(tx, c); err != nil {
+			return err
+		}
+		_, err := d.append(tx, &Message{Peer: m.To, ID: m.ID, Out: true, Text: m.Text, Time: m.Time, At: d.now().UnixMilli(), Status: Sending, PeerSeq: m.Seq})
+		return err
+	})
+}
+
+// Finish records an outgoing message's end: delivered, or refused by its
+// recipient (Failed, with the code). It implements client.Outbox.
+func (d *DB) Finish(peer, id string, refused proto.Code) error {
+	return d.update(peer, id, true, func(m *Message) bool {
+		if refused != "" {
+			m.Status, m.Refused = Failed, refused
+			return true
+		}
+		if rank[Delivered] <= rank[m.Status] && m.Status != Failed {
+			return false
+		}
+		m.Status = Delivered
+		return true
+	})
+}
+
+// Unsent lists the outgoing messages queued and not finished (sending, or
+// held by the server), oldest first per peer: the client sends them again
+// at start under their ids. It implements client.Outbox.
+func (d *DB) Unsent() ([]client.OutMessage, error) {
+	var out []client.OutMessage
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
+			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
+				var m Message
+				if json.Unmarshal(v, &m) == nil && m.Out && (m.Status == Sending || m.Status == Stored) {
+					out = append(out, client.OutMessage{ID: m.ID, To: m.Peer, Text: m.Text, Time: m.Time, Seq: m.PeerSeq})
+				}
+				return nil
+			})
+		})
+	})
+	return out, err
+}
+
+// WasSent reports whether we sent message id to peer. It implements
+// client.Outbox.
+func (d *DB) WasSent(peer, id string) bool {
+	found := false
+	d.db.View(func(tx *bolt.Tx) error {
+		if ids := sub(tx, bucketIDs, peer); ids != nil {
+			found = ids.Get(idKey(true, id)) != nil
+		}
+		return nil
+	})
+	return found
+}
+
+// LastSeq is the highest number of peer's messages stored. It implements
+// client.SeqStore.
+func (d *DB) LastSeq(peer string) uint64 {
+	c, _ := d.Contact(peer)
+	return c.InSeq
+}
+
+// MarkShown clears Unshown on a stored incoming message.
+func (d *DB) MarkShown(peer, id string) error {
+	return d.update(peer, id, false, func(m *Message) bool {
+		if !m.Unshown {
+			return false
+		}
+		m.Unshown = false
+		return true
+	})
+}
+
+// Unshown lists the incoming messages stored but not marked shown, oldest
+// first per peer.
+func (d *DB) Unshown() ([]Message, error) {
 	var out []Message
 	err := d.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
 			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
 				var m Message
-				if json.Unmarshal(v, &m) == nil && m.Out && m.Status == Sending {
+				if json.Unmarshal(v, &m) == nil && !m.Out && m.Unshown {
+					m.Seq = binary.BigEndian.Uint64(k)
 					out = append(out, m)
 				}
 				return nil
@@ -483,4 +590,31 @@ func (d *DB) Unsent() ([]Message, error) {
 		})
 	})
 	return out, err
+}
+
+// update applies f to the stored message (out or in) id with peer and
+// writes it back when f reports a change.
+func (d *DB) update(peer, id string, out bool, f func(*Message) bool) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		ids, msgs := sub(tx, bucketIDs, peer), sub(tx, bucketMsgs, peer)
+		if ids == nil || msgs == nil {
+			return nil
+		}
+		k := ids.Get(idKey(out, id))
+		if k == nil {
+			return nil
+		}
+		var m Message
+		if err := json.Unmarshal(msgs.Get(k), &m); err != nil {
+			return err
+		}
+		if !f(&m) {
+			return nil
+		}
+		v, err := json.Marshal(&m)
+		if err != nil {
+			return err
+		}
+		return msgs.Put(k, v)
+	})
 }

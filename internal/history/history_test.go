@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/proto"
 )
 
 func openT(t *testing.T, path string) *DB {
@@ -66,12 +67,41 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	if last, _ := d.Messages("bob", 1); len(last) != 1 || last[0].ID != "o1" {
 		t.Fatalf("limit: %+v", last)
 	}
-	// A message still "sending" when the last session ended is listed to
-	// be sent again; delivered ones are not.
-	d.SaveOutgoing("bob", "o2", "lost?", 3, Sending)
+	// As the client's outbox: a queued message is numbered and listed to
+	// be sent again until it is finished; delivered ones are not.
+	q := &client.OutMessage{ID: "o2", To: "bob", Text: "lost?", Time: 3}
+	if err := d.Queue(q); err != nil || q.Seq != 1 {
+		t.Fatalf("queue: seq %d, %v", q.Seq, err)
+	}
+	q2 := &client.OutMessage{ID: "o3", To: "bob", Text: "and this", Time: 4}
+	d.Queue(q2)
+	if q2.Seq != 2 || !d.WasSent("bob", "o2") || d.WasSent("bob", "m1") || d.WasSent("carol", "o2") {
+		t.Fatalf("seq %d; WasSent wrong", q2.Seq)
+	}
 	unsent, err := d.Unsent()
-	if err != nil || len(unsent) != 1 || unsent[0].ID != "o2" || unsent[0].Peer != "bob" || unsent[0].Text != "lost?" || unsent[0].Time != 3 {
+	if err != nil || len(unsent) != 2 || unsent[0].ID != "o2" || unsent[0].To != "bob" || unsent[0].Text != "lost?" || unsent[0].Time != 3 || unsent[0].Seq != 1 {
 		t.Fatalf("unsent: %+v %v", unsent, err)
+	}
+	d.Finish("bob", "o2", "")
+	d.Finish("bob", "o3", proto.CodeNotAccepted)
+	if unsent, _ := d.Unsent(); len(unsent) != 0 {
+		t.Fatalf("finished messages still unsent: %+v", unsent)
+	}
+	if ms, _ := d.Messages("bob", 10); ms[len(ms)-1].Status != Failed || ms[len(ms)-1].Refused != proto.CodeNotAccepted || ms[len(ms)-2].Status != Delivered {
+		t.Fatalf("after finish: %+v", ms[len(ms)-2:])
+	}
+	// Incoming order and shown marks.
+	d.TrackShown()
+	d.SaveIncoming(client.MessageEvent{From: "bob", ID: "m9", Text: "x", Seq: 7})
+	if d.LastSeq("bob") != 7 || d.LastSeq("carol") != 0 {
+		t.Fatalf("last seq %d", d.LastSeq("bob"))
+	}
+	if un, _ := d.Unshown(); len(un) != 1 || un[0].ID != "m9" {
+		t.Fatalf("unshown: %+v", un)
+	}
+	d.MarkShown("bob", "m9")
+	if un, _ := d.Unshown(); len(un) != 0 {
+		t.Fatalf("unshown after mark: %+v", un)
 	}
 }
 

@@ -27,7 +27,6 @@ import (
 type Client interface {
 	Events() <-chan client.Event
 	Send(ctx context.Context, peer, text string) (string, error)
-	Resend(ctx context.Context, peer, id, text string, ts int64) error
 	Call(ctx context.Context, peer string) error
 	Answer(ctx context.Context, peer string) error
 	Decline(ctx context.Context, peer string) error
@@ -187,17 +186,11 @@ func newModel(ctx context.Context, cfg Config) *model {
 		conn:     "connecting…",
 		histIdx:  -1,
 	}
-	// Messages the last session handed over without a receipt go out
-	// again under their ids; receivers drop ones they already have.
+	// The client sends again, under their ids, the messages the last
+	// session handed over without a receipt (the history is its outbox);
+	// receivers drop ones they already have.
 	if unsent, err := m.db.Unsent(); err == nil && len(unsent) > 0 {
-		failed := 0
-		for _, u := range unsent {
-			if err := m.c.Resend(ctx, u.Peer, u.ID, u.Text, u.Time); err != nil {
-				m.db.SetStatus(u.Peer, u.ID, history.Failed)
-				failed++
-			}
-		}
-		m.setNotice(failed > 0, "%d message(s) from the last session sent again (%d could not be)", len(unsent), failed)
+		m.setNotice(false, "%d message(s) from the last session are being sent again", len(unsent))
 	}
 	m.reloadContacts()
 	if len(m.contacts) > 0 {
@@ -322,9 +315,8 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.setNotice(true, "not sent to %s: %v", msg.peer, msg.err)
 			return m, nil
 		}
-		if err := m.db.SaveOutgoing(msg.peer, msg.id, msg.text, msg.ts, history.Sending); err != nil {
-			m.setNotice(true, "history: %v", err)
-		}
+		// The client queued it in the history (its outbox) before Send
+		// returned; receipts may have come first.
 		if st, ok := m.early[msg.id]; ok {
 			delete(m.early, msg.id)
 			m.db.SetStatus(msg.peer, msg.id, st)
@@ -432,6 +424,10 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 			}
 		}
 		m.setNotice(true, "%s", e.Err.Message)
+	case client.SecurityEvent:
+		// Loud: a tampered link is someone trying to listen in.
+		m.setNotice(true, "SECURITY: %s", e.Message)
+		return m.bell()
 	}
 	return nil
 }
@@ -499,7 +495,11 @@ func (m *model) onCall(e client.CallEvent) tea.Cmd {
 		if m.ringing == e.With {
 			m.ringing = ""
 		}
-		m.setNotice(false, "call with %s ended: %s", e.With, e.Reason)
+		if e.PeerReason != "" { // the peer's words, never ours
+			m.setNotice(false, "call with %s ended: %s (%s: “%s”)", e.With, e.Reason, e.With, e.PeerReason)
+		} else {
+			m.setNotice(false, "call with %s ended: %s", e.With, e.Reason)
+		}
 		if m.cfg.Muted != nil {
 			m.cfg.Muted.Store(false)
 		}

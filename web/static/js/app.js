@@ -7,6 +7,7 @@ import { Chat } from "./chat.js";
 import { Files, humanBytes } from "./files.js";
 import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
+import { signSDP, verifySDP } from "./sdpsig.js";
 import { checkName, normalizeName, safeFileName } from "./proto.js";
 import { Signaling } from "./signaling.js";
 import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
@@ -133,6 +134,9 @@ class App {
     this.links = new Links({
       me: name,
       send: (type, to, body) => sig.send(type, to, body),
+      sign: (type, to, body) => signSDP(this.identity, type, name, to, body),
+      // The key we trust for a peer: pinned on first contact, else presence's.
+      verify: (type, from, body) => verifySDP(pins.get(from) || this.presence.get(from)?.publicKey || "", type, from, name, body),
       iceServers: () => this.iceServers,
       rtcConfig: () => (this.relayOnly ? { iceTransportPolicy: "relay" } : {}),
       hooks: {
@@ -147,6 +151,10 @@ class App {
         onMessage: (l, m) => this.chat.onDCMessage(l, m),
         onTrack: (l, stream) => this.#attachAudio(l.peer, stream),
         onDataChannel: (l, dc) => this.files.onDataChannel(l, dc),
+        onInsecure: (peer, why) => {
+          this.calls.onInsecure?.(peer, why);
+          this.showError(`Security: ${why}. Someone between you and ${peer} (the server?) may be trying to listen in; the connection was refused.`);
+        },
         onClosed: (l, reason) => {
           this.calls.onLinkClosed(l, reason);
           if (!this.links.get(l.peer)) this.#detachAudio(l.peer);
@@ -685,7 +693,7 @@ class App {
           const [sym, words] = TICKS[m.status] ?? ["", m.status];
           r.tick.className = `tick ${m.status}`;
           r.tick.textContent = sym;
-          const via = { direct: "direct", server: "via the server", offline: `sealed, kept by the server until ${this.peer} is back` }[m.path];
+          const via = { direct: "direct, end to end", server: "through the server, sealed end to end" }[m.path];
           r.tick.title = via ? `${words} (${via})` : words;
           r.tick.setAttribute("aria-label", words);
         }

@@ -6,7 +6,7 @@
 // track sends nothing). On hang-up the track is stopped and removed.
 
 import { randomID } from "./proto.js";
-import { mediaError } from "./words.js";
+import { cleanText, mediaError, peerEndWords } from "./words.js";
 
 /** getMic opens the microphone (deviceId "" = the default). */
 export async function getMic(deviceId) {
@@ -184,11 +184,11 @@ export class Calls extends EventTarget {
             this.answer();
             return;
           }
-          if (k.id !== id && !k.outgoing) this.sig.send("decline", peer, { call: id, reason: "busy" });
+          if (k.id !== id && !k.outgoing) this.sig.send("decline", peer, { call: id, code: "busy" });
           return;
         }
         if (k) {
-          this.sig.send("decline", peer, { call: id, reason: "busy" });
+          this.sig.send("decline", peer, { call: id, code: "busy" });
           return;
         }
         this.call = { id, peer, outgoing: false, accepted: false, state: "ringing", started: Date.now(), connectedAt: 0, muted: false, mic: null, micPromise: null };
@@ -203,12 +203,21 @@ export class Calls extends EventTarget {
         this.#maybeConnect();
         return;
       case "decline":
-        if (k && k.peer === peer && k.id === id) this.#end(env.body.reason === "busy" ? `${peer} is busy` : `${peer} declined`, false);
-        return;
       case "hangup":
-        if (k && k.peer === peer && k.id === id) this.#end(`${peer} hung up`, false);
+        if (k && k.peer === peer && k.id === id) {
+          const code = env.body.code || (env.type === "decline" ? "declined" : "hung_up");
+          // Our words from the peer's code; its own text, if any, only
+          // as its words.
+          const said = typeof env.body.reason === "string" && env.body.reason ? ` (${peer}: “${cleanText(env.body.reason)}”)` : "";
+          this.#end(peerEndWords(peer, code) + said, false);
+        }
         return;
     }
+  }
+
+  /** onInsecure ends a call whose link was refused as tampered with. */
+  onInsecure(peer) {
+    if (this.call?.peer === peer) this.#end(`the connection to ${peer} was tampered with on the way and refused`, true, "insecure");
   }
 
   /** onLinkState follows the link of the call's peer. */
@@ -223,9 +232,9 @@ export class Calls extends EventTarget {
     const k = this.call;
     if (!k || k.peer !== link.peer) return;
     if (reason.startsWith("no network path")) {
-      this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true);
+      this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
     } else if (k.state === "connected") {
-      this.#end(`the connection to ${k.peer} was lost`, true);
+      this.#end(`the connection to ${k.peer} was lost`, true, "no_path");
     } else if ((k.accepted || k.outgoing) && (reason === "closed by peer" || reason === "replaced by a new offer")) {
       // Glare replaced the link, or the peer closed it: make sure a fresh
       // one carries the call (an incoming offer may already have made it).
@@ -241,7 +250,7 @@ export class Calls extends EventTarget {
   /** tick times out calls nobody answers. */
   tick(now = Date.now()) {
     const k = this.call;
-    if (k && k.state !== "connected" && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true);
+    if (k && k.state !== "connected" && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
   }
 
   async #maybeConnect() {
@@ -263,13 +272,19 @@ export class Calls extends EventTarget {
     }
   }
 
-  #end(reason, notify) {
+  /**
+   * #end ends the call; notify tells the peer with a hangup (a decline
+   * while it still rings for us) carrying code (proto.EndCode), never our
+   * words: the peer words it itself.
+   */
+  #end(reason, notify, code = "hung_up") {
     const k = this.call;
     if (!k) return;
     this.call = null;
     if (notify) {
       const type = !k.outgoing && !k.accepted ? "decline" : "hangup";
-      this.sig.send(type, k.peer, { call: k.id, reason: reason.slice(0, 256) });
+      if (type === "decline" && code === "hung_up") code = "declined";
+      this.sig.send(type, k.peer, { call: k.id, code });
     }
     const l = this.links.get(k.peer);
     if (l?.sender && !l.closed) l.sender.replaceTrack(null).catch(() => {});

@@ -1,12 +1,14 @@
 // Chat: messages over the link's data channel when it is open, through the
-// server otherwise (client/chat.go is the reference). Every message has a
-// sender-chosen id; the receiver shows it once per id and always answers
-// with a "delivered" receipt. A message with no receipt after resendAfter is
-// sent again through the server, so it arrives even when the data channel
-// silently dies. A message for someone offline is sealed end to end
-// (sealed.js) and left with the server: "stored" (✓) when the server has
-// it, "delivered" (✓✓) when the recipient's receipt comes back as
-// sealed_receipt, however much later.
+// server otherwise — always sealed end to end to the recipient (sealed.js),
+// so the server never reads what people say (client/chat.go is the
+// reference). Every message has a sender-chosen id; the receiver shows it
+// once per id and always answers with a "delivered" receipt (one that
+// refuses it says why, e.g. cannot_open). A message with no receipt after
+// resendAfter is sent again through the server, so it arrives even when
+// the data channel silently dies. Through the server it is "stored" (✓)
+// when the server has it, online recipient or not, and "delivered" (✓✓)
+// when the recipient's receipt comes back as sealed_receipt, however much
+// later.
 
 import { pins } from "./identity.js";
 import { checkText, randomID } from "./proto.js";
@@ -17,12 +19,19 @@ const RANK = { sending: 0, sent: 1, stored: 1.5, delivered: 2 };
 const TRANSIENT = new Set(["not_signed_in", "timeout", "superseded", "internal"]);
 const MAX_SEEN = 4096; // ids remembered per peer for duplicate suppression
 
+/** refusedWords says why a recipient refused a message (proto.Receipt.Refused). */
+function refusedWords(peer, code) {
+  if (code === "not_accepted") return `not delivered: ${peer} takes messages from contacts only`;
+  if (code === "cannot_open") return `not delivered: ${peer} could not open it`;
+  return `not delivered: refused by ${peer} (${code})`;
+}
+
 /**
  * Chat keeps conversations and emits "change" (detail {peer}) whenever
  * one changes. A message is
  *   {id, peer, dir: "in"|"out"|"note", text, ts,
  *    status: "sending"|"sent"|"stored"|"delivered"|"failed"|"received"|"note",
- *    path: "direct"|"server"|"offline", error}
+ *    path: "direct"|"server", error}
  * peers(name) returns what presence says of name: {status, publicKey, encKey, encSig}.
  */
 export class Chat extends EventTarget {
@@ -106,14 +115,14 @@ export class Chat extends EventTarget {
     return !!(this.identity?.encKeyPair && p?.encKey && p?.publicKey);
   }
 
-  #offline(peer) {
-    return this.peers(peer)?.status === "offline";
-  }
-
+  /**
+   * #transmit sends m on its one route: the open data channel (unless it
+   * gave no receipt in time: viaServer), else sealed through the server.
+   */
   #transmit(m, viaServer) {
     m.lastSent = Date.now();
     m.sends++;
-    if (m.sealed || (this.#offline(m.peer) && this.canSeal(m.peer))) {
+    if (m.sealed) {
       this.#sendSealed(m);
       return;
     }
@@ -128,30 +137,27 @@ export class Chat extends EventTarget {
       }
     }
     if (!this.sig.online) return; // sent again on reconnect
-    this.sig.request("chat", m.peer, { id: m.id, text: m.text, ts: m.ts, ...(m.file ? { file: m.file } : {}) }, { id: m.id }).then(
-      () => this.#advance(m, "sent", "server"),
-      (e) => {
-        if (this.pending.get(m.id) !== m) return;
-        if (e.code === "offline") {
-          if (this.canSeal(m.peer)) this.#sendSealed(m); // left with the server, sealed
-          else this.#fail(m, `${m.peer} is offline; not delivered`);
-        } else if (e.code === "rate_limited" || e.code === "too_large" || e.code === "bad_request") {
-          this.#fail(m, e.message || e.code);
-        }
-        // not_signed_in, timeout, superseded: the resend timer or reconnect retries.
-      },
-    );
+    if (!this.canSeal(m.peer)) {
+      // No encryption key for the peer yet (presence brings it): the
+      // message waits; it never goes through the server in the clear.
+      m.error = `waiting for ${m.peer}’s encryption key`;
+      this.#changed(m.peer);
+      return;
+    }
+    this.#sendSealed(m);
   }
 
   /**
-   * #sendSealed seals m to its offline peer (once; a resend reuses the
-   * sealed body, which the server stores once per id) and leaves it with
-   * the server. Stored: no more resends; the receipt comes as sealed_receipt.
+   * #sendSealed seals m to its peer (once; a resend reuses the sealed body,
+   * which the server stores once per id) and hands it to the server, which
+   * passes it on now or keeps it until the peer signs in. Stored: no more
+   * resends; the receipt comes as sealed_receipt.
    */
   async #sendSealed(m) {
     if (m.sealing) return;
     m.sealing = true;
     m.sealed = true;
+    m.error = "";
     try {
       if (!m.sealedBody) {
         const p = this.peers(m.peer) ?? {};
@@ -166,10 +172,16 @@ export class Chat extends EventTarget {
       await this.sig.request("sealed", m.peer, m.sealedBody, { id: m.id });
       if (this.pending.get(m.id) !== m) return;
       this.pending.delete(m.id);
-      this.#advance(m, "stored", "offline");
+      this.#advance(m, "stored", "server");
     } catch (e) {
       if (this.pending.get(m.id) !== m) return;
-      if (!TRANSIENT.has(e.code)) this.#fail(m, `${m.peer} is offline and the message could not be left for them: ${e.message || e.code}`);
+      if (e.code === "over_budget") {
+        m.error = `${m.peer}’s mailbox is full; the message waits and is sent again`;
+        m.sends = 0; // held, never dropped
+        this.#changed(m.peer);
+      } else if (!TRANSIENT.has(e.code)) {
+        this.#fail(m, `the message could not be handed to the server for ${m.peer}: ${e.message || e.code}`);
+      }
     } finally {
       m.sealing = false;
     }
@@ -226,18 +238,13 @@ export class Chat extends EventTarget {
       }
       if (!ok) this.sig.send("delivered", link.peer, { id: msg.id });
     } else if (msg.type === "delivered") {
-      this.#receipt(link.peer, msg.id, "direct");
+      this.#receipt(link.peer, msg.id, "direct", msg.code);
     }
   }
 
-  /** onServer handles chat and receipts routed through the server. */
+  /** onServer handles receipts routed through the server (chat comes sealed: onSealed). */
   onServer(env) {
-    if (env.type === "chat") {
-      this.#deliver(env.from, env.body.id, env.body.text, env.body.ts, "server", env.body.file);
-      this.sig.send("delivered", env.from, { id: env.body.id });
-    } else if (env.type === "delivered") {
-      this.#receipt(env.from, env.body.id, "server");
-    }
+    if (env.type === "delivered") this.#receipt(env.from, env.body.id, "server", env.body.refused);
   }
 
   /**
@@ -245,9 +252,11 @@ export class Chat extends EventTarget {
    * offline (proto.Sealed). Messages are opened one at a time, in the
    * order the server sent them; each is shown once per id, and the
    * receipt goes back after it is shown (so the sender's ✓✓ means it is on
-   * screen). One that is sealed with a key we do not trust for its sender,
-   * or that does not open, gets a note in the conversation and no receipt:
-   * it stays with the server.
+   * screen). One sealed with a key we do not trust for its sender gets a
+   * note and no receipt: it stays with the server until that is settled.
+   * One that does not open can never be opened here: it gets a note and a
+   * receipt refusing it (cannot_open), so the server drops it and the
+   * sender learns why.
    */
   onSealed(env) {
     const next = this.opening.then(() => this.#openSealed(env));
@@ -267,22 +276,23 @@ export class Chat extends EventTarget {
     try {
       m = await open(this.identity, this.sig.name, from, body);
     } catch (e) {
-      this.#note(from, body.id, `${from} left you a sealed message that could not be opened: ${e.message}.`);
+      this.#note(from, body.id, `${from} sent you a sealed message that could not be opened: ${e.message}.`);
+      this.sig.send("delivered", from, { id: body.id, refused: "cannot_open" });
       return;
     }
     pins.pin(from, body.sender_key);
-    this.#deliver(from, m.id, m.text, m.ts, "offline", m.file);
+    this.#deliver(from, m.id, m.text, m.ts, "server", m.file);
     this.sig.send("delivered", from, { id: m.id });
   }
 
   /** onSealedReceipt: our sealed message reached its recipient (sealed_receipt, from = recipient). */
   onSealedReceipt(env) {
-    this.#receipt(env.from, env.body.id, "offline");
+    this.#receipt(env.from, env.body.id, "server", env.body.refused);
   }
 
   #note(from, id, text) {
     if (!this.#firstTime(from, "note:" + id)) return;
-    this.#list(from).push({ id, peer: from, dir: "note", text, ts: Date.now(), status: "note", path: "offline", error: "" });
+    this.#list(from).push({ id, peer: from, dir: "note", text, ts: Date.now(), status: "note", path: "server", error: "" });
     this.#bump(from);
     this.#changed(from);
   }
@@ -314,9 +324,13 @@ export class Chat extends EventTarget {
     return true;
   }
 
-  #receipt(from, id, path) {
+  #receipt(from, id, path, refused = "") {
     const m = this.outgoing.get(id);
     if (!m || m.peer !== from || m.status === "delivered") return;
+    if (refused) {
+      this.#fail(m, refusedWords(from, refused));
+      return;
+    }
     this.pending.delete(id);
     m.status = "delivered";
     m.error = "";

@@ -86,11 +86,17 @@ export function toRTCIceServers(list) {
  *   onTrack(link, stream)    remote audio arrived
  *   onDataChannel(link, dc)  the peer opened a data channel (a file transfer's)
  *   onClosed(link, reason)   link closed (by us, the peer, or failure)
+ *   onInsecure(peer, why)    an offer or answer from peer was not signed by its key: refused
+ * sign(type, to, body) signs an SDP body we send (sdpsig.js) and
+ * verify(type, from, body) rejects one we receive that is not signed by
+ * the key we trust for its sender.
  */
 export class Links {
-  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}) }) {
+  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}), sign, verify }) {
     this.me = me;
     this.send = send; // (type, to, body) => bool
+    this.sign = sign; // async (type, to, body) => body with sig
+    this.verify = verify; // async (type, from, body), throws when not signed by from
     this.iceServers = iceServers; // () => RTCIceServer[]
     this.hooks = hooks;
     this.rtcConfig = rtcConfig; // () => extra RTCConfiguration (e.g. relay-only)
@@ -119,7 +125,8 @@ export class Links {
         const offer = await l.pc.createOffer();
         await l.pc.setLocalDescription(offer);
         if (l.closed) return;
-        if (!this.send("offer", peer, { session: l.session, sdp: l.pc.localDescription.sdp })) {
+        const body = await this.sign("offer", peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+        if (!this.send("offer", peer, body)) {
           throw new Error("not connected to the server");
         }
         this.#localSent(l);
@@ -138,6 +145,17 @@ export class Links {
   async #handle(env) {
     const peer = env.from;
     const b = env.body;
+    if (env.type === "offer" || env.type === "answer") {
+      try {
+        await this.verify(env.type, peer, b);
+      } catch (e) {
+        console.error("parley: refused an unsigned or tampered", env.type, "from", peer, e.message);
+        const l = this.links.get(peer);
+        if (l && l.session === b.session) this.close(peer, l, "insecure", true);
+        this.hooks.onInsecure?.(peer, e.message);
+        return;
+      }
+    }
     switch (env.type) {
       case "offer": {
         const cur = this.links.get(peer);
@@ -159,7 +177,8 @@ export class Links {
           await l.pc.setLocalDescription(await l.pc.createAnswer());
           if (l.closed) return;
           await this.#flushIn(l);
-          if (!this.send("answer", peer, { session: l.session, sdp: l.pc.localDescription.sdp })) {
+          const body = await this.sign("answer", peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+          if (!this.send("answer", peer, body)) {
             throw new Error("not connected to the server");
           }
           this.#localSent(l);
@@ -229,7 +248,7 @@ export class Links {
       l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
       await l.pc.setLocalDescription(await l.pc.createOffer({ iceRestart: true }));
       l.remoteSet = false; // the answer to this offer is awaited
-      this.send("offer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+      this.send("offer", l.peer, await this.sign("offer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp }));
     } catch (e) {
       console.warn("parley: ICE restart with", l.peer, e);
     }
@@ -241,7 +260,7 @@ export class Links {
       l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
       await l.pc.setRemoteDescription({ type: "offer", sdp });
       await l.pc.setLocalDescription(await l.pc.createAnswer());
-      this.send("answer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp });
+      this.send("answer", l.peer, await this.sign("answer", l.peer, { session: l.session, sdp: l.pc.localDescription.sdp }));
     } catch (e) {
       console.warn("parley: answering ICE restart from", l.peer, e);
     }

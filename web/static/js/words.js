@@ -86,3 +86,31 @@ export function ago(ms, now = Date.now()) {
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} d ago`;
 }
+
+/**
+ * peerEndWords says in the page's own words why peer ended a call, from
+ * its code (proto.EndCode) only: whatever text the peer sent is shown
+ * apart, as its words.
+ */
+export function peerEndWords(peer, code) {
+  switch (code) {
+    case "declined":
+      return `${peer} declined`;
+    case "busy":
+      return `${peer} is busy`;
+    case "no_answer":
+      return "no answer";
+    case "no_path":
+      return `no network path: ${peer} could not reach you (firewalls or NATs block it and no relay was usable)`;
+    case "refused":
+      return `${peer} takes calls from contacts only`;
+    case "insecure":
+      return `${peer} refused the connection: it was tampered with on the way`;
+  }
+  return `${peer} hung up`;
+}
+
+/** cleanText drops control characters and bidirectional overrides from text someone else chose. */
+export function cleanText(s) {
+  return String(s).replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, "");
+}
