@@ -148,6 +148,15 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 			}
 			return
 		}
+		if c.refusedInsecure(peer) { // sdpsig.go
+			c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: s.Call, Code: proto.EndInsecure})
+			return
+		}
+		if c.cfg.Accept != nil && !c.cfg.Accept(peer) {
+			c.sendSig(proto.TypeDecline, peer, &proto.CallSignal{Call: s.Call, Code: proto.EndRefused})
+			c.events.push(RefusedEvent{From: peer, Kind: "call", ID: s.Call})
+			return
+		}
 		k = &call{id: s.Call, peer: peer, state: CallRinging, started: time.Now()}
 		c.calls[peer] = k
 		c.emitCall(k, "")

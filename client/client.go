@@ -175,6 +175,7 @@ type Client struct {
 	calls      map[string]*call
 	chat       chatState
 	waiters    map[string]func(error) // envelope id -> ack/error callback
+	insecure   map[string]time.Time   // peer -> when its tampered link was refused (sdpsig.go)
 	nat        natState               // NAT discovery (natreport.go)
 	relay      *relayer               // supernodes and their connections (relay.go)
 	files      *files                 // file transfers (files.go)
@@ -195,6 +196,7 @@ func New(cfg Config) (*Client, error) {
 		calls:    map[string]*call{},
 		chat:     newChatState(),
 		waiters:  map[string]func(error){},
+		insecure: map[string]time.Time{},
 		outbox:   cfg.Outbox,
 	}
 	if c.outbox == nil {

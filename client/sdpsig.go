@@ -2,6 +2,7 @@ package client
 
 import (
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/parley-voice/parley/proto"
@@ -51,13 +52,33 @@ func (c *Client) checkSDP(t proto.Type, peer string, s *proto.SDP) bool {
 	pe := err.(*proto.Error)
 	c.log.Error("client: refused an unsigned or tampered link description", "peer", peer, "type", t, "err", pe.Message)
 	c.events.push(SecurityEvent{With: peer, Code: pe.Code, Message: pe.Message})
+	// A call ringing now, or a ring that follows the refused offer, is
+	// declined as insecure: the peer learns why at once, not at a timeout.
+	c.insecure[peer] = time.Now()
 	if k := c.calls[peer]; k != nil {
 		c.endCallCode(peer, proto.EndInsecure, "the connection to "+peer+" was tampered with on the way and refused", "", true)
 	}
 	if l := c.links[peer]; l != nil && l.session == s.Session {
 		c.closeLink(peer, l, "insecure", true)
+	} else {
+		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: s.Session, Reason: "insecure"})
 	}
 	return false
+}
+
+// insecureFor is how long after refusing a peer's tampered link its rings
+// are declined as insecure.
+const insecureFor = 30 * time.Second
+
+// refusedInsecure reports whether peer's link was refused as tampered
+// with moments ago (loop goroutine).
+func (c *Client) refusedInsecure(peer string) bool {
+	t, ok := c.insecure[peer]
+	if ok && time.Since(t) > insecureFor {
+		delete(c.insecure, peer)
+		return false
+	}
+	return ok
 }
 
 // sanitizeText drops control characters (terminal escape sequences) and

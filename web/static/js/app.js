@@ -153,7 +153,7 @@ class App {
         onDataChannel: (l, dc) => this.files.onDataChannel(l, dc),
         onInsecure: (peer, why) => {
           this.calls.onInsecure?.(peer, why);
-          this.showError(`Security: ${why}. Someone between you and ${peer} (the server?) may be trying to listen in; the connection was refused.`);
+          this.showError(`Security: ${why}. Someone between you and ${peer} (the server?) may be trying to listen in; the connection was refused.`, true);
         },
         onClosed: (l, reason) => {
           this.calls.onLinkClosed(l, reason);

@@ -43,6 +43,7 @@ export class Calls extends EventTarget {
     this.call = null;
     this.last = null;
     this.micDeviceId = "";
+    this.insecure = new Map(); // peer -> when its tampered link was refused
   }
 
   #changed() {
@@ -176,6 +177,10 @@ export class Calls extends EventTarget {
     const k = this.call;
     switch (env.type) {
       case "ring":
+        if (Date.now() - (this.insecure.get(peer) ?? -Infinity) < 30000) {
+          this.sig.send("decline", peer, { call: id, code: "insecure" });
+          return;
+        }
         if (k && k.peer === peer) {
           if (k.outgoing && !k.accepted && this.sig.name > peer) {
             // Both rang at once: the smaller name's call stands; we answer it.
@@ -215,8 +220,12 @@ export class Calls extends EventTarget {
     }
   }
 
-  /** onInsecure ends a call whose link was refused as tampered with. */
+  /**
+   * onInsecure ends a call whose link was refused as tampered with, and
+   * declines peer's rings for a while (a ring follows its offer).
+   */
   onInsecure(peer) {
+    this.insecure.set(peer, Date.now());
     if (this.call?.peer === peer) this.#end(`the connection to ${peer} was tampered with on the way and refused`, true, "insecure");
   }
 

@@ -152,6 +152,7 @@ export class Links {
         console.error("parley: refused an unsigned or tampered", env.type, "from", peer, e.message);
         const l = this.links.get(peer);
         if (l && l.session === b.session) this.close(peer, l, "insecure", true);
+        else this.send("bye", peer, { session: b.session, reason: "insecure" });
         this.hooks.onInsecure?.(peer, e.message);
         return;
       }
