@@ -51,6 +51,7 @@ type outMsg struct {
 	stored   bool            // the server holds it (acked); the receipt will come
 	retryAt  time.Time       // held (mailbox full, no key yet) until then
 	warned   bool            // the user was told why it is held
+	refusals int             // the server refused it for now this many times
 }
 
 // inMsg is a received message waiting for an earlier one.
@@ -116,10 +117,16 @@ func (c *Client) loadOutbox() {
 	}
 }
 
-// enqueue makes m pending and sends it (loop goroutine).
+// enqueue makes m pending and sends it (loop goroutine). Behind a held
+// message to the same peer it waits its turn.
 func (c *Client) enqueue(m *outMsg) {
 	if _, dup := c.chat.pending[m.ID]; dup {
 		return // already on its way
+	}
+	for _, id := range c.chat.order {
+		if x := c.chat.pending[id]; x != nil && x.To == m.To && x.retryAt.After(m.retryAt) && x.refusals > 0 {
+			m.retryAt = x.retryAt
+		}
 	}
 	c.chat.pending[m.ID] = m
 	c.chat.order = append(c.chat.order, m.ID)
@@ -183,18 +190,39 @@ func (c *Client) onSealedAnswer(m *outMsg, err error) {
 		c.events.push(ErrorEvent{Err: asProtoError(err), Ref: m.ID})
 	default:
 		// over_budget (the peer's mailbox is full), rate_limited,
-		// unavailable: held and sent again later, never dropped.
-		m.retryAt = time.Now().Add(retryAfterRefusal)
-		c.log.Info("client: message held by the server's refusal", "to", m.To, "id", m.ID, "err", err)
-		if code == proto.CodeOverBudget {
+		// unavailable: held and sent again later, never dropped. The
+		// ones after it to the same peer wait with it, so they reach the
+		// mailbox in their order.
+		m.refusals++
+		wait := min(retryAfterRefusal<<min(m.refusals-1, 4), maxRetryAfterRefusal)
+		c.holdFrom(m, time.Now().Add(wait))
+		c.log.Info("client: message held by the server's refusal", "to", m.To, "id", m.ID, "err", err, "retry", wait)
+		if code == proto.CodeOverBudget && m.refusals == 1 {
 			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOverBudget, "%s's mailbox is full; the message waits here and is sent again later", m.To), Ref: m.ID})
 		}
 	}
 }
 
 // retryAfterRefusal is how long a message the server refused for now
-// (a full mailbox) waits before it is sent again.
-const retryAfterRefusal = 30 * time.Second
+// (a full mailbox) first waits before it is sent again; the wait doubles
+// up to maxRetryAfterRefusal.
+const (
+	retryAfterRefusal    = 2 * time.Second
+	maxRetryAfterRefusal = 30 * time.Second
+)
+
+// holdFrom holds m and every later pending message to the same peer until at.
+func (c *Client) holdFrom(m *outMsg, at time.Time) {
+	from := slices.Index(c.chat.order, m.ID)
+	if from < 0 {
+		return
+	}
+	for _, id := range c.chat.order[from:] {
+		if x := c.chat.pending[id]; x != nil && x.To == m.To && !x.stored {
+			x.retryAt = at
+		}
+	}
+}
 
 func asProtoError(err error) *proto.Error {
 	var pe *proto.Error

@@ -239,7 +239,7 @@ or a restart of either side.`)
 	go func() { runErr <- c.Run(ctx) }()
 	switch {
 	case f.json:
-		err = chatJSON(ctx, c, hist, os.Stdin, stdout)
+		err = chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
 	case useTUI:
 		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
 			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})

@@ -161,11 +161,11 @@ func errorJSON(err error) any {
 }
 
 // chatJSON runs the scriptable mode until quit, EOF on stdin, or ctx.
-// A message event is printed after the message is stored (and before
-// anything else reads the history as shown): hist marks it shown once the
-// line is written, and messages a kill cut off between the two are
-// printed first at the next start, so each is printed once.
-func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, in io.Reader, out io.Writer) error {
+// A message event is printed after the message is stored and acknowledged:
+// shown (PROFILE/shown.log at once, the history after it) when its line is
+// written, and a message a kill cut off between store and print is printed
+// first at the next start, so each is printed once.
+func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile string, in io.Reader, out io.Writer) error {
 	var mu sync.Mutex // guards enc
 	enc := json.NewEncoder(out)
 	emit := func(v any) {
@@ -173,19 +173,28 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, in io.Rea
 		defer mu.Unlock()
 		enc.Encode(v)
 	}
-	if unshown, err := hist.Unshown(); err == nil {
-		for _, m := range unshown {
-			emit(eventJSON(client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path}))
-			hist.MarkShown(m.Peer, m.ID)
-		}
+	shown, seen, err := openShownLog(profile)
+	if err != nil {
+		return err
 	}
+	defer shown.close()
+	err = replayUnshown(hist, seen, func(m history.Message) {
+		emit(eventJSON(client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path}))
+	})
+	if err != nil {
+		return err
+	}
+	shown.caughtUp(true)
 	go func() {
 		for ev := range c.Events() {
 			emit(eventJSON(ev))
 			if m, ok := ev.(client.MessageEvent); ok {
+				shown.note(m.From, m.ID)
 				if err := hist.MarkShown(m.From, m.ID); err != nil {
 					emit(errorJSON(err))
+					continue
 				}
+				shown.caughtUp(false)
 			}
 		}
 	}()

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -317,15 +318,41 @@ func TestChatOptInSupernode(t *testing.T) {
 }
 
 // stop interrupts the process and waits for it to exit.
-func (p *proc) stop() {
+func (p *proc) stop() { p.t.Helper(); p.stopSignal("SIGINT") }
+
+// stopSignal sends SIGINT or SIGTERM and waits for the process to exit.
+func (p *proc) stopSignal(sig string) {
 	p.t.Helper()
-	p.cmd.Process.Signal(os.Interrupt)
+	s := os.Signal(os.Interrupt)
+	if sig == "SIGTERM" {
+		s = syscall.SIGTERM
+	}
+	p.cmd.Process.Signal(s)
+	p.wait(10 * time.Second)
+}
+
+// kill ends the process with SIGKILL, as a crash or power loss of the
+// process would, and reaps it.
+func (p *proc) kill() {
+	p.t.Helper()
+	p.cmd.Process.Kill()
+	p.wait(10 * time.Second)
+}
+
+func (p *proc) wait(d time.Duration) {
+	p.t.Helper()
 	exited := make(chan error, 1)
 	go func() { exited <- p.cmd.Wait() }()
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(d):
 		p.cmd.Process.Kill()
-		p.t.Fatalf("%s did not exit on interrupt", p.cmd.Args[1])
+		p.t.Fatalf("%s did not exit", p.cmd.Args[1])
 	}
+	// Let the reader take the last lines.
+	p.mu.Lock()
+	for !p.done {
+		p.cond.Wait()
+	}
+	p.mu.Unlock()
 }

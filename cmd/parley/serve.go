@@ -49,6 +49,7 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 	listen := fs.String("listen", "127.0.0.1:8080", "TCP address of the web page, WebSocket and (on a public address) TURN over TCP/TLS; :443 on a server (port 0 picks one)")
 	data := fs.String("data", defaultDataDir(), "directory for the name registry, offline mail, ACME certificates and the built-in supernode's keys (empty: memory only)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	mailboxMessages := fs.Int("mailbox-messages", 200, "most sealed messages waiting on the server for one offline user (senders hold the rest and send them later)")
 	var allowOrigins stringList
 	fs.Var(&allowOrigins, "allow-origin", "extra browser origin (https://host[:port]) allowed to open the WebSocket, e.g. a TLS proxy's (repeatable)")
 	stunf := addSTUNFlags(fs)
@@ -123,6 +124,7 @@ clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
 		Web:            web.Handler(),
 		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AllowedOrigins: allowOrigins,
+		Offline:        signal.OfflineLimits{MaxMessages: *mailboxMessages},
 		PublicHosts:    hosts,
 		Logger:         log,
 	})
