@@ -87,4 +87,3 @@ func replayUnshown(hist *history.DB, seen map[string]bool, print func(history.Me
 	}
 	return nil
 }
-
