@@ -211,6 +211,10 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 		switch x := e.(type) {
 		case client.FileOfferEvent:
 			first = time.Now()
+		case client.LinkEvent:
+			if x.State == "open" && x.Path != "" {
+				path = x.Path // the path the link opened on (a small file ends before any progress)
+			}
 		case client.FileProgressEvent:
 			path = x.Path
 		case client.FileDoneEvent:
