@@ -412,6 +412,12 @@ func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
 // AcceptFile accepts the offer id: bytes start to flow once a path to
 // the sender is up.
 func (c *Client) AcceptFile(ctx context.Context, id string) error {
+	return c.answerOffer(ctx, id, c.acceptFile)
+}
+
+// answerOffer runs answer (loop goroutine) on the offer id that waits
+// for our answer.
+func (c *Client) answerOffer(ctx context.Context, id string, answer func(*transfer)) error {
 	return c.do(ctx, func() error {
 		t := c.files.get(id)
 		if t == nil || t.rec.Out {
@@ -423,30 +429,17 @@ func (c *Client) AcceptFile(ctx context.Context, id string) error {
 		if state != FileOffered {
 			return fmt.Errorf("%w: transfer %s is %s", ErrNoTransfer, id, state)
 		}
-		c.acceptFile(t)
+		answer(t)
 		return nil
 	})
 }
 
 // DeclineFile refuses the offer id; the sender gets code declined.
 func (c *Client) DeclineFile(ctx context.Context, id, reason string) error {
-	return c.do(ctx, func() error {
-		t := c.files.get(id)
-		if t == nil || t.rec.Out {
-			return ErrNoTransfer
-		}
-		t.mu.Lock()
-		state := t.rec.State
-		t.mu.Unlock()
-		if state != FileOffered {
-			return fmt.Errorf("%w: transfer %s is %s", ErrNoTransfer, id, state)
-		}
-		if reason == "" {
-			reason = "declined by " + c.cfg.Name
-		}
-		c.endTransfer(t, FileDeclined, proto.CodeDeclined, reason, true)
-		return nil
-	})
+	if reason == "" {
+		reason = "declined by " + c.cfg.Name
+	}
+	return c.answerOffer(ctx, id, func(t *transfer) { c.endTransfer(t, FileDeclined, proto.CodeDeclined, reason, true) })
 }
 
 // CancelFile stops transfer id (either direction); the peer gets code

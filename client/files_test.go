@@ -3,10 +3,6 @@ package client_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,44 +10,11 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
 )
-
-// makeFile writes size random bytes to dir/name and returns its path and
-// SHA-256.
-func makeFile(t testing.TB, dir, name string, size int64) (string, string) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return p, hex.EncodeToString(h.Sum(nil))
-}
-
-// fileHash is the SHA-256 of the file at p.
-func fileHash(t testing.TB, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // receiving configures a client to take files into dir (state beside it).
 func receiving(dir string, mod func(*client.FileConfig)) func(*client.Config) {
@@ -121,7 +84,7 @@ func TestFileTransferDirect(t *testing.T) {
 	alice := startClient(t, srv.URL, "alice", nil, nil)
 	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, nil))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, sum := makeFile(t, t.TempDir(), "Ferien — Strand.jpg", 24<<20+12345)
+	src, sum := testutil.RandomFile(t, t.TempDir(), "Ferien — Strand.jpg", 24<<20+12345)
 	ctx := context.Background()
 	id, err := alice.SendFile(ctx, "bob", src)
 	if err != nil {
@@ -146,7 +109,7 @@ func TestFileTransferDirect(t *testing.T) {
 	if want := filepath.Join(dir, "downloads", "Ferien — Strand.jpg"); got.File != want {
 		t.Errorf("saved as %q, want %q", got.File, want)
 	}
-	if h := fileHash(t, got.File); h != sum {
+	if h := testutil.FileSHA256(t, got.File); h != sum {
 		t.Fatalf("received SHA-256 %s, sent %s", h, sum)
 	}
 	if sent.Sent != offer.Size || sent.Resumed != 0 || sent.File != src {
@@ -189,7 +152,7 @@ func TestFileDeclined(t *testing.T) {
 	alice := startClient(t, srv.URL, "alice", nil, nil)
 	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, nil))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, _ := makeFile(t, t.TempDir(), "notes.txt", 1000)
+	src, _ := testutil.RandomFile(t, t.TempDir(), "notes.txt", 1000)
 	ctx := context.Background()
 	id, err := alice.SendFile(ctx, "bob", src)
 	if err != nil {
@@ -224,7 +187,7 @@ func TestFileOverLimit(t *testing.T) {
 		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
 	}))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, _ := makeFile(t, t.TempDir(), "big.bin", 1<<20+1)
+	src, _ := testutil.RandomFile(t, t.TempDir(), "big.bin", 1<<20+1)
 	id, err := alice.SendFile(context.Background(), "bob", src)
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +214,7 @@ func TestFileUnsafeName(t *testing.T) {
 		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
 	}))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, sum := makeFile(t, t.TempDir(), "payload", 3000)
+	src, sum := testutil.RandomFile(t, t.TempDir(), "payload", 3000)
 	downloads := filepath.Join(dir, "downloads")
 	for _, tc := range []struct{ offered, saved string }{
 		{"../../evil.sh", "_.._evil.sh"},
@@ -273,7 +236,7 @@ func TestFileUnsafeName(t *testing.T) {
 		if d.File != filepath.Join(downloads, tc.saved) {
 			t.Errorf("%q saved as %q, want %q inside the download folder", tc.offered, d.File, tc.saved)
 		}
-		if fileHash(t, d.File) != sum {
+		if testutil.FileSHA256(t, d.File) != sum {
 			t.Errorf("%q: content differs", tc.offered)
 		}
 	}
@@ -292,14 +255,14 @@ func TestFileChangedAfterOffer(t *testing.T) {
 	alice := startClient(t, srv.URL, "alice", nil, nil)
 	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, nil))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, _ := makeFile(t, t.TempDir(), "doc.pdf", 200<<10)
+	src, _ := testutil.RandomFile(t, t.TempDir(), "doc.pdf", 200<<10)
 	ctx := context.Background()
 	id, err := alice.SendFile(ctx, "bob", src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bob.ev.Wait(t, wait, "offer", fileOffer(id))
-	makeFile(t, filepath.Dir(src), "doc.pdf", 200<<10) // same size, other bytes
+	testutil.RandomFile(t, filepath.Dir(src), "doc.pdf", 200<<10) // same size, other bytes
 	if err := bob.AcceptFile(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +286,7 @@ func TestFileOfferToOfflinePeer(t *testing.T) {
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
 	bob.stop()
 	alice.ev.Wait(t, wait, "bob leaves", offline("bob"))
-	src, sum := makeFile(t, t.TempDir(), "song.ogg", 3<<20)
+	src, sum := testutil.RandomFile(t, t.TempDir(), "song.ogg", 3<<20)
 	ctx := context.Background()
 	id, err := alice.SendFile(ctx, "bob", src)
 	if err != nil {
@@ -349,7 +312,7 @@ func TestFileOfferToOfflinePeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := mustDone(t, "bob", bob2.ev.Wait(t, wait, "bob has it", fileEnd(id)))
-	if fileHash(t, d.File) != sum {
+	if testutil.FileSHA256(t, d.File) != sum {
 		t.Fatal("content differs")
 	}
 	mustDone(t, "alice", alice.ev.Wait(t, wait, "alice hears", fileEnd(id)))
@@ -373,7 +336,7 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 	bobCfg := receiving(bobDir, func(f *client.FileConfig) { f.AutoAccept = func(string, proto.FileInfo) bool { return true } })
 	bob := startClient(t, srv.URL, "bob", bobKey, bobCfg)
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
-	src, sum := makeFile(t, t.TempDir(), "video.mp4", size)
+	src, sum := testutil.RandomFile(t, t.TempDir(), "video.mp4", size)
 	id, err := alice.SendFile(context.Background(), "bob", src)
 	if err != nil {
 		t.Fatal(err)
@@ -395,7 +358,7 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 	d := mustDone(t, "alice", alice.ev.Wait(t, 60*time.Second, "alice hears it arrived", fileEnd(id)))
 	t.Logf("restarted sender sent %d of %d bytes (%d resumed attempts)", d.Sent, size, d.Resumed)
 	got := mustDone(t, "bob", bob.ev.Wait(t, wait, "bob has it", fileEnd(id)))
-	if fileHash(t, got.File) != sum {
+	if testutil.FileSHA256(t, got.File) != sum {
 		t.Fatal("received file differs from the sent one")
 	}
 	// The restarted sender sent only what was missing: far less than the

@@ -82,7 +82,12 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 				conn.close()
 				return
 			}
+			// A connection made just as Run stops may never reach the
+			// loop (whose shutdown closes the ones it knows): close it
+			// when ctx ends, or the read below waits forever.
+			stop := context.AfterFunc(ctx, conn.close)
 			err = c.readLoop(ctx, conn, post)
+			stop()
 			conn.close()
 		}
 		if ctx.Err() != nil {

@@ -6,13 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/supernode"
 	"github.com/parley-voice/parley/supernode/supernodetest"
@@ -49,18 +49,6 @@ func takesFiles(t *testing.T, then func(*client.Config)) func(*client.Config) {
 	}
 }
 
-func hashOf(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 func fileEnded(id string) func(client.Event) bool {
 	return func(e client.Event) bool {
 		switch x := e.(type) {
@@ -87,7 +75,7 @@ func sendFileWait(t *testing.T, from, to *peer, toName, path, sum string, d time
 	if !ok {
 		t.Fatalf("sender: %+v", from.ev.Wait(t, d, "end", fileEnded(id)))
 	}
-	if h := hashOf(t, got.File); h != sum {
+	if h := testutil.FileSHA256(t, got.File); h != sum {
 		t.Fatalf("received SHA-256 %s, sent %s", h, sum)
 	}
 	return got, sent
@@ -240,7 +228,7 @@ func TestFileSurvivesSupernodeLoss(t *testing.T) {
 	if !ok {
 		t.Fatal("the transfer failed after the supernode stopped")
 	}
-	if h := hashOf(t, got.File); h != sum {
+	if h := testutil.FileSHA256(t, got.File); h != sum {
 		t.Fatalf("received SHA-256 %s, sent %s", h, sum)
 	}
 	sent := alice.ev.Wait(t, 10*time.Second, "alice hears", fileEnded(id)).(client.FileDoneEvent)

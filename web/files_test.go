@@ -13,9 +13,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
-	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -36,32 +34,6 @@ import (
 // on a direct path and relayed through a supernode, each received file
 // hashing like the sent one; an image shows as a thumbnail; a refused
 // offer and an unsafe name.
-
-// randomBytes writes n random bytes to a file in dir and returns its path,
-// the bytes and their SHA-256.
-func randomBytes(t *testing.T, dir, name string, n int) (string, []byte, string) {
-	t.Helper()
-	b := make([]byte, n)
-	rand.Read(b)
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return p, b, hex.EncodeToString(s[:])
-}
-
-func sha256File(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // pageFile is a transfer as the page's debug() shows it.
 type pageFile struct {
@@ -213,7 +185,7 @@ func TestBrowserFiles(t *testing.T) {
 			gopher.ev.Wait(t, wait, "gopher sees alice", isOnline("alice"+suffix))
 
 			// Browser -> Go, with the file button.
-			src, _, sum := randomBytes(t, files, "from-browser"+suffix+".bin", 3<<20+17)
+			src, sum := testutil.RandomFile(t, files, "from-browser"+suffix+".bin", 3<<20+17)
 			alice.click("contact-gopher" + suffix)
 			alice.upload(src)
 			offer := gopher.ev.Wait(t, wait, "gopher gets the page's offer", func(e client.Event) bool {
@@ -230,7 +202,7 @@ func TestBrowserFiles(t *testing.T) {
 			if !ok {
 				t.Fatalf("browser -> Go: %+v", gopher.ev.Wait(t, time.Second, "end", goFileEnd(offer.ID)))
 			}
-			if h := sha256File(t, got.File); h != sum || filepath.Dir(got.File) != inbox {
+			if h := testutil.FileSHA256(t, got.File); h != sum || filepath.Dir(got.File) != inbox {
 				t.Fatalf("Go saved %s with SHA-256 %s; sent %s", got.File, h, sum)
 			}
 			pf := alice.fileState(offer.ID, "done")
@@ -240,7 +212,7 @@ func TestBrowserFiles(t *testing.T) {
 			alice.waitFor("the sender's card says it arrived", `document.querySelector('[data-testid="file-card"][data-id="`+offer.ID+`"]').dataset.state === "done"`)
 
 			// Go -> browser: the page accepts by click and gets a download link.
-			src2, _, sum2 := randomBytes(t, files, "from-go"+suffix+".bin", 2<<20+5)
+			src2, sum2 := testutil.RandomFile(t, files, "from-go"+suffix+".bin", 2<<20+5)
 			id2, err := gopher.SendFile(ctx, "alice"+suffix, src2)
 			if err != nil {
 				t.Fatal(err)
@@ -279,7 +251,7 @@ func TestBrowserFiles(t *testing.T) {
 			}
 
 			// A bigger one browser -> browser, to see bytes move in pieces.
-			src4, _, sum4 := randomBytes(t, files, "video"+suffix+".mp4", 4<<20)
+			src4, sum4 := testutil.RandomFile(t, files, "video"+suffix+".mp4", 4<<20)
 			alice.upload(src4)
 			id4 := alice.transferNamed(filepath.Base(src4), true)
 			bob.clickFile(id4, "file-accept")
@@ -308,7 +280,7 @@ func TestBrowserFileRefusals(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 
-	src, _, _ := randomBytes(t, dir, "unwanted.bin", 1000)
+	src, _ := testutil.RandomFile(t, dir, "unwanted.bin", 1000)
 	id, err := gopher.SendFile(ctx, "alice", src)
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +295,7 @@ func TestBrowserFileRefusals(t *testing.T) {
 
 	// Over the page's limit (lowered for the test): refused without a click.
 	eval[bool](p, `(() => { window.parley.files.maxSize = 2000; return true; })()`)
-	big, _, _ := randomBytes(t, dir, "big.bin", 3000)
+	big, _ := testutil.RandomFile(t, dir, "big.bin", 3000)
 	id2, err := gopher.SendFile(ctx, "alice", big)
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +308,7 @@ func TestBrowserFileRefusals(t *testing.T) {
 	eval[bool](p, `(() => { window.parley.files.maxSize = 2 ** 31; return true; })()`)
 
 	// An unsafe name is offered for download under a safe one.
-	evil, _, sum := randomBytes(t, dir, "evil", 500)
+	evil, sum := testutil.RandomFile(t, dir, "evil", 500)
 	id3, err := gopher.SendFileNamed(ctx, "alice", evil, "../../.bashrc")
 	if err != nil {
 		t.Fatal(err)

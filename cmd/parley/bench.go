@@ -113,7 +113,12 @@ type benchClient struct {
 
 // waitFor reads events until match accepts one, for up to 10 s.
 func (b *benchClient) waitFor(match func(client.Event) bool) (client.Event, error) {
-	timeout := time.After(10 * time.Second)
+	return b.waitForLong(10*time.Second, match)
+}
+
+// waitForLong is waitFor with another deadline (a big file takes longer).
+func (b *benchClient) waitForLong(d time.Duration, match func(client.Event) bool) (client.Event, error) {
+	timeout := time.After(d)
 	for {
 		select {
 		case e, ok := <-b.events:
@@ -131,24 +136,10 @@ func (b *benchClient) waitFor(match func(client.Event) bool) (client.Event, erro
 
 func benchPair(ctx context.Context, url string, i int, signIn *[]time.Duration) (*benchClient, *benchClient, error) {
 	mk := func(name string, answer bool) (*benchClient, error) {
-		_, key, _ := ed25519.GenerateKey(nil)
-		c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly, AutoAnswer: answer})
+		start := time.Now()
+		bc, err := startBenchClient(ctx, client.Config{Server: url, Name: name, AutoAnswer: answer})
 		if err != nil {
 			return nil, err
-		}
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		start := time.Now()
-		go func() { c.Run(cctx); close(done) }()
-		bc := &benchClient{c: c, events: c.Events(), stop: func() {
-			cancel()
-			<-done
-			for range c.Events() {
-			}
-		}}
-		if _, err := bc.waitFor(func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok }); err != nil {
-			bc.stop()
-			return nil, fmt.Errorf("sign-in: %w", err)
 		}
 		*signIn = append(*signIn, time.Since(start))
 		return bc, nil
@@ -171,6 +162,31 @@ func benchPair(ctx context.Context, url string, i int, signIn *[]time.Duration) 
 		return nil, nil, err
 	}
 	return a, b, nil
+}
+
+// startBenchClient runs a client with cfg (a fresh key, ICE on loopback)
+// until ctx ends or its stop, and waits for it to sign in.
+func startBenchClient(ctx context.Context, cfg client.Config) (*benchClient, error) {
+	_, cfg.Key, _ = ed25519.GenerateKey(nil)
+	cfg.SettingEngine = client.LoopbackOnly
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { c.Run(cctx); close(done) }()
+	bc := &benchClient{c: c, events: c.Events(), stop: func() {
+		cancel()
+		<-done
+		for range c.Events() {
+		}
+	}}
+	if _, err := bc.waitFor(func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok }); err != nil {
+		bc.stop()
+		return nil, fmt.Errorf("sign-in: %w", err)
+	}
+	return bc, nil
 }
 
 // percentiles returns p50, p90 and max.

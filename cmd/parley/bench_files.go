@@ -182,25 +182,7 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 		policy = webrtc.ICETransportPolicyRelay
 	}
 	mk := func(name string, files client.FileConfig) (*benchClient, error) {
-		_, key, _ := ed25519.GenerateKey(nil)
-		c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly, ICETransportPolicy: policy, Files: files})
-		if err != nil {
-			return nil, err
-		}
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { c.Run(cctx); close(done) }()
-		bc := &benchClient{c: c, events: c.Events(), stop: func() {
-			cancel()
-			<-done
-			for range c.Events() {
-			}
-		}}
-		if _, err := bc.waitFor(func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok }); err != nil {
-			bc.stop()
-			return nil, err
-		}
-		return bc, nil
+		return startBenchClient(ctx, client.Config{Server: url, Name: name, ICETransportPolicy: policy, Files: files})
 	}
 	a, err := mk("bench-sender", client.FileConfig{})
 	if err != nil {
@@ -229,6 +211,10 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 		switch x := e.(type) {
 		case client.FileOfferEvent:
 			first = time.Now()
+		case client.LinkEvent:
+			if x.State == "open" && x.Path != "" {
+				path = x.Path // the path the link opened on (a small file ends before any progress)
+			}
 		case client.FileProgressEvent:
 			path = x.Path
 		case client.FileDoneEvent:
@@ -249,24 +235,6 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 	os.Remove(d.File)
 	note := fmt.Sprintf("SHA-256 checked; path %s", path)
 	return &fileRun{total: end.Sub(start), wire: end.Sub(first), note: note}, nil
-}
-
-// waitForLong is waitFor with a longer deadline (a big file).
-func (b *benchClient) waitForLong(d time.Duration, match func(client.Event) bool) (client.Event, error) {
-	timeout := time.After(d)
-	for {
-		select {
-		case e, ok := <-b.events:
-			if !ok {
-				return nil, errors.New("client stopped")
-			}
-			if match(e) {
-				return e, nil
-			}
-		case <-timeout:
-			return nil, errors.New("timed out")
-		}
-	}
 }
 
 func waitState(ctx context.Context, states <-chan proto.SupernodeState, want proto.SupernodeState) error {

@@ -1,18 +1,16 @@
 package main
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/parley-voice/parley/internal/testutil"
 )
 
 // TestFileResumesAfterReceiverIsKilled: bob's client is SIGKILLed halfway
@@ -78,36 +76,6 @@ func TestFileResumesAfterReceiverIsKilled(t *testing.T) {
 	}
 }
 
-func writeRandom(t *testing.T, p string, size int64) string {
-	t.Helper()
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func hashFile(t *testing.T, p string) string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // TestBenchFilesCommand: `parley bench files` sends a file direct and
 // relayed and prints both rates.
 func TestBenchFilesCommand(t *testing.T) {
@@ -124,3 +92,14 @@ func TestBenchFilesCommand(t *testing.T) {
 		}
 	}
 }
+
+func writeRandom(t *testing.T, p string, size int64) string {
+	t.Helper()
+	got, sum := testutil.RandomFile(t, filepath.Dir(p), filepath.Base(p), size)
+	if got != p {
+		t.Fatalf("wrote %s, not %s", got, p)
+	}
+	return sum
+}
+
+func hashFile(t *testing.T, p string) string { return testutil.FileSHA256(t, p) }

@@ -249,6 +249,8 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice.waitScreen("help", "/add NAME", "/verify")
 	alice.saveScreen("help")
 	alice.key("Escape")
+	// Escape alone: typed at once, the next keys would read as Alt+key.
+	alice.waitScreenFunc("help closed", func(s string) bool { return !strings.Contains(s, "Esc: close") })
 
 	// Add a contact: presence shows at once; the key is pinned.
 	alice.typeLine("/add bob")
