@@ -5,7 +5,7 @@
 GO ?= go
 FUZZTIME ?= 3s
 
-.PHONY: test deps vet unit fuzz bench build docs
+.PHONY: test deps vet unit fuzz bench soak build docs
 
 test: deps vet unit fuzz
 
@@ -24,6 +24,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+# Long runs: the message soak (1,000 messages through server, sender and
+# receiver crashes and a full mailbox) nine times.
+soak:
+	$(GO) test -race -count=9 -timeout 60m -run 'TestSoak' ./cmd/parley/
 
 build:
 	$(GO) build -o parley ./cmd/parley

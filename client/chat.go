@@ -44,14 +44,15 @@ const maxSeen = 4096
 // outMsg is a message (or file offer) on its way, until its receipt.
 type outMsg struct {
 	OutMessage
-	file     *proto.FileInfo // the offer of a file (files.go); not in the outbox
-	lastSent time.Time       // last transmission on any route
-	viaDC    bool            // the last transmission went on the data channel
-	inFlight bool            // sealed and sent, the server's answer awaited
-	stored   bool            // the server holds it (acked); the receipt will come
-	retryAt  time.Time       // held (mailbox full, no key yet) until then
-	warned   bool            // the user was told why it is held
-	refusals int             // the server refused it for now this many times
+	file       *proto.FileInfo // the offer of a file (files.go); not in the outbox
+	lastSent   time.Time       // last transmission on any route
+	viaDC      bool            // the last transmission went on the data channel
+	inFlight   bool            // sealed and sent, the server's answer awaited
+	stored     bool            // the server holds it (acked); the receipt will come
+	retryAt    time.Time       // held (mailbox full, no key yet) until then
+	warned     bool            // the user was told why it is held
+	refusals   int             // the server refused it for now this many times in a row
+	needServer bool            // the data channel gave no receipt in time: through the server next
 }
 
 // inMsg is a received message waiting for an earlier one.
@@ -117,57 +118,84 @@ func (c *Client) loadOutbox() {
 	}
 }
 
-// enqueue makes m pending and sends it (loop goroutine). Behind a held
-// message to the same peer it waits its turn.
+// enqueue makes m pending and sends it when its turn comes (loop goroutine).
 func (c *Client) enqueue(m *outMsg) {
 	if _, dup := c.chat.pending[m.ID]; dup {
 		return // already on its way
 	}
-	for _, id := range c.chat.order {
-		if x := c.chat.pending[id]; x != nil && x.To == m.To && x.retryAt.After(m.retryAt) && x.refusals > 0 {
-			m.retryAt = x.retryAt
-		}
-	}
 	c.chat.pending[m.ID] = m
 	c.chat.order = append(c.chat.order, m.ID)
-	c.transmit(m, time.Now(), false)
+	c.pump(m.To, time.Now())
 	if p, ok := c.presence[m.To]; ok && p.Online() && c.sig != nil {
 		c.ensureLink(m.To) // so later messages can go direct
 	}
 }
 
-// transmit sends m on its one route: the open data channel, unless it
-// gave no receipt in time (or viaServer), else sealed through the server.
-func (c *Client) transmit(m *outMsg, now time.Time, viaServer bool) {
-	if m.stored || m.inFlight || now.Before(m.retryAt) {
-		return
-	}
-	if l := c.links[m.To]; !viaServer && l != nil && l.dcOpen {
-		b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
-		if err == nil && l.dc.SendText(string(b)) == nil {
-			m.lastSent, m.viaDC = now, true
+// pump sends what is due of the messages pending for peer, in their order,
+// so none overtakes an earlier one on a slower route: a message goes on the
+// open data channel only while every earlier one did too; once an earlier
+// one is with the server (sealed, in flight or stored), the later ones
+// follow it there; behind one held (the server refused it for now, or there
+// is no key to seal to yet) they all wait; and after a refusal only that one
+// is tried until it gets through (loop goroutine).
+func (c *Client) pump(peer string, now time.Time) {
+	l := c.links[peer]
+	dcOK := l != nil && l.dcOpen
+	for _, id := range slices.Clone(c.chat.order) {
+		m := c.chat.pending[id]
+		if m == nil || m.To != peer {
+			continue
+		}
+		switch {
+		case m.stored:
+			dcOK = false
+			continue
+		case m.inFlight:
+			if m.refusals > 0 {
+				return // a retry probing the server: the rest wait for its answer
+			}
+			dcOK = false
+			continue
+		case m.viaDC && !m.needServer:
+			continue // on the data channel, its receipt awaited
+		case now.Before(m.retryAt):
+			return // held: everything after it waits
+		}
+		if dcOK && !m.needServer {
+			b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
+			if err == nil && l.dc.SendText(string(b)) == nil {
+				m.lastSent, m.viaDC = now, true
+				continue
+			}
+		}
+		if c.sig == nil {
+			return // sent on reconnect
+		}
+		if !c.sealRate.AllowN(now, 1) {
+			return // paced: the next tick goes on
+		}
+		dcOK = false
+		m.lastSent, m.viaDC, m.needServer = now, false, false
+		err := c.sendSealed(m) // offline.go
+		switch {
+		case err == nil:
+			if m.refusals > 0 {
+				return // probe: the rest follow once it is stored
+			}
+		case errors.Is(err, ErrUnknownPeer):
+			c.finish(m, proto.CodeNotFound)
+			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeNotFound, "not delivered: nobody named %s is known to the server", m.To), Ref: m.ID})
+		default:
+			// No key to seal to yet, or one not bound to the key we
+			// trust (a changed key to accept): held, tried again.
+			m.retryAt = now.Add(c.cfg.DeliveryTimeout)
+			if !m.warned {
+				m.warned = true
+				c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeForbidden, "not delivered yet to %s: %v; it waits here", m.To, err), Ref: m.ID})
+			}
+			c.log.Debug("client: message held", "to", m.To, "id", m.ID, "err", err)
 			return
 		}
-	}
-	if c.sig == nil {
-		return // sent on reconnect
-	}
-	m.lastSent, m.viaDC = now, false
-	err := c.sendSealed(m) // offline.go
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrUnknownPeer):
-		c.finish(m, proto.CodeNotFound)
-		c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeNotFound, "not delivered: nobody named %s is known to the server", m.To), Ref: m.ID})
-	default:
-		// No key to seal to yet, or one not bound to the key we trust
-		// (a changed key to accept): held, tried again.
-		m.retryAt = now.Add(c.cfg.DeliveryTimeout)
-		if !m.warned {
-			m.warned = true
-			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeForbidden, "not delivered yet to %s: %v; it waits here", m.To, err), Ref: m.ID})
-		}
-		c.log.Debug("client: message held", "to", m.To, "id", m.ID, "err", err)
 	}
 }
 
@@ -179,23 +207,25 @@ func (c *Client) onSealedAnswer(m *outMsg, err error) {
 	m.inFlight = false
 	switch code := proto.CodeOf(err); {
 	case err == nil:
+		m.refusals = 0
 		if !m.stored {
 			m.stored = true
 			c.events.push(StoredEvent{ID: m.ID, To: m.To})
 		}
+		c.pump(m.To, time.Now()) // what waited behind it
 	case errors.Is(err, ErrNotSignedIn):
 		// The connection dropped first: sent again on reconnect.
 	case code == proto.CodeNotFound || code == proto.CodeTooLarge || code == proto.CodeBadRequest || code == proto.CodeForbidden:
 		c.finish(m, code)
 		c.events.push(ErrorEvent{Err: asProtoError(err), Ref: m.ID})
+		c.pump(m.To, time.Now())
 	default:
 		// over_budget (the peer's mailbox is full), rate_limited,
-		// unavailable: held and sent again later, never dropped. The
-		// ones after it to the same peer wait with it, so they reach the
-		// mailbox in their order.
+		// unavailable: held and sent again later, never dropped; the
+		// ones after it wait behind it (pump).
 		m.refusals++
-		wait := min(retryAfterRefusal<<min(m.refusals-1, 4), maxRetryAfterRefusal)
-		c.holdFrom(m, time.Now().Add(wait))
+		wait := min(retryAfterRefusal<<min(m.refusals-1, 5), maxRetryAfterRefusal)
+		m.retryAt = time.Now().Add(wait)
 		c.log.Info("client: message held by the server's refusal", "to", m.To, "id", m.ID, "err", err, "retry", wait)
 		if code == proto.CodeOverBudget && m.refusals == 1 {
 			c.events.push(ErrorEvent{Err: proto.Errorf(proto.CodeOverBudget, "%s's mailbox is full; the message waits here and is sent again later", m.To), Ref: m.ID})
@@ -203,25 +233,31 @@ func (c *Client) onSealedAnswer(m *outMsg, err error) {
 	}
 }
 
+// Sealed messages leave at most this fast (a backlog of thousands after a
+// reconnect): under the server's per-connection limit (50/s, burst 200),
+// with room for receipts, candidates and the rest.
+const (
+	sealedPerSecond = 35
+	sealedBurst     = 120
+)
+
 // retryAfterRefusal is how long a message the server refused for now
 // (a full mailbox) first waits before it is sent again; the wait doubles
-// up to maxRetryAfterRefusal.
+// up to maxRetryAfterRefusal, and ends when the peer comes online.
 const (
-	retryAfterRefusal    = 2 * time.Second
+	retryAfterRefusal    = time.Second
 	maxRetryAfterRefusal = 30 * time.Second
 )
 
-// holdFrom holds m and every later pending message to the same peer until at.
-func (c *Client) holdFrom(m *outMsg, at time.Time) {
-	from := slices.Index(c.chat.order, m.ID)
-	if from < 0 {
-		return
-	}
-	for _, id := range c.chat.order[from:] {
-		if x := c.chat.pending[id]; x != nil && x.To == m.To && !x.stored {
-			x.retryAt = at
+// chatPeerOnline sends at once what waits for peer, who just came online
+// (its mailbox is being emptied) (loop goroutine).
+func (c *Client) chatPeerOnline(peer string) {
+	for _, m := range c.chat.pending {
+		if m.To == peer && !m.retryAt.IsZero() {
+			m.retryAt = time.Time{}
 		}
 	}
+	c.pump(peer, time.Now())
 }
 
 func asProtoError(err error) *proto.Error {
@@ -247,30 +283,26 @@ func (c *Client) finish(m *outMsg, refused proto.Code) {
 }
 
 // chatFlush sends pending messages for peer over its newly opened data channel.
-func (c *Client) chatFlush(peer string) {
-	now := time.Now()
-	for _, id := range c.chat.order {
-		if m := c.chat.pending[id]; m != nil && m.To == peer && !m.stored && !m.inFlight {
-			c.transmit(m, now, false)
-		}
-	}
-}
+func (c *Client) chatFlush(peer string) { c.pump(peer, time.Now()) }
 
 // chatTick sends again what is overdue and takes messages whose gap
 // waited long enough (loop goroutine).
 func (c *Client) chatTick(now time.Time) {
-	for _, id := range slices.Clone(c.chat.order) {
-		m := c.chat.pending[id]
-		if m == nil {
-			continue
+	due := map[string]bool{}
+	for _, m := range c.chat.pending {
+		if !m.stored && !m.inFlight && !m.viaDC && m.retryAt.IsZero() {
+			due[m.To] = true // waiting for its turn (pacing, a reconnect)
 		}
 		switch {
-		case m.viaDC && now.Sub(m.lastSent) >= c.cfg.DeliveryTimeout:
-			c.transmit(m, now, true) // the data channel gave no receipt
+		case m.viaDC && !m.needServer && now.Sub(m.lastSent) >= c.cfg.DeliveryTimeout:
+			m.needServer = true // the data channel gave no receipt
+			due[m.To] = true
 		case !m.retryAt.IsZero() && !now.Before(m.retryAt):
-			m.retryAt = time.Time{}
-			c.transmit(m, now, false)
+			due[m.To] = true
 		}
+	}
+	for peer := range due {
+		c.pump(peer, now)
 	}
 	for from, r := range c.chat.recv {
 		if len(r.held) > 0 && now.Sub(r.gapSince) >= gapWait {
@@ -280,14 +312,18 @@ func (c *Client) chatTick(now time.Time) {
 }
 
 // chatOnReconnect sends everything unreceipted again after a signaling
-// reconnect: the server may have lost what it held, and dedupes what not.
+// reconnect, through the server (it may have lost what it held, and dedupes
+// what it did not), in order.
 func (c *Client) chatOnReconnect() {
+	peers := map[string]bool{}
+	for _, m := range c.chat.pending {
+		m.stored, m.inFlight, m.retryAt, m.refusals = false, false, time.Time{}, 0
+		m.needServer = true
+		peers[m.To] = true
+	}
 	now := time.Now()
-	for _, id := range c.chat.order {
-		if m := c.chat.pending[id]; m != nil {
-			m.stored, m.inFlight, m.retryAt = false, false, time.Time{}
-			c.transmit(m, now, true)
-		}
+	for peer := range peers {
+		c.pump(peer, now)
 	}
 }
 

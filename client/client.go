@@ -20,6 +20,7 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 )
 
 // AudioSink receives the Opus RTP packets of a call.
@@ -174,11 +175,12 @@ type Client struct {
 	links      map[string]*link
 	calls      map[string]*call
 	chat       chatState
-	waiters    map[string]func(error) // envelope id -> ack/error callback
-	insecure   map[string]time.Time   // peer -> when its tampered link was refused (sdpsig.go)
-	nat        natState               // NAT discovery (natreport.go)
-	relay      *relayer               // supernodes and their connections (relay.go)
-	files      *files                 // file transfers (files.go)
+	waiters    map[string]waiter    // envelope id -> ack/error callback
+	sealRate   *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
+	insecure   map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
+	nat        natState             // NAT discovery (natreport.go)
+	relay      *relayer             // supernodes and their connections (relay.go)
+	files      *files               // file transfers (files.go)
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -195,7 +197,8 @@ func New(cfg Config) (*Client, error) {
 		links:    map[string]*link{},
 		calls:    map[string]*call{},
 		chat:     newChatState(),
-		waiters:  map[string]func(error){},
+		waiters:  map[string]waiter{},
+		sealRate: rate.NewLimiter(sealedPerSecond, sealedBurst),
 		insecure: map[string]time.Time{},
 		outbox:   cfg.Outbox,
 	}
@@ -327,6 +330,7 @@ func (c *Client) shutdown() {
 
 // onTick drives timers: message resends, call stats, link timeouts.
 func (c *Client) onTick(now time.Time) {
+	c.waitersTick(now)
 	c.chatTick(now)
 	c.callTick(now)
 	c.linkTick(now)

@@ -15,4 +15,5 @@ var (
 	ErrBadKey      = errors.New("client: bad key or sealed message")
 	ErrNoSTUN      = errors.New("client: no STUN server for NAT discovery")
 	ErrUnknownPeer = errors.New("client: nobody of that name is known")
+	ErrNoAnswer    = errors.New("client: the server did not answer")
 )

@@ -210,7 +210,7 @@ func (c *Client) onSigEvent(ev sigEvent) {
 		c.signedIn = false
 		for id, w := range c.waiters {
 			delete(c.waiters, id)
-			w(ErrNotSignedIn)
+			w.done(ErrNotSignedIn)
 		}
 		c.events.push(DisconnectedEvent{Err: ev.err, Retry: ev.retry.Round(time.Millisecond).String()})
 	case sigFatal:
@@ -220,6 +220,27 @@ func (c *Client) onSigEvent(ev sigEvent) {
 		}
 		c.log.Error("client: cannot sign in", "err", ev.err)
 		c.Close()
+	}
+}
+
+// waiter is a request awaiting the server's ack or error.
+type waiter struct {
+	done func(error)
+	sent time.Time
+}
+
+// waiterTimeout is how long a request may wait for the server's answer
+// before it counts as failed (ErrNoAnswer): an answer the server never
+// sent must not leave a message in flight forever.
+const waiterTimeout = 20 * time.Second
+
+// waitersTick fails requests the server never answered (loop goroutine).
+func (c *Client) waitersTick(now time.Time) {
+	for id, w := range c.waiters {
+		if now.Sub(w.sent) > waiterTimeout {
+			delete(c.waiters, id)
+			w.done(ErrNoAnswer)
+		}
 	}
 }
 
@@ -248,7 +269,7 @@ func (c *Client) sendSigID(t proto.Type, id, to string, b proto.Body, done func(
 		return fmt.Errorf("client: signaling queue full")
 	}
 	if id != "" && done != nil {
-		c.waiters[id] = done
+		c.waiters[id] = waiter{done: done, sent: time.Now()}
 	}
 	return nil
 }
@@ -259,9 +280,9 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 	case proto.TypeAck:
 		a, err := proto.DecodeBody[*proto.Ack](env)
 		if err == nil {
-			if w := c.waiters[a.Ref]; w != nil {
+			if w, ok := c.waiters[a.Ref]; ok {
 				delete(c.waiters, a.Ref)
-				w(nil)
+				w.done(nil)
 			}
 		}
 	case proto.TypeError:
@@ -269,9 +290,9 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		if err != nil {
 			return
 		}
-		if w := c.waiters[pe.Ref]; pe.Ref != "" && w != nil {
+		if w, ok := c.waiters[pe.Ref]; pe.Ref != "" && ok {
 			delete(c.waiters, pe.Ref)
-			w(pe)
+			w.done(pe)
 			return
 		}
 		c.events.push(ErrorEvent{Err: pe, Ref: pe.Ref})
@@ -316,6 +337,9 @@ func (c *Client) setPresence(p proto.Presence) {
 		return // a changed key is news even when the status is not
 	}
 	c.events.push(PresenceEvent{Presence: p})
+	if p.Online() && (!had || !old.Online()) {
+		c.chatPeerOnline(p.Name) // chat.go: messages held for a full mailbox go now
+	}
 	if !p.Online() {
 		if _, ok := c.calls[p.Name]; ok {
 			c.endCall(p.Name, p.Name+" went offline", false)

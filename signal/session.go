@@ -211,12 +211,18 @@ func (ss *session) readLoop() {
 			ss.violation(proto.Errorf(proto.CodeBadFrame, "binary frames are not part of the protocol"), "")
 			continue
 		}
+		env, err := proto.Decode(data)
 		if !ss.limiter.Allow() {
+			// Refused with the frame's id, so the client knows which of
+			// its requests to send again.
+			ref := ""
+			if env != nil && proto.ValidateID(env.ID) == nil {
+				ref = env.ID
+			}
 			s.stats.rateLimited.Add(1)
-			ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), "")
+			ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), ref)
 			continue
 		}
-		env, err := proto.Decode(data)
 		if err != nil {
 			s.stats.badFrames.Add(1)
 			ref := ""

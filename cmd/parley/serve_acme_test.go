@@ -85,7 +85,7 @@ func TestServeACME(t *testing.T) {
 
 	data := filepath.Join(dir, "server")
 	serve := func() *proc {
-		return start(t, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data", data, "--supernode", "off",
+		return start(t, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data", data, "--supernode", "off", "--no-stun",
 			"--acme", domain, "--acme-directory", fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort), "--acme-ca", caFile)
 	}
 	srv := serve()

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-var soakMessages = flag.Int("soak.messages", 120, "messages TestSoakMessages sends (make soak: 1000)")
+var soakMessages = flag.Int("soak.messages", 1000, "messages TestSoakMessages sends")
 
 // TestSoakMessages: alice sends bob numbered messages with the real
 // binaries (`parley serve` with a durable store and a small mailbox,
@@ -74,18 +74,18 @@ func TestSoakMessages(t *testing.T) {
 	start := time.Now()
 
 	send(seg) // 1: both online, over the data channel or sealed through the server
-	waitShown(t, &bobRuns, next-1)
+	waitShown(t, &bobRuns, next-1, &alice)
 
 	srv.stopSignal("SIGTERM") // 2: the server stops; alice keeps writing
 	send(seg)
 	srv = serve()
-	waitShown(t, &bobRuns, next-1)
+	waitShown(t, &bobRuns, next-1, &alice)
 
 	srv.kill() // 3: the server dies
 	send(seg / 2)
 	srv = serve()
 	send(seg - seg/2)
-	waitShown(t, &bobRuns, next-1)
+	waitShown(t, &bobRuns, next-1, &alice)
 
 	srv.kill() // 4: alice dies with messages that never left her outbox
 	aliceSent := countSent(alice)
@@ -94,14 +94,14 @@ func TestSoakMessages(t *testing.T) {
 	alice.kill()
 	srv = serve()
 	alice = chat("alice")
-	waitShown(t, &bobRuns, next-1)
+	waitShown(t, &bobRuns, next-1, &alice)
 
 	bob.stopSignal("SIGTERM") // 5: bob away; more than his mailbox holds arrive
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})
 	send(full)
 	alice.waitLine("mailbox full", func(s string) bool { return strings.Contains(s, `"code":"over_budget"`) })
 	bob = startBob()
-	waitShown(t, &bobRuns, next-1)
+	waitShown(t, &bobRuns, next-1, &alice)
 
 	bob.stopSignal("SIGTERM") // 6: bob killed while his backlog comes in
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})
@@ -114,7 +114,7 @@ func TestSoakMessages(t *testing.T) {
 	time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
 	bob.kill()
 	bob = startBob()
-	waitShown(t, &bobRuns, n)
+	waitShown(t, &bobRuns, n, &alice)
 	took := time.Since(start)
 
 	// Exactly once and in order across all of bob's runs.
@@ -167,7 +167,7 @@ func shownNumbers(runs []*proc) []int {
 }
 
 // waitShown waits until bob's runs together printed every message up to upTo.
-func waitShown(t *testing.T, runs *[]*proc, upTo int) {
+func waitShown(t *testing.T, runs *[]*proc, upTo int, sender **proc) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -175,17 +175,26 @@ func waitShown(t *testing.T, runs *[]*proc, upTo int) {
 		for _, x := range shownNumbers(*runs) {
 			seen[x] = true
 		}
-		missing := 0
+		var missing []int
 		for i := 1; i <= upTo; i++ {
 			if !seen[i] {
-				missing++
+				missing = append(missing, i)
 			}
 		}
-		if missing == 0 {
+		if len(missing) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of the first %d messages never shown", missing, upTo)
+			var last []string
+			for _, p := range *runs {
+				p.mu.Lock()
+				last = append(last, p.lines[max(0, len(p.lines)-5):]...)
+				p.mu.Unlock()
+			}
+			(*sender).mu.Lock()
+			alast := append([]string(nil), (*sender).lines[max(0, len((*sender).lines)-15):]...)
+			(*sender).mu.Unlock()
+			t.Fatalf("%d of the first %d messages never shown: %v; bob's last lines:\n%s\nalice's last lines:\n%s", len(missing), upTo, missing[:min(len(missing), 30)], strings.Join(last, "\n"), strings.Join(alast, "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
