@@ -253,7 +253,7 @@ func (c *Conn) ReadBatch(b *Batch) (int, error) {
 	}
 	for i := range b.Msgs {
 		m := &b.Msgs[i]
-		buf := m.Buf[b.Headroom:cap(m.Buf)]
+		buf := m.Buf[b.Headroom:]
 		b.iovs[i] = unix.Iovec{Base: &buf[0]}
 		b.iovs[i].SetLen(len(buf))
 		h := &b.hdrs[i].hdr

@@ -16,7 +16,6 @@ import (
 // so a goroutine blocked in Wait parks like any reader and thousands of
 // sockets cost one wake-up.
 type Poller struct {
-	ep     int
 	f      *os.File
 	rc     syscall.RawConn
 	events []unix.EpollEvent
@@ -45,7 +44,7 @@ func NewPoller(batch int) (*Poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &Poller{ep: ep, f: f, rc: rc, events: make([]unix.EpollEvent, batch), ready: make([]uint32, 0, batch), tags: map[*Conn]uint32{}}
+	p := &Poller{f: f, rc: rc, events: make([]unix.EpollEvent, batch), ready: make([]uint32, 0, batch), tags: map[*Conn]uint32{}}
 	p.waitFn = p.poll
 	return p, nil
 }
@@ -55,14 +54,25 @@ func NewPoller(batch int) (*Poller, error) {
 func (p *Poller) Add(c *Conn, tag uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return c.control(func(fd int) error {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(tag)}
-		if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			return fmt.Errorf("udpbatch: epoll add: %w", err)
-		}
-		p.tags[c] = tag
-		return nil
+	return p.ctl(func(ep int) error {
+		return c.control(func(fd int) error {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(tag)}
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+				return fmt.Errorf("udpbatch: epoll add: %w", err)
+			}
+			p.tags[c] = tag
+			return nil
+		})
 	})
+}
+
+// ctl runs f with the epoll descriptor, which cannot be closed meanwhile.
+func (p *Poller) ctl(f func(ep int) error) error {
+	var err error
+	if cerr := p.rc.Control(func(fd uintptr) { err = f(int(fd)) }); cerr != nil {
+		return ErrClosed
+	}
+	return err
 }
 
 // Remove stops watching c. Call it before closing c.
@@ -73,11 +83,13 @@ func (p *Poller) Remove(c *Conn) error {
 		return nil
 	}
 	delete(p.tags, c)
-	return c.control(func(fd int) error {
-		if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
-			return fmt.Errorf("udpbatch: epoll del: %w", err)
-		}
-		return nil
+	return p.ctl(func(ep int) error {
+		return c.control(func(fd int) error {
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+				return fmt.Errorf("udpbatch: epoll del: %w", err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -94,9 +106,9 @@ func (p *Poller) Wait() ([]uint32, error) {
 }
 
 // poll is the RawConn.Read callback: collect ready tags, or park.
-func (p *Poller) poll(uintptr) bool {
+func (p *Poller) poll(ep uintptr) bool {
 	for {
-		n, err := unix.EpollWait(p.ep, p.events, 0)
+		n, err := unix.EpollWait(int(ep), p.events, 0)
 		if err == unix.EINTR {
 			continue
 		}
@@ -115,5 +127,6 @@ func (p *Poller) poll(uintptr) bool {
 }
 
 // Close releases the set and wakes a goroutine blocked in Wait (which
-// then returns ErrClosed). Watched Conns stay open.
+// then returns ErrClosed). Watched Conns stay open; Add and Remove then
+// return ErrClosed.
 func (p *Poller) Close() error { return p.f.Close() }

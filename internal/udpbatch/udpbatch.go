@@ -28,10 +28,11 @@ var ErrClosed = errors.New("udpbatch: closed")
 
 // Msg is one datagram of a Batch.
 type Msg struct {
-	// Buf is the message's buffer. Reads fill Buf[Headroom:] and set N;
-	// the datagram is then Buf[Headroom:Headroom+N], and the headroom is
-	// free for a header the caller prepends without copying. Writes send
-	// Buf as it is (set Buf to the slice to send).
+	// Buf is the message's buffer. Reads fill Buf[Headroom:len(Buf)] and
+	// set N; the datagram is then Buf[Headroom:Headroom+N], the headroom
+	// is free for a header the caller prepends without copying, and any
+	// capacity past len(Buf) for a trailer. Writes send Buf as it is (set
+	// Buf to the slice to send).
 	Buf []byte
 	// N is the length of a received datagram.
 	N int
