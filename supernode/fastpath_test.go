@@ -20,6 +20,16 @@ import (
 // ChannelData rides QUIC datagrams (what client.Client does).
 func allocateQUIC(t testing.TB, info proto.SupernodeInfo) net.PacketConn {
 	t.Helper()
+	relay, perr := tryAllocateQUIC(t, info)
+	if perr != nil {
+		t.Fatalf("relay stream refused: %v", perr)
+	}
+	return relay
+}
+
+// tryAllocateQUIC is allocateQUIC returning the supernode's refusal.
+func tryAllocateQUIC(t testing.TB, info proto.SupernodeInfo) (net.PacketConn, *proto.Error) {
+	t.Helper()
 	ap, _ := proto.ParseRelayAddr(info.QUIC)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -35,8 +45,11 @@ func allocateQUIC(t testing.TB, info proto.SupernodeInfo) net.PacketConn {
 	mux := relayconn.NewMux(conn, nil)
 	t.Cleanup(func() { conn.CloseWithError(0, ""); <-mux.Done(); tr.Close(); pc.Close() })
 	r, st := hello(t, conn, &proto.RelayHello{Op: proto.RelayOpRelay, Token: info.Token, Datagrams: true})
-	if !r.OK || !r.Datagrams {
-		t.Fatalf("relay stream: %+v", r)
+	if !r.OK {
+		return nil, r.Error
+	}
+	if !r.Datagrams {
+		t.Fatalf("relay stream without datagrams: %+v", r)
 	}
 	rc := relayconn.New(st, mux, nil, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, net.TCPAddrFromAddrPort(ap))
 	lf := logging.NewDefaultLoggerFactory()
@@ -55,7 +68,7 @@ func allocateQUIC(t testing.TB, info proto.SupernodeInfo) net.PacketConn {
 		t.Fatalf("allocate: %v", err)
 	}
 	t.Cleanup(func() { relay.Close() })
-	return relay
+	return relay, nil
 }
 
 // TestStreamFastPath: two QUIC clients relayed by one supernode exchange
@@ -116,5 +129,56 @@ func exchange(t testing.TB, from, to net.PacketConn, n int) {
 		case <-deadline:
 			t.Fatalf("%d of %d packets arrived (%d sent)", recv, n, sent)
 		}
+	}
+}
+
+// allocateUDP makes an allocation over the TURN UDP listener with a
+// signed-in user's browser credentials (the browser path).
+func allocateUDP(t testing.TB, sn *supernodetest.Supernode, u *user) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	a := sn.Addrs().TURNUDP.String()
+	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: a, STUNServerAddr: a,
+		Username: u.ice[0].Username, Password: u.ice[0].Credential, Conn: pc, LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	return relay
+}
+
+// TestTURNUDPFastPath: browsers' TURN UDP clients relayed by one
+// supernode, to each other and to a QUIC client, both ways: the data
+// plane (not pion) carries ChannelData once channels are bound.
+func TestTURNUDPFastPath(t *testing.T) {
+	sig := loopbackSignal(t, nil)
+	sn := supernodetest.Start(t, sig.URL, supernode.Config{AllowPeers: supernodetest.Loopback})
+	sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
+	if !sn.Stats().FastPath {
+		t.Fatal("the TURN UDP data plane is off on Linux")
+	}
+	a := allocateUDP(t, sn, signIn(t, sig.URL, "alice"))
+	b := allocateUDP(t, sn, signIn(t, sig.URL, "bob"))
+	q := allocateQUIC(t, signIn(t, sig.URL, "carol").list(1).Supernodes[0])
+	exchange(t, a, b, 50)
+	exchange(t, b, a, 50)
+	exchange(t, a, q, 50)
+	exchange(t, q, a, 50)
+	if st := sn.Stats(); st.FastUDP < 200 || st.SlowDrops != 0 {
+		t.Fatalf("the data plane forwarded %d packets (%d dropped before pion): %+v", st.FastUDP, st.SlowDrops, st)
 	}
 }
