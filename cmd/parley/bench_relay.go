@@ -39,6 +39,7 @@ and prints the ratios. A full run takes a few minutes.`)
 	memFlows := fs.Int("memory-flows", 5000, "QUIC connections of the memory run (0: none)")
 	memPPS := fs.Float64("memory-pps", 1, "packets per second of each memory-run flow")
 	relayCPU := fs.Int("relay-cpu", 0, "CPU the relay is pinned to")
+	relayProcs := fs.Int("relay-procs", 1, "GOMAXPROCS of the supernode and forwarder (the core stays one; 2+ lets the data plane's thread block in epoll_wait)")
 	genCPU := fs.Int("gen-cpu", 1, "CPU the generator is pinned to")
 	coturnThreads := fs.Int("coturn-threads", 0, "coturn's --relay-threads (0: its default)")
 	if err := fs.Parse(args); err != nil {
@@ -64,7 +65,7 @@ and prints the ratios. A full run takes a few minutes.`)
 		return err
 	}
 	_, err = relaybench.Run(ctx, relaybench.Config{
-		Exe: exe, RelayCPU: *relayCPU, GenCPU: *genCPU, Flows: *flows, PPS: *pps, Size: *size, Duration: *dur,
+		Exe: exe, RelayCPU: *relayCPU, RelayProcs: *relayProcs, GenCPU: *genCPU, Flows: *flows, PPS: *pps, Size: *size, Duration: *dur,
 		Paths: ps, Compare: *compare, MaxRate: *maxRate, MaxRateFlows: *maxFlows, MemoryFlows: *memFlows, MemoryPPS: *memPPS,
 		CoturnThreads: *coturnThreads,
 	})

@@ -64,8 +64,7 @@ type generator struct {
 	path    string
 	flows   []*genFlow
 	size    int
-	base    time.Time
-	measure atomic.Int64 // ns since base from which latencies count
+	measure atomic.Int64 // Unix ns of the first packet whose latency counts
 
 	client, peer *udpbatch.Conn // wildcard sockets speaking for every flow's IP (pktinfo)
 	cpoll, ppoll *udpbatch.Poller
@@ -88,7 +87,7 @@ func flowIP(first byte, i int) netip.Addr {
 }
 
 func newGenerator(t *target, path string, n, size int) (*generator, error) {
-	g := &generator{t: t, path: path, size: size, base: time.Now(), ctl: map[netip.Addr]*genFlow{}}
+	g := &generator{t: t, path: path, size: size, ctl: map[netip.Addr]*genFlow{}}
 	g.measure.Store(1 << 62)
 	for i := range n {
 		g.flows = append(g.flows, &genFlow{id: i, up: i%2 == 0, clientIP: flowIP(16, i), peerIP: flowIP(80, i), ctl: make(chan []byte, 4)})
@@ -100,6 +99,7 @@ func newGenerator(t *target, path string, n, size int) (*generator, error) {
 			return nil, err
 		}
 		(*c).EnablePktinfo()
+		(*c).EnableTimestamps() // latency from the kernel's receive time, not the reader's wake-up
 		(*c).SetBuffers(16<<20, 16<<20)
 	}
 	if g.cpoll, err = udpbatch.NewPoller(16); err != nil {
@@ -122,22 +122,27 @@ func (g *generator) peerAddr(f *genFlow) netip.AddrPort {
 	return netip.AddrPortFrom(f.peerIP, g.peer.LocalAddr().Port())
 }
 
-// now is the time since the generator started, as packets carry it.
-func (g *generator) now() int64 { return int64(time.Since(g.base)) }
+// now is the wall clock in Unix nanoseconds, as packets carry it (and as
+// the kernel stamps received datagrams).
+func (g *generator) now() int64 { return time.Now().UnixNano() }
 
-// record takes a received payload: [flow 4][seq 4][sent ns 8]...
-func (g *generator) record(p []byte) {
+// record takes a received payload, [flow 4][seq 4][sent ns 8]..., that
+// arrived at at (Unix ns: the kernel's receive time where the socket
+// gives one, else when the generator read it).
+func (g *generator) record(p []byte, at int64) {
 	if len(p) < 16 || int(binary.BigEndian.Uint32(p)) >= len(g.flows) {
 		return
 	}
 	sent := int64(binary.BigEndian.Uint64(p[8:]))
+	g.recv.Add(1)
 	if sent < g.measure.Load() {
 		g.recvEarly.Add(1)
-		g.recv.Add(1)
 		return
 	}
-	g.recv.Add(1)
-	g.hist.add(time.Duration(g.now() - sent))
+	if at == 0 {
+		at = g.now()
+	}
+	g.hist.add(time.Duration(at - sent))
 }
 
 // readUDP reads a wildcard socket until it closes: at the client side
@@ -159,11 +164,11 @@ func (g *generator) readUDP(p *udpbatch.Poller, c *udpbatch.Conn, clientSide boo
 				d := m.Payload(0)
 				switch {
 				case !clientSide:
-					g.record(d)
+					g.record(d, m.Time)
 				case len(d) >= 4 && d[0] >= 0x40 && d[0] <= 0x7f:
 					l := int(binary.BigEndian.Uint16(d[2:]))
 					if 4+l <= len(d) {
-						g.record(d[4 : 4+l])
+						g.record(d[4:4+l], m.Time)
 					}
 				default: // STUN, or the forwarder's ack: set-up
 					g.mu.Lock()
@@ -374,7 +379,7 @@ func (g *generator) readStream(f *genFlow) {
 			if d := buf[:n]; n >= 4 && d[0] >= 0x40 && d[0] <= 0x7f {
 				l := int(binary.BigEndian.Uint16(d[2:]))
 				if 4+l <= n {
-					g.record(d[4 : 4+l])
+					g.record(d[4:4+l], 0)
 				}
 			}
 		}
@@ -395,7 +400,7 @@ func (g *generator) readStream(f *genFlow) {
 			if d := pending[:n]; d[0] >= 0x40 && d[0] <= 0x7f {
 				l := int(binary.BigEndian.Uint16(d[2:]))
 				if 4+l <= n {
-					g.record(d[4 : 4+l])
+					g.record(d[4:4+l], 0)
 				}
 			}
 			pending = pending[n:]

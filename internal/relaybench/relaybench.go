@@ -30,9 +30,12 @@ type Config struct {
 	// Exe is the parley binary the relays run as (`parley supernode`,
 	// `parley bench forwarder`). Required.
 	Exe string
-	// RelayCPU and GenCPU are the cores for the relay (taskset, and
-	// GOMAXPROCS=1 for Go relays) and for this process's generator.
+	// RelayCPU and GenCPU are the cores for the relay (taskset) and for
+	// this process's generator.
 	RelayCPU, GenCPU int
+	// RelayProcs is GOMAXPROCS of Go relays (the core stays one). Zero
+	// means 1.
+	RelayProcs int
 	// Flows is the number of flows of the paced runs. Zero means 1000.
 	Flows int
 	// PPS is each flow's packet rate, Size its packets' size. Zero means
@@ -95,6 +98,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Flows == 0 {
 		c.Flows = 1000
+	}
+	if c.RelayProcs == 0 {
+		c.RelayProcs = 1
 	}
 	if c.PPS == 0 {
 		c.PPS = 50
@@ -165,8 +171,8 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	defer l.close()
-	fmt.Fprintf(cfg.Out, "parley bench relay: %d flows x %.0f pps x %d B (%.0f packets/s offered) for %s per run; relay on CPU %d (GOMAXPROCS=1), generator on CPU %d\n\n",
-		cfg.Flows, cfg.PPS, cfg.Size, float64(cfg.Flows)*cfg.PPS, cfg.Duration, cfg.RelayCPU, cfg.GenCPU)
+	fmt.Fprintf(cfg.Out, "parley bench relay: %d flows x %.0f pps x %d B (%.0f packets/s offered) for %s per run; relay on CPU %d (GOMAXPROCS=%d), generator on CPU %d\n\n",
+		cfg.Flows, cfg.PPS, cfg.Size, float64(cfg.Flows)*cfg.PPS, cfg.Duration, cfg.RelayCPU, cfg.RelayProcs, cfg.GenCPU)
 	printHeader(cfg.Out)
 	var results []Result
 	for _, p := range cfg.plans() {

@@ -122,10 +122,10 @@ func (l *lab) supernode(ctx context.Context, id string, exited <-chan struct{}) 
 	}
 }
 
-// pinned is cmd run on the relay CPU (taskset) with GOMAXPROCS=1.
+// pinned is cmd run on the relay CPU (taskset) with GOMAXPROCS=RelayProcs.
 func (l *lab) pinned(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "taskset", append([]string{"-c", strconv.Itoa(l.cfg.RelayCPU), name}, args...)...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(l.cfg.RelayProcs))
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	return cmd

@@ -35,12 +35,15 @@ type Batch struct {
 	pktinfo  bool
 }
 
-const oobSize = 32 // one IP_PKTINFO cmsg: 16-byte header + 12-byte in_pktinfo, aligned
+// oobSize holds an IP_PKTINFO cmsg (16-byte header + 12-byte in_pktinfo,
+// aligned: 32) and an SCM_TIMESTAMPNS one (16 + 16).
+const oobSize = 64
 
 // NewBatch makes a batch of n messages with buffers of size bytes (plus
 // headroom). With pktinfo, reads report and writes set each datagram's
 // local IPv4 address (IP_PKTINFO; the socket must have it enabled,
-// see Conn.EnablePktinfo).
+// see Conn.EnablePktinfo), and reads report kernel receive times when the
+// socket has them enabled (Conn.EnableTimestamps).
 func NewBatch(n, size, headroom int, pktinfo bool) *Batch {
 	b := &Batch{
 		Msgs: make([]Msg, n), Headroom: headroom,
@@ -190,6 +193,13 @@ func (c *Conn) EnablePktinfo() error {
 	return c.control(func(fd int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1) })
 }
 
+// EnableTimestamps turns on SO_TIMESTAMPNS: reads with a pktinfo Batch
+// learn when the kernel received each datagram (Msg.Time), which does not
+// depend on when the reader got to run.
+func (c *Conn) EnableTimestamps() error {
+	return c.control(func(fd int) error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) })
+}
+
 func (c *Conn) control(f func(fd int) error) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -281,16 +291,35 @@ func (c *Conn) ReadBatch(b *Batch) (int, error) {
 		m := &b.Msgs[i]
 		m.N = int(b.hdrs[i].n)
 		m.Addr = getSockaddr(&b.names[i])
-		m.Local = netip.Addr{}
-		if b.pktinfo && b.hdrs[i].hdr.Controllen >= unix.SizeofCmsghdr+unix.SizeofInet4Pktinfo {
-			cm := (*unix.Cmsghdr)(unsafe.Pointer(&b.oob[i*oobSize]))
-			if cm.Level == unix.IPPROTO_IP && cm.Type == unix.IP_PKTINFO {
-				pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&b.oob[i*oobSize+unix.SizeofCmsghdr]))
-				m.Local = netip.AddrFrom4(pi.Addr)
-			}
+		m.Local, m.Time = netip.Addr{}, 0
+		if b.pktinfo {
+			parseOOB(m, b.oob[i*oobSize:i*oobSize+int(b.hdrs[i].hdr.Controllen)])
 		}
 	}
 	return int(n), nil
+}
+
+// parseOOB reads IP_PKTINFO and SCM_TIMESTAMPNS from control messages.
+func parseOOB(m *Msg, oob []byte) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(cm.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return
+		}
+		data := oob[unix.SizeofCmsghdr:l]
+		switch {
+		case cm.Level == unix.IPPROTO_IP && cm.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			m.Local = netip.AddrFrom4((*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0])).Addr)
+		case cm.Level == unix.SOL_SOCKET && cm.Type == unix.SCM_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+			m.Time = (*unix.Timespec)(unsafe.Pointer(&data[0])).Nano()
+		}
+		al := unix.CmsgSpace(l - unix.SizeofCmsghdr)
+		if al > len(oob) {
+			return
+		}
+		oob = oob[al:]
+	}
 }
 
 // WriteBatch sends b.Msgs[:n], each Buf to its Addr, without waiting. It

@@ -43,6 +43,9 @@ type Msg struct {
 	// received datagram was sent to, or the source address to send from
 	// (zero: the socket's own).
 	Local netip.Addr
+	// Time is when the kernel received the datagram (Unix nanoseconds),
+	// on a Conn with timestamps enabled (Conn.EnableTimestamps); else 0.
+	Time int64
 }
 
 // Payload is a received message's datagram.

@@ -52,9 +52,21 @@ func waitTag(t testing.TB, p *Poller, tag uint32) {
 	}
 }
 
+// pollers are both kinds, for table-driven tests.
+var pollers = []struct {
+	name string
+	new  func(int) (*Poller, error)
+}{{"go-poller", NewPoller}, {"blocking", NewBlockingPoller}}
+
 func TestBatchRoundTrip(t *testing.T) {
+	for _, pk := range pollers {
+		t.Run(pk.name, func(t *testing.T) { testBatchRoundTrip(t, pk.new) })
+	}
+}
+
+func testBatchRoundTrip(t *testing.T, newPoller func(int) (*Poller, error)) {
 	a, b := listen(t, lo), listen(t, lo)
-	p, err := NewPoller(16)
+	p, err := newPoller(16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +179,12 @@ func TestPktinfo(t *testing.T) {
 			t.Fatalf("datagram sent from %s arrived from %s", src, a)
 		}
 	}
-	// And back: the wildcard socket learns which address each was sent to.
+	// And back: the wildcard socket learns which address each was sent to,
+	// and when the kernel got it.
+	if err := gen.EnableTimestamps(); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().UnixNano()
 	peer.WriteTo([]byte("x"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), gen.LocalAddr().Port()))
 	rin := NewBatch(4, 16, 0, true)
 	for time.Now().Before(deadline) {
@@ -179,6 +196,9 @@ func TestPktinfo(t *testing.T) {
 			if rin.Msgs[0].Local != netip.MustParseAddr("127.0.0.9") {
 				t.Fatalf("local address %s, want 127.0.0.9", rin.Msgs[0].Local)
 			}
+			if ts := rin.Msgs[0].Time; ts < before || ts > time.Now().UnixNano() {
+				t.Fatalf("receive time %d outside [%d, now]", ts, before)
+			}
 			return
 		}
 		time.Sleep(time.Millisecond)
@@ -187,21 +207,29 @@ func TestPktinfo(t *testing.T) {
 }
 
 func TestCloseWakesWait(t *testing.T) {
-	p, err := NewPoller(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { _, err := p.Wait(); done <- err }()
-	time.Sleep(10 * time.Millisecond) // let it park (the test holds either way)
-	p.Close()
-	select {
-	case err := <-done:
-		if err != ErrClosed {
-			t.Fatalf("Wait after Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Wait did not return after Close")
+	for _, pk := range pollers {
+		t.Run(pk.name, func(t *testing.T) {
+			p, err := pk.new(4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := p.Wait(); done <- err }()
+			time.Sleep(10 * time.Millisecond) // let it park (the test holds either way)
+			p.Close()
+			select {
+			case err := <-done:
+				if err != ErrClosed {
+					t.Fatalf("Wait after Close: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Wait did not return after Close")
+			}
+			if err := p.Add(listen(t, lo), 1); err != ErrClosed {
+				t.Fatalf("Add after Close: %v", err)
+			}
+			p.Close() // twice is fine
+		})
 	}
 	c := listen(t, lo)
 	c.Close()
