@@ -5,7 +5,7 @@
 GO ?= go
 FUZZTIME ?= 3s
 
-.PHONY: test deps vet unit fuzz bench build docs
+.PHONY: test deps vet unit fuzz bench bench-relay soak build docs
 
 test: deps vet unit fuzz
 
@@ -24,6 +24,18 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+# A relay at the wire's limit: the supernode against coturn (Debian's
+# coturn package; scripts/install-bench-deps.sh) and a batched forwarder,
+# pinned to one core each (a few minutes; figures in supernode/README.md).
+bench-relay: build
+	@scripts/install-bench-deps.sh
+	./parley bench relay --compare
+
+# One supernode at its budget of relayed voice with churn for 5 minutes:
+# fails on growth in goroutines or memory, or loss (not part of make test).
+soak: build
+	./parley bench relay --soak 5m
 
 build:
 	$(GO) build -o parley ./cmd/parley

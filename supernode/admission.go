@@ -19,15 +19,19 @@ import (
 // new session is counted at this rate until its own rate is known.
 const voiceSessionKbps = 152
 
-// Governor timing: how often rates are measured, how long a new session
-// counts at the voice rate, how long a browser's admission waits for its
-// allocation, and how far over the budget traffic may go before flows
-// are shed (measurement noise, not a licence).
+// Governor timing: how often rates are measured and how smoothly (a
+// session's rate is an average over about rateWindow, starting from a
+// voice call's), how long a new session counts at least at the voice
+// rate, how long a browser's admission waits for its allocation, and how
+// far and how long traffic must stay over the budget before flows are
+// shed (jitter and a generator catching up are not overload).
 const (
 	governTick      = 250 * time.Millisecond
+	rateWindow      = 2 * time.Second
 	youngSession    = 2 * time.Second
 	reservationLife = 10 * time.Second
-	shedTolerance   = 1.05
+	shedTolerance   = 1.10
+	shedAfter       = 8   // ticks in a row over budget*shedTolerance: 2 s
 	busyLimit       = 0.9 // the data plane's loop busy this much of the time: refuse new sessions
 )
 
@@ -138,8 +142,20 @@ type governor struct {
 }
 
 func (g *governor) expected() float64 { return math.Float64frombits(g.expectedBps.Load()) }
-func (g *governor) rate() float64     { return math.Float64frombits(g.rateBps.Load()) }
-func (g *governor) busy() float64     { return math.Float64frombits(g.busyFrac.Load()) }
+
+// free takes an ended session's share off the expected load at once, so
+// its place can be given before the next tick.
+func (g *governor) free(bps float64) {
+	for {
+		old := g.expectedBps.Load()
+		v := max(0, math.Float64frombits(old)-bps)
+		if g.expectedBps.CompareAndSwap(old, math.Float64bits(v)) {
+			return
+		}
+	}
+}
+func (g *governor) rate() float64 { return math.Float64frombits(g.rateBps.Load()) }
+func (g *governor) busy() float64 { return math.Float64frombits(g.busyFrac.Load()) }
 
 // govern runs the governor until ctx ends.
 func (s *Server) govern(ctx context.Context) {
@@ -179,17 +195,22 @@ func (s *Server) governTick(now time.Time) {
 
 	conns := s.relays.all()
 	var total, expected float64
+	alpha := min(1, dt/rateWindow.Seconds())
 	for _, c := range conns {
 		b := c.bytes.Load()
 		inst := float64(b-c.lastBytes) * 8 / dt
-		c.lastBytes = b
-		c.rateBps = (c.rateBps + inst) / 2 // ~0.5 s horizon
-		total += c.rateBps
-		if now.Sub(c.created) < youngSession {
-			expected += max(c.rateBps, voiceSessionKbps*1000)
-		} else {
-			expected += c.rateBps
+		if c.lastBytes == 0 && !c.measured {
+			c.rateBps, c.measured = voiceSessionKbps*1000, true // the prior: a voice call
 		}
+		c.lastBytes = b
+		c.rateBps += alpha * (inst - c.rateBps)
+		total += c.rateBps
+		share := c.rateBps
+		if now.Sub(c.created) < youngSession {
+			share = max(share, voiceSessionKbps*1000)
+		}
+		c.share.Store(math.Float64bits(share))
+		expected += share
 	}
 	budget := s.cfg.MaxRelayMbps * 1e6
 	if total > budget*shedTolerance {
@@ -197,7 +218,7 @@ func (s *Server) governTick(now time.Time) {
 	} else {
 		g.over = 0
 	}
-	if g.over >= 2 { // two ticks in a row: not a burst
+	if g.over >= shedAfter { // sustained, not a burst
 		g.over = 0
 		sort.Slice(conns, func(i, j int) bool { return conns[i].created.After(conns[j].created) })
 		for _, c := range conns {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -120,9 +121,12 @@ type relayConn struct {
 	bytes    atomic.Uint64 // wire bytes sent for this allocation, both ways
 	deadline atomic.Pointer[time.Time]
 
-	// The governor's view (its goroutine only).
+	// The governor's view (its goroutine only), and what it counted this
+	// session for in the expected load (freed when it ends).
 	lastBytes uint64
 	rateBps   float64
+	measured  bool
+	share     atomic.Uint64 // float64 bits
 }
 
 // slowPacket is a datagram handed to pion.
@@ -293,6 +297,7 @@ func (c *relayConn) Close() error {
 	}
 	close(c.done)
 	c.s.relays.remove(c.port, c)
+	c.s.gov.free(math.Float64frombits(c.share.Load()))
 	if sc := c.stream.Load(); sc != nil {
 		sc.relay.CompareAndSwap(c, nil)
 	}

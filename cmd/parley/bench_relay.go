@@ -42,8 +42,16 @@ and prints the ratios. A full run takes a few minutes.`)
 	relayProcs := fs.Int("relay-procs", 1, "GOMAXPROCS of the supernode and forwarder (the core stays one; 2+ lets the data plane's thread block in epoll_wait)")
 	genCPU := fs.Int("gen-cpu", 1, "CPU the generator is pinned to")
 	coturnThreads := fs.Int("coturn-threads", 0, "coturn's --relay-threads (0: its default)")
+	soak := fs.Duration("soak", 0, "instead: a soak of this long — one supernode on its default limits filled with voice to its budget, 5% of sessions replaced every 10 s; fails on growth in goroutines or memory, or loss")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *soak > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		return relaybench.Soak(ctx, relaybench.SoakConfig{Exe: exe, RelayCPU: *relayCPU, GenCPU: *genCPU, RelayProcs: *relayProcs, Duration: *soak})
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

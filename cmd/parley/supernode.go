@@ -20,6 +20,7 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/supernode"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -202,7 +203,7 @@ func discoverNAT(ctx context.Context, server string, tlsConf *tls.Config, log *s
 // serveStatus serves the status page, /status.json and /metrics.
 func serveStatus(srv *supernode.Server, addr string, log *slog.Logger) (func(), string, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(srv.Collector())
+	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", srv.StatusHandler())

@@ -44,9 +44,11 @@ type target struct {
 
 // genFlow is one relayed flow: a client with an allocation and a peer.
 type genFlow struct {
-	id               int
+	id               int  // its slot: what packets carry
 	up               bool // client -> peer; else peer -> client
+	both             bool // both ways (a voice session), each due time
 	clientIP, peerIP netip.Addr
+	tc               *turnCtl
 	relayed          netip.AddrPort
 	ctl              chan []byte // UDP set-up: STUN responses for this client
 
@@ -63,6 +65,8 @@ type generator struct {
 	t       *target
 	path    string
 	flows   []*genFlow
+	slots   []atomic.Pointer[genFlow] // the flows the sender sends for (nil: none now)
+	nextIdx int                       // address index of the next new flow
 	size    int
 	measure atomic.Int64 // Unix ns of the first packet whose latency counts
 
@@ -90,8 +94,9 @@ func newGenerator(t *target, path string, n, size int) (*generator, error) {
 	g := &generator{t: t, path: path, size: size, ctl: map[netip.Addr]*genFlow{}}
 	g.measure.Store(1 << 62)
 	for i := range n {
-		g.flows = append(g.flows, &genFlow{id: i, up: i%2 == 0, clientIP: flowIP(16, i), peerIP: flowIP(80, i), ctl: make(chan []byte, 4)})
+		g.flows = append(g.flows, g.newFlow(i))
 	}
+	g.slots = make([]atomic.Pointer[genFlow], n)
 	var err error
 	for _, c := range []**udpbatch.Conn{&g.client, &g.peer} {
 		if *c, err = udpbatch.Listen(netip.MustParseAddrPort("0.0.0.0:0")); err != nil {
@@ -118,6 +123,13 @@ func newGenerator(t *target, path string, n, size int) (*generator, error) {
 	return g, nil
 }
 
+// newFlow makes a flow for slot with fresh addresses.
+func (g *generator) newFlow(slot int) *genFlow {
+	i := g.nextIdx
+	g.nextIdx++
+	return &genFlow{id: slot, up: slot%2 == 0, clientIP: flowIP(16, i), peerIP: flowIP(80, i), ctl: make(chan []byte, 4)}
+}
+
 func (g *generator) peerAddr(f *genFlow) netip.AddrPort {
 	return netip.AddrPortFrom(f.peerIP, g.peer.LocalAddr().Port())
 }
@@ -130,7 +142,7 @@ func (g *generator) now() int64 { return time.Now().UnixNano() }
 // arrived at at (Unix ns: the kernel's receive time where the socket
 // gives one, else when the generator read it).
 func (g *generator) record(p []byte, at int64) {
-	if len(p) < 16 || int(binary.BigEndian.Uint32(p)) >= len(g.flows) {
+	if len(p) < 16 || int(binary.BigEndian.Uint32(p)) >= len(g.slots) {
 		return
 	}
 	sent := int64(binary.BigEndian.Uint64(p[8:]))
@@ -269,12 +281,14 @@ func (g *generator) setupFlow(ctx context.Context, f *genFlow) error {
 			udpCtl{g, f}.send(bind[:])
 			if b, err := (udpCtl{g, f}).recv(250 * time.Millisecond); err == nil && len(b) == 6 && b[1] == 'K' {
 				f.relayed = g.t.relays[f.id]
+				g.slots[f.id].Store(f)
 				return nil
 			}
 		}
 		return errTimeout
 	}
 	tc := &turnCtl{user: g.t.user, pass: g.t.pass}
+	f.tc = tc
 	switch g.path {
 	case PathUDP:
 		tc.c = udpCtl{g, f}
@@ -322,7 +336,24 @@ func (g *generator) setupFlow(ctx context.Context, f *genFlow) error {
 		g.wg.Add(1)
 		go g.readStream(f)
 	}
+	g.slots[f.id].Store(f)
 	return nil
+}
+
+// remove stops sending for f, lets what is in flight arrive, and deletes
+// its allocation (Refresh with lifetime 0, RFC 8656 section 7.3).
+func (g *generator) remove(f *genFlow) {
+	g.slots[f.id].CompareAndSwap(f, nil)
+	time.Sleep(200 * time.Millisecond)
+	if f.tc != nil {
+		f.tc.refresh(0)
+	}
+	g.mu.Lock()
+	delete(g.ctl, f.clientIP)
+	g.mu.Unlock()
+	if f.stream != nil {
+		f.stream.Close()
+	}
 }
 
 // dialQUIC opens a flow's own QUIC connection and relay stream (one
@@ -435,8 +466,20 @@ func (s *sender) fill(p []byte, f *genFlow) {
 
 // send sends flow f's next packet (queued for a batch on UDP sockets).
 func (s *sender) send(f *genFlow) {
+	if f == nil {
+		return
+	}
+	if f.both {
+		s.sendDir(f, true)
+		s.sendDir(f, false)
+		return
+	}
+	s.sendDir(f, f.up)
+}
+
+func (s *sender) sendDir(f *genFlow, up bool) {
 	g := s.g
-	if !f.up {
+	if !up {
 		m := &s.pb.Msgs[s.np]
 		m.Buf = m.Buf[:g.size]
 		s.fill(m.Buf, f)
@@ -501,7 +544,7 @@ func (g *generator) paced(ctx context.Context, pps float64, d time.Duration) {
 	defer runtime.UnlockOSThread()
 	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	s := g.newSender()
-	rate := pps * float64(len(g.flows))
+	rate := pps * float64(len(g.slots))
 	gap := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
 	var j int64
@@ -515,7 +558,7 @@ func (g *generator) paced(ctx context.Context, pps float64, d time.Duration) {
 			g.lagged.Store(behind)
 		}
 		for ; j < due; j++ {
-			s.send(g.flows[j%int64(len(g.flows))])
+			s.send(g.slots[j%int64(len(g.slots))].Load())
 		}
 		s.flush()
 		next := time.Duration(float64(j) / rate * 1e9)
@@ -536,7 +579,7 @@ func (g *generator) flat(ctx context.Context, d time.Duration) {
 		if i%256 == 0 && time.Now().After(end) {
 			break
 		}
-		s.send(g.flows[i%len(g.flows)])
+		s.send(g.slots[i%len(g.slots)].Load())
 		if i%64 == 63 {
 			s.flush()
 		}

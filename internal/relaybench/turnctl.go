@@ -121,6 +121,13 @@ func (t *turnCtl) allocate() (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ip.Unmap(), uint16(relayed.Port)), nil
 }
 
+// refresh asks for lifetime (0 deletes the allocation).
+func (t *turnCtl) refresh(lifetime time.Duration) error {
+	v := uint32(lifetime / time.Second)
+	_, err := t.request(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}})
+	return err
+}
+
 // channelBind binds number to peer (and with it a permission).
 func (t *turnCtl) channelBind(number uint16, peer netip.AddrPort) error {
 	_, err := t.request(stun.MethodChannelBind,
