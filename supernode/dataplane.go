@@ -67,9 +67,9 @@ const (
 // waits in Go's poller instead (a wake-up then also costs a park and
 // unpark, and the scheduler's monitor thread wakes with it: measured
 // ~25% more CPU per packet at 50k packets/s; supernode/README.md).
-func newDataplane(s *Server, pc net.PacketConn) *dataplane {
+func newDataplane(s *Server, pc net.PacketConn, blocking bool) *dataplane {
 	newPoller := udpbatch.NewPoller
-	if runtime.GOMAXPROCS(0) >= 2 {
+	if blocking {
 		newPoller = udpbatch.NewBlockingPoller
 	}
 	poll, err := newPoller(pollBatch)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/internal/udpbatch"
 )
 
@@ -23,7 +24,7 @@ type plane struct {
 
 const testChannel = 0x4001
 
-func newPlane(t testing.TB) *plane {
+func newPlane(t testing.TB, blocking bool) *plane {
 	t.Helper()
 	lo := netip.MustParseAddrPort("127.0.0.1:0")
 	s := &Server{cfg: Config{MaxSessionKbps: 1e9, MaxRelayMbps: 1e6}}
@@ -31,7 +32,7 @@ func newPlane(t testing.TB) *plane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDataplane(s, lis)
+	d := newDataplane(s, lis, blocking)
 	if d == nil {
 		t.Skip("no data plane on this platform") // Linux has one; elsewhere pion does everything
 	}
@@ -116,7 +117,13 @@ func channelData(n int) []byte {
 // TestDataPlaneForwardsAndPads: ChannelData reaches the peer as its
 // payload; a peer's datagram reaches the client as padded ChannelData.
 func TestDataPlaneForwardsAndPads(t *testing.T) {
-	p := newPlane(t)
+	for _, blocking := range []bool{false, true} {
+		t.Run(map[bool]string{false: "go-poller", true: "blocking"}[blocking], func(t *testing.T) { testForwardsAndPads(t, blocking) })
+	}
+}
+
+func testForwardsAndPads(t *testing.T, blocking bool) {
+	p := newPlane(t, blocking)
 	msg := channelData(161)
 	msg[10] = 0xaa
 	out := udpbatch.NewBatch(1, 0, 0, false)
@@ -141,11 +148,39 @@ func TestDataPlaneForwardsAndPads(t *testing.T) {
 	}
 }
 
+// TestDataPlaneLoop: the loop itself, waiting in Go's poller or blocked
+// on its own thread, forwards both ways and stops when closed.
+func TestDataPlaneLoop(t *testing.T) {
+	for _, blocking := range []bool{false, true} {
+		t.Run(map[bool]string{false: "go-poller", true: "blocking"}[blocking], func(t *testing.T) {
+			p := newPlane(t, blocking)
+			go p.d.run()
+			out := udpbatch.NewBatch(1, 0, 0, false)
+			out.Msgs[0] = udpbatch.Msg{Buf: channelData(100), Addr: p.d.lis.LocalAddr()}
+			p.client.WriteBatch(out, 1)
+			if n := p.drain(t, p.peer, 1); n != 1 {
+				t.Fatal("the peer got nothing")
+			}
+			p.peer.WriteTo(make([]byte, 100), p.rc.sock.LocalAddr())
+			if n := p.drain(t, p.client, 1); n != 1 {
+				t.Fatal("the client got nothing")
+			}
+			testutil.Eventually(t, 5*time.Second, "both counted", func() bool { return p.s.stats.fastUDP.Load() == 2 })
+			p.d.close()
+			select {
+			case <-p.d.done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the loop did not stop")
+			}
+		})
+	}
+}
+
 // TestFastPathOwnAddressOnlyRelayPorts: a channel to this supernode's own
 // address carries packets only to its live relay ports (the
 // CVE-2020-26262 class, on the fast path).
 func TestFastPathOwnAddressOnlyRelayPorts(t *testing.T) {
-	p := newPlane(t)
+	p := newPlane(t, false)
 	ch := p.rc.chans.Load().byNum[testChannel]
 	own := *ch
 	own.ownOnly = true
@@ -163,7 +198,7 @@ func TestFastPathOwnAddressOnlyRelayPorts(t *testing.T) {
 // TestDataPlaneAllocs: a round of the data plane both ways allocates
 // nothing.
 func TestDataPlaneAllocs(t *testing.T) {
-	p := newPlane(t)
+	p := newPlane(t, false)
 	out := udpbatch.NewBatch(32, 0, 0, false)
 	for i := range out.Msgs {
 		out.Msgs[i].Buf = channelData(160)
@@ -178,7 +213,7 @@ func TestDataPlaneAllocs(t *testing.T) {
 // directions in rounds of 32 (the test's own sends and reads included:
 // the figure is an upper bound).
 func BenchmarkDataPlane(b *testing.B) {
-	p := newPlane(b)
+	p := newPlane(b, false)
 	out := udpbatch.NewBatch(32, 0, 0, false)
 	for i := range out.Msgs {
 		out.Msgs[i].Buf = channelData(160)

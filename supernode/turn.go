@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
@@ -29,7 +30,7 @@ func (s *Server) newTURN() (*turn.Server, error) {
 	perm := s.permission
 	var pcs []turn.PacketConnConfig
 	if s.turnUDP != nil {
-		if s.dp = newDataplane(s, s.turnUDP); s.dp != nil {
+		if s.dp = newDataplane(s, s.turnUDP, runtime.GOMAXPROCS(0) >= 2); s.dp != nil {
 			s.turnUDP = s.dp.lisPC
 		}
 		pcs = append(pcs, turn.PacketConnConfig{PacketConn: s.turnUDP, RelayAddressGenerator: &relayGen{s, viaUDP}, PermissionHandler: perm})
