@@ -317,15 +317,10 @@ func (l *slowListener) hand(b []byte, from netip.AddrPort) {
 }
 
 func (l *slowListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	var timeout <-chan time.Time
-	if dl := l.deadline.Load(); dl != nil && !dl.IsZero() {
-		d := time.Until(*dl)
-		if d <= 0 {
-			return 0, nil, os.ErrDeadlineExceeded
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		timeout = t.C
+	timeout, stop, passed := deadlineTimer(l.deadline.Load())
+	defer stop()
+	if passed {
+		return 0, nil, os.ErrDeadlineExceeded
 	}
 	select {
 	case pk := <-l.in:

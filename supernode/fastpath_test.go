@@ -2,7 +2,6 @@ package supernode_test
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -31,19 +30,9 @@ func allocateQUIC(t testing.TB, info proto.SupernodeInfo) net.PacketConn {
 func tryAllocateQUIC(t testing.TB, info proto.SupernodeInfo) (net.PacketConn, *proto.Error) {
 	t.Helper()
 	ap, _ := proto.ParseRelayAddr(info.QUIC)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: pc}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(ap), proto.PinnedTLSConfig(info.Fingerprint, proto.RelayALPN), &quic.Config{EnableDatagrams: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := quicDialWith(t, ap, info.Fingerprint, &quic.Config{EnableDatagrams: true})
 	mux := relayconn.NewMux(conn, nil)
-	t.Cleanup(func() { conn.CloseWithError(0, ""); <-mux.Done(); tr.Close(); pc.Close() })
+	t.Cleanup(func() { conn.CloseWithError(0, ""); <-mux.Done() }) // before quicDial's own clean-up
 	r, st := hello(t, conn, &proto.RelayHello{Op: proto.RelayOpRelay, Token: info.Token, Datagrams: true})
 	if !r.OK {
 		return nil, r.Error
@@ -52,10 +41,16 @@ func tryAllocateQUIC(t testing.TB, info proto.SupernodeInfo) (net.PacketConn, *p
 		t.Fatalf("relay stream without datagrams: %+v", r)
 	}
 	rc := relayconn.New(st, mux, nil, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, net.TCPAddrFromAddrPort(ap))
+	return turnAllocate(t, turn.NewSTUNConn(rc), info.QUIC, info.TURNUsername, info.TURNPassword), nil
+}
+
+// turnAllocate runs a pion TURN client over conn and makes one allocation.
+func turnAllocate(t testing.TB, conn net.PacketConn, server, user, pass string) net.PacketConn {
+	t.Helper()
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
-	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: info.QUIC, STUNServerAddr: info.QUIC,
-		Username: info.TURNUsername, Password: info.TURNPassword, Conn: turn.NewSTUNConn(rc), LoggerFactory: lf})
+	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: server, STUNServerAddr: server,
+		Username: user, Password: pass, Conn: conn, LoggerFactory: lf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +63,7 @@ func tryAllocateQUIC(t testing.TB, info proto.SupernodeInfo) (net.PacketConn, *p
 		t.Fatalf("allocate: %v", err)
 	}
 	t.Cleanup(func() { relay.Close() })
-	return relay, nil
+	return relay
 }
 
 // TestStreamFastPath: two QUIC clients relayed by one supernode exchange
@@ -141,24 +136,7 @@ func allocateUDP(t testing.TB, sn *supernodetest.Supernode, u *user) net.PacketC
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelDisabled
-	a := sn.Addrs().TURNUDP.String()
-	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: a, STUNServerAddr: a,
-		Username: u.ice[0].Username, Password: u.ice[0].Credential, Conn: pc, LoggerFactory: lf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	relay, err := c.Allocate()
-	if err != nil {
-		t.Fatalf("allocate: %v", err)
-	}
-	t.Cleanup(func() { relay.Close() })
-	return relay
+	return turnAllocate(t, pc, sn.Addrs().TURNUDP.String(), u.ice[0].Username, u.ice[0].Credential)
 }
 
 // TestTURNUDPFastPath: browsers' TURN UDP clients relayed by one

@@ -64,15 +64,15 @@ func (p *peerPolicy) verdict(ip netip.Addr) (ok, ownOnly bool, reason string) {
 	return true, false, ""
 }
 
-// budget is a byte-rate limit (a token bucket in bytes).
+// budget is a byte-rate limit (a token bucket in bytes, counted on the
+// wire). It allows a second's worth of burst: SCTP (chat, files) sends in
+// congestion-window bursts, and a session within its rate on average must
+// not lose packets to them.
 type budget struct{ lim *rate.Limiter }
 
 func newBudget(kbps float64) budget {
 	bps := kbps * 1000 / 8
-	burst := int(bps / 4) // a quarter second of traffic
-	if burst < 16<<10 {
-		burst = 16 << 10
-	}
+	burst := max(int(bps), 16<<10)
 	return budget{rate.NewLimiter(rate.Limit(bps), burst)}
 }
 

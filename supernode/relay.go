@@ -263,17 +263,26 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
+// deadlineTimer is a channel that fires at *dl (nil: never) and its stop;
+// passed reports a deadline already past.
+func deadlineTimer(dl *time.Time) (c <-chan time.Time, stop func(), passed bool) {
+	if dl == nil || dl.IsZero() {
+		return nil, func() {}, false
+	}
+	d := time.Until(*dl)
+	if d <= 0 {
+		return nil, func() {}, true
+	}
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }, false
+}
+
 // readSlow waits for a packet the data plane handed over.
 func (c *relayConn) readSlow(p []byte) (int, net.Addr, error) {
-	var timeout <-chan time.Time
-	if dl := c.deadline.Load(); dl != nil && !dl.IsZero() {
-		d := time.Until(*dl)
-		if d <= 0 {
-			return 0, nil, os.ErrDeadlineExceeded
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		timeout = t.C
+	timeout, stop, passed := deadlineTimer(c.deadline.Load())
+	defer stop()
+	if passed {
+		return 0, nil, os.ErrDeadlineExceeded
 	}
 	for {
 		select {

@@ -8,9 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,7 +60,9 @@ func Soak(ctx context.Context, sc SoakConfig) error {
 		return err
 	}
 	defer l.close()
-	t, status, err := l.startDefaultSupernode(ctx)
+	// Default limits: only the loopback peers (startSupernode) and one
+	// user's quota (the generator's flows share a user) are opened.
+	t, status, err := l.startSupernode(ctx, "soaksn", "--max-allocs-per-user", "100000")
 	if err != nil {
 		return err
 	}
@@ -230,47 +229,6 @@ func soakVerdict(w io.Writer, s []soakSample, churned, refused int) error {
 	}
 	fmt.Fprintln(w, "soak passed: no growth in goroutines or memory, no loss of admitted voice")
 	return nil
-}
-
-// startDefaultSupernode runs `parley supernode` pinned on its default
-// limits (only the loopback peers and one user's quota are opened, as a
-// benchmark needs) with its status page, whose address it returns.
-func (l *lab) startDefaultSupernode(ctx context.Context) (*target, string, error) {
-	l.seq++
-	name := fmt.Sprintf("soaksn%d", l.seq)
-	lo := "127.0.0.1:0"
-	cmd := l.pinned(ctx, l.cfg.Exe, "supernode", "--server", l.url, "--name", name, "--profile", filepath.Join(l.tmp, name),
-		"--listen-quic", lo, "--listen-turn-udp", lo, "--listen-turn-tcp", lo, "--listen-turn-tls", lo,
-		"--allow-peer", "127.0.0.0/8", "--max-allocs-per-user", "100000",
-		"--status-addr", "127.0.0.1:0", "--discover-nat=false", "--log-level", "warn")
-	var status string
-	exited, stderr, err := started(cmd, func(line string) bool {
-		if i := strings.Index(line, "status page http://"); i >= 0 {
-			status = strings.TrimSuffix(strings.TrimSpace(line[i+len("status page "):]), "/")
-			return true
-		}
-		return false
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	sn, err := l.supernode(ctx, name, exited)
-	if err != nil || status == "" {
-		stop()
-		return nil, "", fmt.Errorf("relaybench: soak supernode: %v (stderr: %s)", err, stderr)
-	}
-	t := &target{name: "parley", pid: cmd.Process.Pid, fp: sn.Fingerprint, token: sn.Token, user: sn.TURNUsername, pass: sn.TURNPassword, stop: stop}
-	t.udp, _ = netip.ParseAddrPort(sn.TURNUDP)
-	return t, status, nil
 }
 
 // scrape reads a Prometheus text page into name{labels} -> value.

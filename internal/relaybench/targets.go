@@ -131,19 +131,43 @@ func (l *lab) pinned(ctx context.Context, name string, args ...string) *exec.Cmd
 	return cmd
 }
 
-// started runs cmd, scanning its stdout with scan (until it returns
-// true; nil: not waiting) and keeping the tail of its stderr for errors.
-func started(cmd *exec.Cmd, scan func(line string) bool) (exited chan struct{}, stderr *tail, err error) {
+// child is a relay process.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	stderr *tail
+}
+
+// stop interrupts the process and waits for it (killing it after 10 s).
+func (c *child) stop() {
+	c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// failed stops the process and wraps err with its stderr.
+func (c *child) failed(err error) error {
+	c.stop()
+	return fmt.Errorf("%w (stderr: %s)", err, c.stderr)
+}
+
+// start runs cmd, scanning its stdout with scan (until it returns true;
+// nil: not waiting) and keeping the tail of its stderr for errors.
+func start(cmd *exec.Cmd, scan func(line string) bool) (*child, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	stderr = &tail{}
+	stderr := &tail{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("relaybench: start %s: %w", cmd.Path, err)
+		return nil, fmt.Errorf("relaybench: start %s: %w", cmd.Path, err)
 	}
-	exited = make(chan struct{})
+	exited := make(chan struct{})
 	found := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -168,7 +192,7 @@ func started(cmd *exec.Cmd, scan func(line string) bool) (exited chan struct{}, 
 	case <-found:
 	case <-exited:
 	}
-	return exited, stderr, nil
+	return &child{cmd: cmd, exited: exited, stderr: stderr}, nil
 }
 
 // tail keeps the last few KiB written to it.
@@ -187,39 +211,44 @@ func (t *tail) String() string { return strings.TrimSpace(string(t.b)) }
 // startParley runs `parley supernode` pinned, with limits that do not bind
 // in a benchmark, and waits for its promotion.
 func (l *lab) startParley(ctx context.Context, flows int) (*target, error) {
+	t, _, err := l.startSupernode(ctx, "benchsn", "--max-sessions", strconv.Itoa(2*flows+64), "--max-allocs-per-user", strconv.Itoa(flows+64),
+		"--max-relay-mbps", "100000", "--max-session-kbps", "1000000")
+	return t, err
+}
+
+// startSupernode runs `parley supernode` pinned on loopback with limits
+// (flags), waits for its promotion and returns it and its status page's
+// address.
+func (l *lab) startSupernode(ctx context.Context, prefix string, limits ...string) (*target, string, error) {
 	l.seq++
-	name := fmt.Sprintf("benchsn%d", l.seq)
+	name := fmt.Sprintf("%s%d", prefix, l.seq)
 	lo := "127.0.0.1:0"
-	cmd := l.pinned(ctx, l.cfg.Exe, "supernode", "--server", l.url, "--name", name, "--profile", filepath.Join(l.tmp, name),
+	args := append([]string{"supernode", "--server", l.url, "--name", name, "--profile", filepath.Join(l.tmp, name),
 		"--listen-quic", lo, "--listen-turn-udp", lo, "--listen-turn-tcp", lo, "--listen-turn-tls", lo,
-		"--allow-peer", "127.0.0.0/8", "--max-sessions", strconv.Itoa(2*flows+64), "--max-allocs-per-user", strconv.Itoa(flows+64),
-		"--max-relay-mbps", "100000", "--max-session-kbps", "1000000", "--status-addr", "", "--discover-nat=false", "--log-level", "warn")
-	exited, stderr, err := started(cmd, func(line string) bool { return strings.Contains(line, "certificate fingerprint") })
-	if err != nil {
-		return nil, err
-	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+		"--allow-peer", "127.0.0.0/8", "--status-addr", lo, "--discover-nat=false", "--log-level", "warn"}, limits...)
+	var status string
+	c, err := start(l.pinned(ctx, l.cfg.Exe, args...), func(line string) bool {
+		if i := strings.Index(line, "status page http://"); i >= 0 {
+			status = strings.TrimSuffix(strings.TrimSpace(line[i+len("status page "):]), "/")
+			return true
 		}
-	}
-	sn, err := l.supernode(ctx, name, exited)
+		return false
+	})
 	if err != nil {
-		stop()
-		return nil, fmt.Errorf("%w (stderr: %s)", err, stderr)
+		return nil, "", err
 	}
-	t := &target{name: "parley", pid: cmd.Process.Pid, fp: sn.Fingerprint, token: sn.Token, user: sn.TURNUsername, pass: sn.TURNPassword, stop: stop}
+	sn, err := l.supernode(ctx, name, c.exited)
+	if err != nil {
+		return nil, "", c.failed(err)
+	}
+	t := &target{name: "parley", pid: c.cmd.Process.Pid, fp: sn.Fingerprint, token: sn.Token, user: sn.TURNUsername, pass: sn.TURNPassword, stop: c.stop}
 	for _, a := range []struct {
 		s string
 		p *netip.AddrPort
 	}{{sn.TURNUDP, &t.udp}, {sn.TURNTCP, &t.tcp}, {sn.TURNTLS, &t.tls}, {sn.QUIC, &t.quic}} {
 		*a.p, _ = netip.ParseAddrPort(a.s)
 	}
-	return t, nil
+	return t, status, nil
 }
 
 // startCoturn runs Debian's coturn in the foreground, pinned, on loopback,
@@ -240,52 +269,31 @@ func (l *lab) startCoturn(ctx context.Context) (*target, error) {
 	if l.cfg.CoturnThreads > 0 {
 		args = append(args, "--relay-threads", strconv.Itoa(l.cfg.CoturnThreads))
 	}
-	cmd := l.pinned(ctx, "turnserver", args...)
-	exited, stderr, err := started(cmd, nil)
+	c, err := start(l.pinned(ctx, "turnserver", args...), nil)
 	if err != nil {
 		return nil, err
 	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	if err := waitSTUN(ctx, addr, exited); err != nil {
-		stop()
-		return nil, fmt.Errorf("%w (stderr: %s)", err, stderr)
+	if err := waitSTUN(ctx, addr, c.exited); err != nil {
+		return nil, c.failed(err)
 	}
 	user, pass := proto.TURNCredentials([]byte(l.secret), "benchuser", time.Now().Add(12*time.Hour))
-	return &target{name: "coturn", pid: cmd.Process.Pid, udp: addr, tcp: addr, user: user, pass: pass, stop: stop}, nil
+	return &target{name: "coturn", pid: c.cmd.Process.Pid, udp: addr, tcp: addr, user: user, pass: pass, stop: c.stop}, nil
 }
 
 // startForwarder runs the batched forwarder (`parley bench forwarder`)
 // pinned.
 func (l *lab) startForwarder(ctx context.Context, flows int) (*target, error) {
-	cmd := l.pinned(ctx, l.cfg.Exe, "bench", "forwarder", "--listen", "127.0.0.1:0", "--flows", strconv.Itoa(flows))
 	var info ForwarderInfo
-	exited, stderr, err := started(cmd, func(line string) bool { return json.Unmarshal([]byte(line), &info) == nil && info.Listen != "" })
+	c, err := start(l.pinned(ctx, l.cfg.Exe, "bench", "forwarder", "--listen", "127.0.0.1:0", "--flows", strconv.Itoa(flows)),
+		func(line string) bool { return json.Unmarshal([]byte(line), &info) == nil && info.Listen != "" })
 	if err != nil {
 		return nil, err
 	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	t := &target{name: "forwarder", pid: cmd.Process.Pid, forwarder: true, stop: stop}
+	t := &target{name: "forwarder", pid: c.cmd.Process.Pid, forwarder: true, stop: c.stop}
 	var perr error
 	if t.udp, perr = netip.ParseAddrPort(info.Listen); perr != nil || len(info.Relays) != flows {
-		stop()
-		return nil, fmt.Errorf("relaybench: forwarder did not start (stderr: %s)", stderr)
+		return nil, c.failed(errors.New("relaybench: the forwarder did not start"))
 	}
 	for _, r := range info.Relays {
 		ap, _ := netip.ParseAddrPort(r)
