@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -533,19 +535,32 @@ func (s *sender) flush() {
 	}
 }
 
-// paced sends every flow's packets at pps per flow for d, spread evenly
-// (packet j at j/(n*pps) seconds goes to flow j mod n), as independent
-// callers' packets arrive: it sleeps until each packet is due (nanosleep
-// on its own thread with 1 ns timer slack; time.Sleep would sleep ~1 ms
-// and send in bursts a relay could batch). It records how far it fell
-// behind.
+// paced sends every flow's packets at pps per flow for d. Each flow has
+// its own random phase in the period, as independent callers do, so the
+// packets of all flows together arrive like a Poisson stream (some close
+// together, most apart) — not in bursts a relay could batch, and not so
+// evenly spaced that none ever can. It sleeps until each packet is due
+// (nanosleep on its own thread with 1 ns timer slack; time.Sleep would
+// sleep ~1 ms). It records how far it fell behind.
 func (g *generator) paced(ctx context.Context, pps float64, d time.Duration) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 	s := g.newSender()
-	rate := pps * float64(len(g.slots))
-	gap := time.Duration(float64(time.Second) / rate)
+	n := len(g.slots)
+	period := time.Duration(float64(time.Second) / pps)
+	// order[k] is the k-th flow to send in each period, at phase[k].
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	phase := make([]time.Duration, n)
+	for i := range phase {
+		phase[i] = time.Duration(rng.Int64N(int64(period)))
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return phase[order[a]] < phase[order[b]] })
+	dueAt := func(j int64) time.Duration { return time.Duration(j/int64(n))*period + phase[order[j%int64(n)]] }
 	start := time.Now()
 	var j int64
 	for ctx.Err() == nil {
@@ -553,17 +568,17 @@ func (g *generator) paced(ctx context.Context, pps float64, d time.Duration) {
 		if el >= d {
 			break
 		}
-		due := int64(el.Seconds()*rate) + 1
-		if behind := due - j; behind > g.lagged.Load() {
-			g.lagged.Store(behind)
+		if behind := el - dueAt(j); behind > 0 {
+			if b := int64(behind.Seconds() * pps * float64(n)); b > g.lagged.Load() {
+				g.lagged.Store(b)
+			}
 		}
-		for ; j < due; j++ {
-			s.send(g.slots[j%int64(len(g.slots))].Load())
+		for ; dueAt(j) <= el; j++ {
+			s.send(g.slots[order[j%int64(n)]].Load())
 		}
 		s.flush()
-		next := time.Duration(float64(j) / rate * 1e9)
-		if wait := next - time.Since(start); wait > 0 {
-			ts := unix.NsecToTimespec(int64(max(wait, gap/4)))
+		if wait := dueAt(j) - time.Since(start); wait > 0 {
+			ts := unix.NsecToTimespec(int64(wait))
 			unix.Nanosleep(&ts, nil)
 		}
 	}
