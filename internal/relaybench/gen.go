@@ -334,7 +334,7 @@ func (g *generator) setupFlow(ctx context.Context, f *genFlow) error {
 	if err := tc.channelBind(benchChannel, g.peerAddr(f)); err != nil {
 		return err
 	}
-	if f.stream != nil || f.rc != nil {
+	if f.stream != nil {
 		g.wg.Add(1)
 		go g.readStream(f)
 	}
@@ -395,28 +395,22 @@ func (g *generator) dialQUIC(ctx context.Context, f *genFlow) error {
 	if !reply.Datagrams {
 		return errors.New("relaybench: the relay stream has no datagrams")
 	}
-	f.rc = relayconn.New(st, mux, nil, &net.TCPAddr{IP: f.clientIP.AsSlice(), Port: 1}, net.TCPAddrFromAddrPort(g.t.quic))
-	return nil
-}
-
-// readStream reads a TCP, TLS or QUIC flow's client side until it closes.
-func (g *generator) readStream(f *genFlow) {
-	defer g.wg.Done()
-	if f.rc != nil {
-		buf := make([]byte, 2048)
-		for {
-			n, err := f.rc.Read(buf)
-			if err != nil {
-				return
-			}
-			if d := buf[:n]; n >= 4 && d[0] >= 0x40 && d[0] <= 0x7f {
-				l := int(binary.BigEndian.Uint16(d[2:]))
-				if 4+l <= n {
+	// Direct mode: datagrams are recorded from the Mux's goroutine, with
+	// no queue or reader of ours (the generator's own cost per packet).
+	f.rc = relayconn.NewWith(st, mux, nil, &net.TCPAddr{IP: f.clientIP.AsSlice(), Port: 1}, net.TCPAddrFromAddrPort(g.t.quic),
+		relayconn.Options{OnDatagram: func(d []byte) {
+			if len(d) >= 4 {
+				if l := int(binary.BigEndian.Uint16(d[2:])); 4+l <= len(d) {
 					g.record(d[4:4+l], 0)
 				}
 			}
-		}
-	}
+		}})
+	return nil
+}
+
+// readStream reads a TCP or TLS flow's client side until it closes.
+func (g *generator) readStream(f *genFlow) {
+	defer g.wg.Done()
 	var pending []byte
 	tmp := make([]byte, 16<<10)
 	for {
