@@ -5,7 +5,7 @@
 GO ?= go
 FUZZTIME ?= 3s
 
-.PHONY: test deps vet unit fuzz bench soak build docs
+.PHONY: test deps vet unit fuzz bench bench-relay soak build docs
 
 test: deps vet unit fuzz
 
@@ -25,10 +25,20 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
-# Long runs: the message soak (1,000 messages through server, sender and
-# receiver crashes and a full mailbox) nine times.
-soak:
+# A relay at the wire's limit: the supernode against coturn (Debian's
+# coturn package; scripts/install-bench-deps.sh) and a batched forwarder,
+# pinned to one core each (a few minutes; figures in supernode/README.md).
+bench-relay: build
+	@scripts/install-bench-deps.sh
+	./parley bench relay --compare
+
+# Long runs, not part of make test: the message soak (1,000 messages through
+# server, sender and receiver crashes and a full mailbox) nine times, then one
+# supernode at its budget of relayed voice with churn for 5 minutes (fails on
+# growth in goroutines or memory, or loss).
+soak: build
 	$(GO) test -race -count=9 -timeout 60m -run 'TestSoak' ./cmd/parley/
+	./parley bench relay --soak 5m
 
 build:
 	$(GO) build -o parley ./cmd/parley

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -83,6 +84,31 @@ type relayer struct {
 	wg        sync.WaitGroup // warm-up goroutines
 	lastEvent RelayEvent
 	ctr       relayconn.Counters // relay stream frames and datagrams
+	// refusedAt: supernodes that refused us a relay stream (full, over
+	// budget) recently; they are not offered to ICE until refusalCooldown
+	// passes, and every list request excludes them.
+	refusedAt map[string]time.Time
+}
+
+// refusalCooldown is how long a supernode that refused a relay stream is
+// passed over (it may have room again later).
+const refusalCooldown = 30 * time.Second
+
+// refusedLocked reports whether id refused us within the cooldown.
+func (r *relayer) refusedLocked(id string) bool {
+	at, ok := r.refusedAt[id]
+	return ok && time.Since(at) < refusalCooldown
+}
+
+// firstUsableLocked is the first listed supernode that has not refused us
+// lately ("" if none).
+func (r *relayer) firstUsableLocked() string {
+	for _, sn := range r.list {
+		if !r.refusedLocked(sn.ID) {
+			return sn.ID
+		}
+	}
+	return ""
 }
 
 // relayConn is one QUIC connection to a supernode.
@@ -241,15 +267,18 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	if nat == proto.NATUDPBlocked {
 		r.tlsOnly = true
 	}
-	r.primary = ""
-	if len(r.list) > 0 {
-		r.primary = r.list[0].ID // least loaded, until RTTs say otherwise
-	}
+	r.primary = r.firstUsableLocked() // least loaded, until RTTs say otherwise
 	r.scheduleRefreshLocked()
 	warm := len(r.list) > 0 && !r.tlsOnly && (r.cfg.AlwaysWarm || needsRelay(nat))
 	r.warmGen++
 	gen := r.warmGen
-	cands := append([]proto.SupernodeInfo(nil), r.list...)
+	var cands []proto.SupernodeInfo
+	for _, sn := range r.list {
+		if !r.refusedLocked(sn.ID) {
+			cands = append(cands, sn)
+		}
+	}
+	warm = warm && len(cands) > 0
 	live := map[string]time.Duration{} // connections we keep: their handshake RTT
 	for id, rc := range r.conns {
 		if rc.conn.Context().Err() == nil {
@@ -413,7 +442,16 @@ func (r *relayer) scheduleRefreshLocked() {
 }
 
 // requestRelays asks the server for a list without exclude (loop goroutine).
+// Supernodes that refused us lately are always excluded.
 func (c *Client) requestRelays(exclude []string, reason string) {
+	r := c.relay
+	r.mu.Lock()
+	for id := range r.refusedAt {
+		if r.refusedLocked(id) && !slices.Contains(exclude, id) {
+			exclude = append(exclude, id)
+		}
+	}
+	r.mu.Unlock()
 	c.sendSig(proto.TypeRelayRequest, "", &proto.RelayRequest{Exclude: exclude, Reason: reason})
 }
 
@@ -506,12 +544,39 @@ func (r *relayer) Dial(network, addr string) (net.Conn, error) {
 	return r.dialTLS(ctx, sn)
 }
 
-// refused handles a supernode's refusal: ask the server for another.
+// refused handles a supernode's refusal of a relay stream (full, over its
+// bandwidth budget, not promoted): it stops offering that supernode to ICE
+// at once — the next gathering (a new call, an ICE restart) uses the next
+// one on the list, whose credentials the list already holds — and asks the
+// server for a list without every supernode that refused us lately. A
+// burst of refusals (calls set up together) makes one request.
 func (r *relayer) refused(id string, pe *proto.Error) {
-	r.c.log.Warn("client: supernode refused relay", "supernode", id, "code", pe.Code, "reason", pe.Message)
+	r.mu.Lock()
+	if r.refusedAt == nil {
+		r.refusedAt = map[string]time.Time{}
+	}
+	again := r.refusedLocked(id)
+	r.refusedAt[id] = time.Now()
+	if r.primary == id || r.primary == "" {
+		r.primary = r.firstUsableLocked()
+	}
+	next := r.primary
+	var exclude []string
+	for rid := range r.refusedAt {
+		if r.refusedLocked(rid) {
+			exclude = append(exclude, rid)
+		}
+	}
+	sort.Strings(exclude)
+	ev := RelayEvent{Supernode: next, Transport: r.transportLocked(), Reason: "refused by " + id + ": " + pe.Message}
+	r.mu.Unlock()
+	r.c.log.Warn("client: supernode refused relay", "supernode", id, "code", pe.Code, "reason", pe.Message, "next", next)
+	if again {
+		return // already moved off it and asked
+	}
 	r.c.box.post(func() {
-		r.c.events.push(RelayEvent{Supernode: id, Reason: "refused: " + pe.Message})
-		r.c.requestRelays([]string{id}, string(pe.Code)+": "+pe.Message)
+		r.emit(ev)
+		r.c.requestRelays(exclude, string(pe.Code)+": "+pe.Message)
 	})
 }
 

@@ -205,9 +205,10 @@ func TestBudgets(t *testing.T) {
 	}
 }
 
-// TestBandwidthBudgets: a session sending faster than its budget, or
-// many sessions together beyond the operator's total, have the excess
-// dropped and counted; traffic within budget passes.
+// TestBandwidthBudgets: a session sending faster than its own budget has
+// the excess dropped and counted; traffic within budget passes. (The
+// operator's total is not enforced by dropping packets of every call:
+// TestShedNewestFlow.)
 func TestBandwidthBudgets(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -215,7 +216,6 @@ func TestBandwidthBudgets(t *testing.T) {
 		counter func(supernode.Stats) int64
 	}{
 		{"per session", supernode.Config{MaxSessionKbps: 200, MaxRelayMbps: 1000}, func(s supernode.Stats) int64 { return s.SessionDrops }},
-		{"operator total", supernode.Config{MaxSessionKbps: 1e6, MaxRelayMbps: 0.2}, func(s supernode.Stats) int64 { return s.TotalDrops }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -74,13 +74,20 @@ type Config struct {
 	NAT *proto.NATReport
 
 	// MaxSessions bounds concurrent relay sessions (TURN allocations plus
-	// QUIC relay streams waiting for one). Zero means 100.
+	// sessions admitted and waiting for one). Zero sizes it from
+	// MaxRelayMbps: four times the voice sessions the budget carries
+	// (1,315 for 50 Mbit/s), because most allocations idle; the budget
+	// decides what is carried.
 	MaxSessions int
-	// MaxRelayMbps is the operator's total relay budget, both directions
-	// together. Zero means 50.
+	// MaxRelayMbps is the operator's relay budget: what the relay sends,
+	// in bits on the wire (IP, UDP and TURN or QUIC framing counted), which
+	// is also about what it receives. A new session is admitted while the
+	// measured traffic plus a voice call's 152 kbit/s for each session
+	// not yet measured fits; admitted traffic that outgrows it has its
+	// newest flows shed whole. Zero means 50.
 	MaxRelayMbps float64
-	// MaxSessionKbps bounds one session's bandwidth, both directions
-	// together. Zero means 1000 (a voice call needs under 100).
+	// MaxSessionKbps bounds one session's traffic, both directions
+	// together, in wire bits (a voice session is 152). Zero means 1000.
 	MaxSessionKbps float64
 	// MaxAllocationsPerUser bounds a user's concurrent allocations
 	// (coturn's user-quota). Zero means 8.
@@ -155,11 +162,11 @@ func (c *Config) setDefaults() error {
 	def(&c.ListenTURNUDP, "0.0.0.0:3478")
 	def(&c.ListenTURNTCP, "0.0.0.0:3478")
 	def(&c.ListenTURNTLS, "0.0.0.0:5349")
-	if c.MaxSessions == 0 {
-		c.MaxSessions = 100
-	}
 	if c.MaxRelayMbps == 0 {
 		c.MaxRelayMbps = 50
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = defaultMaxSessions(c.MaxRelayMbps)
 	}
 	if c.MaxSessionKbps == 0 {
 		c.MaxSessionKbps = 1000

@@ -161,6 +161,12 @@ func (u *user) list(min int) *proto.SupernodeList {
 // quicDial connects to a supernode's QUIC listener, pinning fp.
 func quicDial(t testing.TB, addr netip.AddrPort, fp string) *quic.Conn {
 	t.Helper()
+	return quicDialWith(t, addr, fp, &quic.Config{})
+}
+
+// quicDialWith is quicDial with a QUIC config (datagrams, say).
+func quicDialWith(t testing.TB, addr netip.AddrPort, fp string, qc *quic.Config) *quic.Conn {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +174,7 @@ func quicDial(t testing.TB, addr netip.AddrPort, fp string) *quic.Conn {
 	tr := &quic.Transport{Conn: pc}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), proto.PinnedTLSConfig(fp, proto.RelayALPN), &quic.Config{})
+	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), proto.PinnedTLSConfig(fp, proto.RelayALPN), qc)
 	if err != nil {
 		tr.Close()
 		pc.Close()

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -65,112 +64,19 @@ func (p *peerPolicy) verdict(ip netip.Addr) (ok, ownOnly bool, reason string) {
 	return true, false, ""
 }
 
-// budget is a byte-rate limit (a token bucket in bytes).
+// budget is a byte-rate limit (a token bucket in bytes, counted on the
+// wire). It allows a second's worth of burst: SCTP (chat, files) sends in
+// congestion-window bursts, and a session within its rate on average must
+// not lose packets to them.
 type budget struct{ lim *rate.Limiter }
 
 func newBudget(kbps float64) budget {
 	bps := kbps * 1000 / 8
-	burst := int(bps / 4) // a quarter second of traffic
-	if burst < 16<<10 {
-		burst = 16 << 10
-	}
+	burst := max(int(bps), 16<<10)
 	return budget{rate.NewLimiter(rate.Limit(bps), burst)}
 }
 
 func (b budget) allow(now time.Time, n int) bool { return b.lim.AllowN(now, n) }
-
-// relayConn is the socket of one TURN allocation (its relayed transport
-// address, RFC 8656 section 2). It enforces the peer policy on every
-// packet sent, and the session and total bandwidth budgets both ways; a
-// packet over budget is dropped like a lost one.
-type relayConn struct {
-	net.PacketConn
-	s       *Server
-	port    uint16
-	session budget
-	closed  atomic.Bool
-	bytes   atomic.Uint64 // relayed both ways, for the status page
-}
-
-// WriteTo sends to a peer (client → peer direction).
-func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	ap := addrPort(addr)
-	ok, ownOnly, _ := c.s.policy.verdict(ap.Addr())
-	if ok && ownOnly && !c.s.relays.has(ap.Port()) {
-		ok = false
-	}
-	if !ok {
-		c.s.stats.deniedPackets.Add(1)
-		return len(p), nil
-	}
-	if !c.admit(len(p)) {
-		return len(p), nil
-	}
-	return c.PacketConn.WriteTo(p, addr)
-}
-
-// ReadFrom receives from a peer (peer → client direction).
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || c.admit(n) {
-			return n, addr, err
-		}
-	}
-}
-
-func (c *relayConn) admit(n int) bool {
-	now := time.Now()
-	if !c.session.allow(now, n) {
-		c.s.stats.sessionOverBudget.Add(1)
-		return false
-	}
-	if !c.s.total.allow(now, n) {
-		c.s.stats.totalOverBudget.Add(1)
-		return false
-	}
-	c.bytes.Add(uint64(n))
-	c.s.stats.bytesRelayed.Add(uint64(n))
-	return true
-}
-
-func (c *relayConn) Close() error {
-	if !c.closed.Swap(true) {
-		c.s.relays.remove(c.port)
-	}
-	return c.PacketConn.Close()
-}
-
-// relayPorts is the set of this supernode's live relay ports: the only
-// ports of its own address that relaying may reach (so two users relayed
-// by the same supernode can talk relay to relay).
-type relayPorts struct {
-	mu    sync.Mutex // guards ports
-	ports map[uint16]int
-}
-
-func (r *relayPorts) add(p uint16) {
-	r.mu.Lock()
-	if r.ports == nil {
-		r.ports = map[uint16]int{}
-	}
-	r.ports[p]++
-	r.mu.Unlock()
-}
-
-func (r *relayPorts) remove(p uint16) {
-	r.mu.Lock()
-	if r.ports[p]--; r.ports[p] <= 0 {
-		delete(r.ports, p)
-	}
-	r.mu.Unlock()
-}
-
-func (r *relayPorts) has(p uint16) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.ports[p] > 0
-}
 
 // userCounts tracks allocations per user (coturn's user-quota).
 type userCounts struct {

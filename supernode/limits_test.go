@@ -3,6 +3,7 @@ package supernode
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestPeerPolicyVerdict(t *testing.T) {
@@ -41,13 +42,14 @@ func TestPeerPolicyVerdict(t *testing.T) {
 
 func TestRelayPortsAndUsers(t *testing.T) {
 	var r relayPorts
-	r.add(5000)
-	r.add(5000)
-	r.remove(5000)
-	if !r.has(5000) {
-		t.Fatal("port removed while still held once")
+	a, b := &relayConn{}, &relayConn{}
+	r.add(5000, a)
+	r.add(5000, b) // the port was reused before a's Close ran
+	r.remove(5000, a)
+	if r.get(5000) != b {
+		t.Fatal("a stale Close removed the port's new allocation")
 	}
-	r.remove(5000)
+	r.remove(5000, b)
 	if r.has(5000) {
 		t.Fatal("port still held")
 	}
@@ -61,10 +63,11 @@ func TestRelayPortsAndUsers(t *testing.T) {
 	}
 }
 
-func TestAllocsPerRelayAdmit(t *testing.T) {
-	s := &Server{total: newBudget(1e6)}
+func TestAllocsPerRelayCount(t *testing.T) {
+	s := &Server{}
 	c := &relayConn{s: s, session: newBudget(1e6)}
-	if n := testing.AllocsPerRun(1000, func() { c.admit(200) }); n != 0 {
-		t.Fatalf("admit allocates %.1f times per packet", n)
+	now := time.Now()
+	if n := testing.AllocsPerRun(1000, func() { c.count(200, now) }); n != 0 {
+		t.Fatalf("count allocates %.1f times per packet", n)
 	}
 }

@@ -163,10 +163,17 @@ func TestDemotion(t *testing.T) {
 		u := signIn(t, sig.URL, "alice")
 		info := u.list(1).Supernodes[0]
 		// One real allocation fills the supernode; its next heartbeat says so.
-		allocate(t, sn, info)
+		_, relay := allocate(t, sn, info)
 		st := sn.WaitState(t, proto.SupernodeDemoted, 5*time.Second)
 		if !strings.Contains(st.Reason, "overloaded: 1 of 1 sessions") {
 			t.Fatalf("reason %q", st.Reason)
+		}
+		// It keeps beating while demoted: when the session ends, the
+		// server sees the load fall and promotes it again.
+		relay.Close()
+		st = sn.WaitState(t, proto.SupernodePromoted, 5*time.Second)
+		if !strings.Contains(st.Reason, "load back to 0 of 1 sessions") {
+			t.Fatalf("promoted again with reason %q", st.Reason)
 		}
 	})
 }

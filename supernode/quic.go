@@ -5,11 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/internal/relayconn"
@@ -129,9 +131,6 @@ func (s *Server) serveStream(conn *quic.Conn, mux *relayconn.Mux, st *quic.Strea
 		s.answerProbe(st, &h)
 	case proto.RelayOpRelay:
 		user, perr := s.checkToken(h.Token)
-		if perr == nil {
-			perr = s.admitStreamSession(user)
-		}
 		if perr != nil {
 			s.refuse(st, perr)
 			return
@@ -144,6 +143,14 @@ func (s *Server) serveStream(conn *quic.Conn, mux *relayconn.Mux, st *quic.Strea
 			s.refuse(st, perr)
 			return
 		}
+		// Admission reserves the session's place until its Allocate (or
+		// the stream's end), so streams opened together cannot all pass
+		// and then fail TURN with a bare 486.
+		if perr := s.admitSession(user, sc.addr, true); perr != nil {
+			s.refuse(st, perr)
+			sc.Close()
+			return
+		}
 		// Nothing else writes to the stream until the client speaks TURN.
 		if err := proto.WriteRelayFrame(st, &proto.RelayReply{OK: true, Datagrams: mux != nil}); err != nil {
 			sc.Close()
@@ -154,18 +161,6 @@ func (s *Server) serveStream(conn *quic.Conn, mux *relayconn.Mux, st *quic.Strea
 			sc.Close()
 		}
 	}
-}
-
-// admitStreamSession applies the session limits before a stream is handed
-// over, so a client learns "over budget" in words rather than as a TURN
-// 486, and can ask the signaling server for another supernode.
-func (s *Server) admitStreamSession(user string) *proto.Error {
-	if err := s.admitSession(user); err != nil {
-		var pe *proto.Error
-		errors.As(err, &pe)
-		return pe
-	}
-	return nil
 }
 
 // checkToken verifies a relay token and counts why it fails.
@@ -246,16 +241,19 @@ func (s *Server) answerProbe(st *quic.Stream, h *proto.RelayHello) {
 }
 
 // streamConn is a QUIC relay stream seen as a TCP connection by the TURN
-// server (internal/relayconn does the framing and the datagrams). Its
-// RemoteAddr carries the client's IP with a synthetic port unique among
-// live streams, because pion identifies an allocation by its 5-tuple and
-// one QUIC connection may carry several allocations.
+// server (internal/relayconn does the framing). Its RemoteAddr carries the
+// client's IP with a synthetic port unique among live streams, because
+// pion identifies an allocation by its 5-tuple and one QUIC connection may
+// carry several allocations. With datagrams, ChannelData never reaches
+// pion: onDatagram forwards it to the peer, and the allocation's relay
+// socket sends the peers' packets back as datagrams (relayConn.ReadFrom).
 type streamConn struct {
 	*relayconn.Conn
-	s      *Server
-	remote *net.TCPAddr
-	user   string
-	once   sync.Once
+	s     *Server
+	addr  netip.AddrPort // the synthetic address
+	user  string
+	relay atomic.Pointer[relayConn] // the stream's allocation, once made
+	once  sync.Once
 }
 
 // Synthetic source ports come from below Linux's ephemeral range, so they
@@ -268,7 +266,7 @@ func (s *Server) newStreamConn(conn *quic.Conn, mux *relayconn.Mux, st *quic.Str
 	lap := addrPort(conn.LocalAddr())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.streamUsers) >= synthPortMax-synthPortMin {
+	if len(s.streamConns) >= synthPortMax-synthPortMin {
 		s.stats.sessionsFull.Add(1)
 		return nil, proto.Errorf(proto.CodeOverBudget, "supernode %s has no stream slots left", s.cfg.Name)
 	}
@@ -279,16 +277,43 @@ func (s *Server) newStreamConn(conn *quic.Conn, mux *relayconn.Mux, st *quic.Str
 			s.nextPort = synthPortMin
 		}
 		ap = netip.AddrPortFrom(rip, s.nextPort)
-		if _, used := s.streamUsers[ap]; !used {
+		if _, used := s.streamConns[ap]; !used {
 			break
 		}
 	}
-	s.streamUsers[ap] = user
-	remote := net.TCPAddrFromAddrPort(ap)
-	return &streamConn{
-		Conn: relayconn.New(st, mux, &s.relayCtr, net.TCPAddrFromAddrPort(lap), remote),
-		s:    s, user: user, remote: remote,
-	}, nil
+	sc := &streamConn{s: s, user: user, addr: ap}
+	// Direct mode: pion's read loop reads the stream itself (no goroutine
+	// or queue of ours), and datagrams go to onDatagram.
+	sc.Conn = relayconn.NewWith(st, mux, &s.relayCtr, net.TCPAddrFromAddrPort(lap), net.TCPAddrFromAddrPort(ap),
+		relayconn.Options{OnDatagram: sc.onDatagram})
+	s.streamConns[ap] = sc
+	return sc, nil
+}
+
+// onDatagram forwards a client's ChannelData datagram to the peer its
+// channel is bound to (the Mux's goroutine; no copy, no allocation).
+// ChannelData for no bound channel is dropped, as pion would.
+func (sc *streamConn) onDatagram(msg []byte) {
+	if len(msg) >= channelDataHeader {
+		num, l := binary.BigEndian.Uint16(msg), int(binary.BigEndian.Uint16(msg[2:]))
+		if c := sc.relay.Load(); c != nil && channelDataHeader+l <= len(msg) {
+			if ch := c.chans.Load().byNum[num]; ch != nil {
+				c.sendToPeer(msg[channelDataHeader:channelDataHeader+l], ch, time.Now())
+				return
+			}
+		}
+	}
+	sc.s.stats.unboundDatagrams.Add(1)
+}
+
+// sendChannelData sends buf[relayHeadroom:] (a peer's datagram) to the
+// client as ChannelData on number, writing the headers into the headroom
+// and the padding after it (buf must have room for 3 more bytes).
+func (sc *streamConn) sendChannelData(buf []byte, number uint16) {
+	buf = putChannelData(buf, number)
+	if err := sc.WriteChannelData(buf[relayHeadroom-channelDataHeader-relayconn.Headroom:]); err != nil {
+		sc.s.stats.sendErrors.Add(1)
+	}
 }
 
 // streamUser returns the token user of the stream whose synthetic address is a.
@@ -296,16 +321,20 @@ func (s *Server) streamUser(a net.Addr) (string, bool) {
 	ap := addrPort(a)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	u, ok := s.streamUsers[ap]
-	return u, ok
+	if sc, ok := s.streamConns[ap]; ok {
+		return sc.user, true
+	}
+	return "", false
 }
 
-// Close ends both directions of the stream and frees its address.
+// Close ends both directions of the stream, frees its address and any
+// reservation it still holds.
 func (c *streamConn) Close() error {
 	c.once.Do(func() {
 		c.s.mu.Lock()
-		delete(c.s.streamUsers, c.remote.AddrPort())
+		delete(c.s.streamConns, c.addr)
 		c.s.mu.Unlock()
+		c.s.release(c.addr, false)
 		c.Conn.Close()
 	})
 	return nil

@@ -44,7 +44,8 @@ func (s *Server) signalLoop(ctx context.Context) error {
 }
 
 // signalOnce runs one signaling session: sign in, register, then follow
-// the server's decisions and send heartbeats while promoted.
+// the server's decisions and send heartbeats while promoted (and while
+// demoted, so the server sees an overload end).
 func (s *Server) signalOnce(ctx context.Context) error {
 	ws, err := s.signIn(ctx)
 	if err != nil {
@@ -87,11 +88,14 @@ func (s *Server) signalOnce(ctx context.Context) error {
 			if st == nil {
 				continue
 			}
-			if beat != nil {
+			retry = nil
+			// A demoted supernode keeps beating: the server promotes it
+			// again when its load falls back, which it learns only from
+			// heartbeats.
+			if beat != nil && st.State != proto.SupernodeDemoted {
 				beat.Stop()
 				beat, beatC = nil, nil
 			}
-			retry = nil
 			switch {
 			case st.State == proto.SupernodePromoted:
 				iv := time.Duration(st.HeartbeatMillis) * time.Millisecond

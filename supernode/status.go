@@ -31,25 +31,38 @@ type stats struct {
 	peerDenied          atomic.Int64
 	deniedPackets       atomic.Int64
 	sessionOverBudget   atomic.Int64
-	totalOverBudget     atomic.Int64
+	bandwidthFull       atomic.Int64
+	busy                atomic.Int64
+	shed                atomic.Int64
+	streamAllocRefused  atomic.Int64
+	slowDrops           atomic.Int64
+	sendErrors          atomic.Int64
+	unboundDatagrams    atomic.Int64
+	fastUDP             atomic.Int64
 	bytesRelayed        atomic.Uint64
 }
 
 // Stats is a snapshot of the counters. Every refusal has its own counter.
 type Stats struct {
-	QUICConns     int64 // QUIC connections accepted
-	RelayStreams  int64 // relay streams admitted to the TURN server
-	Probes        int64 // signaling-server probes answered
-	Allocations   int64 // TURN allocations created (all transports)
-	Sessions      int   // live TURN allocations now
-	Users         int   // distinct users with live allocations
+	QUICConns    int64 // QUIC connections accepted
+	RelayStreams int64 // relay streams admitted to the TURN server
+	Probes       int64 // signaling-server probes answered
+	Allocations  int64 // TURN allocations created (all transports)
+	Sessions     int   // live TURN allocations now
+	Pending      int   // sessions admitted and waiting for their allocation
+	Users        int   // distinct users with live allocations
+	// BytesRelayed counts what the relay sent for its allocations, in
+	// bytes on the wire (IP, UDP, TURN and QUIC framing included).
 	BytesRelayed  uint64
-	DatagramsIn   uint64 // ChannelData received as QUIC datagrams
-	DatagramsOut  uint64 // ChannelData sent as QUIC datagrams
-	StreamFrames  uint64 // TURN messages received on relay streams
-	BadHello      int64  // malformed first frame on a stream
-	TokenMissing  int64  // stream without a relay token
-	TokenInvalid  int64  // forged or malformed token
+	WireMbps      float64 // the current rate of BytesRelayed
+	FastPath      bool    // the TURN UDP data plane (batched, lock-free) is on
+	FastUDP       int64   // packets the TURN UDP data plane forwarded (both ways)
+	DatagramsIn   uint64  // ChannelData received as QUIC datagrams
+	DatagramsOut  uint64  // ChannelData sent as QUIC datagrams
+	StreamFrames  uint64  // TURN messages received on relay streams
+	BadHello      int64   // malformed first frame on a stream
+	TokenMissing  int64   // stream without a relay token
+	TokenInvalid  int64   // forged or malformed token
 	TokenExpired  int64
 	TokenOtherSN  int64 // token minted for another supernode
 	TokenMismatch int64 // TURN username of another user than the stream's token
@@ -57,10 +70,16 @@ type Stats struct {
 	TURNAuthFail  int64 // TURN requests with bad credentials
 	SessionsFull  int64 // refused: MaxSessions reached
 	UserOverQuota int64 // refused: MaxAllocationsPerUser reached
+	BandwidthFull int64 // refused: the new session would not fit MaxRelayMbps
+	Busy          int64 // refused: the data plane's loop is saturated
+	StreamRefused int64 // TURN Allocate refused on an admitted relay stream (should stay 0)
 	PeerDenied    int64 // permissions refused by the peer policy
 	DeniedPackets int64 // packets to this host's non-relay ports dropped
 	SessionDrops  int64 // packets dropped over a session's bandwidth
-	TotalDrops    int64 // packets dropped over the operator's total budget
+	Shed          int64 // whole flows ended because the total outgrew MaxRelayMbps
+	SlowDrops     int64 // packets for pion dropped because it was behind
+	SendErrors    int64 // packets the kernel would not take (send buffer full)
+	Unbound       int64 // ChannelData datagrams for no bound channel
 }
 
 // Stats returns the counters.
@@ -68,16 +87,18 @@ func (s *Server) Stats() Stats {
 	st := &s.stats
 	return Stats{
 		QUICConns: st.quicConns.Load(), RelayStreams: st.relayStreams.Load(), Probes: st.probes.Load(),
-		Allocations: st.allocations.Load(), Sessions: s.sessions(), Users: s.users.distinct(),
-		BytesRelayed: st.bytesRelayed.Load(), BadHello: st.badHello.Load(),
+		Allocations: st.allocations.Load(), Sessions: s.sessions(), Pending: s.pendingSessions(), Users: s.users.distinct(),
+		BytesRelayed: st.bytesRelayed.Load(), WireMbps: s.gov.rate() / 1e6, FastPath: s.dp != nil, FastUDP: st.fastUDP.Load(), BadHello: st.badHello.Load(),
 		DatagramsIn: s.relayCtr.DatagramsIn.Load(), DatagramsOut: s.relayCtr.DatagramsOut.Load(),
 		StreamFrames: s.relayCtr.StreamFramesIn.Load(),
 		TokenMissing: st.tokenMissing.Load(), TokenInvalid: st.tokenInvalid.Load(), TokenExpired: st.tokenExpired.Load(),
 		TokenOtherSN: st.tokenWrongSupernode.Load(), TokenMismatch: st.tokenMismatch.Load(),
 		NotPromoted: st.notPromoted.Load(), TURNAuthFail: st.turnAuthFailures.Load(),
 		SessionsFull: st.sessionsFull.Load(), UserOverQuota: st.userOverQuota.Load(),
+		BandwidthFull: st.bandwidthFull.Load(), Busy: st.busy.Load(), StreamRefused: st.streamAllocRefused.Load(),
 		PeerDenied: st.peerDenied.Load(), DeniedPackets: st.deniedPackets.Load(),
-		SessionDrops: st.sessionOverBudget.Load(), TotalDrops: st.totalOverBudget.Load(),
+		SessionDrops: st.sessionOverBudget.Load(), Shed: st.shed.Load(),
+		SlowDrops: st.slowDrops.Load(), SendErrors: st.sendErrors.Load(), Unbound: st.unboundDatagrams.Load(),
 	}
 }
 
@@ -143,15 +164,17 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <table><tr><th>public</th><td>{{.PublicAddr}}</td></tr><tr><th>QUIC</th><td>{{.QUIC}}</td></tr>
 <tr><th>TURN</th><td>udp {{.TURNUDP}} · tcp {{.TURNTCP}} · tls {{.TURNTLS}}</td></tr>
 <tr><th>fingerprint</th><td><code>{{.Fingerprint}}</code></td></tr>
-<tr><th>sessions</th><td>{{.Stats.Sessions}} of {{.MaxSessions}} ({{.Stats.Users}} users)</td></tr>
-<tr><th>relayed</th><td>{{.Stats.BytesRelayed}} bytes (budget {{.MaxMbps}} Mbps)</td></tr></table>
+<tr><th>sessions</th><td>{{.Stats.Sessions}} of {{.MaxSessions}} ({{.Stats.Users}} users, {{.Stats.Pending}} waiting for an allocation)</td></tr>
+<tr><th>relayed</th><td>{{printf "%.2f" .Stats.WireMbps}} of {{.MaxMbps}} Mbit/s on the wire; {{.Stats.BytesRelayed}} bytes so far</td></tr></table>
 <h2>Decisions</h2><table>{{range .History}}<tr><td>{{ts .Time}}</td><td class="{{.State}}">{{.State}}</td><td>{{.Reason}}</td></tr>{{else}}<tr><td>none yet</td></tr>{{end}}</table>
 <h2>Refusals</h2><table>
 <tr><th>no token</th><td>{{.Stats.TokenMissing}}</td><th>forged token</th><td>{{.Stats.TokenInvalid}}</td></tr>
 <tr><th>expired token</th><td>{{.Stats.TokenExpired}}</td><th>other supernode's token</th><td>{{.Stats.TokenOtherSN}}</td></tr>
 <tr><th>TURN auth</th><td>{{.Stats.TURNAuthFail}}</td><th>not promoted</th><td>{{.Stats.NotPromoted}}</td></tr>
 <tr><th>full</th><td>{{.Stats.SessionsFull}}</td><th>user over quota</th><td>{{.Stats.UserOverQuota}}</td></tr>
-<tr><th>peer denied</th><td>{{.Stats.PeerDenied}}</td><th>bandwidth drops</th><td>{{.Stats.SessionDrops}} / {{.Stats.TotalDrops}}</td></tr>
+<tr><th>bandwidth full</th><td>{{.Stats.BandwidthFull}}</td><th>busy</th><td>{{.Stats.Busy}}</td></tr>
+<tr><th>peer denied</th><td>{{.Stats.PeerDenied}}</td><th>flows shed</th><td>{{.Stats.Shed}}</td></tr>
+<tr><th>session bandwidth drops</th><td>{{.Stats.SessionDrops}}</td><th>send buffer full</th><td>{{.Stats.SendErrors}}</td></tr>
 </table><p><a href="/status.json">JSON</a></p></body></html>
 `))
 
@@ -182,13 +205,15 @@ type collector struct{ s *Server }
 var (
 	descSessions = prometheus.NewDesc("parley_supernode_sessions", "Live relay sessions (TURN allocations).", nil, nil)
 	descPromoted = prometheus.NewDesc("parley_supernode_promoted", "1 while the signaling server has this supernode promoted.", nil, nil)
-	descBytes    = prometheus.NewDesc("parley_supernode_relayed_bytes_total", "Bytes relayed, both directions.", nil, nil)
+	descBytes    = prometheus.NewDesc("parley_supernode_relayed_bytes_total", "Bytes the relay sent, counted on the wire (headers and framing included).", nil, nil)
+	descPending  = prometheus.NewDesc("parley_supernode_pending_sessions", "Sessions admitted and waiting for their TURN allocation.", nil, nil)
+	descRate     = prometheus.NewDesc("parley_supernode_wire_mbps", "Relay traffic now, Mbit/s on the wire (the budget's measure).", nil, nil)
 	descEvents   = prometheus.NewDesc("parley_supernode_events_total", "Supernode events by kind.", []string{"event"}, nil)
 	descRefusals = prometheus.NewDesc("parley_supernode_refusals_total", "Refused requests by reason.", []string{"reason"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descPromoted, descBytes, descEvents, descRefusals} {
+	for _, d := range []*prometheus.Desc{descSessions, descPending, descRate, descPromoted, descBytes, descEvents, descRefusals} {
 		ch <- d
 	}
 }
@@ -200,13 +225,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		promoted = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(descRate, prometheus.GaugeValue, st.WireMbps)
 	ch <- prometheus.MustNewConstMetric(descPromoted, prometheus.GaugeValue, promoted)
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesRelayed))
 	for _, e := range []struct {
 		n string
 		v int64
 	}{{"quic_conn", st.QUICConns}, {"relay_stream", st.RelayStreams}, {"probe", st.Probes}, {"allocation", st.Allocations},
-		{"datagram_in", int64(st.DatagramsIn)}, {"datagram_out", int64(st.DatagramsOut)}, {"stream_frame_in", int64(st.StreamFrames)}} {
+		{"fast_udp_packet", st.FastUDP}, {"datagram_in", int64(st.DatagramsIn)}, {"datagram_out", int64(st.DatagramsOut)}, {"stream_frame_in", int64(st.StreamFrames)}} {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(e.v), e.n)
 	}
 	for _, e := range []struct {
@@ -216,8 +243,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"bad_hello", st.BadHello}, {"token_missing", st.TokenMissing}, {"token_invalid", st.TokenInvalid},
 		{"token_expired", st.TokenExpired}, {"token_other_supernode", st.TokenOtherSN}, {"token_user_mismatch", st.TokenMismatch},
 		{"not_promoted", st.NotPromoted}, {"turn_auth", st.TURNAuthFail}, {"sessions_full", st.SessionsFull},
-		{"user_over_quota", st.UserOverQuota}, {"peer_denied", st.PeerDenied}, {"denied_packet", st.DeniedPackets},
-		{"session_bandwidth", st.SessionDrops}, {"total_bandwidth", st.TotalDrops},
+		{"user_over_quota", st.UserOverQuota}, {"bandwidth_full", st.BandwidthFull}, {"busy", st.Busy},
+		{"stream_allocate_refused", st.StreamRefused}, {"peer_denied", st.PeerDenied}, {"denied_packet", st.DeniedPackets},
+		{"session_bandwidth", st.SessionDrops}, {"shed_bandwidth", st.Shed}, {"slow_path_full", st.SlowDrops},
+		{"send_buffer_full", st.SendErrors}, {"unbound_channel", st.Unbound},
 	} {
 		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(e.v), e.n)
 	}

@@ -28,11 +28,16 @@ type Server struct {
 	fp     string
 	public netip.Addr
 	policy peerPolicy
-	total  budget
 	relays relayPorts
 	users  userCounts
 	stats  stats
 	logLim logLimiter
+	adm    admission
+	gov    governor
+	// dp is the TURN UDP data plane (nil where the platform or the
+	// listener does not allow it: pion/turn then does everything).
+	dp     *dataplane
+	chanMu sync.Mutex // serialises channel-table replacement (relayConn.setChannel)
 	// relayCtr counts relay stream frames and datagrams, all connections.
 	relayCtr relayconn.Counters
 
@@ -58,7 +63,7 @@ type Server struct {
 	running     bool
 	closed      bool
 	conns       map[*quic.Conn]struct{}
-	streamUsers map[netip.AddrPort]string // synthetic stream address -> token user
+	streamConns map[netip.AddrPort]*streamConn // synthetic stream address -> its stream
 	nextPort    uint16
 	cancel      context.CancelFunc
 	done        chan struct{}
@@ -83,9 +88,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		log:         cfg.Logger.With("supernode", cfg.Name),
-		total:       newBudget(cfg.MaxRelayMbps * 1000),
 		conns:       map[*quic.Conn]struct{}{},
-		streamUsers: map[netip.AddrPort]string{},
+		streamConns: map[netip.AddrPort]*streamConn{},
 		done:        make(chan struct{}),
 	}
 	s.cert = cfg.Certificate
@@ -117,6 +121,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.turn = t
+	if s.dp != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.dp.run()
+			s.dp.lis.Close()
+		}()
+	}
 	return s, nil
 }
 
@@ -263,10 +275,14 @@ func (s *Server) Run(ctx context.Context) error {
 	defer close(s.done)
 	defer cancel()
 
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.serveQUIC(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.govern(ctx)
 	}()
 	s.log.Info("supernode: serving", "quic", s.Addrs().QUIC, "turn_udp", s.Addrs().TURNUDP,
 		"turn_tcp", s.Addrs().TURNTCP, "turn_tls", s.Addrs().TURNTLS, "public", s.public, "fingerprint", s.fp)

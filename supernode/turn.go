@@ -5,11 +5,10 @@ import (
 	"crypto/sha1" //nolint:gosec // TURN REST credentials are HMAC-SHA1 by definition
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
+	"runtime"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
@@ -24,23 +23,29 @@ const realm = "parley"
 // TCP and TLS for browsers and the QUIC stream listener for native clients.
 // Each listener gets its own allocation manager (pion's design); relay
 // sockets come from relayGen so that every allocation obeys the limits.
+//
+// The TURN UDP listener is read by the data plane (dataplane.go) when the
+// platform allows: pion then sees only what the fast path leaves to it.
 func (s *Server) newTURN() (*turn.Server, error) {
-	gen := &relayGen{s: s}
 	perm := s.permission
 	var pcs []turn.PacketConnConfig
 	if s.turnUDP != nil {
-		pcs = append(pcs, turn.PacketConnConfig{PacketConn: s.turnUDP, RelayAddressGenerator: gen, PermissionHandler: perm})
+		if s.dp = newDataplane(s, s.turnUDP, runtime.GOMAXPROCS(0) >= 2); s.dp != nil {
+			s.turnUDP = s.dp.lisPC
+		}
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: s.turnUDP, RelayAddressGenerator: &relayGen{s, viaUDP}, PermissionHandler: perm})
 	}
-	lns := []turn.ListenerConfig{{Listener: s.streams, RelayAddressGenerator: gen, PermissionHandler: perm}}
+	lns := []turn.ListenerConfig{{Listener: s.streams, RelayAddressGenerator: &relayGen{s, viaStream}, PermissionHandler: perm}}
+	tcpGen := &relayGen{s, viaTCP}
 	if s.turnTCP != nil {
-		lns = append(lns, turn.ListenerConfig{Listener: s.turnTCP, RelayAddressGenerator: gen, PermissionHandler: perm})
+		lns = append(lns, turn.ListenerConfig{Listener: s.turnTCP, RelayAddressGenerator: tcpGen, PermissionHandler: perm})
 	}
 	if s.turnTLS != nil {
 		tl := s.turnTLS
 		if s.cfg.TURNTLSListener == nil { // else TLS is terminated already
 			tl = tls.NewListener(tl, &tls.Config{Certificates: []tls.Certificate{*s.cert}, MinVersion: tls.VersionTLS12})
 		}
-		lns = append(lns, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: gen, PermissionHandler: perm})
+		lns = append(lns, turn.ListenerConfig{Listener: tl, RelayAddressGenerator: tcpGen, PermissionHandler: perm})
 	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
@@ -62,13 +67,31 @@ func (s *Server) newTURN() (*turn.Server, error) {
 			OnAllocationCreated: func(src, _ net.Addr, proto, user, _ string, relay net.Addr, _ int) {
 				s.users.add(user, 1)
 				s.stats.allocations.Add(1)
+				s.release(addrPort(src), true)
+				s.linkAllocation(addrPort(src), addrPort(relay).Port())
 				s.log.Debug("supernode: allocation", "user", user, "src", src, "relay", relay, "via", proto)
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, user, _ string) {
 				s.users.add(user, -1)
+				if s.dp != nil {
+					if _, udp := src.(*net.UDPAddr); udp {
+						s.dp.setClient(addrPort(src), nil)
+					}
+				}
 			},
 			OnPermissionCreated: func(_, _ net.Addr, _, user, _ string, _ net.Addr, peer net.IP) {
 				s.log.Debug("supernode: permission", "user", user, "peer", peer)
+			},
+			// Channels are what the fast paths forward by.
+			OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+				if c := s.relays.get(addrPort(relay).Port()); c != nil {
+					c.setChannel(number, addrPort(peer), true)
+				}
+			},
+			OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+				if c := s.relays.get(addrPort(relay).Port()); c != nil {
+					c.setChannel(number, addrPort(peer), false)
+				}
 			},
 		},
 	})
@@ -103,32 +126,41 @@ func (s *Server) turnAuth(ra *turn.RequestAttributes) (string, []byte, bool) {
 }
 
 // turnQuota refuses a new allocation (486 Allocation Quota Reached, RFC
-// 8656 section 7.2 step 7) when the supernode is not accepting sessions,
-// is full, or the user already holds its quota.
+// 8656 section 7.2 step 7) when it does not fit (admitSession). A QUIC
+// relay stream was admitted, and its place reserved, before its first
+// Allocate: that reservation is its pass.
 func (s *Server) turnQuota(user, _ string, src net.Addr) bool {
-	if err := s.admitSession(user); err != nil {
+	if err := s.admitSession(user, addrPort(src), false); err != nil {
+		if _, stream := s.streamUser(src); stream {
+			s.stats.streamAllocRefused.Add(1)
+		}
 		s.limitedLog("turn allocation refused", "user", user, "src", src, "err", err)
 		return false
 	}
 	return true
 }
 
-// admitSession checks the session limits for a new session of user, and
-// counts the refusal. It returns a *proto.Error saying which limit.
-func (s *Server) admitSession(user string) error {
-	if !s.accepting.Load() {
-		s.stats.notPromoted.Add(1)
-		return proto.Errorf(proto.CodeUnavailable, "supernode %s is not promoted (%s)", s.cfg.Name, s.stateReason())
+// linkAllocation tells the fast paths whose allocation a new relay port
+// is: a TURN UDP client's address, or a QUIC relay stream.
+func (s *Server) linkAllocation(src netip.AddrPort, port uint16) {
+	c := s.relays.get(port)
+	if c == nil {
+		return
 	}
-	if n := s.sessions(); n >= s.cfg.MaxSessions {
-		s.stats.sessionsFull.Add(1)
-		return proto.Errorf(proto.CodeOverBudget, "supernode %s is full: %d of %d sessions", s.cfg.Name, n, s.cfg.MaxSessions)
+	switch c.kind {
+	case viaUDP:
+		if s.dp != nil && c.sock != nil {
+			s.dp.setClient(src, c)
+		}
+	case viaStream:
+		s.mu.Lock()
+		sc := s.streamConns[src]
+		s.mu.Unlock()
+		if sc != nil {
+			sc.relay.Store(c)
+			c.stream.Store(sc)
+		}
 	}
-	if n := s.users.get(user); n >= s.cfg.MaxAllocationsPerUser {
-		s.stats.userOverQuota.Add(1)
-		return proto.Errorf(proto.CodeOverBudget, "%s already has %d relay sessions on %s (limit %d)", user, n, s.cfg.Name, s.cfg.MaxAllocationsPerUser)
-	}
-	return nil
 }
 
 // sessions is the number of live TURN allocations.
@@ -149,42 +181,4 @@ func (s *Server) permission(client net.Addr, peer net.IP) bool {
 		s.limitedLog("relay to peer refused", "client", client, "peer", peer, "reason", reason)
 	}
 	return ok
-}
-
-// relayGen allocates the relayed transport address of an allocation: a
-// UDP socket from Config.PacketListener, advertised on PublicAddr.
-type relayGen struct{ s *Server }
-
-func (g *relayGen) Validate() error { return nil }
-
-func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
-	s := g.s
-	if conf.Network != "udp4" && conf.Network != "udp6" {
-		return nil, nil, fmt.Errorf("supernode: relay network %q not supported", conf.Network)
-	}
-	if (conf.Network == "udp6") != s.public.Is6() {
-		return nil, nil, fmt.Errorf("supernode: relay family %s does not match public address %s", conf.Network, s.public)
-	}
-	port := 0
-	if conf.RequestedPort > 0 {
-		port = conf.RequestedPort
-	}
-	pc, err := s.cfg.PacketListener.ListenPacket(conf.Network, net.JoinHostPort(s.bindIP(), strconv.Itoa(port)))
-	if err != nil {
-		return nil, nil, fmt.Errorf("supernode: relay socket: %w", err)
-	}
-	lp := addrPort(pc.LocalAddr()).Port()
-	s.relays.add(lp)
-	rc := &relayConn{PacketConn: pc, s: s, port: lp, session: newBudget(s.cfg.MaxSessionKbps)}
-	return rc, &net.UDPAddr{IP: s.public.AsSlice(), Port: int(lp)}, nil
-}
-
-var errNoTCPRelay = errors.New("supernode: TCP relay allocations (RFC 6062) are not offered")
-
-func (g *relayGen) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
-	return nil, nil, errNoTCPRelay
-}
-
-func (g *relayGen) AllocateConn(turn.AllocateConnConfig) (net.Conn, error) {
-	return nil, errNoTCPRelay
 }

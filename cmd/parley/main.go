@@ -26,7 +26,7 @@ type command struct {
 var commands = map[string]command{
 	"serve":     {"run the signaling server, STUN service and browser call page", runServe},
 	"chat":      {"the desktop chat client (terminal, or JSON lines with --json)", runChat},
-	"bench":     {"measure sign-in, call set-up and chat latency on loopback", runBench},
+	"bench":     {"measure sign-in, call set-up and chat latency on loopback; 'bench relay': a relay's cost per packet", runBench},
 	"supernode": {"offer this machine as a relay for people whose NATs block direct calls", runSupernode},
 	"nat":       {"find out what NAT is between you and the Internet (--json for scripts)", runNAT},
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/supernode"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -75,9 +76,9 @@ machine keeping the port numbers, and pass --public-addr.`)
 	turnTCP := fs.String("listen-turn-tcp", "0.0.0.0:3478", "TURN TCP address for browsers (\"off\" disables)")
 	turnTLS := fs.String("listen-turn-tls", "0.0.0.0:5349", "TURN TLS address for browsers and UDP-blocked clients; 443 reaches the most networks (\"off\" disables)")
 	public := fs.String("public-addr", "", "the public IP others reach this machine at (default: the QUIC listen IP, or the one STUN sees)")
-	maxSessions := fs.Int("max-sessions", 100, "most concurrent relay sessions")
-	maxMbps := fs.Float64("max-relay-mbps", 50, "total relay budget, both directions")
-	sessKbps := fs.Float64("max-session-kbps", 1000, "bandwidth budget of one session")
+	maxSessions := fs.Int("max-sessions", 0, "most concurrent relay sessions (0: sized from --max-relay-mbps, 4 per 152 kbit/s voice call it carries)")
+	maxMbps := fs.Float64("max-relay-mbps", 50, "relay budget: what the relay sends, Mbit/s on the wire (headers included); new calls are admitted while they fit")
+	sessKbps := fs.Float64("max-session-kbps", 1000, "bandwidth budget of one session, kbit/s on the wire (a voice call is 152)")
 	perUser := fs.Int("max-allocs-per-user", 8, "most concurrent sessions of one user")
 	var allow prefixList
 	fs.Var(&allow, "allow-peer", "prefix relaying may reach although private/loopback (repeatable; tests and private networks only)")
@@ -202,7 +203,7 @@ func discoverNAT(ctx context.Context, server string, tlsConf *tls.Config, log *s
 // serveStatus serves the status page, /status.json and /metrics.
 func serveStatus(srv *supernode.Server, addr string, log *slog.Logger) (func(), string, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(srv.Collector())
+	reg.MustRegister(srv.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", srv.StatusHandler())

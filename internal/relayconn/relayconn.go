@@ -10,12 +10,20 @@
 // as it would appear on the stream. A Mux per QUIC connection hands
 // datagrams to the Conn of their stream.
 //
+// A relay (the supernode) may take ChannelData datagrams itself
+// (Options.OnDatagram): its Conn then reads TURN control messages straight
+// off the stream in Read, with no goroutine or queue per stream, and the
+// media never reaches Read at all. Received datagrams are passed on
+// without a copy, and Write and WriteChannelData build outgoing datagrams
+// without allocating (quic-go still copies each one into its own frame).
+//
 // Both client and supernode use it; it holds no Parley policy.
 package relayconn
 
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -79,11 +87,17 @@ func (m *Mux) run() {
 		m.mu.Lock()
 		c := m.streams[quic.StreamID(q*4)]
 		m.mu.Unlock()
-		if c == nil || !c.deliver(b[n:]) {
+		switch {
+		case c == nil:
 			m.ctr.DatagramsDropped.Add(1)
-			continue
+		case c.onDatagram != nil:
+			c.onDatagram(b[n:])
+			m.ctr.DatagramsIn.Add(1)
+		case c.deliver(b[n:]):
+			m.ctr.DatagramsIn.Add(1)
+		default:
+			m.ctr.DatagramsDropped.Add(1)
 		}
-		m.ctr.DatagramsIn.Add(1)
 	}
 }
 
@@ -98,11 +112,18 @@ type Conn struct {
 	remote net.Addr
 	qid    uint64
 
+	// Queued mode (no OnDatagram): a goroutine reads the stream and the
+	// mux queues datagrams; Read takes whole messages from in.
 	in      chan []byte // whole messages, from the stream reader and the mux
 	pending []byte      // rest of a message a short Read did not take
 	done    chan struct{}
 	once    sync.Once
 	readErr atomic.Pointer[error]
+
+	// Direct mode (OnDatagram set): Read reads the stream itself.
+	onDatagram func([]byte)
+	hdr        [4]byte
+	broken     error // a read failed mid-message: the framing is lost
 
 	wmu sync.Mutex // serialises stream writes: quic-go may interleave concurrent Writes
 
@@ -111,10 +132,24 @@ type Conn struct {
 	dlChange chan struct{}
 }
 
+// Options are the optional parts of a Conn.
+type Options struct {
+	// OnDatagram, when set, takes every ChannelData datagram received for
+	// the stream (the message after the stream ID; the callee owns it),
+	// called from the Mux's goroutine. Read then returns only what the
+	// stream carries, reading it directly (no goroutine, no queue).
+	OnDatagram func(msg []byte)
+}
+
 // New wraps st. With mux non-nil, ChannelData is sent as datagrams and
 // datagrams for st are received. local and remote are what LocalAddr and
 // RemoteAddr report (pion asserts *net.TCPAddr on the client side).
 func New(st *quic.Stream, mux *Mux, ctr *Counters, local, remote net.Addr) *Conn {
+	return NewWith(st, mux, ctr, local, remote, Options{})
+}
+
+// NewWith is New with options.
+func NewWith(st *quic.Stream, mux *Mux, ctr *Counters, local, remote net.Addr, opts Options) *Conn {
 	if ctr == nil {
 		if mux != nil {
 			ctr = mux.ctr
@@ -124,15 +159,20 @@ func New(st *quic.Stream, mux *Mux, ctr *Counters, local, remote net.Addr) *Conn
 	}
 	c := &Conn{
 		st: st, mux: mux, ctr: ctr, local: local, remote: remote,
-		qid: uint64(st.StreamID()) / 4,
-		in:  make(chan []byte, 128), done: make(chan struct{}), dlChange: make(chan struct{}, 1),
+		qid: uint64(st.StreamID()) / 4, done: make(chan struct{}), onDatagram: opts.OnDatagram,
+	}
+	if c.onDatagram == nil {
+		c.in = make(chan []byte, 128)
+		c.dlChange = make(chan struct{}, 1)
 	}
 	if mux != nil {
 		mux.mu.Lock()
 		mux.streams[st.StreamID()] = c
 		mux.mu.Unlock()
 	}
-	go c.readStream()
+	if c.onDatagram == nil {
+		go c.readStream()
+	}
 	return c
 }
 
@@ -175,7 +215,8 @@ func (c *Conn) fail(err error) {
 	c.once.Do(func() { close(c.done) })
 }
 
-// deliver queues a datagram's message; false when full or closed.
+// deliver queues a datagram's message (quic-go handed us a fresh slice,
+// so no copy); false when full or closed.
 func (c *Conn) deliver(msg []byte) bool {
 	select {
 	case <-c.done:
@@ -183,7 +224,7 @@ func (c *Conn) deliver(msg []byte) bool {
 	default:
 	}
 	select {
-	case c.in <- append([]byte(nil), msg...):
+	case c.in <- msg:
 		return true
 	default:
 		return false // the reader is behind: drop, as the network would
@@ -238,6 +279,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
+	if c.onDatagram != nil {
+		return c.readDirect(b)
+	}
 	for {
 		c.dmu.Lock()
 		dl := c.deadline
@@ -260,6 +304,50 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return n, err
 		}
 	}
+}
+
+// readDirect reads one message straight off the stream (direct mode).
+func (c *Conn) readDirect(b []byte) (int, error) {
+	if c.broken != nil {
+		return 0, c.broken
+	}
+	fail := func(err error) (int, error) {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = io.EOF
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.broken = err
+		} else {
+			c.broken = fmt.Errorf("relayconn: read deadline in the middle of a message: %w", err)
+		}
+		return 0, err
+	}
+	if k, err := io.ReadFull(c.st, c.hdr[:]); err != nil {
+		if k == 0 && errors.Is(err, os.ErrDeadlineExceeded) { // nothing read yet: the framing holds
+			return 0, err
+		}
+		return fail(err)
+	}
+	n, err := frameLen(c.hdr[:])
+	if err != nil {
+		c.broken = err
+		return 0, err
+	}
+	msg := b
+	if n > len(b) {
+		msg = make([]byte, n) // rare: a caller with a small buffer
+	}
+	copy(msg, c.hdr[:])
+	if _, err := io.ReadFull(c.st, msg[4:n]); err != nil {
+		return fail(err)
+	}
+	c.ctr.StreamFramesIn.Add(1)
+	if n > len(b) {
+		k := copy(b, msg)
+		c.pending = msg[k:n]
+		return k, nil
+	}
+	return n, nil
 }
 
 // wait is one round of Read: a message, the end, the deadline, or (again)
@@ -289,24 +377,71 @@ func (c *Conn) wait(b []byte, timeout <-chan time.Time) (int, bool, error) {
 	}
 }
 
+// datagramBufs are scratch buffers for building datagrams.
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1500); return &b }}
+
 // Write sends one TURN message: ChannelData as a datagram when enabled
 // and it fits, everything else (and what does not fit) on the stream.
 func (c *Conn) Write(b []byte) (int, error) {
 	if c.mux != nil && isChannelData(b) {
-		d := make([]byte, 0, quicvarint.Len(c.qid)+len(b))
-		d = quicvarint.Append(d, c.qid)
+		bp := datagramBufs.Get().(*[]byte)
+		d := quicvarint.Append((*bp)[:0], c.qid)
 		d = append(d, b...)
-		err := c.mux.conn.SendDatagram(d)
-		if err == nil {
-			c.ctr.DatagramsOut.Add(1)
+		sent, err := c.sendDatagram(d)
+		*bp = d[:0]
+		datagramBufs.Put(bp)
+		if sent {
 			return len(b), nil
 		}
-		var tooLarge *quic.DatagramTooLargeError
-		if !errors.As(err, &tooLarge) {
+		if err != nil {
 			return 0, err
 		}
-		c.ctr.TooLarge.Add(1)
 	}
+	return c.writeStream(b)
+}
+
+// Headroom is the space WriteChannelData needs before a message.
+const Headroom = 8
+
+// WriteChannelData sends the ChannelData message buf[Headroom:] as a
+// datagram, writing the stream ID into the headroom in front of it (no
+// copy, no allocation), or on the stream when datagrams are off or it is
+// too large for one.
+func (c *Conn) WriteChannelData(buf []byte) error {
+	msg := buf[Headroom:]
+	if c.mux != nil {
+		l := quicvarint.Len(c.qid)
+		quicvarint.Append(buf[Headroom-l:Headroom-l], c.qid)
+		sent, err := c.sendDatagram(buf[Headroom-l:])
+		if sent || err != nil {
+			return err
+		}
+	}
+	// The stream needs ChannelData padded to 4 bytes (RFC 8656 section 12.5).
+	if pad := (4 - len(msg)%4) % 4; pad != 0 {
+		msg = append(append([]byte(nil), msg...), make([]byte, pad)...)
+	}
+	_, err := c.writeStream(msg)
+	return err
+}
+
+// sendDatagram sends d; sent is false with a nil error when d is too
+// large for a datagram (the caller uses the stream).
+func (c *Conn) sendDatagram(d []byte) (sent bool, err error) {
+	err = c.mux.conn.SendDatagram(d)
+	if err == nil {
+		c.ctr.DatagramsOut.Add(1)
+		return true, nil
+	}
+	var tooLarge *quic.DatagramTooLargeError
+	if errors.As(err, &tooLarge) {
+		c.ctr.TooLarge.Add(1)
+		return false, nil
+	}
+	return false, err
+}
+
+func (c *Conn) writeStream(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.st.Write(b)
@@ -343,6 +478,9 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline bounds Read.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.onDatagram != nil {
+		return c.st.SetReadDeadline(t)
+	}
 	c.dmu.Lock()
 	c.deadline = t
 	c.dmu.Unlock()

@@ -13,9 +13,11 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/quic-go/quic-go"
 )
 
@@ -32,6 +34,11 @@ func selfSigned(t testing.TB) tls.Certificate {
 
 // pair returns both ends of one relay stream, with or without datagrams.
 func pair(t *testing.T, datagrams bool) (client, server *Conn, cctr, sctr *Counters) {
+	return pairWith(t, datagrams, Options{})
+}
+
+// pairWith is pair with the server end's options.
+func pairWith(t *testing.T, datagrams bool, opts Options) (client, server *Conn, cctr, sctr *Counters) {
 	t.Helper()
 	qc := &quic.Config{EnableDatagrams: true}
 	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"t"}}, qc)
@@ -68,7 +75,7 @@ func pair(t *testing.T, datagrams bool) (client, server *Conn, cctr, sctr *Count
 	if err != nil {
 		t.Fatal(err)
 	}
-	server = New(sst, sm, sctr, nil, nil)
+	server = NewWith(sst, sm, sctr, nil, nil, opts)
 	t.Cleanup(func() { client.Close(); server.Close() })
 	buf := make([]byte, 1600)
 	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], stunMsg(8)) {
@@ -207,6 +214,107 @@ func TestMalformedStreamEnds(t *testing.T) {
 		t.Fatalf("malformed stream: %v", err)
 	}
 	var _ net.Conn = server
+}
+
+// TestDirectMode: a relay that takes the datagrams itself reads control
+// messages straight off the stream (short reads and deadlines included)
+// and gets every ChannelData datagram in its handler, never in Read.
+func TestDirectMode(t *testing.T) {
+	got := make(chan []byte, 16)
+	client, server, _, sctr := pairWith(t, true, Options{OnDatagram: func(m []byte) { got <- m }})
+	for _, m := range [][]byte{chanData(160, 1), stunMsg(40), chanData(3, 2)} {
+		if _, err := client.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 2000)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], stunMsg(40)) {
+		t.Fatalf("stream message: %x %v", buf[:n], err)
+	}
+	for _, want := range [][]byte{chanData(160, 1), chanData(3, 2)} {
+		select {
+		case m := <-got:
+			if !bytes.Equal(m, want) {
+				t.Fatalf("datagram %x, want %x", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("datagram never reached the handler")
+		}
+	}
+	if sctr.DatagramsIn.Load() != 2 {
+		t.Fatalf("DatagramsIn %d", sctr.DatagramsIn.Load())
+	}
+	// A short read keeps the rest of the message for the next Read.
+	client.Write(stunMsg(100))
+	small := make([]byte, 50)
+	var whole []byte
+	for len(whole) < 120 {
+		n, err := server.Read(small)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole = append(whole, small[:n]...)
+	}
+	if !bytes.Equal(whole, stunMsg(100)) {
+		t.Fatal("short reads reassembled wrongly")
+	}
+	server.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := server.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle read: %v", err)
+	}
+	// The framing survived the deadline.
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	client.Write(stunMsg(4))
+	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], stunMsg(4)) {
+		t.Fatalf("after a deadline: %x %v", buf[:n], err)
+	}
+	// WriteChannelData: a datagram to the client, or the stream (padded)
+	// when too large.
+	for _, n := range []int{50, 1400} {
+		buf := make([]byte, Headroom+4+n)
+		copy(buf[Headroom:], chanData(n, 6)[:4+n])
+		if err := server.WriteChannelData(buf); err != nil {
+			t.Fatal(err)
+		}
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, err := client.Read(buf[:cap(buf)])
+		rb := make([]byte, 2000)
+		copy(rb, buf[:k])
+		if err != nil || !bytes.Equal(rb[:4+n], chanData(n, 6)[:4+n]) {
+			t.Fatalf("WriteChannelData %d bytes: got %d, %v", n, k, err)
+		}
+	}
+	server.Close()
+	if _, err := server.Read(buf); err == nil {
+		t.Fatal("read after Close succeeded")
+	}
+}
+
+// TestWritesAddNoAllocations: building a datagram costs nothing beyond
+// quic-go's own frame and copy. (Runs stay under quic-go's 32-datagram
+// queue, so SendDatagram never waits.)
+func TestWritesAddNoAllocations(t *testing.T) {
+	var got atomic.Int64
+	client, _, _, _ := pairWith(t, true, Options{OnDatagram: func([]byte) { got.Add(1) }})
+	msg := chanData(160, 1)
+	raw := append([]byte{byte(client.qid)}, msg...)
+	drain := func(want int64) {
+		testutil.Eventually(t, 5*time.Second, "datagrams delivered", func() bool { return got.Load() >= want })
+	}
+	base := testing.AllocsPerRun(10, func() { client.mux.conn.SendDatagram(raw) })
+	drain(11)
+	if n := testing.AllocsPerRun(10, func() { client.Write(msg) }); n > base {
+		t.Fatalf("Write: %.1f allocations, SendDatagram alone %.1f", n, base)
+	}
+	drain(22)
+	buf := make([]byte, Headroom+len(msg))
+	if n := testing.AllocsPerRun(10, func() {
+		copy(buf[Headroom:], msg)
+		client.WriteChannelData(buf)
+	}); n > base {
+		t.Fatalf("WriteChannelData: %.1f allocations, SendDatagram alone %.1f", n, base)
+	}
 }
 
 // FuzzSplit: whatever Split returns re-joins to the input's prefix, every
