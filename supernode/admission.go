@@ -40,8 +40,12 @@ const (
 // idle (gathered for a call that went direct) and cost no bandwidth; the
 // budget itself decides what is carried.
 func defaultMaxSessions(mbps float64) int {
-	return max(8, int(4*mbps*1000/voiceSessionKbps))
+	return min(max(8, int(4*mbps*1000/voiceSessionKbps)), maxDefaultSessions)
 }
+
+// maxDefaultSessions caps the sessions a budget alone implies (a budget
+// of many Gbit/s must not ask for millions, which registration refuses).
+const maxDefaultSessions = 100_000
 
 // admission holds sessions admitted but without an allocation yet: QUIC
 // relay streams (until their TURN Allocate) and browsers' Allocates

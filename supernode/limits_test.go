@@ -2,8 +2,11 @@ package supernode
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-voice/parley/proto"
 )
 
 func TestPeerPolicyVerdict(t *testing.T) {
@@ -69,5 +72,18 @@ func TestAllocsPerRelayCount(t *testing.T) {
 	now := time.Now()
 	if n := testing.AllocsPerRun(1000, func() { c.count(200, now) }); n != 0 {
 		t.Fatalf("count allocates %.1f times per packet", n)
+	}
+}
+
+// TestDefaultSessionsFitRegistration: a budget however large implies a
+// session count the signaling server accepts in a registration (a 100
+// Gbit/s budget once asked for 2.6 million and was never promoted).
+func TestDefaultSessionsFitRegistration(t *testing.T) {
+	for _, mbps := range []float64{0.1, 50, 1e4, 1e5, 1e6} {
+		n := defaultMaxSessions(mbps)
+		r := proto.SupernodeRegister{QUIC: "203.0.113.5:443", Fingerprint: strings.Repeat("ab", 32), MaxSessions: n, MaxRelayMbps: mbps}
+		if err := r.Validate(); err != nil || n < 8 {
+			t.Errorf("%g Mbit/s: %d sessions: %v", mbps, n, err)
+		}
 	}
 }
