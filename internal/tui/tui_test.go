@@ -120,7 +120,7 @@ func runCmd(m *model, cmd tea.Cmd, depth int) {
 	var got tea.Msg
 	select {
 	case got = <-ch:
-	case <-time.After(50 * time.Millisecond):
+	case <-time.After(200 * time.Millisecond): // a Send that fsyncs its outbox may take a while under load
 		return
 	}
 	switch msg := got.(type) {
