@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/proto"
-	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
-	"golang.org/x/net/proxy"
 )
 
 // link is the one peer connection we keep with a peer: an audio
@@ -29,11 +27,14 @@ type link struct {
 	created   time.Time
 	connected time.Time
 
-	// ICE restart (RFC 8445 section 9) after a connected path is lost:
-	// the offerer restarts, the answerer answers the new offer.
-	restarts  int                      // restarts since the path was last up
-	restartAt time.Time                // when the path was lost (zero while it is up)
-	viaName   func(addr string) string // relay address -> supernode id (relay.go)
+	// Path keeping (path.go): the NAT reports' plan, the failover
+	// watch, and ICE restart (RFC 8445 section 9) when no standby pair
+	// answers: the offerer restarts, the answerer answers the new offer.
+	plan     plan
+	watch    *pathWatch
+	restarts int                      // restarts since the path was last up
+	lostAt   time.Time                // when the path was lost (zero while it is up)
+	viaName  func(addr string) string // relay address -> supernode id (relay.go)
 
 	// sink receives audio while a call is connected; read by the RTP
 	// reader goroutine.
@@ -45,36 +46,26 @@ type link struct {
 
 type sinkBox struct{ s AudioSink }
 
-// newAPI builds the WebRTC API: Opus (and the default codecs), the default
-// interceptors (RTCP reports, NACK, stats), and the caller's settings.
-func newAPI(cfg *Config, relay proxy.Dialer) (*webrtc.API, error) {
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, fmt.Errorf("client: codecs: %w", err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		return nil, fmt.Errorf("client: interceptors: %w", err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetICEProxyDialer(relay) // TURN over QUIC streams to supernodes (relay.go)
-	if cfg.SettingEngine != nil {
-		cfg.SettingEngine(&se)
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
-}
-
 // newLink creates a peer connection for peer (loop goroutine).
 func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
+	p := plan{own: c.natType(), peer: c.peerNAT(peer)}
+	w := &pathWatch{fresh: 10 * c.cfg.Path.Keepalive}
+	api, err := c.linkAPI(p, w)
+	if err != nil {
+		return nil, fmt.Errorf("client: WebRTC settings for %s: %w", peer, err)
+	}
 	conf := webrtc.Configuration{
-		ICEServers:         c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...)),
+		ICEServers:         c.linkICEServers(p),
 		ICETransportPolicy: c.cfg.ICETransportPolicy,
 	}
-	pc, err := c.api.NewPeerConnection(conf)
+	pc, err := api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("client: peer connection with %s: %w", peer, err)
 	}
-	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew, viaName: c.relay.viaName}
+	w.watch(pc)
+	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew,
+		plan: p, watch: w, viaName: c.relay.viaName}
+	c.log.Debug("client: link plan", "peer", peer, "own_nat", p.own, "peer_nat", p.peer, "relay_wait", p.relayWait(), "relays", p.relays())
 	fail := func(err error) (*link, error) {
 		pc.Close()
 		return nil, fmt.Errorf("client: set up link with %s: %w", peer, err)
@@ -206,6 +197,7 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		if err != nil || !c.checkSDP(env.Type, peer, s) {
 			return
 		}
+		c.noteNAT(peer, s.NAT)
 		if l := c.links[peer]; l != nil {
 			if l.session == s.Session {
 				if !l.offerer && l.remoteSet {
@@ -248,6 +240,10 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		l := c.links[peer]
 		if err != nil || l == nil || l.session != s.Session || !l.offerer || l.remoteSet || !c.checkSDP(env.Type, peer, s) {
 			return
+		}
+		c.noteNAT(peer, s.NAT)
+		if s.NAT != "" {
+			l.plan.peer = s.NAT
 		}
 		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
 			c.log.Warn("client: bad answer", "peer", peer, "err", err)
@@ -298,53 +294,85 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 		if l.connected.IsZero() {
 			l.connected = time.Now()
 		}
-		if !l.restartAt.IsZero() {
-			c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.restartAt), "restarts", l.restarts)
-			l.restartAt, l.restarts = time.Time{}, 0
+		if !l.lostAt.IsZero() {
+			c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.lostAt), "restarts", l.restarts,
+				"failovers", l.watch.failovers.Load())
+			l.lostAt, l.restarts = time.Time{}, 0
 			if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
 				c.emitCall(k, "path recovered") // the path (or relay) may have changed
 			}
 		}
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
-		// Consent checks stopped getting answers (a relay died, a NAT
-		// binding moved): try another path at once, as Jitsi does, rather
-		// than wait for ICE to fail.
+		// The selected pair went quiet (a relay died, a NAT binding
+		// moved, a path was cut). A standby pair takes over within a few
+		// keepalives (path.go); without one, restart ICE at once.
 		if !l.connected.IsZero() {
 			c.pathLost(l)
 		}
 	case webrtc.PeerConnectionStateFailed:
 		if !l.connected.IsZero() && l.restarts < maxICERestarts {
 			c.pathLost(l)
+			if l.offerer {
+				c.restartICE(l)
+			}
 			return
 		}
 		if _, ok := c.calls[l.peer]; ok {
-			c.endCallCode(l.peer, proto.EndNoPath, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", "", true)
+			c.endCallCode(l.peer, proto.EndNoPath, noPathReason(l.peer), "", true)
 		}
 		c.closeLink(l.peer, l, "ice failed", true)
 	}
 }
 
-// maxICERestarts bounds the ICE restarts tried for one lost path, and
-// restartGiveUp how long a lost path may take to come back.
+// noPathReason is the reason a call ends with when ICE found no path.
+func noPathReason(peer string) string {
+	return "no network path: the connection to " + peer + " failed (NATs or firewalls block a direct path and no relay was usable)"
+}
+
+// maxICERestarts bounds the ICE restarts tried for one lost path,
+// restartGiveUp how long a lost path may take to come back, and
+// standbyGrace how long a standby pair gets to take over before the
+// offerer restarts ICE anyway.
 const (
 	maxICERestarts = 3
 	restartGiveUp  = 20 * time.Second
+	standbyGrace   = time.Second
 )
 
-// pathLost starts (or retries) recovery of a link whose path went away.
+// pathLost notes a lost path; the offerer restarts ICE now if no standby
+// pair is answering, else linkTick does after standbyGrace.
 func (c *Client) pathLost(l *link) {
-	if l.restartAt.IsZero() {
-		l.restartAt = time.Now()
+	if !l.lostAt.IsZero() {
+		return
 	}
-	if l.offerer && l.restarts < maxICERestarts {
+	l.lostAt = time.Now()
+	standby := liveStandby(l, time.Now())
+	c.log.Info("client: path lost", "peer", l.peer, "standby", standby)
+	if l.offerer && !standby {
 		c.restartICE(l)
 	}
+}
+
+// liveStandby reports whether any candidate pair answered a check in the
+// last second: the selected pair has gone quiet, so such a pair is a
+// standby the failover handler can switch to (path.go).
+func liveStandby(l *link, now time.Time) bool {
+	for _, s := range l.pc.GetStats() {
+		if p, ok := s.(webrtc.ICECandidatePairStats); ok && p.ResponsesReceived > 0 &&
+			now.Sub(p.LastResponseTimestamp.Time()) < time.Second {
+			return true
+		}
+	}
+	return false
 }
 
 // restartICE gathers again with the current ICE servers (a new supernode
 // list) and sends an ICE-restart offer on the same session.
 func (c *Client) restartICE(l *link) {
+	if l.restarts >= maxICERestarts {
+		return
+	}
 	l.restarts++
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
@@ -365,17 +393,25 @@ func (c *Client) restartICE(l *link) {
 // refreshICEServers gives l the current ICE servers (the supernode list
 // may have changed since the link was made) for the next gathering.
 func (c *Client) refreshICEServers(l *link) {
+	l.plan.own = c.natType()
 	conf := l.pc.GetConfiguration()
-	conf.ICEServers = c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...))
+	conf.ICEServers = c.linkICEServers(l.plan)
 	if err := l.pc.SetConfiguration(conf); err != nil {
 		c.log.Warn("client: ICE servers for restart", "peer", l.peer, "err", err)
 	}
 }
 
+// linkICEServers are the ICE servers of a new link or restart: the
+// configured ones and the welcome's, with the supernodes the plan asks
+// for reached through the proxy dialer (relay.go).
+func (c *Client) linkICEServers(p plan) []webrtc.ICEServer {
+	return c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...), p.relays())
+}
+
 // answerRestart answers the offerer's ICE-restart offer.
 func (c *Client) answerRestart(l *link, sdp string) {
-	if l.restartAt.IsZero() {
-		l.restartAt = time.Now()
+	if l.lostAt.IsZero() {
+		l.lostAt = time.Now()
 	}
 	c.refreshICEServers(l)
 	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp})
@@ -394,10 +430,17 @@ func (c *Client) answerRestart(l *link, sdp string) {
 	}
 }
 
-// linkTick gives up on links whose lost path did not come back.
+// linkTick restarts ICE where a standby did not take over, and gives up
+// on links whose lost path did not come back.
 func (c *Client) linkTick(now time.Time) {
 	for peer, l := range c.links {
-		if l.restartAt.IsZero() || now.Sub(l.restartAt) < restartGiveUp {
+		if l.lostAt.IsZero() {
+			continue
+		}
+		if l.offerer && l.restarts == 0 && l.state != webrtc.PeerConnectionStateConnected && now.Sub(l.lostAt) >= standbyGrace {
+			c.restartICE(l)
+		}
+		if now.Sub(l.lostAt) < restartGiveUp {
 			continue
 		}
 		if _, ok := c.calls[peer]; ok {
@@ -405,6 +448,17 @@ func (c *Client) linkTick(now time.Time) {
 		}
 		c.closeLink(peer, l, "path lost", true)
 	}
+}
+
+// noteNAT remembers the NAT type a peer's offer or answer announced.
+func (c *Client) noteNAT(peer string, t proto.NATType) {
+	if t == "" {
+		return
+	}
+	if len(c.natHints) >= 4096 {
+		clear(c.natHints)
+	}
+	c.natHints[peer] = t
 }
 
 // closeLink forgets l and closes its peer connection in the background.

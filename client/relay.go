@@ -70,10 +70,11 @@ type relayer struct {
 
 	mu        sync.Mutex // guards the fields below
 	list      []proto.SupernodeInfo
-	primary   string                // id of the supernode offered to ICE
-	names     map[netip.Addr]string // every supernode IP seen -> id (for "via")
-	conns     map[string]*relayConn // open QUIC connections by supernode id
-	retired   map[*relayConn]bool   // unlisted, closing after their last call
+	primary   string                    // id of the supernode offered to ICE
+	names     map[netip.Addr]string     // every supernode IP seen -> id (for "via")
+	services  map[netip.AddrPort]string // every supernode address seen (QUIC, TURN) -> id
+	conns     map[string]*relayConn     // open QUIC connections by supernode id
+	retired   map[*relayConn]bool       // unlisted, closing after their last call
 	rtt       map[string]time.Duration
 	tlsOnly   bool // QUIC unusable from here: use TURN over TLS
 	refresh   *time.Timer
@@ -183,7 +184,7 @@ func newRelayer(c *Client) *relayer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &relayer{
 		c: c, cfg: cfg, ctx: ctx, cancel: cancel,
-		names: map[netip.Addr]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
+		names: map[netip.Addr]string{}, services: map[netip.AddrPort]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
 		retired: map[*relayConn]bool{},
 	}
 }
@@ -254,6 +255,7 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 		for _, a := range []string{sn.QUIC, sn.TURNUDP, sn.TURNTCP, sn.TURNTLS} {
 			if ap, err := netip.ParseAddrPort(a); err == nil {
 				r.names[ap.Addr().Unmap()] = sn.ID
+				r.services[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = sn.ID
 			}
 		}
 	}
@@ -267,7 +269,8 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	if nat == proto.NATUDPBlocked {
 		r.tlsOnly = true
 	}
-	r.primary = r.firstUsableLocked() // least loaded, until RTTs say otherwise
+	moved := r.primary != "" && !ids[r.primary] // our supernode left the list
+	r.primary = r.firstUsableLocked()           // least loaded, until RTTs say otherwise
 	r.scheduleRefreshLocked()
 	warm := len(r.list) > 0 && !r.tlsOnly && (r.cfg.AlwaysWarm || needsRelay(nat))
 	r.warmGen++
@@ -288,8 +291,12 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	ev := RelayEvent{Supernode: r.primary, Transport: r.transportLocked(), Reason: l.Reason}
 	r.mu.Unlock()
 	r.c.log.Debug("client: supernodes", "count", len(cands), "reason", l.Reason, "warm", warm)
-	if !warm {
+	if !warm || moved {
+		// Said at once when our supernode went (demoted, stopped): the
+		// warm-up below may be overtaken by the next list.
 		r.emit(ev)
+	}
+	if !warm {
 		return
 	}
 	r.wg.Add(1)
@@ -316,10 +323,15 @@ func (r *relayer) emit(ev RelayEvent) {
 	}
 }
 
+// warmKeep is how many warm QUIC connections the client keeps: the
+// primary and the supernode of a relayed call's standby pair (path.go).
+const warmKeep = 2
+
 // warm connects to every listed supernode it has no live connection to,
-// at once, and makes the one with the lowest handshake time (the RTT) the
-// primary; new connections that lose are closed, live ones are kept (a
-// call may use them). When nothing answers over UDP, it falls back to TLS.
+// at once, and keeps the warmKeep with the lowest handshake time (the
+// RTT), the fastest as the primary; new connections that lose are closed,
+// live ones are kept (a call may use them). When nothing answers over
+// UDP, it falls back to TLS.
 func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]time.Duration, reason string) {
 	type result struct {
 		id  string
@@ -339,61 +351,59 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]tim
 			results <- result{id: sn.ID, rc: rc, rtt: time.Since(start), err: err}
 		}()
 	}
-	var best *result
+	var ok []result
 	var errs []string
-	var fresh []*relayConn
 	for range cands {
 		res := <-results
 		if res.err != nil {
 			errs = append(errs, res.id+": "+res.err.Error())
 			continue
 		}
-		if res.rc != nil {
-			fresh = append(fresh, res.rc)
-		}
-		if best == nil || res.rtt < best.rtt {
-			b := res
-			best = &b
-		}
+		ok = append(ok, res)
 	}
-	closeFresh := func(keep *relayConn) {
-		for _, rc := range fresh {
-			if rc != keep {
-				rc.close()
+	sort.SliceStable(ok, func(i, j int) bool { return ok[i].rtt < ok[j].rtt })
+	keep, drop := ok, []result(nil)
+	if len(ok) > warmKeep {
+		keep, drop = ok[:warmKeep], ok[warmKeep:]
+	}
+	closeFresh := func(rs []result) {
+		for _, res := range rs {
+			if res.rc != nil {
+				res.rc.close()
 			}
 		}
 	}
 	r.mu.Lock()
 	if r.closed || gen != r.warmGen {
 		r.mu.Unlock()
-		closeFresh(nil)
+		closeFresh(ok)
 		return
 	}
-	var keep *relayConn
-	if best != nil {
-		keep = best.rc
-	}
-	closeFresh(keep)
+	closeFresh(drop)
 	var ev RelayEvent
-	if best == nil {
+	if len(keep) == 0 {
 		if r.ctx.Err() == nil {
 			r.tlsOnly = true // no QUIC answer from any: UDP is unusable here
 		}
 		ev = RelayEvent{Supernode: r.primary, Transport: "tls", Reason: "no QUIC answer (" + strings.Join(errs, "; ") + "): relaying over TLS"}
 	} else {
-		if best.rc != nil { // a new connection (else a live one stays)
-			if old := r.conns[best.id]; old != nil {
-				r.retireLocked(best.id, old)
+		for _, res := range keep {
+			if res.rc == nil {
+				continue // a live connection stays
 			}
-			r.conns[best.id] = best.rc
-			r.rtt[best.id] = best.rtt
-			r.watchLocked(best.id, best.rc)
+			if old := r.conns[res.id]; old != nil {
+				r.retireLocked(res.id, old)
+			}
+			r.conns[res.id] = res.rc
+			r.rtt[res.id] = res.rtt
+			r.watchLocked(res.id, res.rc)
 		}
+		best := keep[0]
 		r.primary = best.id
 		ev = RelayEvent{Supernode: best.id, Transport: "quic", RTT: best.rtt, Warm: true, Reason: reason}
 	}
 	r.mu.Unlock()
-	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "reason", ev.Reason)
+	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "warm", len(keep), "reason", ev.Reason)
 	r.emit(ev)
 }
 
@@ -456,41 +466,81 @@ func (c *Client) requestRelays(exclude []string, reason string) {
 }
 
 // iceServers returns the ICE servers for a new peer connection: base
-// without the supernodes' own TURN URLs (those are for browsers), plus the
-// primary supernode reached through the proxy dialer.
-func (r *relayer) iceServers(base []webrtc.ICEServer) []webrtc.ICEServer {
+// without the supernodes' own TURN servers (those are for browsers), plus
+// up to n supernodes (the primary first, then the next best) reached
+// through the proxy dialer.
+func (r *relayer) iceServers(base []webrtc.ICEServer, n int) []webrtc.ICEServer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.c.cfg.Relay.Disabled || len(r.list) == 0 {
 		return base
 	}
-	out := make([]webrtc.ICEServer, 0, len(base)+1)
+	out := make([]webrtc.ICEServer, 0, len(base)+n)
 	for _, s := range base {
 		if !r.isSupernodeServerLocked(s) {
 			out = append(out, s)
 		}
 	}
-	for _, sn := range r.list {
-		if sn.ID == r.primary {
-			out = append(out, webrtc.ICEServer{
-				URLs:     []string{"turn:" + sn.QUIC + "?transport=tcp"},
-				Username: sn.TURNUsername, Credential: sn.TURNPassword,
-			})
+	for _, sn := range r.rankedLocked() {
+		if n <= 0 {
+			break
 		}
+		n--
+		out = append(out, webrtc.ICEServer{
+			URLs:     []string{"turn:" + sn.QUIC + "?transport=tcp"},
+			Username: sn.TURNUsername, Credential: sn.TURNPassword,
+		})
 	}
 	return out
 }
 
+// rankedLocked is the list without the supernodes that refused us
+// lately, the primary first, then the supernodes with a warm connection
+// by handshake time, then the rest in the server's order (least loaded
+// first).
+func (r *relayer) rankedLocked() []proto.SupernodeInfo {
+	var out []proto.SupernodeInfo
+	for _, sn := range r.list {
+		if !r.refusedLocked(sn.ID) {
+			out = append(out, sn)
+		}
+	}
+	rank := func(sn proto.SupernodeInfo) (int, time.Duration) {
+		switch {
+		case sn.ID == r.primary:
+			return 0, 0
+		case r.conns[sn.ID] != nil:
+			return 1, r.rtt[sn.ID]
+		}
+		return 2, 0
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, ti := rank(out[i])
+		rj, tj := rank(out[j])
+		return ri < rj || ri == rj && ti < tj
+	})
+	return out
+}
+
+// isSupernodeServerLocked reports whether s is a supernode's TURN server
+// as the server lists it for browsers: a turn: or turns: URL whose
+// address is one a supernode advertised. Only the exact address counts:
+// `parley serve`'s built-in supernode shares its IP with the STUN service,
+// and that stun: URL is every client's way to its server-reflexive
+// candidates (dropping it made calls that could go direct relay instead).
 func (r *relayer) isSupernodeServerLocked(s webrtc.ICEServer) bool {
 	for _, u := range s.URLs {
-		host := u[strings.IndexByte(u, ':')+1:]
-		if i := strings.IndexByte(host, '?'); i >= 0 {
-			host = host[:i]
+		scheme, rest, ok := strings.Cut(u, ":")
+		if !ok || (scheme != "turn" && scheme != "turns") {
+			continue
 		}
-		if ap, err := netip.ParseAddrPort(host); err == nil {
-			if _, ok := r.names[ap.Addr().Unmap()]; ok {
-				return true
-			}
+		host, _, _ := strings.Cut(rest, "?")
+		ap, err := netip.ParseAddrPort(host)
+		if err != nil {
+			continue
+		}
+		if _, ok := r.services[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; ok {
+			return true
 		}
 	}
 	return false
@@ -669,7 +719,9 @@ func (r *relayer) dialQUIC(ctx context.Context, sn proto.SupernodeInfo) (*relayC
 	}
 	rc := &relayConn{conn: conn, tr: tr, pc: pc}
 	if d := conn.ConnectionState().SupportsDatagrams; d.Local && d.Remote {
-		rc.mux = relayconn.NewMux(conn, &r.ctr) // stops when conn closes
+		// Lossy: a supernode that vanishes must not stall the ICE agent
+		// or the audio writing through it (they fail over instead).
+		rc.mux = relayconn.NewLossyMux(conn, &r.ctr, 64) // stops when conn closes
 	}
 	return rc, nil
 }

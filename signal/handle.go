@@ -146,9 +146,14 @@ func (ss *session) handle(env *proto.Envelope) {
 			return
 		}
 		ss.mu.Lock()
+		changed := ss.nat == nil || ss.nat.Type != r.Type
 		ss.nat = r
+		st := ss.status
 		ss.mu.Unlock()
 		ss.ack(env.ID)
+		if changed {
+			s.broadcastPresence(ss, ss.presence(st)) // peers learn the NAT type
+		}
 		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):
 		s.sn.handle(ss, env) // supernodes.go

@@ -55,6 +55,19 @@ type Mux struct {
 	mu      sync.Mutex // guards streams
 	streams map[quic.StreamID]*Conn
 	done    chan struct{}
+
+	// lane, when set (NewLossyMux), carries outgoing datagrams to a
+	// sender goroutine, so that a writer never blocks on quic-go's send
+	// queue (32 datagrams, full when the peer stops acknowledging).
+	lane chan laneItem
+}
+
+// laneItem is a datagram waiting in a lossy mux's lane, with the stream it
+// belongs to (a datagram quic-go finds too large goes on that stream).
+type laneItem struct {
+	c   *Conn
+	d   []byte
+	msg int // offset of the ChannelData message in d
 }
 
 // NewMux starts dispatching conn's datagrams. ctr may be nil. The
@@ -66,6 +79,41 @@ func NewMux(conn *quic.Conn, ctr *Counters) *Mux {
 	m := &Mux{conn: conn, ctr: ctr, streams: map[quic.StreamID]*Conn{}, done: make(chan struct{})}
 	go m.run()
 	return m
+}
+
+// NewLossyMux is NewMux whose datagram sends never block: up to queue
+// datagrams wait for quic-go's send queue, and more are dropped, as a
+// router drops what its queue cannot hold. A client uses it so that a
+// supernode that vanished (killed, unplugged: no more acknowledgements)
+// cannot stall the ICE agent or the audio sender writing through it.
+func NewLossyMux(conn *quic.Conn, ctr *Counters, queue int) *Mux {
+	m := NewMux(conn, ctr)
+	m.lane = make(chan laneItem, queue)
+	go m.sendLane()
+	return m
+}
+
+// sendLane hands queued datagrams to quic-go until the connection ends.
+func (m *Mux) sendLane() {
+	ctx := m.conn.Context()
+	for {
+		select {
+		case it := <-m.lane:
+			err := m.conn.SendDatagram(it.d)
+			var tooLarge *quic.DatagramTooLargeError
+			switch {
+			case err == nil:
+				m.ctr.DatagramsOut.Add(1)
+			case errors.As(err, &tooLarge):
+				m.ctr.TooLarge.Add(1)
+				it.c.writeStream(streamPadded(it.d[it.msg:]))
+			default:
+				m.ctr.DatagramsDropped.Add(1)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Done closes when the mux has stopped (its connection closed).
@@ -417,17 +465,32 @@ func (c *Conn) WriteChannelData(buf []byte) error {
 			return err
 		}
 	}
-	// The stream needs ChannelData padded to 4 bytes (RFC 8656 section 12.5).
-	if pad := (4 - len(msg)%4) % 4; pad != 0 {
-		msg = append(append([]byte(nil), msg...), make([]byte, pad)...)
-	}
-	_, err := c.writeStream(msg)
+	_, err := c.writeStream(streamPadded(msg))
 	return err
 }
 
+// streamPadded is ChannelData msg padded to 4 bytes, as the stream needs
+// it (RFC 8656 section 12.5); a copy when it needs padding.
+func streamPadded(msg []byte) []byte {
+	if pad := (4 - len(msg)%4) % 4; pad != 0 {
+		msg = append(append([]byte(nil), msg...), make([]byte, pad)...)
+	}
+	return msg
+}
+
 // sendDatagram sends d; sent is false with a nil error when d is too
-// large for a datagram (the caller uses the stream).
+// large for a datagram (the caller uses the stream). A lossy mux queues a
+// copy of d for its sender instead, or drops it when the queue is full,
+// and never blocks.
 func (c *Conn) sendDatagram(d []byte) (sent bool, err error) {
+	if c.mux.lane != nil {
+		select {
+		case c.mux.lane <- laneItem{c: c, d: append([]byte(nil), d...), msg: quicvarint.Len(c.qid)}:
+		default:
+			c.ctr.DatagramsDropped.Add(1) // a full queue: dropped, not blocked
+		}
+		return true, nil
+	}
 	err = c.mux.conn.SendDatagram(d)
 	if err == nil {
 		c.ctr.DatagramsOut.Add(1)
@@ -441,6 +504,7 @@ func (c *Conn) sendDatagram(d []byte) (sent bool, err error) {
 	return false, err
 }
 
+// writeStream sends one TURN message on the stream.
 func (c *Conn) writeStream(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

@@ -1,0 +1,100 @@
+package testutil
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// AudioGaps is a call's audio sink (it has client.AudioSink's methods) that
+// records the RTP sequence number and arrival time of every packet, so a
+// failover test can say how long the listener heard nothing.
+type AudioGaps struct {
+	mu   sync.Mutex // guards pkts and ssrc
+	ssrc uint32
+	pkts []RTPArrival
+}
+
+// RTPArrival is one received packet.
+type RTPArrival struct {
+	Seq uint16
+	At  time.Time
+}
+
+// WriteRTP records p (the first stream's SSRC only).
+func (a *AudioGaps) WriteRTP(p *rtp.Packet) error {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.pkts) == 0 {
+		a.ssrc = p.SSRC
+	}
+	if p.SSRC == a.ssrc {
+		a.pkts = append(a.pkts, RTPArrival{p.SequenceNumber, now})
+	}
+	return nil
+}
+
+// Close implements the sink; recording stays readable.
+func (a *AudioGaps) Close() error { return nil }
+
+// Count is how many packets arrived.
+func (a *AudioGaps) Count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pkts)
+}
+
+// Gap is the longest silence in a window of a recording.
+type Gap struct {
+	Longest  time.Duration // the longest time between two arrivals of new audio
+	From, To time.Time     // when it began and ended
+	Lost     int           // sequence numbers never received in the window
+	Packets  int           // packets received in the window
+}
+
+func (g Gap) String() string {
+	return fmt.Sprintf("longest gap %s (%d packets, %d lost)", g.Longest.Round(time.Millisecond), g.Packets, g.Lost)
+}
+
+// LongestGap walks the packets that arrived in [from, to] in arrival
+// order and measures the longest time between two packets that each
+// brought audio newer than any before them (a late duplicate or a
+// reordered old packet fills no silence). Sequence numbers wrap (RFC 3550
+// section 5.1).
+func (a *AudioGaps) LongestGap(from, to time.Time) Gap {
+	a.mu.Lock()
+	pk := append([]RTPArrival(nil), a.pkts...)
+	a.mu.Unlock()
+	var g Gap
+	var last time.Time
+	var lo, hi uint16
+	seen := map[uint16]bool{}
+	for _, p := range pk {
+		if p.At.Before(from) || p.At.After(to) {
+			continue
+		}
+		g.Packets++
+		seen[p.Seq] = true
+		if last.IsZero() {
+			last, lo, hi = p.At, p.Seq, p.Seq
+			continue
+		}
+		if int16(p.Seq-lo) < 0 {
+			lo = p.Seq
+		}
+		if int16(p.Seq-hi) <= 0 {
+			continue // not newer than what was heard
+		}
+		if d := p.At.Sub(last); d > g.Longest {
+			g.Longest, g.From, g.To = d, last, p.At
+		}
+		last, hi = p.At, p.Seq
+	}
+	if g.Packets > 0 {
+		g.Lost = int(uint16(hi-lo)) + 1 - len(seen)
+	}
+	return g
+}
