@@ -42,6 +42,7 @@ type link struct {
 	rtpIn  atomic.Uint64
 	rtpOut atomic.Uint64 // audio packets written to track
 	closed atomic.Bool
+	done   chan struct{} // closed with the link: stops watchPath
 }
 
 type sinkBox struct{ s AudioSink }
@@ -49,7 +50,7 @@ type sinkBox struct{ s AudioSink }
 // newLink creates a peer connection for peer (loop goroutine).
 func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	p := plan{own: c.natType(), peer: c.peerNAT(peer)}
-	w := &pathWatch{fresh: 10 * c.cfg.Path.Keepalive}
+	w := &pathWatch{controlling: offerer, fresh: 10 * c.cfg.Path.Keepalive}
 	api, err := c.linkAPI(p, w)
 	if err != nil {
 		return nil, fmt.Errorf("client: WebRTC settings for %s: %w", peer, err)
@@ -62,9 +63,9 @@ func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: peer connection with %s: %w", peer, err)
 	}
-	w.watch(pc)
+	w.follow(pc)
 	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew,
-		plan: p, watch: w, viaName: c.relay.viaName}
+		plan: p, watch: w, viaName: c.relay.viaName, done: make(chan struct{})}
 	c.log.Debug("client: link plan", "peer", peer, "own_nat", p.own, "peer_nat", p.peer, "relay_wait", p.relayWait(), "relays", p.relays())
 	fail := func(err error) (*link, error) {
 		pc.Close()
@@ -293,20 +294,15 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 	case webrtc.PeerConnectionStateConnected:
 		if l.connected.IsZero() {
 			l.connected = time.Now()
+			// From now on the selected pair is watched. Not before: pion's
+			// ICETransport reads its gatherer unlocked until it started.
+			go c.watchPath(l)
 		}
-		if !l.lostAt.IsZero() {
-			c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.lostAt), "restarts", l.restarts,
-				"failovers", l.watch.failovers.Load())
-			l.lostAt, l.restarts = time.Time{}, 0
-			if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
-				c.emitCall(k, "path recovered") // the path (or relay) may have changed
-			}
-		}
+		c.pathBack(l)
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
-		// The selected pair went quiet (a relay died, a NAT binding
-		// moved, a path was cut). A standby pair takes over within a few
-		// keepalives (path.go); without one, restart ICE at once.
+		// Nothing from the peer at all (ICE's view). watchPath usually
+		// saw the selected pair die first.
 		if !l.connected.IsZero() {
 			c.pathLost(l)
 		}
@@ -340,27 +336,44 @@ const (
 	standbyGrace   = time.Second
 )
 
-// pathLost notes a lost path; the offerer restarts ICE now if no standby
-// pair is answering, else linkTick does after standbyGrace.
+// pathLost notes that l's path died (loop goroutine). A standby pair
+// normally takes over within a few keepalives (path.go); the offerer
+// restarts ICE now if none is answering, else linkTick does after
+// standbyGrace.
 func (c *Client) pathLost(l *link) {
-	if !l.lostAt.IsZero() {
+	if !l.lostAt.IsZero() || l.connected.IsZero() {
 		return
 	}
 	l.lostAt = time.Now()
-	standby := liveStandby(l, time.Now())
+	standby := liveStandby(l, l.lostAt, 2*c.cfg.Path.Keepalive)
 	c.log.Info("client: path lost", "peer", l.peer, "standby", standby)
 	if l.offerer && !standby {
 		c.restartICE(l)
 	}
 }
 
-// liveStandby reports whether any candidate pair answered a check in the
-// last second: the selected pair has gone quiet, so such a pair is a
-// standby the failover handler can switch to (path.go).
-func liveStandby(l *link, now time.Time) bool {
+// pathBack notes that a pair works again (loop goroutine): a standby took
+// over, the old pair answered again, or ICE is back after a restart.
+func (c *Client) pathBack(l *link) {
+	if l.lostAt.IsZero() || l.state != webrtc.PeerConnectionStateConnected || l.watch.lost.Load() {
+		return
+	}
+	c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.lostAt), "restarts", l.restarts,
+		"failovers", l.watch.failovers.Load())
+	l.lostAt, l.restarts = time.Time{}, 0
+	if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
+		c.emitCall(k, "path recovered") // the path (or relay) may have changed
+	}
+}
+
+// liveStandby reports whether any candidate pair answered a check within
+// recent (two keepalives): the selected pair has been quiet for longer,
+// so such a pair is a standby the failover handler can switch to
+// (path.go).
+func liveStandby(l *link, now time.Time, recent time.Duration) bool {
 	for _, s := range l.pc.GetStats() {
 		if p, ok := s.(webrtc.ICECandidatePairStats); ok && p.ResponsesReceived > 0 &&
-			now.Sub(p.LastResponseTimestamp.Time()) < time.Second {
+			now.Sub(p.LastResponseTimestamp.Time()) < recent {
 			return true
 		}
 	}
@@ -437,7 +450,8 @@ func (c *Client) linkTick(now time.Time) {
 		if l.lostAt.IsZero() {
 			continue
 		}
-		if l.offerer && l.restarts == 0 && l.state != webrtc.PeerConnectionStateConnected && now.Sub(l.lostAt) >= standbyGrace {
+		down := l.watch.lost.Load() || l.state != webrtc.PeerConnectionStateConnected
+		if l.offerer && l.restarts == 0 && down && now.Sub(l.lostAt) >= standbyGrace {
 			c.restartICE(l)
 		}
 		if now.Sub(l.lostAt) < restartGiveUp {
@@ -469,6 +483,7 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	if l.closed.Swap(true) {
 		return
 	}
+	close(l.done)
 	if l.dcOpen {
 		c.events.push(LinkEvent{With: peer, State: "closed"})
 	}

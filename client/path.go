@@ -135,11 +135,12 @@ func (p plan) relays() int {
 // pathWatch follows one link's selected pair for the failover handler and
 // the nomination generator, which pion calls on its own goroutines.
 type pathWatch struct {
-	fresh     time.Duration // a standby must have answered within this
-	lost      atomic.Bool   // ICE says the selected pair is dead
-	direct    atomic.Bool   // the selected pair is direct
-	nominated atomic.Uint32 // renomination values handed out
-	failovers atomic.Uint32 // switches made by onBindingRequest
+	controlling bool          // our side nominates (the offerer)
+	fresh       time.Duration // a standby must have answered within this (controlling side)
+	lost        atomic.Bool   // the selected pair is dead (watchPath)
+	direct      atomic.Bool   // the selected pair is direct
+	nominated   atomic.Uint32 // renomination values handed out
+	failovers   atomic.Uint32 // switches made by onBindingRequest
 }
 
 // nomination is the renomination value generator: zero (no renomination)
@@ -154,14 +155,16 @@ func (w *pathWatch) nomination() uint32 {
 
 // onBindingRequest runs on ICE's loop for every binding request received.
 // While the selected pair is dead it selects the pair the request came on,
-// if that pair has answered our checks before: the path works from the
-// peer to us now and worked our way. It must not call into the agent.
+// if that pair answered our checks: the path works from the peer to us
+// now, and worked our way. The controlling side checks every pair each
+// keepalive, so it asks for an answer within fresh; the controlled side
+// checks only its selected pair, so an answer at any time will do. It
+// must not call into the agent.
 func (w *pathWatch) onBindingRequest(_ *stun.Message, local, remote ice.Candidate, pair *ice.CandidatePair) bool {
-	if pair == nil || !w.lost.Load() {
+	if pair == nil || !w.lost.Load() || pair.ResponsesReceived() == 0 {
 		return false
 	}
-	last := pair.LastResponseReceivedAt()
-	if last.IsZero() || time.Since(last) > w.fresh {
+	if w.controlling && time.Since(pair.LastResponseReceivedAt()) > w.fresh {
 		return false
 	}
 	if !w.lost.CompareAndSwap(true, false) {
@@ -172,22 +175,64 @@ func (w *pathWatch) onBindingRequest(_ *stun.Message, local, remote ice.Candidat
 	return true
 }
 
-// watch follows pc's ICE state and selected pair.
-func (w *pathWatch) watch(pc *webrtc.PeerConnection) {
-	it := pc.SCTP().Transport().ICETransport()
-	it.OnConnectionStateChange(func(s webrtc.ICETransportState) {
-		switch s {
-		case webrtc.ICETransportStateDisconnected:
-			w.lost.Store(true)
-		case webrtc.ICETransportStateConnected, webrtc.ICETransportStateCompleted, webrtc.ICETransportStateChecking, webrtc.ICETransportStateFailed, webrtc.ICETransportStateClosed:
-			w.lost.Store(false)
-		}
-	})
-	it.OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+// follow tracks pc's selected pair type.
+func (w *pathWatch) follow(pc *webrtc.PeerConnection) {
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
 		if p != nil && p.Local != nil && p.Remote != nil {
 			w.direct.Store(p.Local.Typ != webrtc.ICECandidateTypeRelay && p.Remote.Typ != webrtc.ICECandidateTypeRelay)
 		}
 	})
+}
+
+// watchPath decides when l's selected pair is dead: when ICE's checks on
+// that very pair (one per Keepalive, on both sides) have gone unanswered
+// for DeadAfter. pion's own "disconnected" cannot tell: it watches the
+// remote candidate, which other pairs share (the peer's server-reflexive
+// address reaches us through a relay too), and it counts media on
+// whatever pair it arrives. It runs until l closes, telling the loop when
+// the path dies and when a pair works again.
+func (c *Client) watchPath(l *link) {
+	dead := c.cfg.Path.DeadAfter
+	tick := time.NewTicker(dead / 6)
+	defer tick.Stop()
+	it := l.pc.SCTP().Transport().ICETransport()
+	var pair string // the selected pair's candidate ids
+	var answers uint64
+	var since time.Time // when answers last grew (or the pair changed)
+	lost := false
+	post := func(f func()) {
+		c.box.post(func() {
+			if c.links[l.peer] == l && !l.closed.Load() {
+				f()
+			}
+		})
+	}
+	for {
+		select {
+		case <-l.done:
+			return
+		case now := <-tick.C:
+			st, ok := it.GetSelectedCandidatePairStats()
+			if !ok {
+				pair = ""
+				continue
+			}
+			if id := st.LocalCandidateID + "/" + st.RemoteCandidateID; id != pair || st.ResponsesReceived != answers {
+				pair, answers, since = id, st.ResponsesReceived, now
+				if lost {
+					lost = false
+					l.watch.lost.Store(false)
+					post(func() { c.pathBack(l) })
+				}
+				continue
+			}
+			if !lost && now.Sub(since) >= dead {
+				lost = true
+				l.watch.lost.Store(true)
+				post(func() { c.pathLost(l) })
+			}
+		}
+	}
 }
 
 // linkAPI builds the WebRTC API of one link: Opus (and the default

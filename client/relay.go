@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/internal/relayconn"
@@ -73,6 +74,7 @@ type relayer struct {
 	primary   string                    // id of the supernode offered to ICE
 	names     map[netip.Addr]string     // every supernode IP seen -> id (for "via")
 	services  map[netip.AddrPort]string // every supernode address seen (QUIC, TURN) -> id
+	passwords map[string]string         // supernode id + " " + TURN username -> password, of recent lists (relayshim.go)
 	conns     map[string]*relayConn     // open QUIC connections by supernode id
 	retired   map[*relayConn]bool       // unlisted, closing after their last call
 	rtt       map[string]time.Duration
@@ -119,9 +121,22 @@ type relayConn struct {
 	pc   net.PacketConn
 	mux  *relayconn.Mux // nil when the connection has no datagrams
 
+	// unanswered is when (unix ns) we first sent something the supernode
+	// has not answered since (0: nothing outstanding). watchLocked
+	// keeps it; relayshim.go and the dead-connection check read it.
+	unanswered atomic.Int64
+
 	// Guarded by relayer.mu:
 	streams int  // relay streams open on it (calls using it)
 	retired bool // no longer wanted: close when the last stream ends
+}
+
+// quietFor is how long the supernode has left what we sent unanswered.
+func (rc *relayConn) quietFor(now time.Time) time.Duration {
+	if u := rc.unanswered.Load(); u != 0 {
+		return now.Sub(time.Unix(0, u))
+	}
+	return 0
 }
 
 func (rc *relayConn) close() {
@@ -149,9 +164,28 @@ func (r *relayer) retireLocked(id string, rc *relayConn) {
 // after its last one.
 type trackedStream struct {
 	*relayconn.Conn
-	r    *relayer
-	rc   *relayConn
-	once sync.Once
+	r     *relayer
+	rc    *relayConn
+	perms *permCache // refused peers, answered without a round trip (relayshim.go)
+	once  sync.Once
+}
+
+// Write sends a TURN message, or answers a CreatePermission for a peer
+// the supernode already refused itself.
+func (t *trackedStream) Write(b []byte) (int, error) {
+	if answer := t.perms.onWrite(b); answer != nil && t.Conn.Inject(answer) {
+		return len(b), nil
+	}
+	return t.Conn.Write(b)
+}
+
+// Read returns one TURN message, noting the supernode's permission answers.
+func (t *trackedStream) Read(b []byte) (int, error) {
+	n, err := t.Conn.Read(b)
+	if n > 0 {
+		t.perms.onRead(b[:n])
+	}
+	return n, err
 }
 
 func (t *trackedStream) Close() error {
@@ -184,7 +218,7 @@ func newRelayer(c *Client) *relayer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &relayer{
 		c: c, cfg: cfg, ctx: ctx, cancel: cancel,
-		names: map[netip.Addr]string{}, services: map[netip.AddrPort]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
+		names: map[netip.Addr]string{}, services: map[netip.AddrPort]string{}, passwords: map[string]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
 		retired: map[*relayConn]bool{},
 	}
 }
@@ -249,9 +283,13 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 		return
 	}
 	r.list = append([]proto.SupernodeInfo(nil), l.Supernodes...)
+	if len(r.passwords) > 256 {
+		clear(r.passwords) // links made long ago re-gather with the current list
+	}
 	ids := map[string]bool{}
 	for _, sn := range r.list {
 		ids[sn.ID] = true
+		r.passwords[sn.ID+" "+sn.TURNUsername] = sn.TURNPassword // each supernode has its own secret
 		for _, a := range []string{sn.QUIC, sn.TURNUDP, sn.TURNTCP, sn.TURNTLS} {
 			if ap, err := netip.ParseAddrPort(a); err == nil {
 				r.names[ap.Addr().Unmap()] = sn.ID
@@ -387,11 +425,18 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]tim
 		}
 		ev = RelayEvent{Supernode: r.primary, Transport: "tls", Reason: "no QUIC answer (" + strings.Join(errs, "; ") + "): relaying over TLS"}
 	} else {
-		for _, res := range keep {
+		for i, res := range keep {
 			if res.rc == nil {
 				continue // a live connection stays
 			}
 			if old := r.conns[res.id]; old != nil {
+				if old.conn.Context().Err() == nil {
+					// A call dialled it meanwhile (openStream) and may be
+					// opening a stream on it: keep that one.
+					res.rc.close()
+					keep[i].rc = nil
+					continue
+				}
 				r.retireLocked(res.id, old)
 			}
 			r.conns[res.id] = res.rc
@@ -407,15 +452,59 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]tim
 	r.emit(ev)
 }
 
-// watchLocked forgets a connection when it dies.
+// relayDeadAfter: a QUIC connection carrying relay streams whose
+// supernode has left what we sent unanswered this long is closed as dead
+// (a supernode killed or unplugged sends no CONNECTION_CLOSE). Closing it
+// fails pion's pending TURN transactions at their next retransmission
+// instead of after their 10-second timeout, and new ones at once. Long
+// enough that a loaded machine does not close a live one; relayQuietAfter,
+// much shorter, only makes the permission shim answer for it
+// (relayshim.go).
+const (
+	relayDeadAfter  = 3 * time.Second
+	relayQuietAfter = 500 * time.Millisecond
+)
+
+// watchLocked forgets a connection when it dies, follows whether its
+// supernode answers what we send, and closes it when it carries relay
+// streams but the supernode stopped answering.
 func (r *relayer) watchLocked(id string, rc *relayConn) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		select {
-		case <-rc.conn.Context().Done():
-		case <-r.ctx.Done():
-			return
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		var recv uint64
+		var recvAt time.Time // when we last saw PacketsReceived grow
+	watch:
+		for {
+			select {
+			case <-rc.conn.Context().Done():
+				break watch
+			case <-r.ctx.Done():
+				return
+			case now := <-tick.C:
+				if rc.mux == nil {
+					continue // no lossy mux: nothing to measure with
+				}
+				// Something we sent after the last packet we received
+				// has gone unacknowledged (relayconn.Mux.LastSend).
+				st := rc.conn.ConnectionStats()
+				switch last := rc.mux.LastSend(); {
+				case st.PacketsReceived != recv:
+					recv, recvAt = st.PacketsReceived, now
+					rc.unanswered.Store(0)
+				case last.After(recvAt) && rc.unanswered.Load() == 0:
+					rc.unanswered.Store(last.UnixNano())
+				}
+				r.mu.Lock()
+				busy := rc.streams > 0
+				r.mu.Unlock()
+				if q := rc.quietFor(now); busy && q >= relayDeadAfter {
+					r.c.log.Warn("client: supernode stopped answering; closing its connection", "supernode", id, "quiet", q)
+					rc.conn.CloseWithError(0, "unresponsive")
+				}
+			}
 		}
 		r.mu.Lock()
 		if r.conns[id] == rc {
@@ -544,6 +633,15 @@ func (r *relayer) isSupernodeServerLocked(s webrtc.ICEServer) bool {
 		}
 	}
 	return false
+}
+
+// turnPassword is the password of a TURN username for supernode id from a
+// recent list.
+func (r *relayer) turnPassword(id, user string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.passwords[id+" "+user]
+	return p, ok
 }
 
 // viaName turns a relay candidate address into the supernode's id.
@@ -689,7 +787,8 @@ func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.
 	r.mu.Lock()
 	rc.streams++
 	r.mu.Unlock()
-	return &trackedStream{Conn: relayconn.New(st, mux, &r.ctr, local, remote), r: r, rc: rc}, nil
+	return &trackedStream{Conn: relayconn.New(st, mux, &r.ctr, local, remote), r: r, rc: rc,
+		perms: newPermCache(func(user string) (string, bool) { return r.turnPassword(sn.ID, user) }, func() bool { return rc.quietFor(time.Now()) >= relayQuietAfter })}, nil
 }
 
 // dialQUIC connects to sn's QUIC listener from a fresh socket, pinning

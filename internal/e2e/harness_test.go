@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"flag"
+	"log/slog"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -23,6 +26,9 @@ import (
 // with no working pair gives up 6 s after its checks start): issue 9 asks
 // for a clear end within 10 s.
 const noPathWithin = 10 * time.Second
+
+// clientLog sends every lab client's log (debug level) to stderr.
+var clientLog = flag.Bool("client.log", false, "log lab clients at debug level to stderr")
 
 // world is one lab internet with Parley's services on a public host:
 // signaling on TCP 443 (so a UDP-blocked home that passes only TCP 443
@@ -146,6 +152,9 @@ func (w *world) startPeer(t *testing.T, home *natlab.Home, name string, discover
 	}
 	for _, o := range opts {
 		o(home, &cfg)
+	}
+	if *clientLog {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return launchPeer(t, home, name, cfg)
 }

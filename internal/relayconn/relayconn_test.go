@@ -195,9 +195,10 @@ func TestTooLargeGoesOnStream(t *testing.T) {
 
 // TestLossyMuxNeverBlocks: the supernode vanishes without a word (its
 // socket closed: no CONNECTION_CLOSE, no more acknowledgements). quic-go's
-// own SendDatagram then blocks once 32 datagrams wait, until the idle
-// timeout; a lossy mux's writes return at once and the excess is counted
-// as dropped.
+// own SendDatagram then blocks once 32 datagrams wait, and a stream Write
+// once its data cannot be sent, until the idle timeout; a lossy mux's
+// writes of both kinds return at once and the excess is counted as
+// dropped, and Close does not hang on the stuck stream.
 func TestLossyMuxNeverBlocks(t *testing.T) {
 	qc := &quic.Config{EnableDatagrams: true, MaxIdleTimeout: time.Minute}
 	spc, err := net.ListenPacket("udp", "127.0.0.1:0") //nolint:noctx // bind only
@@ -226,7 +227,6 @@ func TestLossyMuxNeverBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := New(st, m, ctr, nil, nil)
-	defer c.Close()
 	spc.Close() // the supernode is gone: nothing is acknowledged any more
 	defer str.Close()
 	done := make(chan struct{})
@@ -234,6 +234,7 @@ func TestLossyMuxNeverBlocks(t *testing.T) {
 		defer close(done)
 		for range 2000 {
 			c.Write(chanData(160, 1))
+			c.Write(stunMsg(1000)) // a Send indication, on the stream
 		}
 	}()
 	select {
@@ -241,8 +242,19 @@ func TestLossyMuxNeverBlocks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("writes to a vanished peer blocked")
 	}
-	if ctr.DatagramsDropped.Load() == 0 {
-		t.Fatalf("no datagram dropped of 2000 to a vanished peer (out %d)", ctr.DatagramsOut.Load())
+	if ctr.DatagramsDropped.Load() == 0 || ctr.StreamFramesDropped.Load() == 0 {
+		t.Fatalf("of 2000 datagrams and 2000 stream messages to a vanished peer, %d and %d dropped (%d and %d sent)",
+			ctr.DatagramsDropped.Load(), ctr.StreamFramesDropped.Load(), ctr.DatagramsOut.Load(), ctr.StreamFramesOut.Load())
+	}
+	if m.LastSend().IsZero() {
+		t.Fatal("LastSend is zero after datagrams went out")
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung on a stream its peer stopped acknowledging")
 	}
 }
 
