@@ -9,8 +9,4 @@ import (
 
 // TestMain fails the run when a client, server or lab goroutine outlives
 // the tests.
-func TestMain(m *testing.M) {
-	code := testutil.VerifyNoLeaks(m)
-	removeParleyBinary()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.VerifyNoLeaks(m)) }

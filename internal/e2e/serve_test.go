@@ -73,8 +73,16 @@ const serveName = "parley.test"
 // built-in supernode is promoted.
 func startServedLab(t *testing.T, extra ...string) *servedLab {
 	t.Helper()
+	return startServedLabWith(t, func(*natlab.Host) []string { return extra })
+}
+
+// startServedLabWith is startServedLab with flags that name the public
+// host's addresses.
+func startServedLabWith(t *testing.T, flags func(pub *natlab.Host) []string) *servedLab {
+	t.Helper()
 	lab := natlab.New(t, natlab.Config{})
 	pub := lab.AddPublicHost("sig")
+	extra := flags(pub)
 	s := &servedLab{lab: lab, pub: pub, ip: pub.Addrs[0], ca: testutil.NewCA(t)}
 	s.leaf = s.ca.Issue(t, serveName, s.ip.String())
 	dir := t.TempDir()
