@@ -301,11 +301,9 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 		c.pathBack(l)
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
-		// Nothing from the peer at all (ICE's view). watchPath usually
-		// saw the selected pair die first.
-		if !l.connected.IsZero() {
-			c.pathLost(l)
-		}
+		// pion's view: nothing from the remote candidate for a keepalive
+		// or so. It comes and goes with a lost packet; watchPath decides
+		// whether the path died (path.go).
 	case webrtc.PeerConnectionStateFailed:
 		if !l.connected.IsZero() && l.restarts < maxICERestarts {
 			c.pathLost(l)

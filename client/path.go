@@ -251,7 +251,13 @@ func (c *Client) linkAPI(p plan, w *pathWatch) (*webrtc.API, error) {
 	pc := c.cfg.Path
 	se := webrtc.SettingEngine{}
 	se.SetICEProxyDialer(c.relay) // TURN over QUIC streams to supernodes (relay.go)
-	se.SetICETimeouts(pc.DeadAfter, pc.GiveUp-pc.DeadAfter, pc.Keepalive)
+	// pion's own "disconnected" (after Keepalive without a packet from the
+	// remote candidate) only paces its loop: while checking, pion checks
+	// every min(200 ms, disconnected timeout) and nominates only on those
+	// ticks, so a pair that succeeds just after one would wait up to
+	// 200 ms. watchPath, not pion's state, decides that a path died.
+	se.SetICETimeouts(pc.Keepalive, pc.GiveUp-pc.Keepalive, pc.Keepalive)
+	se.SetICEMaxBindingRequests(uint16(2 * time.Second / pc.Keepalive)) // a pair is checked for 2 s before it counts as failed
 	se.SetHostAcceptanceMinWait(0)
 	se.SetSrflxAcceptanceMinWait(0)
 	se.SetPrflxAcceptanceMinWait(0)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,6 +121,7 @@ type peer struct {
 	name string
 	home *natlab.Home
 	ev   *testutil.Recorder[stamped]
+	stop func() // ends the client (also done when the test ends)
 }
 
 // peerOpts adjust a lab client's config before it starts; a relay scenario
@@ -183,14 +185,18 @@ func launchPeer(tb testing.TB, home *natlab.Home, name string, cfg client.Config
 			tb.Errorf("%s: Run: %v", name, err)
 		}
 	}()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			tb.Errorf("%s: Run did not return", name)
-		}
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				tb.Errorf("%s: Run did not return", name)
+			}
+		})
+	}
+	tb.Cleanup(p.stop)
 	return p
 }
 
