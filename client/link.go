@@ -49,7 +49,7 @@ type sinkBox struct{ s AudioSink }
 
 // newLink creates a peer connection for peer (loop goroutine).
 func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
-	p := plan{own: c.natType(), peer: c.peerNAT(peer)}
+	p := plan{own: c.natType(), peer: c.peerNAT(peer), relayOnly: c.cfg.ICETransportPolicy == webrtc.ICETransportPolicyRelay}
 	w := &pathWatch{controlling: offerer, fresh: 10 * c.cfg.Path.Keepalive}
 	api, err := c.linkAPI(p, w)
 	if err != nil {

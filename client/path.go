@@ -94,13 +94,15 @@ const (
 // long its controlling side waits for a direct pair.
 type plan struct {
 	own, peer proto.NATType // empty or unknown: not reported
+	relayOnly bool          // ICE transport policy "relay": nothing else is gathered
 }
 
 func known(t proto.NATType) bool { return t != "" && t != proto.NATUnknown }
 
-// relayOnly: no direct pair can work (RFC 4787 reasoning, proto.NeedsRelay).
-func (p plan) relayOnly() bool {
-	if p.own == proto.NATUDPBlocked || p.peer == proto.NATUDPBlocked {
+// noDirect: no direct pair can work (RFC 4787 reasoning,
+// proto.NeedsRelay), or none is gathered.
+func (p plan) noDirect() bool {
+	if p.relayOnly || p.own == proto.NATUDPBlocked || p.peer == proto.NATUDPBlocked {
 		return true
 	}
 	return known(p.own) && known(p.peer) && proto.NeedsRelay(p.own, p.peer)
@@ -109,7 +111,7 @@ func (p plan) relayOnly() bool {
 // relayWait is the relayed pairs' acceptance wait on the controlling side.
 func (p plan) relayWait() time.Duration {
 	switch {
-	case p.relayOnly():
+	case p.noDirect():
 		return 0
 	case known(p.own) && known(p.peer):
 		return relayWaitDirect
@@ -122,7 +124,7 @@ func (p plan) relayWait() time.Duration {
 // standby of a direct call).
 func (p plan) relays() int {
 	switch {
-	case p.relayOnly():
+	case p.noDirect():
 		return 2
 	case known(p.own) && known(p.peer):
 		return 1

@@ -24,6 +24,9 @@ func TestPlan(t *testing.T) {
 		{proto.NATFullCone, proto.NATUnknown, relayWaitUnknown, 1},  // we never need a relay but for UDP-blocked peers
 		{"", "", relayWaitUnknown, 2},
 	}
+	if p := (plan{own: proto.NATFullCone, peer: proto.NATNone, relayOnly: true}); p.relayWait() != 0 || p.relays() != 2 {
+		t.Errorf("relay-only link: relay wait %s, %d relays; want 0, 2", p.relayWait(), p.relays())
+	}
 	for _, tc := range cases {
 		p := plan{own: tc.own, peer: tc.peer}
 		if p.relayWait() != tc.wait || p.relays() != tc.relays {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/audiogap"
 	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/supernode"
@@ -27,7 +28,7 @@ func TestCallSurvivesSupernodeLoss(t *testing.T) {
 			ListenQUIC: a, ListenTURNUDP: a, ListenTURNTCP: a, ListenTURNTLS: a})
 		sns[name].WaitState(t, proto.SupernodePromoted, 10*time.Second)
 	}
-	heard := &testutil.AudioGaps{}
+	heard := &audiogap.Recorder{}
 	alice := startPeer(t, sig.URL, "alice", func(c *client.Config) { c.Relay.AlwaysWarm = true })
 	bob := startPeer(t, sig.URL, "bob", func(c *client.Config) {
 		c.Relay.AlwaysWarm = true

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/audiogap"
 	"github.com/parley-voice/parley/internal/natlab"
 	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
@@ -127,14 +128,14 @@ func directPathCutRun(t *testing.T) []time.Duration {
 // failoverCall is a connected call whose audio both sides record.
 type failoverCall struct {
 	alice, bob     *peer
-	heardA, heardB *testutil.AudioGaps // what alice and bob receive
-	first          client.CallEvent    // the caller's connected event
+	heardA, heardB *audiogap.Recorder // what alice and bob receive
+	first          client.CallEvent   // the caller's connected event
 }
 
 // startCall signs in alice in ha and bob in hb (each relaying from its
 // home), has alice call bob and waits for a second of audio both ways.
 func startCall(t *testing.T, w *world, ha, hb *natlab.Home) *failoverCall {
-	c := &failoverCall{heardA: &testutil.AudioGaps{}, heardB: &testutil.AudioGaps{}}
+	c := &failoverCall{heardA: &audiogap.Recorder{}, heardB: &audiogap.Recorder{}}
 	c.alice = w.startPeer(t, ha, "alice", true, relayInHome, withSink(c.heardA))
 	c.bob = w.startPeer(t, hb, "bob", true, relayInHome, withSink(c.heardB))
 	for _, p := range []*peer{c.alice, c.bob} {
@@ -179,7 +180,7 @@ func (c *failoverCall) failedOver(t *testing.T, at time.Time, path, via string) 
 	now := time.Now()
 	ga, gb := c.heardA.LongestGap(at.Add(-time.Second), now), c.heardB.LongestGap(at.Add(-time.Second), now)
 	t.Logf("after the loss: alice heard %s, bob heard %s", ga, gb)
-	for who, g := range map[string]testutil.Gap{"alice": ga, "bob": gb} {
+	for who, g := range map[string]audiogap.Gap{"alice": ga, "bob": gb} {
 		if g.Longest >= maxAudioGap {
 			t.Errorf("%s heard nothing for %s (from %s after the loss), want under %s",
 				who, g.Longest.Round(time.Millisecond), g.From.Sub(at).Round(time.Millisecond), maxAudioGap)

@@ -1,4 +1,8 @@
-package testutil
+// Package audiogap measures what a listener hears of a call: it records
+// the RTP sequence number and arrival time of every packet a call's audio
+// sink receives and reports the longest silence. Failover tests assert on
+// it and `parley bench failover` reports it.
+package audiogap
 
 import (
 	"fmt"
@@ -8,10 +12,9 @@ import (
 	"github.com/pion/rtp"
 )
 
-// AudioGaps is a call's audio sink (it has client.AudioSink's methods) that
-// records the RTP sequence number and arrival time of every packet, so a
-// failover test can say how long the listener heard nothing.
-type AudioGaps struct {
+// Recorder is a call's audio sink (it has client.AudioSink's methods)
+// that records the RTP sequence number and arrival time of every packet.
+type Recorder struct {
 	mu   sync.Mutex // guards pkts and ssrc
 	ssrc uint32
 	pkts []RTPArrival
@@ -24,7 +27,7 @@ type RTPArrival struct {
 }
 
 // WriteRTP records p (the first stream's SSRC only).
-func (a *AudioGaps) WriteRTP(p *rtp.Packet) error {
+func (a *Recorder) WriteRTP(p *rtp.Packet) error {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -38,10 +41,10 @@ func (a *AudioGaps) WriteRTP(p *rtp.Packet) error {
 }
 
 // Close implements the sink; recording stays readable.
-func (a *AudioGaps) Close() error { return nil }
+func (a *Recorder) Close() error { return nil }
 
 // Count is how many packets arrived.
-func (a *AudioGaps) Count() int {
+func (a *Recorder) Count() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.pkts)
@@ -64,7 +67,7 @@ func (g Gap) String() string {
 // brought audio newer than any before them (a late duplicate or a
 // reordered old packet fills no silence). Sequence numbers wrap (RFC 3550
 // section 5.1).
-func (a *AudioGaps) LongestGap(from, to time.Time) Gap {
+func (a *Recorder) LongestGap(from, to time.Time) Gap {
 	a.mu.Lock()
 	pk := append([]RTPArrival(nil), a.pkts...)
 	a.mu.Unlock()

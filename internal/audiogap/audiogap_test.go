@@ -1,4 +1,4 @@
-package testutil
+package audiogap
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 	"github.com/pion/rtp"
 )
 
-func TestAudioGapsLongestGap(t *testing.T) {
+func TestLongestGap(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	cases := []struct {
@@ -24,7 +24,7 @@ func TestAudioGapsLongestGap(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &AudioGaps{}
+			a := &Recorder{}
 			for _, p := range tc.pkts {
 				a.WriteRTP(&rtp.Packet{Header: rtp.Header{SSRC: 7, SequenceNumber: p.Seq}})
 			}
@@ -39,7 +39,7 @@ func TestAudioGapsLongestGap(t *testing.T) {
 		})
 	}
 	// Another SSRC (a second stream) is not this stream's audio.
-	a := &AudioGaps{}
+	a := &Recorder{}
 	a.WriteRTP(&rtp.Packet{Header: rtp.Header{SSRC: 1, SequenceNumber: 1}})
 	a.WriteRTP(&rtp.Packet{Header: rtp.Header{SSRC: 2, SequenceNumber: 9}})
 	if a.Count() != 1 {
