@@ -44,18 +44,12 @@ call's recovery when its supernode is killed (see parley bench failover -h).`)
 	if *calls < 1 || *calls > 1000 || *msgs < 1 || *msgs > 100000 {
 		return errors.New("--calls must be 1–1000 and --messages 1–100000")
 	}
-	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go srv.Serve(sctx, ln)
-	url := "ws://" + ln.Addr().String() + "/ws"
+	_, url, err := startBenchServer(sctx, signal.SupernodeConfig{})
+	if err != nil {
+		return err
+	}
 
 	var signIn, toDC, toRTP, chatRTT []time.Duration
 	for i := 0; i < *calls; i++ {
@@ -115,6 +109,22 @@ call's recovery when its supernode is killed (see parley bench failover -h).`)
 		fmt.Fprintf(os.Stdout, "%-34s %9s %9s %9s\n", row.name, fmtMs(p[0]), fmtMs(p[1]), fmtMs(p[2]))
 	}
 	return nil
+}
+
+// startBenchServer runs a signaling server on loopback (with supernode
+// policy sn) until ctx ends, and returns it and its WebSocket URL.
+func startBenchServer(ctx context.Context, sn signal.SupernodeConfig) (*signal.Server, string, error) {
+	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000, Supernodes: sn})
+	if err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return nil, "", err
+	}
+	go srv.Serve(ctx, ln)
+	return srv, "ws://" + ln.Addr().String() + "/ws", nil
 }
 
 type benchClient struct {

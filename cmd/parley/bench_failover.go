@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -42,20 +41,13 @@ other supernode. Also times the relayed call set-up.`)
 	if err != nil {
 		return err
 	}
-	loop := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000,
-		Supernodes: signal.SupernodeConfig{AllowAddrs: loop, ProbeTimeout: 2 * time.Second, Heartbeat: time.Second, RetryAfter: time.Hour}})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go srv.Serve(sctx, ln)
-	url := "ws://" + ln.Addr().String() + "/ws"
+	srv, url, err := startBenchServer(sctx, signal.SupernodeConfig{AllowAddrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		ProbeTimeout: 2 * time.Second, Heartbeat: time.Second, RetryAfter: time.Hour})
+	if err != nil {
+		return err
+	}
 
 	var setups, gaps []time.Duration
 	for i := range *runs {

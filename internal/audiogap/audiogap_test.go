@@ -16,11 +16,11 @@ func TestLongestGap(t *testing.T) {
 		longest time.Duration
 		lost    int
 	}{
-		{"steady 20 ms", []RTPArrival{{1, at(0)}, {2, at(20)}, {3, at(40)}, {4, at(60)}}, 20 * time.Millisecond, 0},
-		{"a failover: 500 ms silent, 24 lost", []RTPArrival{{1, at(0)}, {2, at(20)}, {27, at(520)}, {28, at(540)}}, 500 * time.Millisecond, 24},
-		{"a late packet fills no silence", []RTPArrival{{1, at(0)}, {3, at(40)}, {2, at(300)}, {4, at(310)}}, 270 * time.Millisecond, 0},
-		{"a duplicate fills no silence", []RTPArrival{{1, at(0)}, {2, at(20)}, {2, at(200)}, {3, at(400)}}, 380 * time.Millisecond, 0},
-		{"sequence numbers wrap", []RTPArrival{{65534, at(0)}, {65535, at(20)}, {0, at(40)}, {5, at(140)}}, 100 * time.Millisecond, 4},
+		{"steady 20 ms", []RTPArrival{{Seq: 1, At: at(0)}, {Seq: 2, At: at(20)}, {Seq: 3, At: at(40)}, {Seq: 4, At: at(60)}}, 20 * time.Millisecond, 0},
+		{"a failover: 500 ms silent, 24 lost", []RTPArrival{{Seq: 1, At: at(0)}, {Seq: 2, At: at(20)}, {Seq: 27, At: at(520)}, {Seq: 28, At: at(540)}}, 500 * time.Millisecond, 24},
+		{"a late packet fills no silence", []RTPArrival{{Seq: 1, At: at(0)}, {Seq: 3, At: at(40)}, {Seq: 2, At: at(300)}, {Seq: 4, At: at(310)}}, 270 * time.Millisecond, 0},
+		{"a duplicate fills no silence", []RTPArrival{{Seq: 1, At: at(0)}, {Seq: 2, At: at(20)}, {Seq: 2, At: at(200)}, {Seq: 3, At: at(400)}}, 380 * time.Millisecond, 0},
+		{"sequence numbers wrap", []RTPArrival{{Seq: 65534, At: at(0)}, {Seq: 65535, At: at(20)}, {Seq: 0, At: at(40)}, {Seq: 5, At: at(140)}}, 100 * time.Millisecond, 4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
