@@ -33,12 +33,15 @@ bench-relay: build
 	./parley bench relay --compare
 
 # Long runs, not part of make test: the message soak (1,000 messages through
-# server, sender and receiver crashes and a full mailbox) nine times, then one
+# server, sender and receiver crashes and a full mailbox) nine times, one
 # supernode at its budget of relayed voice with churn for 5 minutes (fails on
-# growth in goroutines or memory, or loss).
+# growth in goroutines or memory, or loss), and the NAT-lab failover tests 10
+# times each (issue 13: every audio gap under 800 ms; `make test` runs each
+# once).
 soak: build
 	$(GO) test -race -count=9 -timeout 60m -run 'TestSoak' ./cmd/parley/
 	./parley bench relay --soak 5m
+	$(GO) test -race -count=1 -timeout 30m -run 'TestFailover' -v ./internal/e2e/ -args -failover.runs=10
 
 build:
 	$(GO) build -o parley ./cmd/parley

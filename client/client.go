@@ -101,6 +101,10 @@ type Config struct {
 	// Files configures file transfer (files.go). The zero value sends
 	// files and declines offers.
 	Files FileConfig
+	// Path tunes how links find and keep their path: failover to a
+	// standby pair, when a link without any path gives up (path.go). The
+	// zero value is what the binaries use.
+	Path PathConfig
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// signaling reconnects. Zero means 250 ms and 15 s.
@@ -135,6 +139,7 @@ func (c *Config) setDefaults() error {
 	if c.StatsInterval == 0 {
 		c.StatsInterval = time.Second
 	}
+	c.Path.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -161,7 +166,6 @@ type Client struct {
 	events *eventQueue
 	box    *mailbox
 	outbox Outbox
-	api    *webrtc.API
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -173,6 +177,7 @@ type Client struct {
 	iceServers []webrtc.ICEServer
 	presence   map[string]proto.Presence
 	links      map[string]*link
+	natHints   map[string]proto.NATType // peer -> NAT type from its last offer or answer
 	calls      map[string]*call
 	chat       chatState
 	waiters    map[string]waiter    // envelope id -> ack/error callback
@@ -195,6 +200,7 @@ func New(cfg Config) (*Client, error) {
 		closed:   make(chan struct{}),
 		presence: map[string]proto.Presence{},
 		links:    map[string]*link{},
+		natHints: map[string]proto.NATType{},
 		calls:    map[string]*call{},
 		chat:     newChatState(),
 		waiters:  map[string]waiter{},
@@ -206,11 +212,6 @@ func New(cfg Config) (*Client, error) {
 		c.outbox = newMemOutbox()
 	}
 	c.relay = newRelayer(c)
-	api, err := newAPI(&c.cfg, c.relay)
-	if err != nil {
-		return nil, err
-	}
-	c.api = api
 	if err := c.initFiles(); err != nil {
 		return nil, err
 	}

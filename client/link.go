@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/proto"
-	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
-	"golang.org/x/net/proxy"
 )
 
 // link is the one peer connection we keep with a peer: an audio
@@ -29,11 +27,14 @@ type link struct {
 	created   time.Time
 	connected time.Time
 
-	// ICE restart (RFC 8445 section 9) after a connected path is lost:
-	// the offerer restarts, the answerer answers the new offer.
-	restarts  int                      // restarts since the path was last up
-	restartAt time.Time                // when the path was lost (zero while it is up)
-	viaName   func(addr string) string // relay address -> supernode id (relay.go)
+	// Path keeping (path.go): the NAT reports' plan, the failover
+	// watch, and ICE restart (RFC 8445 section 9) when no standby pair
+	// answers: the offerer restarts, the answerer answers the new offer.
+	plan     plan
+	watch    *pathWatch
+	restarts int                      // restarts since the path was last up
+	lostAt   time.Time                // when the path was lost (zero while it is up)
+	viaName  func(addr string) string // relay address -> supernode id (relay.go)
 
 	// sink receives audio while a call is connected; read by the RTP
 	// reader goroutine.
@@ -41,40 +42,31 @@ type link struct {
 	rtpIn  atomic.Uint64
 	rtpOut atomic.Uint64 // audio packets written to track
 	closed atomic.Bool
+	done   chan struct{} // closed with the link: stops watchPath
 }
 
 type sinkBox struct{ s AudioSink }
 
-// newAPI builds the WebRTC API: Opus (and the default codecs), the default
-// interceptors (RTCP reports, NACK, stats), and the caller's settings.
-func newAPI(cfg *Config, relay proxy.Dialer) (*webrtc.API, error) {
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, fmt.Errorf("client: codecs: %w", err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		return nil, fmt.Errorf("client: interceptors: %w", err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetICEProxyDialer(relay) // TURN over QUIC streams to supernodes (relay.go)
-	if cfg.SettingEngine != nil {
-		cfg.SettingEngine(&se)
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
-}
-
 // newLink creates a peer connection for peer (loop goroutine).
 func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
+	p := plan{own: c.natType(), peer: c.peerNAT(peer), relayOnly: c.cfg.ICETransportPolicy == webrtc.ICETransportPolicyRelay}
+	w := &pathWatch{controlling: offerer, fresh: 10 * c.cfg.Path.Keepalive}
+	api, err := c.linkAPI(p, w)
+	if err != nil {
+		return nil, fmt.Errorf("client: WebRTC settings for %s: %w", peer, err)
+	}
 	conf := webrtc.Configuration{
-		ICEServers:         c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...)),
+		ICEServers:         c.linkICEServers(p),
 		ICETransportPolicy: c.cfg.ICETransportPolicy,
 	}
-	pc, err := c.api.NewPeerConnection(conf)
+	pc, err := api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("client: peer connection with %s: %w", peer, err)
 	}
-	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew, viaName: c.relay.viaName}
+	w.follow(pc)
+	l := &link{peer: peer, session: session, pc: pc, offerer: offerer, created: time.Now(), state: webrtc.PeerConnectionStateNew,
+		plan: p, watch: w, viaName: c.relay.viaName, done: make(chan struct{})}
+	c.log.Debug("client: link plan", "peer", peer, "own_nat", p.own, "peer_nat", p.peer, "relay_wait", p.relayWait(), "relays", p.relays())
 	fail := func(err error) (*link, error) {
 		pc.Close()
 		return nil, fmt.Errorf("client: set up link with %s: %w", peer, err)
@@ -206,6 +198,7 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		if err != nil || !c.checkSDP(env.Type, peer, s) {
 			return
 		}
+		c.noteNAT(peer, s.NAT)
 		if l := c.links[peer]; l != nil {
 			if l.session == s.Session {
 				if !l.offerer && l.remoteSet {
@@ -248,6 +241,10 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		l := c.links[peer]
 		if err != nil || l == nil || l.session != s.Session || !l.offerer || l.remoteSet || !c.checkSDP(env.Type, peer, s) {
 			return
+		}
+		c.noteNAT(peer, s.NAT)
+		if s.NAT != "" {
+			l.plan.peer = s.NAT
 		}
 		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.SDP}); err != nil {
 			c.log.Warn("client: bad answer", "peer", peer, "err", err)
@@ -297,54 +294,96 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 	case webrtc.PeerConnectionStateConnected:
 		if l.connected.IsZero() {
 			l.connected = time.Now()
+			// From now on the selected pair is watched. Not before: pion's
+			// ICETransport reads its gatherer unlocked until it started.
+			go c.watchPath(l)
 		}
-		if !l.restartAt.IsZero() {
-			c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.restartAt), "restarts", l.restarts)
-			l.restartAt, l.restarts = time.Time{}, 0
-			if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
-				c.emitCall(k, "path recovered") // the path (or relay) may have changed
-			}
-		}
+		c.pathBack(l)
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
-		// Consent checks stopped getting answers (a relay died, a NAT
-		// binding moved): try another path at once, as Jitsi does, rather
-		// than wait for ICE to fail.
-		if !l.connected.IsZero() {
-			c.pathLost(l)
-		}
+		// pion's view: nothing from the remote candidate for a keepalive
+		// or so. It comes and goes with a lost packet; watchPath decides
+		// whether the path died (path.go).
 	case webrtc.PeerConnectionStateFailed:
 		if !l.connected.IsZero() && l.restarts < maxICERestarts {
 			c.pathLost(l)
+			if l.offerer {
+				c.restartICE(l)
+			}
 			return
 		}
 		if _, ok := c.calls[l.peer]; ok {
-			c.endCallCode(l.peer, proto.EndNoPath, "no network path: the connection to "+l.peer+" failed (NATs block a direct path and no relay was usable)", "", true)
+			c.endCallCode(l.peer, proto.EndNoPath, noPathReason(l.peer), "", true)
 		}
 		c.closeLink(l.peer, l, "ice failed", true)
 	}
 }
 
-// maxICERestarts bounds the ICE restarts tried for one lost path, and
-// restartGiveUp how long a lost path may take to come back.
+// noPathReason is the reason a call ends with when ICE found no path.
+func noPathReason(peer string) string {
+	return "no network path: the connection to " + peer + " failed (NATs or firewalls block a direct path and no relay was usable)"
+}
+
+// maxICERestarts bounds the ICE restarts tried for one lost path,
+// restartGiveUp how long a lost path may take to come back, and
+// standbyGrace how long a standby pair gets to take over before the
+// offerer restarts ICE anyway.
 const (
 	maxICERestarts = 3
 	restartGiveUp  = 20 * time.Second
+	standbyGrace   = time.Second
 )
 
-// pathLost starts (or retries) recovery of a link whose path went away.
+// pathLost notes that l's path died (loop goroutine). A standby pair
+// normally takes over within a few keepalives (path.go); the offerer
+// restarts ICE now if none is answering, else linkTick does after
+// standbyGrace.
 func (c *Client) pathLost(l *link) {
-	if l.restartAt.IsZero() {
-		l.restartAt = time.Now()
+	if !l.lostAt.IsZero() || l.connected.IsZero() {
+		return
 	}
-	if l.offerer && l.restarts < maxICERestarts {
+	l.lostAt = time.Now()
+	standby := liveStandby(l, l.lostAt, 2*c.cfg.Path.Keepalive)
+	c.log.Info("client: path lost", "peer", l.peer, "standby", standby)
+	if l.offerer && !standby {
 		c.restartICE(l)
 	}
+}
+
+// pathBack notes that a pair works again (loop goroutine): a standby took
+// over, the old pair answered again, or ICE is back after a restart.
+func (c *Client) pathBack(l *link) {
+	if l.lostAt.IsZero() || l.state != webrtc.PeerConnectionStateConnected || l.watch.lost.Load() {
+		return
+	}
+	c.log.Info("client: path recovered", "peer", l.peer, "after", time.Since(l.lostAt), "restarts", l.restarts,
+		"failovers", l.watch.failovers.Load())
+	l.lostAt, l.restarts = time.Time{}, 0
+	if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
+		c.emitCall(k, "path recovered") // the path (or relay) may have changed
+	}
+}
+
+// liveStandby reports whether any candidate pair answered a check within
+// recent (two keepalives): the selected pair has been quiet for longer,
+// so such a pair is a standby the failover handler can switch to
+// (path.go).
+func liveStandby(l *link, now time.Time, recent time.Duration) bool {
+	for _, s := range l.pc.GetStats() {
+		if p, ok := s.(webrtc.ICECandidatePairStats); ok && p.ResponsesReceived > 0 &&
+			now.Sub(p.LastResponseTimestamp.Time()) < recent {
+			return true
+		}
+	}
+	return false
 }
 
 // restartICE gathers again with the current ICE servers (a new supernode
 // list) and sends an ICE-restart offer on the same session.
 func (c *Client) restartICE(l *link) {
+	if l.restarts >= maxICERestarts {
+		return
+	}
 	l.restarts++
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
@@ -365,17 +404,25 @@ func (c *Client) restartICE(l *link) {
 // refreshICEServers gives l the current ICE servers (the supernode list
 // may have changed since the link was made) for the next gathering.
 func (c *Client) refreshICEServers(l *link) {
+	l.plan.own = c.natType()
 	conf := l.pc.GetConfiguration()
-	conf.ICEServers = c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...))
+	conf.ICEServers = c.linkICEServers(l.plan)
 	if err := l.pc.SetConfiguration(conf); err != nil {
 		c.log.Warn("client: ICE servers for restart", "peer", l.peer, "err", err)
 	}
 }
 
+// linkICEServers are the ICE servers of a new link or restart: the
+// configured ones and the welcome's, with the supernodes the plan asks
+// for reached through the proxy dialer (relay.go).
+func (c *Client) linkICEServers(p plan) []webrtc.ICEServer {
+	return c.relay.iceServers(append(append([]webrtc.ICEServer{}, c.cfg.ICEServers...), c.iceServers...), p.relays())
+}
+
 // answerRestart answers the offerer's ICE-restart offer.
 func (c *Client) answerRestart(l *link, sdp string) {
-	if l.restartAt.IsZero() {
-		l.restartAt = time.Now()
+	if l.lostAt.IsZero() {
+		l.lostAt = time.Now()
 	}
 	c.refreshICEServers(l)
 	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp})
@@ -394,10 +441,18 @@ func (c *Client) answerRestart(l *link, sdp string) {
 	}
 }
 
-// linkTick gives up on links whose lost path did not come back.
+// linkTick restarts ICE where a standby did not take over, and gives up
+// on links whose lost path did not come back.
 func (c *Client) linkTick(now time.Time) {
 	for peer, l := range c.links {
-		if l.restartAt.IsZero() || now.Sub(l.restartAt) < restartGiveUp {
+		if l.lostAt.IsZero() {
+			continue
+		}
+		down := l.watch.lost.Load() || l.state != webrtc.PeerConnectionStateConnected
+		if l.offerer && l.restarts == 0 && down && now.Sub(l.lostAt) >= standbyGrace {
+			c.restartICE(l)
+		}
+		if now.Sub(l.lostAt) < restartGiveUp {
 			continue
 		}
 		if _, ok := c.calls[peer]; ok {
@@ -405,6 +460,17 @@ func (c *Client) linkTick(now time.Time) {
 		}
 		c.closeLink(peer, l, "path lost", true)
 	}
+}
+
+// noteNAT remembers the NAT type a peer's offer or answer announced.
+func (c *Client) noteNAT(peer string, t proto.NATType) {
+	if t == "" {
+		return
+	}
+	if len(c.natHints) >= 4096 {
+		clear(c.natHints)
+	}
+	c.natHints[peer] = t
 }
 
 // closeLink forgets l and closes its peer connection in the background.
@@ -415,6 +481,7 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	if l.closed.Swap(true) {
 		return
 	}
+	close(l.done)
 	if l.dcOpen {
 		c.events.push(LinkEvent{With: peer, State: "closed"})
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/internal/relayconn"
@@ -70,10 +71,12 @@ type relayer struct {
 
 	mu        sync.Mutex // guards the fields below
 	list      []proto.SupernodeInfo
-	primary   string                // id of the supernode offered to ICE
-	names     map[netip.Addr]string // every supernode IP seen -> id (for "via")
-	conns     map[string]*relayConn // open QUIC connections by supernode id
-	retired   map[*relayConn]bool   // unlisted, closing after their last call
+	primary   string                    // id of the supernode offered to ICE
+	names     map[netip.Addr]string     // every supernode IP seen -> id (for "via")
+	services  map[netip.AddrPort]string // every supernode address seen (QUIC, TURN) -> id
+	passwords map[string]string         // supernode id + " " + TURN username -> password, of recent lists (relayshim.go)
+	conns     map[string]*relayConn     // open QUIC connections by supernode id
+	retired   map[*relayConn]bool       // unlisted, closing after their last call
 	rtt       map[string]time.Duration
 	tlsOnly   bool // QUIC unusable from here: use TURN over TLS
 	refresh   *time.Timer
@@ -118,9 +121,22 @@ type relayConn struct {
 	pc   net.PacketConn
 	mux  *relayconn.Mux // nil when the connection has no datagrams
 
+	// unanswered is when (unix ns) we first sent something the supernode
+	// has not answered since (0: nothing outstanding). watchLocked
+	// keeps it; relayshim.go and the dead-connection check read it.
+	unanswered atomic.Int64
+
 	// Guarded by relayer.mu:
 	streams int  // relay streams open on it (calls using it)
 	retired bool // no longer wanted: close when the last stream ends
+}
+
+// quietFor is how long the supernode has left what we sent unanswered.
+func (rc *relayConn) quietFor(now time.Time) time.Duration {
+	if u := rc.unanswered.Load(); u != 0 {
+		return now.Sub(time.Unix(0, u))
+	}
+	return 0
 }
 
 func (rc *relayConn) close() {
@@ -148,9 +164,28 @@ func (r *relayer) retireLocked(id string, rc *relayConn) {
 // after its last one.
 type trackedStream struct {
 	*relayconn.Conn
-	r    *relayer
-	rc   *relayConn
-	once sync.Once
+	r     *relayer
+	rc    *relayConn
+	perms *permCache // refused peers, answered without a round trip (relayshim.go)
+	once  sync.Once
+}
+
+// Write sends a TURN message, or answers a CreatePermission for a peer
+// the supernode already refused itself.
+func (t *trackedStream) Write(b []byte) (int, error) {
+	if answer := t.perms.onWrite(b); answer != nil && t.Conn.Inject(answer) {
+		return len(b), nil
+	}
+	return t.Conn.Write(b)
+}
+
+// Read returns one TURN message, noting the supernode's permission answers.
+func (t *trackedStream) Read(b []byte) (int, error) {
+	n, err := t.Conn.Read(b)
+	if n > 0 {
+		t.perms.onRead(b[:n])
+	}
+	return n, err
 }
 
 func (t *trackedStream) Close() error {
@@ -183,7 +218,7 @@ func newRelayer(c *Client) *relayer {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &relayer{
 		c: c, cfg: cfg, ctx: ctx, cancel: cancel,
-		names: map[netip.Addr]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
+		names: map[netip.Addr]string{}, services: map[netip.AddrPort]string{}, passwords: map[string]string{}, conns: map[string]*relayConn{}, rtt: map[string]time.Duration{},
 		retired: map[*relayConn]bool{},
 	}
 }
@@ -248,12 +283,17 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 		return
 	}
 	r.list = append([]proto.SupernodeInfo(nil), l.Supernodes...)
+	if len(r.passwords) > 256 {
+		clear(r.passwords) // links made long ago re-gather with the current list
+	}
 	ids := map[string]bool{}
 	for _, sn := range r.list {
 		ids[sn.ID] = true
+		r.passwords[sn.ID+" "+sn.TURNUsername] = sn.TURNPassword // each supernode has its own secret
 		for _, a := range []string{sn.QUIC, sn.TURNUDP, sn.TURNTCP, sn.TURNTLS} {
 			if ap, err := netip.ParseAddrPort(a); err == nil {
 				r.names[ap.Addr().Unmap()] = sn.ID
+				r.services[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = sn.ID
 			}
 		}
 	}
@@ -267,7 +307,8 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	if nat == proto.NATUDPBlocked {
 		r.tlsOnly = true
 	}
-	r.primary = r.firstUsableLocked() // least loaded, until RTTs say otherwise
+	moved := r.primary != "" && !ids[r.primary] // our supernode left the list
+	r.primary = r.firstUsableLocked()           // least loaded, until RTTs say otherwise
 	r.scheduleRefreshLocked()
 	warm := len(r.list) > 0 && !r.tlsOnly && (r.cfg.AlwaysWarm || needsRelay(nat))
 	r.warmGen++
@@ -288,8 +329,12 @@ func (r *relayer) update(l *proto.SupernodeList, nat proto.NATType) {
 	ev := RelayEvent{Supernode: r.primary, Transport: r.transportLocked(), Reason: l.Reason}
 	r.mu.Unlock()
 	r.c.log.Debug("client: supernodes", "count", len(cands), "reason", l.Reason, "warm", warm)
-	if !warm {
+	if !warm || moved {
+		// Said at once when our supernode went (demoted, stopped): the
+		// warm-up below may be overtaken by the next list.
 		r.emit(ev)
+	}
+	if !warm {
 		return
 	}
 	r.wg.Add(1)
@@ -316,10 +361,15 @@ func (r *relayer) emit(ev RelayEvent) {
 	}
 }
 
+// warmKeep is how many warm QUIC connections the client keeps: the
+// primary and the supernode of a relayed call's standby pair (path.go).
+const warmKeep = 2
+
 // warm connects to every listed supernode it has no live connection to,
-// at once, and makes the one with the lowest handshake time (the RTT) the
-// primary; new connections that lose are closed, live ones are kept (a
-// call may use them). When nothing answers over UDP, it falls back to TLS.
+// at once, and keeps the warmKeep with the lowest handshake time (the
+// RTT), the fastest as the primary; new connections that lose are closed,
+// live ones are kept (a call may use them). When nothing answers over
+// UDP, it falls back to TLS.
 func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]time.Duration, reason string) {
 	type result struct {
 		id  string
@@ -339,73 +389,122 @@ func (r *relayer) warm(gen int, cands []proto.SupernodeInfo, live map[string]tim
 			results <- result{id: sn.ID, rc: rc, rtt: time.Since(start), err: err}
 		}()
 	}
-	var best *result
+	var ok []result
 	var errs []string
-	var fresh []*relayConn
 	for range cands {
 		res := <-results
 		if res.err != nil {
 			errs = append(errs, res.id+": "+res.err.Error())
 			continue
 		}
-		if res.rc != nil {
-			fresh = append(fresh, res.rc)
-		}
-		if best == nil || res.rtt < best.rtt {
-			b := res
-			best = &b
-		}
+		ok = append(ok, res)
 	}
-	closeFresh := func(keep *relayConn) {
-		for _, rc := range fresh {
-			if rc != keep {
-				rc.close()
+	sort.SliceStable(ok, func(i, j int) bool { return ok[i].rtt < ok[j].rtt })
+	keep, drop := ok, []result(nil)
+	if len(ok) > warmKeep {
+		keep, drop = ok[:warmKeep], ok[warmKeep:]
+	}
+	closeFresh := func(rs []result) {
+		for _, res := range rs {
+			if res.rc != nil {
+				res.rc.close()
 			}
 		}
 	}
 	r.mu.Lock()
 	if r.closed || gen != r.warmGen {
 		r.mu.Unlock()
-		closeFresh(nil)
+		closeFresh(ok)
 		return
 	}
-	var keep *relayConn
-	if best != nil {
-		keep = best.rc
-	}
-	closeFresh(keep)
+	closeFresh(drop)
 	var ev RelayEvent
-	if best == nil {
+	if len(keep) == 0 {
 		if r.ctx.Err() == nil {
 			r.tlsOnly = true // no QUIC answer from any: UDP is unusable here
 		}
 		ev = RelayEvent{Supernode: r.primary, Transport: "tls", Reason: "no QUIC answer (" + strings.Join(errs, "; ") + "): relaying over TLS"}
 	} else {
-		if best.rc != nil { // a new connection (else a live one stays)
-			if old := r.conns[best.id]; old != nil {
-				r.retireLocked(best.id, old)
+		for i, res := range keep {
+			if res.rc == nil {
+				continue // a live connection stays
 			}
-			r.conns[best.id] = best.rc
-			r.rtt[best.id] = best.rtt
-			r.watchLocked(best.id, best.rc)
+			if old := r.conns[res.id]; old != nil {
+				if old.conn.Context().Err() == nil {
+					// A call dialled it meanwhile (openStream) and may be
+					// opening a stream on it: keep that one.
+					res.rc.close()
+					keep[i].rc = nil
+					continue
+				}
+				r.retireLocked(res.id, old)
+			}
+			r.conns[res.id] = res.rc
+			r.rtt[res.id] = res.rtt
+			r.watchLocked(res.id, res.rc)
 		}
+		best := keep[0]
 		r.primary = best.id
 		ev = RelayEvent{Supernode: best.id, Transport: "quic", RTT: best.rtt, Warm: true, Reason: reason}
 	}
 	r.mu.Unlock()
-	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "reason", ev.Reason)
+	r.c.log.Info("client: relay ready", "supernode", ev.Supernode, "transport", ev.Transport, "rtt", ev.RTT, "warm", len(keep), "reason", ev.Reason)
 	r.emit(ev)
 }
 
-// watchLocked forgets a connection when it dies.
+// relayDeadAfter: a QUIC connection carrying relay streams whose
+// supernode has left what we sent unanswered this long is closed as dead
+// (a supernode killed or unplugged sends no CONNECTION_CLOSE). Closing it
+// fails pion's pending TURN transactions at their next retransmission
+// instead of after their 10-second timeout, and new ones at once. Long
+// enough that a loaded machine does not close a live one; relayQuietAfter,
+// much shorter, only makes the permission shim answer for it
+// (relayshim.go).
+const (
+	relayDeadAfter  = 3 * time.Second
+	relayQuietAfter = 500 * time.Millisecond
+)
+
+// watchLocked forgets a connection when it dies, follows whether its
+// supernode answers what we send, and closes it when it carries relay
+// streams but the supernode stopped answering.
 func (r *relayer) watchLocked(id string, rc *relayConn) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		select {
-		case <-rc.conn.Context().Done():
-		case <-r.ctx.Done():
-			return
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		var recv uint64
+		var recvAt time.Time // when we last saw PacketsReceived grow
+	watch:
+		for {
+			select {
+			case <-rc.conn.Context().Done():
+				break watch
+			case <-r.ctx.Done():
+				return
+			case now := <-tick.C:
+				if rc.mux == nil {
+					continue // no lossy mux: nothing to measure with
+				}
+				// Something we sent after the last packet we received
+				// has gone unacknowledged (relayconn.Mux.LastSend).
+				st := rc.conn.ConnectionStats()
+				switch last := rc.mux.LastSend(); {
+				case st.PacketsReceived != recv:
+					recv, recvAt = st.PacketsReceived, now
+					rc.unanswered.Store(0)
+				case last.After(recvAt) && rc.unanswered.Load() == 0:
+					rc.unanswered.Store(last.UnixNano())
+				}
+				r.mu.Lock()
+				busy := rc.streams > 0
+				r.mu.Unlock()
+				if q := rc.quietFor(now); busy && q >= relayDeadAfter {
+					r.c.log.Warn("client: supernode stopped answering; closing its connection", "supernode", id, "quiet", q)
+					rc.conn.CloseWithError(0, "unresponsive")
+				}
+			}
 		}
 		r.mu.Lock()
 		if r.conns[id] == rc {
@@ -456,44 +555,93 @@ func (c *Client) requestRelays(exclude []string, reason string) {
 }
 
 // iceServers returns the ICE servers for a new peer connection: base
-// without the supernodes' own TURN URLs (those are for browsers), plus the
-// primary supernode reached through the proxy dialer.
-func (r *relayer) iceServers(base []webrtc.ICEServer) []webrtc.ICEServer {
+// without the supernodes' own TURN servers (those are for browsers), plus
+// up to n supernodes (the primary first, then the next best) reached
+// through the proxy dialer.
+func (r *relayer) iceServers(base []webrtc.ICEServer, n int) []webrtc.ICEServer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.c.cfg.Relay.Disabled || len(r.list) == 0 {
 		return base
 	}
-	out := make([]webrtc.ICEServer, 0, len(base)+1)
+	out := make([]webrtc.ICEServer, 0, len(base)+n)
 	for _, s := range base {
 		if !r.isSupernodeServerLocked(s) {
 			out = append(out, s)
 		}
 	}
-	for _, sn := range r.list {
-		if sn.ID == r.primary {
-			out = append(out, webrtc.ICEServer{
-				URLs:     []string{"turn:" + sn.QUIC + "?transport=tcp"},
-				Username: sn.TURNUsername, Credential: sn.TURNPassword,
-			})
+	for _, sn := range r.rankedLocked() {
+		if n <= 0 {
+			break
 		}
+		n--
+		out = append(out, webrtc.ICEServer{
+			URLs:     []string{"turn:" + sn.QUIC + "?transport=tcp"},
+			Username: sn.TURNUsername, Credential: sn.TURNPassword,
+		})
 	}
 	return out
 }
 
+// rankedLocked is the list without the supernodes that refused us
+// lately, the primary first, then the supernodes with a warm connection
+// by handshake time, then the rest in the server's order (least loaded
+// first).
+func (r *relayer) rankedLocked() []proto.SupernodeInfo {
+	var out []proto.SupernodeInfo
+	for _, sn := range r.list {
+		if !r.refusedLocked(sn.ID) {
+			out = append(out, sn)
+		}
+	}
+	rank := func(sn proto.SupernodeInfo) (int, time.Duration) {
+		switch {
+		case sn.ID == r.primary:
+			return 0, 0
+		case r.conns[sn.ID] != nil:
+			return 1, r.rtt[sn.ID]
+		}
+		return 2, 0
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, ti := rank(out[i])
+		rj, tj := rank(out[j])
+		return ri < rj || ri == rj && ti < tj
+	})
+	return out
+}
+
+// isSupernodeServerLocked reports whether s is a supernode's TURN server
+// as the server lists it for browsers: a turn: or turns: URL whose
+// address is one a supernode advertised. Only the exact address counts:
+// `parley serve`'s built-in supernode shares its IP with the STUN service,
+// and that stun: URL is every client's way to its server-reflexive
+// candidates (dropping it made calls that could go direct relay instead).
 func (r *relayer) isSupernodeServerLocked(s webrtc.ICEServer) bool {
 	for _, u := range s.URLs {
-		host := u[strings.IndexByte(u, ':')+1:]
-		if i := strings.IndexByte(host, '?'); i >= 0 {
-			host = host[:i]
+		scheme, rest, ok := strings.Cut(u, ":")
+		if !ok || (scheme != "turn" && scheme != "turns") {
+			continue
 		}
-		if ap, err := netip.ParseAddrPort(host); err == nil {
-			if _, ok := r.names[ap.Addr().Unmap()]; ok {
-				return true
-			}
+		host, _, _ := strings.Cut(rest, "?")
+		ap, err := netip.ParseAddrPort(host)
+		if err != nil {
+			continue
+		}
+		if _, ok := r.services[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; ok {
+			return true
 		}
 	}
 	return false
+}
+
+// turnPassword is the password of a TURN username for supernode id from a
+// recent list.
+func (r *relayer) turnPassword(id, user string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.passwords[id+" "+user]
+	return p, ok
 }
 
 // viaName turns a relay candidate address into the supernode's id.
@@ -639,7 +787,8 @@ func (r *relayer) openStream(ctx context.Context, sn *proto.SupernodeInfo) (net.
 	r.mu.Lock()
 	rc.streams++
 	r.mu.Unlock()
-	return &trackedStream{Conn: relayconn.New(st, mux, &r.ctr, local, remote), r: r, rc: rc}, nil
+	return &trackedStream{Conn: relayconn.New(st, mux, &r.ctr, local, remote), r: r, rc: rc,
+		perms: newPermCache(func(user string) (string, bool) { return r.turnPassword(sn.ID, user) }, func() bool { return rc.quietFor(time.Now()) >= relayQuietAfter })}, nil
 }
 
 // dialQUIC connects to sn's QUIC listener from a fresh socket, pinning
@@ -669,7 +818,9 @@ func (r *relayer) dialQUIC(ctx context.Context, sn proto.SupernodeInfo) (*relayC
 	}
 	rc := &relayConn{conn: conn, tr: tr, pc: pc}
 	if d := conn.ConnectionState().SupportsDatagrams; d.Local && d.Remote {
-		rc.mux = relayconn.NewMux(conn, &r.ctr) // stops when conn closes
+		// Lossy: a supernode that vanishes must not stall the ICE agent
+		// or the audio writing through it (they fail over instead).
+		rc.mux = relayconn.NewLossyMux(conn, &r.ctr, 64) // stops when conn closes
 	}
 	return rc, nil
 }

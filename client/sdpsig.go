@@ -30,7 +30,7 @@ func (SecurityEvent) EventName() string { return "security" }
 
 // sendSDP signs and sends an offer or answer to peer (loop goroutine).
 func (c *Client) sendSDP(t proto.Type, peer, session, sdp string) error {
-	s := &proto.SDP{Session: session, SDP: sdp}
+	s := &proto.SDP{Session: session, SDP: sdp, NAT: c.ownNATHint()} // the hint is not signed (path.go)
 	proto.SignSDP(c.cfg.Key, t, c.cfg.Name, peer, s)
 	return c.sendSig(t, peer, s)
 }

@@ -163,6 +163,11 @@ type Presence struct {
 	// EncSig against the identity key they trust for Name.
 	EncKey string `json:"enc_key,omitempty"`
 	EncSig string `json:"enc_sig,omitempty"`
+	// NAT is the type of the user's NAT from their last NAT report, set
+	// by the server while they are online and have reported one. A caller
+	// uses it with its own to decide how long to wait for a direct path
+	// before taking a relayed one (client/path.go).
+	NAT NATType `json:"nat,omitempty"`
 }
 
 // Online reports whether the user is reachable (online or away).
@@ -183,6 +188,9 @@ func (p *Presence) Validate() error {
 		if _, err := DecodePublicKey(p.PublicKey); err != nil {
 			return err
 		}
+	}
+	if err := validateNATHint(p.NAT); err != nil {
+		return err
 	}
 	return validateEncBinding(p.EncKey, p.EncSig, false)
 }
@@ -205,10 +213,20 @@ type SDP struct {
 	// fingerprints (sdpsig.go), base64. Receivers refuse an SDP without
 	// a valid one.
 	Sig string `json:"sig,omitempty"`
+	// NAT is the sender's NAT type (its NAT report), when it knows it:
+	// both sides of a link learn both types from the offer and the
+	// answer, and plan the link's relays and acceptance waits with them
+	// (client/path.go). Empty: unknown (browsers never send it). Not
+	// signed: a server that lies about it can only make a call wait for
+	// a relay longer or shorter.
+	NAT NATType `json:"nat,omitempty"`
 }
 
 func (s *SDP) Validate() error {
 	if err := ValidateID(s.Session); err != nil {
+		return err
+	}
+	if err := validateNATHint(s.NAT); err != nil {
 		return err
 	}
 	if s.SDP == "" || len(s.SDP) > MaxSDPLen {

@@ -37,6 +37,24 @@ const (
 	NATUDPBlocked     NATType = "udp-blocked"          // no STUN answer over UDP
 )
 
+// Valid reports whether t is one of the names above.
+func (t NATType) Valid() bool {
+	switch t {
+	case NATUnknown, NATNone, NATFullCone, NATRestricted, NATPortRestricted, NATSymmetric, NATUDPBlocked:
+		return true
+	}
+	return false
+}
+
+// validateNATHint checks an optional NAT type carried as a hint (in an
+// offer, an answer or a presence): empty or a known name.
+func validateNATHint(t NATType) error {
+	if t != "" && !t.Valid() {
+		return Errorf(CodeBadRequest, "nat type %q unknown", truncate(string(t), 32))
+	}
+	return nil
+}
+
 // NATReport is what a client learned about its network, sent to the
 // signaling server (TypeNATReport, or inside Auth). The server uses it to
 // predict which calls need a relay and which candidates may be supernodes.
@@ -76,11 +94,10 @@ func (r *NATReport) Validate() error {
 	if !r.Mapping.valid() || !r.Filtering.valid() {
 		return Errorf(CodeBadRequest, "nat report behaviour not an RFC 4787 name")
 	}
-	switch r.Type {
-	case NATUnknown, NATNone, NATFullCone, NATRestricted, NATPortRestricted, NATSymmetric, NATUDPBlocked:
-	case "":
+	switch {
+	case r.Type == "":
 		r.Type = NATUnknown
-	default:
+	case !r.Type.Valid():
 		return Errorf(CodeBadRequest, "nat type %q unknown", truncate(string(r.Type), 32))
 	}
 	switch r.Hairpin {

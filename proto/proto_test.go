@@ -39,6 +39,8 @@ func TestDecodeValid(t *testing.T) {
 		{"welcome", TypeWelcome, "", &Welcome{Name: "alice", Session: "s", Online: []Presence{{Name: "bob", Status: StatusOnline}}}},
 		{"presence", TypePresence, "", &Presence{Status: StatusAway}},
 		{"offer", TypeOffer, "bob", &SDP{Session: "s1", SDP: "v=0\r\n"}},
+		{"answer with NAT hint", TypeAnswer, "bob", &SDP{Session: "s1", SDP: "v=0\r\n", NAT: NATSymmetric}},
+		{"presence with NAT", TypePresence, "", &Presence{Name: "bob", Status: StatusOnline, NAT: NATFullCone}},
 		{"candidate", TypeCandidate, "bob", &Candidate{Session: "s1", Candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", SDPMid: &mid, SDPMLineIndex: &idx}},
 		{"end of candidates", TypeCandidate, "bob", &Candidate{Session: "s1"}},
 		{"ring", TypeRing, "bob", &CallSignal{Call: "c1"}},
@@ -89,6 +91,8 @@ func TestDecodeInvalid(t *testing.T) {
 		{"long text", `{"v":1,"type":"chat","to":"b","body":{"id":"x","text":"` + strings.Repeat("a", MaxTextLen+1) + `"}}`, CodeTooLarge},
 		{"body wrong type", `{"v":1,"type":"chat","to":"b","body":{"id":5}}`, CodeBadRequest},
 		{"bad sdp", `{"v":1,"type":"offer","to":"b","body":{"session":"s","sdp":"x"}}`, CodeBadRequest},
+		{"bad NAT hint in an offer", `{"v":1,"type":"offer","to":"b","body":{"session":"s","sdp":"v=0","nat":"cone-ish"}}`, CodeBadRequest},
+		{"bad NAT in presence", `{"v":1,"type":"presence","body":{"name":"bob","status":"online","nat":"x"}}`, CodeBadRequest},
 		{"bad candidate", `{"v":1,"type":"candidate","to":"b","body":{"session":"s","candidate":"x"}}`, CodeBadRequest},
 		{"key with a line break", `{"v":1,"type":"presence","body":{"name":"bob","status":"online","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n="}}`, CodeBadRequest},
 		{"bad key", `{"v":1,"type":"auth","body":{"name":"a","public_key":"AAAA","signature":"AAAA"}}`, CodeBadRequest},
@@ -213,6 +217,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(mustEncode(f, TypeSealed, "m1", "bob", &sl))
 	f.Add(mustEncode(f, TypeOffer, "", "bob", &SDP{Session: "s", SDP: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}))
 	f.Add(mustEncode(f, TypeWelcome, "", "", &Welcome{Name: "a", Session: "s", Online: []Presence{{Name: "b", Status: StatusOnline}}}))
+	f.Add(mustEncode(f, TypeAnswer, "", "alice", &SDP{Session: "s", SDP: "v=0\r\n", NAT: NATSymmetric}))
+	f.Add(mustEncode(f, TypePresence, "", "", &Presence{Name: "b", Status: StatusOnline, NAT: NATPortRestricted}))
 	f.Add([]byte(`{"v":1,"type":"ping"}`))
 	f.Add([]byte(`{"v":1,"type":"nat_report","body":{"type":"symmetric","mapping":"address-and-port-dependent"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -63,6 +63,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	s.online[a.Name] = ss
 	delete(s.lastSeen, a.Name)
 	others := make([]proto.Presence, 0, len(s.online))
+	told := make([]*session, 0, len(s.online)) // online before us: they learn of us by presence
 	for _, o := range s.online {
 		if o == ss {
 			continue
@@ -71,6 +72,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		st := o.status
 		o.mu.Unlock()
 		others = append(others, o.presence(st))
+		told = append(told, o)
 	}
 	for _, p := range offline {
 		if s.online[p.Name] == nil {
@@ -103,7 +105,9 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	s.stats.logins.Add(1)
 	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
 	if old == nil {
-		s.broadcastPresence(ss, ss.presence(proto.StatusOnline))
+		// Only to those online before us: whoever signs in from now on
+		// finds us in its welcome, and must not get us twice.
+		sendPresence(told, ss.presence(proto.StatusOnline))
 	}
 	s.offline.deliver(ss)     // messages left while offline, after the welcome
 	s.sn.onLogin(ss, a.Agent) // supernode list with relay tokens (supernodes.go)
@@ -146,9 +150,14 @@ func (ss *session) handle(env *proto.Envelope) {
 			return
 		}
 		ss.mu.Lock()
+		changed := ss.nat == nil || ss.nat.Type != r.Type
 		ss.nat = r
+		st := ss.status
 		ss.mu.Unlock()
 		ss.ack(env.ID)
+		if changed {
+			s.broadcastPresence(ss, ss.presence(st)) // peers learn the NAT type
+		}
 		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):
 		s.sn.handle(ss, env) // supernodes.go
@@ -206,14 +215,6 @@ func (ss *session) route(env *proto.Envelope) {
 
 // broadcastPresence tells every other online user about p.
 func (s *Server) broadcastPresence(from *session, p proto.Presence) {
-	env, err := proto.New(proto.TypePresence, "", "", &p)
-	if err != nil {
-		return
-	}
-	b, err := proto.Encode(env)
-	if err != nil {
-		return
-	}
 	s.mu.Lock()
 	targets := make([]*session, 0, len(s.online))
 	for _, o := range s.online {
@@ -222,6 +223,19 @@ func (s *Server) broadcastPresence(from *session, p proto.Presence) {
 		}
 	}
 	s.mu.Unlock()
+	sendPresence(targets, p)
+}
+
+// sendPresence queues p to each of targets.
+func sendPresence(targets []*session, p proto.Presence) {
+	env, err := proto.New(proto.TypePresence, "", "", &p)
+	if err != nil {
+		return
+	}
+	b, err := proto.Encode(env)
+	if err != nil {
+		return
+	}
 	for _, o := range targets {
 		o.enqueue(b)
 	}

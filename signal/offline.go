@@ -299,9 +299,18 @@ func (s *Server) known(name string) bool {
 }
 
 // presence describes ss's user with status st: identity key and
-// encryption key with its binding, so peers can seal to them.
+// encryption key with its binding, so peers can seal to them, and while
+// online the type of NAT it last reported (callers plan links with it).
 func (ss *session) presence(st proto.Status) proto.Presence {
-	return proto.Presence{Name: ss.name, Status: st, PublicKey: ss.key, EncKey: ss.enc.Key, EncSig: ss.enc.Sig}
+	p := proto.Presence{Name: ss.name, Status: st, PublicKey: ss.key, EncKey: ss.enc.Key, EncSig: ss.enc.Sig}
+	if st != proto.StatusOffline {
+		ss.mu.Lock()
+		if ss.nat != nil && ss.nat.Type != proto.NATUnknown {
+			p.NAT = ss.nat.Type
+		}
+		ss.mu.Unlock()
+	}
+	return p
 }
 
 // encKeyOf is the encryption key to announce for name: the one it signed

@@ -165,6 +165,15 @@ func TestPresenceAndRouting(t *testing.T) {
 	chatRoundTrip(t, alice, bob, "m1")
 	chatRoundTrip(t, bob, alice, "m2")
 
+	// Bob's NAT report: alice learns his NAT type from presence (callers
+	// plan links with it), and so does a newcomer's welcome below.
+	bob.send(proto.TypeNATReport, "nr1", "", &proto.NATReport{Type: proto.NATSymmetric,
+		Mapping: proto.BehaviorAddressAndPortDependent, Filtering: proto.BehaviorAddressAndPortDependent})
+	pr, _ = proto.DecodeBody[*proto.Presence](alice.readUntil(proto.TypePresence))
+	if pr.Name != "bob" || pr.Status != proto.StatusOnline || pr.NAT != proto.NATSymmetric {
+		t.Fatalf("alice saw %+v after bob's NAT report, want bob online behind a symmetric NAT", pr)
+	}
+
 	// Away status reaches the other user.
 	bob.send(proto.TypePresence, "st1", "", &proto.Presence{Status: proto.StatusAway})
 	pr, _ = proto.DecodeBody[*proto.Presence](alice.readUntil(proto.TypePresence))
@@ -191,6 +200,9 @@ func TestPresenceAndRouting(t *testing.T) {
 	seen := map[string]proto.Status{}
 	for _, p := range w.Online {
 		seen[p.Name] = p.Status
+		if p.NAT != "" {
+			t.Errorf("welcome lists %s with NAT %q; only online users who reported one have a NAT type", p.Name, p.NAT)
+		}
 	}
 	if seen["alice"] != proto.StatusOnline || seen["bob"] != proto.StatusOffline {
 		t.Fatalf("welcome list %+v", w.Online)

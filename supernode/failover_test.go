@@ -5,15 +5,18 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/audiogap"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/supernode"
 	"github.com/parley-voice/parley/supernode/supernodetest"
-	"github.com/pion/webrtc/v4"
 )
 
-// TestCallSurvivesSupernodeLoss: a relayed call's supernode stops; the
-// caller restarts ICE (RFC 8445 section 9) with the new supernode list and
-// the call goes on through the other supernode instead of ending.
+// TestCallSurvivesSupernodeLoss: a relayed call's supernode stops. Each
+// client holds relay candidates on both supernodes, so the call's standby
+// pair through the other one is checked and warm: the link switches to it
+// (client/path.go) and audio goes on through the other supernode; nobody
+// sees the call end.
 func TestCallSurvivesSupernodeLoss(t *testing.T) {
 	sig := loopbackSignal(t, nil)
 	sns := map[string]*supernodetest.Supernode{}
@@ -25,15 +28,12 @@ func TestCallSurvivesSupernodeLoss(t *testing.T) {
 			ListenQUIC: a, ListenTURNUDP: a, ListenTURNTCP: a, ListenTURNTLS: a})
 		sns[name].WaitState(t, proto.SupernodePromoted, 10*time.Second)
 	}
-	fast := func(c *client.Config) {
+	heard := &audiogap.Recorder{}
+	alice := startPeer(t, sig.URL, "alice", func(c *client.Config) { c.Relay.AlwaysWarm = true })
+	bob := startPeer(t, sig.URL, "bob", func(c *client.Config) {
 		c.Relay.AlwaysWarm = true
-		c.SettingEngine = func(se *webrtc.SettingEngine) {
-			client.LoopbackOnly(se)
-			se.SetICETimeouts(time.Second, 3*time.Second, 200*time.Millisecond)
-		}
-	}
-	alice := startPeer(t, sig.URL, "alice", fast)
-	bob := startPeer(t, sig.URL, "bob", fast)
+		c.AudioSink = func(string) (client.AudioSink, error) { return heard, nil }
+	})
 	alice.ev.Wait(t, 10*time.Second, "bob online", func(e client.Event) bool {
 		p, ok := e.(client.PresenceEvent)
 		return ok && p.Name == "bob" && p.Online()
@@ -42,31 +42,20 @@ func TestCallSurvivesSupernodeLoss(t *testing.T) {
 	if first.Path != "relay" || sns[first.Via] == nil {
 		t.Fatalf("call %+v, want relay via sna or snb", first)
 	}
-	marks := []int{alice.ev.Len(), bob.ev.Len()}
+	other := map[string]string{"sna": "snb", "snb": "sna"}[first.Via]
+	testutil.Eventually(t, 10*time.Second, "audio at bob", func() bool { return heard.Count() >= 25 })
+	mark := bob.ev.Len()
 	lost := time.Now()
 	sns[first.Via].Stop()
 
-	again := alice.ev.WaitSince(t, marks[0], 30*time.Second, "call back on the other supernode", func(e client.Event) bool {
-		c, ok := e.(client.CallEvent)
-		return ok && (c.State == client.CallConnected || c.State == client.CallEnded)
-	}).(client.CallEvent)
-	if again.State != client.CallConnected || again.Path != "relay" || again.Via == first.Via {
-		t.Fatalf("after losing %s: %+v, want connected via the other supernode", first.Via, again)
-	}
-	t.Logf("path recovered via %s %v after %s stopped", again.Via, time.Since(lost).Round(time.Millisecond), first.Via)
-	// Audio flows again on bob's side, and nobody saw the call end.
-	bob.ev.WaitSince(t, marks[1], 20*time.Second, "audio after recovery", func(e client.Event) bool {
+	// Audio flows again at bob's, through the other supernode.
+	bob.ev.WaitSince(t, mark, 20*time.Second, "audio via "+other, func(e client.Event) bool {
 		s, ok := e.(client.StatsEvent)
-		return ok && s.With == "alice" && s.Path == "relay"
+		return ok && s.With == "alice" && s.Path == "relay" && s.Via == other
 	})
-	n0 := lastRTP(t, bob, "alice")
-	deadline := time.Now().Add(10 * time.Second)
-	for lastRTP(t, bob, "alice") < n0+25 {
-		if time.Now().After(deadline) {
-			t.Fatalf("bob's received RTP stuck at %d after recovery", lastRTP(t, bob, "alice"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	n0 := heard.Count()
+	testutil.Eventually(t, 10*time.Second, "25 more packets after the move", func() bool { return heard.Count() >= n0+25 })
+	t.Logf("%s stopped: audio at bob via %s, %s", first.Via, other, heard.LongestGap(lost.Add(-time.Second), time.Now()))
 	for _, p := range []*peer{alice, bob} {
 		if n := p.ev.Count(func(e client.Event) bool {
 			c, ok := e.(client.CallEvent)
@@ -75,15 +64,4 @@ func TestCallSurvivesSupernodeLoss(t *testing.T) {
 			t.Fatalf("the call ended (%d ended events)", n)
 		}
 	}
-}
-
-// lastRTP is the RTP packet count in the latest stats from with.
-func lastRTP(t *testing.T, p *peer, with string) uint32 {
-	var n uint32
-	for _, e := range p.ev.All() {
-		if s, ok := e.(client.StatsEvent); ok && s.With == with {
-			n = s.RTPPacketsReceived
-		}
-	}
-	return n
 }

@@ -20,7 +20,7 @@ func TestPageLogic(t *testing.T) {
 		const stats = await import("/js/stats.js");
 		const words = await import("/js/words.js");
 		const { Chat } = await import("/js/chat.js");
-		const { Calls } = await import("/js/calls.js");
+		const { Calls, NO_PATH_MS } = await import("/js/calls.js");
 		const tick = () => new Promise((r) => setTimeout(r, 0));
 		const fakeSig = (name, fail) => ({
 			name, online: true, sent: [],
@@ -257,6 +257,23 @@ func TestPageLogic(t *testing.T) {
 			calls.onSignal({ type: "hangup", from: "fay", body: { call: calls.call.id, reason: "no network path: \u001b[31mcall your bank" } });
 			return [sig.sent.slice(0, 2), missed, still, busy, calls.last.reason, calls.call]`,
 			`[[["decline","dave","D1"],["decline","carol","C1"]],"missed call",true,"erin is busy","fay hung up (fay: “no network path: [31mcall your bank”)",null]`},
+		{"calls: an answered call whose link finds no path ends within NO_PATH_MS, in words", `const sig = fakeSig("me");
+			const L = { connected: false, sender: null, closed: false };
+			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => fakeTrack() });
+			await calls.place("bob");
+			calls.onSignal({ type: "accept", from: "bob", body: { call: calls.call.id } });
+			calls.tick(Date.now() + NO_PATH_MS - 1000);
+			const waiting = calls.call.state;
+			calls.tick(Date.now() + NO_PATH_MS + 600);
+			const hangup = sig.sent.find((s) => s[0] === "hangup");
+			const reason = calls.last?.reason ?? null;
+			// A connected link is never timed out.
+			await calls.place("carol");
+			calls.onSignal({ type: "accept", from: "carol", body: { call: calls.call.id } });
+			L.connected = true;
+			calls.tick(Date.now() + NO_PATH_MS + 600);
+			return [NO_PATH_MS <= 9000, waiting, reason, !!hangup, !!calls.call]`,
+			`[true,"accepted","no network path to bob: the connection failed (firewalls or NATs block it and no relay was usable)",true,true]`},
 		{"calls: microphone denied: no ring, words", `const sig = fakeSig("me");
 			const L = { connected: false, sender: null, closed: false };
 			const calls = new Calls({ sig, links: { ensure: () => L, get: () => L }, openMic: async () => { throw new DOMException("no", "NotAllowedError"); } });

@@ -23,16 +23,19 @@ func runBench(ctx context.Context, args []string) error {
 			return runBenchRelay(ctx, args[1:]) // bench_relay.go
 		case "forwarder":
 			return runBenchForwarder(ctx, args[1:]) // bench_relay.go (for bench relay --compare)
+		case "failover":
+			return runBenchFailover(ctx, args[1:]) // bench_failover.go
 		}
 	}
-	fs := newFlagSet("bench", "[flags] | bench files [flags] | bench relay [flags]", `
+	fs := newFlagSet("bench", "[flags] | bench files [flags] | bench relay [flags] | bench failover [flags]", `
 Measures Parley on this machine, on loopback only: it starts a signaling
 server and pairs of clients in this process, then times sign-in, call set-up
 (to the chat data channel and to the first audio packet) and chat delivery
 over the data channel. Prints medians and tails. "parley bench files" times
 file transfer (see parley bench files -h); "parley bench relay" measures the
 supernode as a relay (with --compare, beside coturn and a batched UDP
-forwarder; see parley bench relay -h).`)
+forwarder; see parley bench relay -h); "parley bench failover" a relayed
+call's recovery when its supernode is killed (see parley bench failover -h).`)
 	calls := fs.Int("calls", 20, "call set-ups to time (each with a fresh pair of clients)")
 	msgs := fs.Int("messages", 200, "chat messages to time over one data channel")
 	if err := fs.Parse(args); err != nil {
@@ -41,18 +44,12 @@ forwarder; see parley bench relay -h).`)
 	if *calls < 1 || *calls > 1000 || *msgs < 1 || *msgs > 100000 {
 		return errors.New("--calls must be 1–1000 and --messages 1–100000")
 	}
-	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go srv.Serve(sctx, ln)
-	url := "ws://" + ln.Addr().String() + "/ws"
+	_, url, err := startBenchServer(sctx, signal.SupernodeConfig{})
+	if err != nil {
+		return err
+	}
 
 	var signIn, toDC, toRTP, chatRTT []time.Duration
 	for i := 0; i < *calls; i++ {
@@ -112,6 +109,22 @@ forwarder; see parley bench relay -h).`)
 		fmt.Fprintf(os.Stdout, "%-34s %9s %9s %9s\n", row.name, fmtMs(p[0]), fmtMs(p[1]), fmtMs(p[2]))
 	}
 	return nil
+}
+
+// startBenchServer runs a signaling server on loopback (with supernode
+// policy sn) until ctx ends, and returns it and its WebSocket URL.
+func startBenchServer(ctx context.Context, sn signal.SupernodeConfig) (*signal.Server, string, error) {
+	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000, Supernodes: sn})
+	if err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return nil, "", err
+	}
+	go srv.Serve(ctx, ln)
+	return srv, "ws://" + ln.Addr().String() + "/ws", nil
 }
 
 type benchClient struct {

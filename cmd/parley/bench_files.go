@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -146,18 +145,12 @@ type fileRun struct {
 func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fileRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv, err := signal.New(signal.Config{RateLimit: 10000, RateBurst: 10000, Supernodes: signal.SupernodeConfig{
+	_, url, err := startBenchServer(ctx, signal.SupernodeConfig{
 		AllowAddrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, ProbeBytes: 256 << 10, MinMbps: 1, ProbeTimeout: 2 * time.Second,
-	}})
+	})
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go srv.Serve(ctx, ln)
-	url := "ws://" + ln.Addr().String() + "/ws"
 	policy := webrtc.ICETransportPolicyAll
 	if relayed {
 		_, key, _ := ed25519.GenerateKey(nil)

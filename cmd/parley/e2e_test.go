@@ -248,6 +248,28 @@ func TestBenchCommand(t *testing.T) {
 	}
 }
 
+// TestBenchFailoverCommand: `parley bench failover` starts supernode
+// processes of its own binary, kills the one carrying a relayed call and
+// prints the set-up and the longest audio gap.
+func TestBenchFailoverCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	out, err := exec.Command(parleyBinary(t), "bench", "failover", "--runs", "1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("parley bench failover: %v\n%s", err, out)
+	}
+	for _, row := range []string{"relayed call → connected", "supernode SIGKILLed: longest audio gap"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(row) + `.*\d+\.\d\d ms`).Match(out) {
+			t.Errorf("no %q row with a figure in:\n%s", row, out)
+		}
+	}
+	t.Logf("%s", out)
+	if out, err := exec.Command(parleyBinary(t), "bench", "failover", "--runs", "0").CombinedOutput(); err == nil {
+		t.Errorf("--runs 0 accepted: %s", out)
+	}
+}
+
 // relayedCall has alice and bob, both refusing direct paths (--relay-only),
 // call each other through whatever supernode the server promoted, and
 // checks the call says it is relayed via sn.

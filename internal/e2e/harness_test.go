@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"flag"
+	"log/slog"
 	"net/netip"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,19 +22,14 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-// ICE timing for lab calls. pion declares a call with no path failed after
-// DisconnectedTimeout + FailedTimeout in "checking" (30 s by default); the
-// lab shortens that so no-path pairs end in about 5 s. Acceptance waits
-// (srflx 0.5 s, prflx 1 s) keep their defaults, so setup times are the
-// ones users see.
-const (
-	iceDisconnected = 2 * time.Second
-	iceFailed       = 3 * time.Second
-	iceKeepalive    = 500 * time.Millisecond
-	// noPathWithin bounds how long a call without a path may take to end:
-	// the ICE failure time plus gathering and signaling slack.
-	noPathWithin = iceDisconnected + iceFailed + 6*time.Second
-)
+// noPathWithin bounds how long a call without a path may take to end, with
+// the ICE settings the binaries use (client.PathConfig's zero value: a link
+// with no working pair gives up 6 s after its checks start): issue 9 asks
+// for a clear end within 10 s.
+const noPathWithin = 10 * time.Second
+
+// clientLog sends every lab client's log (debug level) to stderr.
+var clientLog = flag.Bool("client.log", false, "log lab clients at debug level to stderr")
 
 // world is one lab internet with Parley's services on a public host:
 // signaling on TCP 443 (so a UDP-blocked home that passes only TCP 443
@@ -100,13 +99,13 @@ func newWorld(t testing.TB) *world {
 
 // labICE is the setting engine of a client inside home: pion's sockets and
 // interfaces are the home client namespace's, UDP over IPv4 only (pion's
-// active ICE-TCP would dial outside Net), no mDNS, short failure time.
+// active ICE-TCP would dial outside Net), no mDNS. Timeouts and acceptance
+// waits stay the client's own, so the lab measures what users get.
 func labICE(home *natlab.Home) func(*webrtc.SettingEngine) {
 	return func(se *webrtc.SettingEngine) {
 		se.SetNet(home.Client.Net())
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		se.SetICETimeouts(iceDisconnected, iceFailed, iceKeepalive)
 	}
 }
 
@@ -122,6 +121,7 @@ type peer struct {
 	name string
 	home *natlab.Home
 	ev   *testutil.Recorder[stamped]
+	stop func() // ends the client (also done when the test ends)
 }
 
 // peerOpts adjust a lab client's config before it starts; a relay scenario
@@ -155,6 +155,9 @@ func (w *world) startPeer(t *testing.T, home *natlab.Home, name string, discover
 	for _, o := range opts {
 		o(home, &cfg)
 	}
+	if *clientLog {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return launchPeer(t, home, name, cfg)
 }
 
@@ -182,14 +185,18 @@ func launchPeer(tb testing.TB, home *natlab.Home, name string, cfg client.Config
 			tb.Errorf("%s: Run: %v", name, err)
 		}
 	}()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			tb.Errorf("%s: Run did not return", name)
-		}
-	})
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				tb.Errorf("%s: Run did not return", name)
+			}
+		})
+	}
+	tb.Cleanup(p.stop)
 	return p
 }
 

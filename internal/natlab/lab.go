@@ -53,6 +53,7 @@ type Lab struct {
 	nextPort int // next bridge port number in the internet namespace
 	procs    []*exec.Cmd
 	impair   map[*Home]*impairer
+	cuts     int // Cut tables made
 }
 
 // Internet address plan. Both ranges are RFC 5737 documentation ranges and

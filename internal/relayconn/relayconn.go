@@ -44,6 +44,9 @@ type Counters struct {
 	DatagramsDropped atomic.Uint64
 	// TooLarge: ChannelData that did not fit a datagram and went on the stream.
 	TooLarge atomic.Uint64
+	// StreamFramesDropped: messages a lossy Conn's full stream queue
+	// could not take (its supernode stopped acknowledging).
+	StreamFramesDropped atomic.Uint64
 }
 
 // Mux reads a QUIC connection's datagrams and dispatches them to the
@@ -55,6 +58,33 @@ type Mux struct {
 	mu      sync.Mutex // guards streams
 	streams map[quic.StreamID]*Conn
 	done    chan struct{}
+
+	// lane, when set (NewLossyMux), carries outgoing datagrams to a
+	// sender goroutine, so that a writer never blocks on quic-go's send
+	// queue (32 datagrams, full when the peer stops acknowledging).
+	lane chan laneItem
+	// lastSend is when (unix ns) a lossy mux last handed quic-go a
+	// datagram or stream data (both ack-eliciting, RFC 9000 section 13.2).
+	lastSend atomic.Int64
+}
+
+// LastSend is when a lossy mux last sent a datagram or stream data on its
+// connection: a live peer acknowledges it within its max_ack_delay, so a
+// connection that has received nothing since is one whose peer went
+// quiet. Zero for a mux that is not lossy, or before the first send.
+func (m *Mux) LastSend() time.Time {
+	if n := m.lastSend.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// laneItem is a datagram waiting in a lossy mux's lane, with the stream it
+// belongs to (a datagram quic-go finds too large goes on that stream).
+type laneItem struct {
+	c   *Conn
+	d   []byte
+	msg int // offset of the ChannelData message in d
 }
 
 // NewMux starts dispatching conn's datagrams. ctr may be nil. The
@@ -66,6 +96,42 @@ func NewMux(conn *quic.Conn, ctr *Counters) *Mux {
 	m := &Mux{conn: conn, ctr: ctr, streams: map[quic.StreamID]*Conn{}, done: make(chan struct{})}
 	go m.run()
 	return m
+}
+
+// NewLossyMux is NewMux whose datagram sends never block: up to queue
+// datagrams wait for quic-go's send queue, and more are dropped, as a
+// router drops what its queue cannot hold. A client uses it so that a
+// supernode that vanished (killed, unplugged: no more acknowledgements)
+// cannot stall the ICE agent or the audio sender writing through it.
+func NewLossyMux(conn *quic.Conn, ctr *Counters, queue int) *Mux {
+	m := NewMux(conn, ctr)
+	m.lane = make(chan laneItem, queue)
+	go m.sendLane()
+	return m
+}
+
+// sendLane hands queued datagrams to quic-go until the connection ends.
+func (m *Mux) sendLane() {
+	ctx := m.conn.Context()
+	for {
+		select {
+		case it := <-m.lane:
+			err := m.conn.SendDatagram(it.d)
+			var tooLarge *quic.DatagramTooLargeError
+			switch {
+			case err == nil:
+				m.ctr.DatagramsOut.Add(1)
+				m.lastSend.Store(time.Now().UnixNano())
+			case errors.As(err, &tooLarge):
+				m.ctr.TooLarge.Add(1)
+				it.c.writeStream(streamPadded(it.d[it.msg:]))
+			default:
+				m.ctr.DatagramsDropped.Add(1)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Done closes when the mux has stopped (its connection closed).
@@ -126,6 +192,9 @@ type Conn struct {
 	broken     error // a read failed mid-message: the framing is lost
 
 	wmu sync.Mutex // serialises stream writes: quic-go may interleave concurrent Writes
+	// sq, on a lossy mux's Conn, queues stream writes for writeLoop, so
+	// that Write never blocks on a stream its peer stopped acknowledging.
+	sq chan []byte
 
 	dmu      sync.Mutex // guards deadline
 	deadline time.Time
@@ -169,11 +238,34 @@ func NewWith(st *quic.Stream, mux *Mux, ctr *Counters, local, remote net.Addr, o
 		mux.mu.Lock()
 		mux.streams[st.StreamID()] = c
 		mux.mu.Unlock()
+		if mux.lane != nil {
+			c.sq = make(chan []byte, 256)
+			go c.writeLoop()
+		}
 	}
 	if c.onDatagram == nil {
 		go c.readStream()
 	}
 	return c
+}
+
+// writeLoop writes a lossy Conn's queued messages to its stream in order.
+func (c *Conn) writeLoop() {
+	for {
+		select {
+		case b := <-c.sq:
+			c.wmu.Lock()
+			_, err := c.st.Write(b)
+			c.wmu.Unlock()
+			if err != nil {
+				return
+			}
+			c.ctr.StreamFramesOut.Add(1)
+			c.mux.lastSend.Store(time.Now().UnixNano())
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // Datagrams reports whether ChannelData goes as datagrams.
@@ -230,6 +322,12 @@ func (c *Conn) deliver(msg []byte) bool {
 		return false // the reader is behind: drop, as the network would
 	}
 }
+
+// Inject queues msg, a whole TURN message, to be read as if it had
+// arrived: a client uses it to answer pion's TURN client itself (for
+// example a request it knows the supernode refuses). False when the
+// Conn is closed or its queue is full.
+func (c *Conn) Inject(msg []byte) bool { return c.deliver(msg) }
 
 // ErrMalformed reports bytes on a relay stream that are not TURN messages.
 var ErrMalformed = errors.New("relayconn: not a STUN or ChannelData message")
@@ -417,17 +515,32 @@ func (c *Conn) WriteChannelData(buf []byte) error {
 			return err
 		}
 	}
-	// The stream needs ChannelData padded to 4 bytes (RFC 8656 section 12.5).
-	if pad := (4 - len(msg)%4) % 4; pad != 0 {
-		msg = append(append([]byte(nil), msg...), make([]byte, pad)...)
-	}
-	_, err := c.writeStream(msg)
+	_, err := c.writeStream(streamPadded(msg))
 	return err
 }
 
+// streamPadded is ChannelData msg padded to 4 bytes, as the stream needs
+// it (RFC 8656 section 12.5); a copy when it needs padding.
+func streamPadded(msg []byte) []byte {
+	if pad := (4 - len(msg)%4) % 4; pad != 0 {
+		msg = append(append([]byte(nil), msg...), make([]byte, pad)...)
+	}
+	return msg
+}
+
 // sendDatagram sends d; sent is false with a nil error when d is too
-// large for a datagram (the caller uses the stream).
+// large for a datagram (the caller uses the stream). A lossy mux queues a
+// copy of d for its sender instead, or drops it when the queue is full,
+// and never blocks.
 func (c *Conn) sendDatagram(d []byte) (sent bool, err error) {
+	if c.mux.lane != nil {
+		select {
+		case c.mux.lane <- laneItem{c: c, d: append([]byte(nil), d...), msg: quicvarint.Len(c.qid)}:
+		default:
+			c.ctr.DatagramsDropped.Add(1) // a full queue: dropped, not blocked
+		}
+		return true, nil
+	}
 	err = c.mux.conn.SendDatagram(d)
 	if err == nil {
 		c.ctr.DatagramsOut.Add(1)
@@ -441,7 +554,22 @@ func (c *Conn) sendDatagram(d []byte) (sent bool, err error) {
 	return false, err
 }
 
+// writeStream sends one TURN message on the stream; a lossy Conn queues
+// it (dropping it when the queue is full, as a full network queue would).
 func (c *Conn) writeStream(b []byte) (int, error) {
+	if c.sq != nil {
+		select {
+		case <-c.done:
+			return 0, net.ErrClosed
+		default:
+		}
+		select {
+		case c.sq <- append([]byte(nil), b...):
+		default:
+			c.ctr.StreamFramesDropped.Add(1)
+		}
+		return len(b), nil
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.st.Write(b)
@@ -462,8 +590,14 @@ func (c *Conn) Close() error {
 		c.mux.mu.Unlock()
 	}
 	c.st.CancelRead(0)
+	if c.sq != nil {
+		c.st.SetWriteDeadline(time.Now()) // ends a writeLoop Write stuck on a dead peer
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.sq != nil {
+		c.st.SetWriteDeadline(time.Time{})
+	}
 	return c.st.Close()
 }
 

@@ -37,8 +37,24 @@ func pair(t *testing.T, datagrams bool) (client, server *Conn, cctr, sctr *Count
 	return pairWith(t, datagrams, Options{})
 }
 
+type muxMode int
+
+const (
+	streamOnly  muxMode = iota
+	datagramMux         // NewMux on both ends
+	lossyMux            // NewLossyMux on the client's end
+)
+
 // pairWith is pair with the server end's options.
 func pairWith(t *testing.T, datagrams bool, opts Options) (client, server *Conn, cctr, sctr *Counters) {
+	return pairModeWith(t, map[bool]muxMode{false: streamOnly, true: datagramMux}[datagrams], opts)
+}
+
+func pairMode(t *testing.T, mode muxMode) (client, server *Conn, cctr, sctr *Counters) {
+	return pairModeWith(t, mode, Options{})
+}
+
+func pairModeWith(t *testing.T, mode muxMode, opts Options) (client, server *Conn, cctr, sctr *Counters) {
 	t.Helper()
 	qc := &quic.Config{EnableDatagrams: true}
 	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"t"}}, qc)
@@ -59,8 +75,11 @@ func pairWith(t *testing.T, datagrams bool, opts Options) (client, server *Conn,
 	t.Cleanup(func() { cc.CloseWithError(0, ""); sc.CloseWithError(0, "") })
 	cctr, sctr = new(Counters), new(Counters)
 	var cm, sm *Mux
-	if datagrams {
+	switch mode {
+	case datagramMux:
 		cm, sm = NewMux(cc, cctr), NewMux(sc, sctr)
+	case lossyMux:
+		cm, sm = NewLossyMux(cc, cctr, 64), NewMux(sc, sctr)
 	}
 	cst, err := cc.OpenStreamSync(ctx)
 	if err != nil {
@@ -108,13 +127,11 @@ func chanData(n int, fill byte) []byte {
 }
 
 func TestMessagesBothWays(t *testing.T) {
-	for _, dg := range []bool{false, true} {
-		name := "stream"
-		if dg {
-			name = "datagram"
-		}
+	for _, mode := range []muxMode{streamOnly, datagramMux, lossyMux} {
+		dg := mode != streamOnly
+		name := map[muxMode]string{streamOnly: "stream", datagramMux: "datagram", lossyMux: "lossy datagram"}[mode]
 		t.Run(name, func(t *testing.T) {
-			client, server, cctr, sctr := pair(t, dg)
+			client, server, cctr, sctr := pairMode(t, mode)
 			msgs := [][]byte{chanData(160, 1), stunMsg(40), chanData(3, 2), chanData(1000, 3), stunMsg(0)}
 			for _, m := range msgs {
 				if _, err := client.Write(m); err != nil {
@@ -145,6 +162,7 @@ func TestMessagesBothWays(t *testing.T) {
 				t.Fatalf("reply %x %v", buf[:n], err)
 			}
 			if dg {
+				testutil.Eventually(t, 5*time.Second, "datagrams counted", func() bool { return cctr.DatagramsOut.Load() == 3 })
 				if cctr.DatagramsOut.Load() != 3 || sctr.DatagramsIn.Load() != 3 || sctr.DatagramsOut.Load() != 1 {
 					t.Fatalf("datagrams out %d in %d back %d", cctr.DatagramsOut.Load(), sctr.DatagramsIn.Load(), sctr.DatagramsOut.Load())
 				}
@@ -156,18 +174,87 @@ func TestMessagesBothWays(t *testing.T) {
 }
 
 func TestTooLargeGoesOnStream(t *testing.T) {
-	client, server, cctr, _ := pair(t, true)
-	big := chanData(1400, 7) // over a datagram's room on a 1280-byte path
-	if _, err := client.Write(big); err != nil {
+	for _, mode := range []muxMode{datagramMux, lossyMux} {
+		t.Run(map[muxMode]string{datagramMux: "datagram", lossyMux: "lossy datagram"}[mode], func(t *testing.T) {
+			client, server, cctr, _ := pairMode(t, mode)
+			big := chanData(1400, 7) // over a datagram's room on a 1280-byte path
+			if _, err := client.Write(big); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2000)
+			server.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], big) {
+				t.Fatalf("big message: %d bytes, %v", n, err)
+			}
+			if cctr.TooLarge.Load() != 1 {
+				t.Fatalf("TooLarge %d", cctr.TooLarge.Load())
+			}
+		})
+	}
+}
+
+// TestLossyMuxNeverBlocks: the supernode vanishes without a word (its
+// socket closed: no CONNECTION_CLOSE, no more acknowledgements). quic-go's
+// own SendDatagram then blocks once 32 datagrams wait, and a stream Write
+// once its data cannot be sent, until the idle timeout; a lossy mux's
+// writes of both kinds return at once and the excess is counted as
+// dropped, and Close does not hang on the stuck stream.
+func TestLossyMuxNeverBlocks(t *testing.T) {
+	qc := &quic.Config{EnableDatagrams: true, MaxIdleTimeout: time.Minute}
+	spc, err := net.ListenPacket("udp", "127.0.0.1:0") //nolint:noctx // bind only
+	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 2000)
-	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := server.Read(buf); err != nil || !bytes.Equal(buf[:n], big) {
-		t.Fatalf("big message: %d bytes, %v", n, err)
+	str := &quic.Transport{Conn: spc}
+	ln, err := str.Listen(&tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if cctr.TooLarge.Load() != 1 {
-		t.Fatalf("TooLarge %d", cctr.TooLarge.Load())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc, err := quic.DialAddr(ctx, spc.LocalAddr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"t"}}, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.CloseWithError(0, "")
+	if _, err := ln.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctr := new(Counters)
+	m := NewLossyMux(cc, ctr, 64)
+	st, err := cc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(st, m, ctr, nil, nil)
+	spc.Close() // the supernode is gone: nothing is acknowledged any more
+	defer str.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2000 {
+			c.Write(chanData(160, 1))
+			c.Write(stunMsg(1000)) // a Send indication, on the stream
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes to a vanished peer blocked")
+	}
+	if ctr.DatagramsDropped.Load() == 0 || ctr.StreamFramesDropped.Load() == 0 {
+		t.Fatalf("of 2000 datagrams and 2000 stream messages to a vanished peer, %d and %d dropped (%d and %d sent)",
+			ctr.DatagramsDropped.Load(), ctr.StreamFramesDropped.Load(), ctr.DatagramsOut.Load(), ctr.StreamFramesOut.Load())
+	}
+	if m.LastSend().IsZero() {
+		t.Fatal("LastSend is zero after datagrams went out")
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung on a stream its peer stopped acknowledging")
 	}
 }
 

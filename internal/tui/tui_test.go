@@ -282,3 +282,22 @@ func TestUnsentNoticeAtStart(t *testing.T) {
 		t.Fatalf("notice %q", m.notice)
 	}
 }
+
+// TestCallEndedNotice: a call that found no network path ends with the
+// client's reason on screen, in words (issue 9, item 4).
+func TestCallEndedNotice(t *testing.T) {
+	m, fc, _ := newTestModel(t)
+	run(m, tea.WindowSizeMsg{Width: 100, Height: 24})
+	typeText(m, "/add bob")
+	typeText(m, "/call")
+	if !fc.did("call bob") {
+		t.Fatalf("not called: %v", fc.calls)
+	}
+	run(m, eventMsg{client.CallEvent{With: "bob", Call: "c1", State: client.CallRinging, Direction: "outgoing"}})
+	reason := "no network path: the connection to bob failed (NATs or firewalls block a direct path and no relay was usable)"
+	run(m, eventMsg{client.CallEvent{With: "bob", Call: "c1", State: client.CallEnded, Direction: "outgoing", Reason: reason}})
+	v := checkFrame(t, m, 100, 24)
+	if !strings.Contains(strings.Join(strings.Fields(v), " "), "call with bob ended: no network path") {
+		t.Fatalf("no-path reason not shown:\n%s", v)
+	}
+}

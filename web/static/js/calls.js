@@ -8,6 +8,9 @@
 import { randomID } from "./proto.js";
 import { cleanText, mediaError, peerEndWords } from "./words.js";
 
+/** NO_PATH_MS is how long an answered call may wait for its link to connect. */
+export const NO_PATH_MS = 8000;
+
 /** getMic opens the microphone (deviceId "" = the default). */
 export async function getMic(deviceId) {
   if (!navigator.mediaDevices?.getUserMedia) {
@@ -34,12 +37,13 @@ export async function getMic(deviceId) {
  * and the last ended call is kept in `last` as {peer, reason, durationMs}.
  */
 export class Calls extends EventTarget {
-  constructor({ sig, links, openMic = getMic, ringTimeout = 60000 }) {
+  constructor({ sig, links, openMic = getMic, ringTimeout = 60000, noPathTimeout = NO_PATH_MS }) {
     super();
     this.sig = sig;
     this.links = links;
     this.openMic = openMic;
     this.ringTimeout = ringTimeout;
+    this.noPathTimeout = noPathTimeout;
     this.call = null;
     this.last = null;
     this.micDeviceId = "";
@@ -90,6 +94,7 @@ export class Calls extends EventTarget {
       return;
     }
     k.accepted = true;
+    k.acceptedAt = Date.now();
     k.state = "accepted";
     this.#changed();
     this.#maybeConnect();
@@ -203,6 +208,7 @@ export class Calls extends EventTarget {
       case "accept":
         if (!k || k.peer !== peer || k.id !== id || !k.outgoing || k.accepted) return;
         k.accepted = true;
+        k.acceptedAt = Date.now();
         k.state = "accepted";
         this.#changed();
         this.#maybeConnect();
@@ -256,10 +262,17 @@ export class Calls extends EventTarget {
     if (this.call?.peer === peer) this.#end(`${peer} went offline`, false);
   }
 
-  /** tick times out calls nobody answers. */
+  /**
+   * tick times out calls nobody answers, and answered calls whose link
+   * found no path: the browser's own ICE takes ~30 s to fail, the Go
+   * client's 6 s (issue 9: a call with no path ends within 10 s).
+   */
   tick(now = Date.now()) {
     const k = this.call;
     if (k && k.state !== "connected" && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
+    else if (k && k.accepted && k.state !== "connected" && k.acceptedAt && now - k.acceptedAt > this.noPathTimeout && !this.links.get(k.peer)?.connected) {
+      this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
+    }
   }
 
   async #maybeConnect() {
