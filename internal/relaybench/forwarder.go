@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"github.com/parley-voice/parley/internal/udpbatch"
@@ -39,7 +40,13 @@ func NewForwarder(listen netip.AddrPort, n int) (*Forwarder, error) {
 	}
 	lis.SetBuffers(8<<20, 8<<20)
 	f := &Forwarder{lis: lis, clients: map[netip.AddrPort]int{}, flows: make([]fwdFlow, n)}
-	if f.poll, err = udpbatch.NewPoller(256); err != nil {
+	// The same loop as the supernode's data plane: blocked in epoll_wait
+	// on its own thread when GOMAXPROCS allows, else in Go's poller.
+	newPoller := udpbatch.NewPoller
+	if runtime.GOMAXPROCS(0) >= 2 {
+		newPoller = udpbatch.NewBlockingPoller
+	}
+	if f.poll, err = newPoller(256); err != nil {
 		lis.Close()
 		return nil, err
 	}
@@ -83,6 +90,8 @@ func (f *Forwarder) Close() error {
 
 // Run forwards until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) error {
+	runtime.LockOSThread() // a blocking poller waits on this thread
+	defer runtime.UnlockOSThread()
 	stop := context.AfterFunc(ctx, func() { f.poll.Close() })
 	defer stop()
 	cin := udpbatch.NewBatch(64, 2048, 0, false)
