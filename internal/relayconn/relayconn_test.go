@@ -389,17 +389,19 @@ func TestWritesAddNoAllocations(t *testing.T) {
 	drain := func(want int64) {
 		testutil.Eventually(t, 5*time.Second, "datagrams delivered", func() bool { return got.Load() >= want })
 	}
-	base := testing.AllocsPerRun(10, func() { client.mux.conn.SendDatagram(raw) })
-	drain(11)
-	if n := testing.AllocsPerRun(10, func() { client.Write(msg) }); n > base {
+	// quic-go's own count wobbles now and then (a queue growing, a timer):
+	// averaged over 100 sends, ours may not add a tenth of one.
+	base := testing.AllocsPerRun(100, func() { client.mux.conn.SendDatagram(raw) })
+	drain(101)
+	if n := testing.AllocsPerRun(100, func() { client.Write(msg) }); n > base+0.1 {
 		t.Fatalf("Write: %.1f allocations, SendDatagram alone %.1f", n, base)
 	}
-	drain(22)
+	drain(202)
 	buf := make([]byte, Headroom+len(msg))
-	if n := testing.AllocsPerRun(10, func() {
+	if n := testing.AllocsPerRun(100, func() {
 		copy(buf[Headroom:], msg)
 		client.WriteChannelData(buf)
-	}); n > base {
+	}); n > base+0.1 {
 		t.Fatalf("WriteChannelData: %.1f allocations, SendDatagram alone %.1f", n, base)
 	}
 }
