@@ -1,0 +1,5 @@
+//go:build !race
+
+package relayconn
+
+const raceEnabled = false
