@@ -34,8 +34,11 @@ import (
 // stored (Config.Store, fsynced) before its receipt is sent, then emitted.
 
 // gapWait is how long a message waits for an earlier one of the same
-// sender (by Seq) before it is taken anyway.
-const gapWait = 5 * time.Second
+// sender (by Seq) before it is taken anyway. The sender keeps every message
+// until its receipt and sends in order, so an earlier one is late, not
+// lost: it comes after a reconnect, or after the server's mailbox made
+// room for it.
+const gapWait = 15 * time.Second
 
 // maxSeen bounds the ids remembered per peer for duplicate suppression
 // when there is no Config.Store (which remembers them all).
@@ -57,8 +60,37 @@ type outMsg struct {
 
 // inMsg is a received message waiting for an earlier one.
 type inMsg struct {
-	chat proto.Chat
-	path string
+	chat   proto.Chat
+	path   string
+	stored bool // kept by a HoldingStore (and acknowledged): Release, not SaveIncoming
+}
+
+// hold keeps h until the message before it comes.
+func (c *Client) hold(r *recvState, h inMsg) {
+	if r.held == nil {
+		r.held = map[uint64]inMsg{}
+	}
+	if len(r.held) == 0 {
+		r.gapSince = time.Now()
+	}
+	r.held[h.chat.Seq] = h
+}
+
+// loadHeld takes back the messages a previous run kept waiting for an
+// earlier one (loop goroutine, at Run).
+func (c *Client) loadHeld() {
+	hs, ok := c.cfg.Store.(HoldingStore)
+	if !ok {
+		return
+	}
+	held, err := hs.HeldMessages()
+	if err != nil {
+		c.log.Error("client: held messages", "err", err)
+		return
+	}
+	for _, m := range held {
+		c.hold(c.recvFor(m.From), inMsg{chat: proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File}, path: m.Path, stored: true})
+	}
 }
 
 // recvState orders one sender's messages.
@@ -72,13 +104,14 @@ type recvState struct {
 type chatState struct {
 	pending map[string]*outMsg // by id
 	order   []string           // pending ids in send order
+	careful map[string]bool    // peers whose mailbox refused us: one sealed message at a time
 	recv    map[string]*recvState
 	seen    map[string]map[string]struct{} // peer -> ids received (no Store)
 	seenQ   map[string][]string
 }
 
 func newChatState() chatState {
-	return chatState{pending: map[string]*outMsg{}, recv: map[string]*recvState{},
+	return chatState{pending: map[string]*outMsg{}, careful: map[string]bool{}, recv: map[string]*recvState{},
 		seen: map[string]map[string]struct{}{}, seenQ: map[string][]string{}}
 }
 
@@ -151,8 +184,8 @@ func (c *Client) pump(peer string, now time.Time) {
 			dcOK = false
 			continue
 		case m.inFlight:
-			if m.refusals > 0 {
-				return // a retry probing the server: the rest wait for its answer
+			if m.refusals > 0 || c.chat.careful[peer] {
+				return // one at a time: the rest wait for its answer
 			}
 			dcOK = false
 			continue
@@ -179,8 +212,8 @@ func (c *Client) pump(peer string, now time.Time) {
 		err := c.sendSealed(m) // offline.go
 		switch {
 		case err == nil:
-			if m.refusals > 0 {
-				return // probe: the rest follow once it is stored
+			if m.refusals > 0 || c.chat.careful[peer] {
+				return // one at a time: the rest follow once it is stored
 			}
 		case errors.Is(err, ErrUnknownPeer):
 			c.finish(m, proto.CodeNotFound)
@@ -222,7 +255,10 @@ func (c *Client) onSealedAnswer(m *outMsg, err error) {
 	default:
 		// over_budget (the peer's mailbox is full), rate_limited,
 		// unavailable: held and sent again later, never dropped; the
-		// ones after it wait behind it (pump).
+		// ones after it wait behind it (pump), and until the peer's queue
+		// is empty they go one at a time: pipelined into a mailbox at its
+		// limit, a later one could be taken while an earlier one is not.
+		c.chat.careful[m.To] = true
 		m.refusals++
 		wait := min(retryAfterRefusal<<min(m.refusals-1, 5), maxRetryAfterRefusal)
 		m.retryAt = time.Now().Add(wait)
@@ -273,6 +309,9 @@ func (c *Client) finish(m *outMsg, refused proto.Code) {
 	delete(c.chat.pending, m.ID)
 	if i := slices.Index(c.chat.order, m.ID); i >= 0 {
 		c.chat.order = slices.Delete(c.chat.order, i, i+1)
+	}
+	if c.chat.careful[m.To] && !slices.ContainsFunc(c.chat.order, func(id string) bool { return c.chat.pending[id].To == m.To }) {
+		delete(c.chat.careful, m.To) // its queue is empty: pipelining again
 	}
 	if m.file != nil {
 		return // file offers live in the transfer's record (files.go)
@@ -342,15 +381,30 @@ func (c *Client) receive(from string, m proto.Chat, path string) {
 		// In order, unnumbered, the first we know of, or late (its gap
 		// was skipped): taken now.
 	default:
-		if r.held == nil {
-			r.held = map[uint64]inMsg{}
+		if _, dup := r.held[m.Seq]; dup || len(r.held) >= 1024 {
+			if dup && r.held[m.Seq].stored {
+				c.sendReceipt(from, m.ID, "") // its receipt was lost
+			}
+			return
 		}
-		if len(r.held) == 0 {
-			r.gapSince = time.Now()
+		h := inMsg{chat: m, path: path}
+		if hs, ok := c.cfg.Store.(HoldingStore); ok {
+			// Stored and acknowledged at once, hidden until its turn: it
+			// leaves the sender's outbox and the server's mailbox, so an
+			// earlier one is never kept out by it.
+			isNew, err := hs.SaveHeld(MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File})
+			if err != nil {
+				c.log.Error("client: hold message", "from", from, "err", err)
+				return // no receipt: the sender tries again
+			}
+			if !isNew {
+				c.sendReceipt(from, m.ID, "")
+				return // taken before (a previous run)
+			}
+			h.stored = true
+			c.sendReceipt(from, m.ID, "")
 		}
-		if len(r.held) < 1024 {
-			r.held[m.Seq] = inMsg{chat: m, path: path} // no receipt yet: the sender keeps trying
-		}
+		c.hold(r, h)
 		return
 	}
 	c.take(from, m, path)
@@ -360,7 +414,7 @@ func (c *Client) receive(from string, m proto.Chat, path string) {
 			break
 		}
 		delete(r.held, r.next)
-		c.take(from, h.chat, h.path)
+		c.takeHeld(from, h)
 	}
 	if len(r.held) == 0 {
 		r.gapSince = time.Time{}
@@ -379,9 +433,30 @@ func (c *Client) skipGap(from string, r *recvState) {
 	for _, s := range seqs {
 		h := r.held[s]
 		delete(r.held, s)
-		c.take(from, h.chat, h.path)
+		c.takeHeld(from, h)
 	}
 	r.gapSince = time.Time{}
+}
+
+// takeHeld takes a message that waited: released from the store that kept
+// it, or taken as any other.
+func (c *Client) takeHeld(from string, h inMsg) {
+	if !h.stored {
+		c.take(from, h.chat, h.path)
+		return
+	}
+	r := c.recvFor(from)
+	if h.chat.Seq >= r.next {
+		r.next = h.chat.Seq + 1
+	}
+	if err := c.cfg.Store.(HoldingStore).Release(from, h.chat.ID); err != nil {
+		c.log.Error("client: release message", "from", from, "err", err)
+	}
+	c.markSeen(from, h.chat.ID)
+	c.events.push(MessageEvent{From: from, ID: h.chat.ID, Text: h.chat.Text, Time: h.chat.Time, Seq: h.chat.Seq, Path: h.path, File: h.chat.File})
+	if h.chat.File != nil {
+		c.fileOffered(from, h.chat.ID, *h.chat.File) // files.go
+	}
 }
 
 // recvFor is the ordering state of from's messages, its next Seq read from

@@ -249,6 +249,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}()
 	sigEvents := make(chan sigEvent, 64)
 	c.box.post(c.loadOutbox) // what a previous run left unsent (chat.go)
+	c.box.post(c.loadHeld)   // and what it kept waiting for an earlier message
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -110,6 +110,18 @@ type SeqStore interface {
 	LastSeq(peer string) uint64
 }
 
+// HoldingStore is a MessageStore that can also keep a message that came
+// ahead of an earlier one of its sender: stored and acknowledged at once
+// (so it leaves the sender's outbox and the server's mailbox), but hidden
+// until the earlier one arrives, or until gapWait passes (Release). Without
+// one, such a message waits in memory, unacknowledged.
+type HoldingStore interface {
+	SaveHeld(m MessageEvent) (isNew bool, err error)
+	Release(peer, id string) error
+	// HeldMessages returns what waits, at start: a previous run's.
+	HeldMessages() ([]MessageEvent, error)
+}
+
 // RefusedEvent: Config.Accept refused a stranger's message or call, and
 // the stranger was told so (not_accepted).
 type RefusedEvent struct {

@@ -41,7 +41,7 @@ func TestSoakMessages(t *testing.T) {
 		return p
 	}
 	chat := func(name string) *proc {
-		return start(t, "chat", "--json", "--ice-loopback", "--server", url, "--name", name, "--profile", filepath.Join(dir, name))
+		return start(t, "chat", "--json", "--ice-loopback", "--log-level", "info", "--server", url, "--name", name, "--profile", filepath.Join(dir, name))
 	}
 	var bobRuns []*proc
 	startBob := func() *proc {

@@ -59,6 +59,10 @@ type Message struct {
 	Unshown bool `json:"unshown,omitempty"`
 	// Refused is the code a recipient refused an outgoing message with.
 	Refused proto.Code `json:"refused,omitempty"`
+	// Waiting marks an incoming message stored (and acknowledged) ahead
+	// of an earlier one of the same sender: hidden until Release puts it
+	// in its place at the end.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 // Contact is someone in the contact list.
@@ -110,6 +114,7 @@ var (
 	_ client.MessageStore = (*DB)(nil)
 	_ client.SeqStore     = (*DB)(nil)
 	_ client.Outbox       = (*DB)(nil)
+	_ client.HoldingStore = (*DB)(nil)
 )
 
 // TrackShown makes SaveIncoming mark messages unshown until MarkShown: for
@@ -238,6 +243,94 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 	return isNew, nil
 }
 
+// SaveHeld stores a received message that came ahead of an earlier one of
+// its sender, hidden (Waiting) until Release. It implements
+// client.HoldingStore.
+func (d *DB) SaveHeld(ev client.MessageEvent) (bool, error) {
+	if err := proto.ValidateName(ev.From); err != nil {
+		return false, err
+	}
+	isNew := false
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		c, ok := getContact(tx, ev.From)
+		if !ok {
+			c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
+			if err := putContact(tx, c); err != nil {
+				return err
+			}
+		}
+		var err error
+		isNew, err = d.append(tx, &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
+			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown, Waiting: true})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("history: hold message from %s: %w", ev.From, err)
+	}
+	return isNew, nil
+}
+
+// Release shows a waiting message: it moves to the end of the
+// conversation (its sender's order is kept) and counts for LastSeq. It
+// implements client.HoldingStore.
+func (d *DB) Release(peer, id string) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		ids, msgs := sub(tx, bucketIDs, peer), sub(tx, bucketMsgs, peer)
+		if ids == nil || msgs == nil {
+			return nil
+		}
+		k := ids.Get(idKey(false, id))
+		if k == nil {
+			return nil
+		}
+		var m Message
+		if err := json.Unmarshal(msgs.Get(k), &m); err != nil || !m.Waiting {
+			return err
+		}
+		if err := msgs.Delete(k); err != nil {
+			return err
+		}
+		m.Waiting, m.At = false, d.now().UnixMilli()
+		seq, err := msgs.NextSequence()
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(&m)
+		if err != nil {
+			return err
+		}
+		if err := msgs.Put(seqKey(seq), v); err != nil {
+			return err
+		}
+		if err := ids.Put(idKey(false, id), seqKey(seq)); err != nil {
+			return err
+		}
+		if c, ok := getContact(tx, peer); ok && m.PeerSeq > c.InSeq {
+			c.InSeq = m.PeerSeq
+			return putContact(tx, c)
+		}
+		return nil
+	})
+}
+
+// HeldMessages lists the waiting messages of every peer. It implements
+// client.HoldingStore.
+func (d *DB) HeldMessages() ([]client.MessageEvent, error) {
+	var out []client.MessageEvent
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
+			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
+				var m Message
+				if json.Unmarshal(v, &m) == nil && !m.Out && m.Waiting {
+					out = append(out, client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path})
+				}
+				return nil
+			})
+		})
+	})
+	return out, err
+}
+
 // SaveOutgoing stores a message we sent.
 func (d *DB) SaveOutgoing(peer, id, text string, ts int64, st Status) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
@@ -275,7 +368,7 @@ func (d *DB) Messages(peer string, limit int) ([]Message, error) {
 		c := msgs.Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
 			var m Message
-			if json.Unmarshal(v, &m) == nil {
+			if json.Unmarshal(v, &m) == nil && !m.Waiting {
 				m.Seq = binary.BigEndian.Uint64(k)
 				out = append(out, m)
 			}
@@ -300,7 +393,7 @@ func (d *DB) Unread(peer string) int {
 		c := msgs.Cursor()
 		for k, v := c.Seek(seqKey(ct.ReadUpTo + 1)); k != nil; k, v = c.Next() {
 			var m Message
-			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held {
+			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held && !m.Waiting {
 				n++
 			}
 		}
@@ -581,7 +674,7 @@ func (d *DB) Unshown() ([]Message, error) {
 		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
 			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
 				var m Message
-				if json.Unmarshal(v, &m) == nil && !m.Out && m.Unshown {
+				if json.Unmarshal(v, &m) == nil && !m.Out && m.Unshown && !m.Waiting {
 					m.Seq = binary.BigEndian.Uint64(k)
 					out = append(out, m)
 				}
