@@ -13,27 +13,31 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
+// runTestClient runs a client with cfg (a fresh key) until the test ends
+// and records its events.
+func runTestClient(t *testing.T, cfg Config) (*Client, *testutil.Recorder[Event]) {
+	t.Helper()
+	_, cfg.Key, _ = ed25519.GenerateKey(nil)
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := testutil.Record(c.Events())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, ev
+}
+
 // TestRestartRequest: an answerer whose path died while the offerer's
 // traffic still arrived asks for an ICE restart (proto.TypeRestart); the
 // offerer restarts once, not again within restartSpacing, and the link
 // comes back.
 func TestRestartRequest(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
-	start := func(name string) (*Client, *testutil.Recorder[Event]) {
-		_, key, _ := ed25519.GenerateKey(nil)
-		c, err := New(Config{Server: srv.URL, Name: name, Key: key, SettingEngine: LoopbackOnly})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev := testutil.Record(c.Events())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); c.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		return c, ev
-	}
-	alice, aev := start("alice")
-	bob, _ := start("bob")
+	alice, aev := runTestClient(t, Config{Server: srv.URL, Name: "alice", SettingEngine: LoopbackOnly})
+	bob, _ := runTestClient(t, Config{Server: srv.URL, Name: "bob", SettingEngine: LoopbackOnly})
 	ctx := context.Background()
 	aev.Wait(t, 10*time.Second, "bob online", func(e Event) bool { p, ok := e.(PresenceEvent); return ok && p.Name == "bob" && p.Online() })
 	if _, err := alice.Send(ctx, "bob", "hello"); err != nil { // opens the link: alice offers
