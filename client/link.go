@@ -30,11 +30,12 @@ type link struct {
 	// Path keeping (path.go): the NAT reports' plan, the failover
 	// watch, and ICE restart (RFC 8445 section 9) when no standby pair
 	// answers: the offerer restarts, the answerer answers the new offer.
-	plan     plan
-	watch    *pathWatch
-	restarts int                      // restarts since the path was last up
-	lostAt   time.Time                // when the path was lost (zero while it is up)
-	viaName  func(addr string) string // relay address -> supernode id (relay.go)
+	plan        plan
+	watch       *pathWatch
+	restarts    int                      // restarts since the path was last up
+	restartedAt time.Time                // when we last restarted (offerer) or asked for one (answerer)
+	lostAt      time.Time                // when the path was lost (zero while it is up)
+	viaName     func(addr string) string // relay address -> supernode id (relay.go)
 
 	// sink receives audio while a call is connected; read by the RTP
 	// reader goroutine.
@@ -274,6 +275,18 @@ func (c *Client) onLinkSignal(env *proto.Envelope) {
 		if l := c.links[peer]; err == nil && l != nil && l.session == b.Session {
 			c.closeLink(peer, l, "closed by peer", false)
 		}
+	case proto.TypeRestart:
+		// The answerer lost the path (its media stopped) while ours may
+		// still look fine: restart, unless one is under way.
+		r, err := proto.DecodeBody[*proto.Restart](env)
+		if l := c.links[peer]; err == nil && l != nil && l.session == r.Session && l.offerer && l.remoteSet &&
+			time.Since(l.restartedAt) > restartSpacing {
+			c.log.Info("client: peer asks for an ICE restart", "peer", peer)
+			if l.lostAt.IsZero() {
+				l.lostAt = time.Now()
+			}
+			c.restartICE(l)
+		}
 	}
 }
 
@@ -332,6 +345,7 @@ const (
 	maxICERestarts = 3
 	restartGiveUp  = 20 * time.Second
 	standbyGrace   = time.Second
+	restartSpacing = 2 * time.Second // the least time between two restarts (or requests for one)
 )
 
 // pathLost notes that l's path died (loop goroutine). A standby pair
@@ -385,6 +399,7 @@ func (c *Client) restartICE(l *link) {
 		return
 	}
 	l.restarts++
+	l.restartedAt = time.Now()
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
 	if err == nil {
@@ -449,8 +464,14 @@ func (c *Client) linkTick(now time.Time) {
 			continue
 		}
 		down := l.watch.lost.Load() || l.state != webrtc.PeerConnectionStateConnected
-		if l.offerer && l.restarts == 0 && down && now.Sub(l.lostAt) >= standbyGrace {
+		switch {
+		case l.offerer && l.restarts == 0 && down && now.Sub(l.lostAt) >= standbyGrace:
 			c.restartICE(l)
+		case !l.offerer && down && now.Sub(l.lostAt) >= standbyGrace && now.Sub(l.restartedAt) > restartSpacing:
+			// No standby took over and only the offerer restarts (a
+			// browser's ICE notices a dead path only after seconds).
+			l.restartedAt = now
+			c.sendSig(proto.TypeRestart, peer, &proto.Restart{Session: l.session})
 		}
 		if now.Sub(l.lostAt) < restartGiveUp {
 			continue

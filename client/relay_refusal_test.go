@@ -1,8 +1,6 @@
 package client
 
 import (
-	"context"
-	"crypto/ed25519"
 	"errors"
 	"net"
 	"net/netip"
@@ -34,16 +32,7 @@ func TestRefusedStreamsMoveToAnotherSupernode(t *testing.T) {
 	for _, sn := range []*supernodetest.Supernode{small, big} {
 		sn.WaitState(t, proto.SupernodePromoted, 10*time.Second)
 	}
-	_, key, _ := ed25519.GenerateKey(nil)
-	c, err := New(Config{Server: sig.URL, Name: "alice", Key: key, SettingEngine: LoopbackOnly, Relay: RelayConfig{AlwaysWarm: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := testutil.Record(c.Events())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	c, ev := runTestClient(t, Config{Server: sig.URL, Name: "alice", SettingEngine: LoopbackOnly, Relay: RelayConfig{AlwaysWarm: true}})
 	ev.Wait(t, 10*time.Second, "both supernodes listed", func(e Event) bool {
 		r, ok := e.(RelayEvent)
 		return ok && r.Warm && len(c.relay.snapshot()) == 2

@@ -303,7 +303,7 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		}
 	case proto.TypeSupernodes:
 		c.onSupernodes(env) // relay.go
-	case proto.TypeOffer, proto.TypeAnswer, proto.TypeCandidate, proto.TypeBye:
+	case proto.TypeOffer, proto.TypeAnswer, proto.TypeCandidate, proto.TypeBye, proto.TypeRestart:
 		c.onLinkSignal(env)
 	case proto.TypeRing, proto.TypeAccept, proto.TypeDecline, proto.TypeHangup:
 		c.onCallSignal(env)

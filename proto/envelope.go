@@ -35,6 +35,7 @@ const (
 	TypeAnswer    Type = "answer"    // C→C: SDP answer
 	TypeCandidate Type = "candidate" // C→C: trickled ICE candidate
 	TypeBye       Type = "bye"       // C→C: peer connection closed
+	TypeRestart   Type = "restart"   // C→C: the answerer lost the path: please restart ICE
 
 	TypeRing    Type = "ring"    // C→C: incoming call
 	TypeAccept  Type = "accept"  // C→C: call answered
@@ -61,7 +62,7 @@ type Envelope struct {
 // that the server forwards to To.
 func (t Type) Routed() bool {
 	switch t {
-	case TypeOffer, TypeAnswer, TypeCandidate, TypeBye,
+	case TypeOffer, TypeAnswer, TypeCandidate, TypeBye, TypeRestart,
 		TypeRing, TypeAccept, TypeDecline, TypeHangup,
 		TypeChat, TypeDelivered, TypeRead, TypeTyping,
 		TypeSealed, TypeFile:
@@ -226,6 +227,7 @@ var bodies = map[Type]func() Body{
 	TypeAnswer:    func() Body { return new(SDP) },
 	TypeCandidate: func() Body { return new(Candidate) },
 	TypeBye:       func() Body { return new(Bye) },
+	TypeRestart:   func() Body { return new(Restart) },
 
 	TypeRing:    func() Body { return new(CallSignal) },
 	TypeAccept:  func() Body { return new(CallSignal) },

@@ -282,6 +282,16 @@ func (b *Bye) Validate() error {
 	return ValidateID(b.Session)
 }
 
+// Restart asks the offerer of the peer connection Session to restart ICE
+// (RFC 8445 section 9): only the offerer restarts, and an answerer whose
+// path died while the offerer's own traffic still arrives (paths through
+// relays need not be the same both ways) has no other way to say so.
+type Restart struct {
+	Session string `json:"session"`
+}
+
+func (r *Restart) Validate() error { return ValidateID(r.Session) }
+
 // CallSignal rings, accepts, declines or hangs up the call Call.
 type CallSignal struct {
 	Call string `json:"call"`

@@ -40,6 +40,7 @@ func TestDecodeValid(t *testing.T) {
 		{"presence", TypePresence, "", &Presence{Status: StatusAway}},
 		{"offer", TypeOffer, "bob", &SDP{Session: "s1", SDP: "v=0\r\n"}},
 		{"answer with NAT hint", TypeAnswer, "bob", &SDP{Session: "s1", SDP: "v=0\r\n", NAT: NATSymmetric}},
+		{"restart", TypeRestart, "bob", &Restart{Session: "s1"}},
 		{"presence with NAT", TypePresence, "", &Presence{Name: "bob", Status: StatusOnline, NAT: NATFullCone}},
 		{"candidate", TypeCandidate, "bob", &Candidate{Session: "s1", Candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", SDPMid: &mid, SDPMLineIndex: &idx}},
 		{"end of candidates", TypeCandidate, "bob", &Candidate{Session: "s1"}},
@@ -92,6 +93,7 @@ func TestDecodeInvalid(t *testing.T) {
 		{"body wrong type", `{"v":1,"type":"chat","to":"b","body":{"id":5}}`, CodeBadRequest},
 		{"bad sdp", `{"v":1,"type":"offer","to":"b","body":{"session":"s","sdp":"x"}}`, CodeBadRequest},
 		{"bad NAT hint in an offer", `{"v":1,"type":"offer","to":"b","body":{"session":"s","sdp":"v=0","nat":"cone-ish"}}`, CodeBadRequest},
+		{"restart without a session", `{"v":1,"type":"restart","to":"b","body":{}}`, CodeBadRequest},
 		{"bad NAT in presence", `{"v":1,"type":"presence","body":{"name":"bob","status":"online","nat":"x"}}`, CodeBadRequest},
 		{"bad candidate", `{"v":1,"type":"candidate","to":"b","body":{"session":"s","candidate":"x"}}`, CodeBadRequest},
 		{"key with a line break", `{"v":1,"type":"presence","body":{"name":"bob","status":"online","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n="}}`, CodeBadRequest},
@@ -219,6 +221,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(mustEncode(f, TypeWelcome, "", "", &Welcome{Name: "a", Session: "s", Online: []Presence{{Name: "b", Status: StatusOnline}}}))
 	f.Add(mustEncode(f, TypeAnswer, "", "alice", &SDP{Session: "s", SDP: "v=0\r\n", NAT: NATSymmetric}))
 	f.Add(mustEncode(f, TypePresence, "", "", &Presence{Name: "b", Status: StatusOnline, NAT: NATPortRestricted}))
+	f.Add(mustEncode(f, TypeRestart, "", "bob", &Restart{Session: "s1"}))
 	f.Add([]byte(`{"v":1,"type":"ping"}`))
 	f.Add([]byte(`{"v":1,"type":"nat_report","body":{"type":"symmetric","mapping":"address-and-port-dependent"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -105,10 +105,35 @@ func TestBrowserCallSurvivesSupernodeLoss(t *testing.T) {
 		t.Fatal("call-state names neither supernode")
 	}
 	alice.audioFlows(25)
+	// Each page measures the longest silence it hears: the time between
+	// two samples (every 50 ms) in which its received audio grew.
+	for _, p := range []*page{alice, bob} {
+		peer := map[*page]string{alice: "bob", bob: "alice"}[p]
+		eval[bool](p, `(() => {
+			const g = window.gapProbe = { n: -1, at: performance.now(), max: 0 };
+			setInterval(async () => {
+				const l = window.parley.links.get("`+peer+`");
+				if (!l) return;
+				let n = -1;
+				(await l.pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") n = Math.max(n, s.packetsReceived); });
+				const now = performance.now();
+				if (n !== g.n) { g.max = Math.max(g.max, now - g.at); g.n = n; g.at = now; }
+			}, 50);
+			return true;
+		})()`)
+	}
+	stopped := time.Now()
 	sns[first].Stop()
 	for _, p := range []*page{alice, bob} {
 		p.waitFor("back on the other supernode", textHas("call-state", "connected", "relay via supernode "+other))
 	}
+	shown := time.Since(stopped)
+	ga, gb := eval[float64](alice, "window.gapProbe.max"), eval[float64](bob, "window.gapProbe.max")
+	// Measured, not asserted (web/README.md): ~1.5 s when the dead relay
+	// was a page's own TURN server, ~3.8 s when it was only the peer's
+	// (Chromium keeps the old pair until its 2.5 s receive timeout even
+	// after the ICE restart).
+	t.Logf("%s stopped: both pages show %s after %s; longest silence heard: alice %.0f ms, bob %.0f ms", first, other, shown.Round(time.Millisecond), ga, gb)
 	a := alice.audioFlows(25)
 	b := bob.audioFlows(25)
 	if a.Path != "relay" || b.Path != "relay" {

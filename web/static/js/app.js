@@ -296,6 +296,7 @@ class App {
       case "answer":
       case "candidate":
       case "bye":
+      case "restart":
         this.links.handle(env);
         return;
       case "ring":

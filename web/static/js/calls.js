@@ -286,6 +286,7 @@ export class Calls extends EventTarget {
     }
     k.state = "connected";
     k.connectedAt = Date.now();
+    this.links.watchMedia?.(k.peer, true);
     this.#changed();
     try {
       await l.sender.replaceTrack(k.mic);
@@ -309,6 +310,7 @@ export class Calls extends EventTarget {
       this.sig.send(type, k.peer, { call: k.id, code });
     }
     const l = this.links.get(k.peer);
+    this.links.watchMedia?.(k.peer, false);
     if (l?.sender && !l.closed) l.sender.replaceTrack(null).catch(() => {});
     k.mic?.stop();
     k.micPromise?.then((t) => t !== k.mic && t.stop()).catch(() => {});

@@ -14,6 +14,11 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 /** ICE restarts tried for one lost path, and how long it may take to return. */
 const MAX_ICE_RESTARTS = 3;
 const RESTART_GIVE_UP_MS = 20000;
+/** The least time between two ICE restarts (the first one's answer is on its way). */
+const RESTART_SPACING_MS = 2000;
+/** A call's link that received nothing for MEDIA_STALL_MS lost its path (checked every MEDIA_CHECK_MS). */
+export const MEDIA_STALL_MS = 700;
+const MEDIA_CHECK_MS = 200;
 
 /**
  * offerAction decides what an incoming offer with session does to the link
@@ -51,7 +56,11 @@ export class Link {
     this.created = performance.now();
     this.connectedAt = 0;
     this.restarts = 0; // ICE restarts since the path was last up
+    this.restartedAt = -Infinity; // when the last one was sent
     this.lostAt = 0; // when the path was lost (0 while it is up)
+    this.mediaTimer = 0; // watchMedia's interval while a call is on the link
+    this.rxBytes = -1; // audio packets received, as watchMedia last saw them
+    this.rxAt = 0; // when that count last grew
   }
 
   /** sender is the audio RTCRtpSender (replaceTrack target). */
@@ -224,6 +233,12 @@ export class Links {
         if (l && l.session === b.session) this.close(peer, l, "closed by peer", false);
         return;
       }
+      case "restart": {
+        // The answerer lost the path while ours may still look fine.
+        const l = this.links.get(peer);
+        if (l && l.session === b.session && l.offerer && l.remoteSet) this.#pathLost(l);
+        return;
+      }
     }
   }
 
@@ -239,6 +254,77 @@ export class Links {
     l.localSent = true;
     for (const c of l.pendingOut) this.send("candidate", l.peer, c);
     l.pendingOut = [];
+  }
+
+  /**
+   * #pathLost: l's path went away (the browser says disconnected, or a
+   * call's media stopped: watchMedia, or the answerer says so: "restart").
+   * The offerer restarts ICE with the current ICE servers, as the Go client
+   * does, at most once per RESTART_SPACING_MS; the answerer asks it to
+   * ("restart") and answers its offer. A path not back within
+   * RESTART_GIVE_UP_MS closes the link.
+   */
+  #pathLost(l) {
+    if (!l.lostAt) {
+      l.lostAt = performance.now();
+      setTimeout(() => {
+        if (!l.closed && this.links.get(l.peer) === l && l.lostAt) this.close(l.peer, l, "connection lost and not recovered", true);
+      }, RESTART_GIVE_UP_MS);
+    }
+    if (performance.now() - l.restartedAt <= RESTART_SPACING_MS) return;
+    if (l.offerer && l.restarts < MAX_ICE_RESTARTS) {
+      l.restartedAt = performance.now();
+      this.#run(() => this.#restart(l));
+    } else if (!l.offerer) {
+      // Only the offerer restarts: ask it (its side of the path may look fine).
+      l.restartedAt = performance.now();
+      this.send("restart", l.peer, { session: l.session });
+    }
+  }
+
+  /**
+   * watchMedia watches peer's link while a call is on it: audio flows both
+   * ways (50 packets/s), so a link that received nothing for
+   * MEDIA_STALL_MS has lost its path. Chromium's own ICE takes several
+   * seconds to say "disconnected"; the page restarts ICE at once.
+   */
+  watchMedia(peer, on) {
+    const l = this.links.get(peer);
+    if (!l) return;
+    clearInterval(l.mediaTimer);
+    l.mediaTimer = 0;
+    if (!on) return;
+    l.rxBytes = -1;
+    l.rxAt = performance.now();
+    l.mediaTimer = setInterval(() => this.#checkMedia(l), MEDIA_CHECK_MS);
+  }
+
+  async #checkMedia(l) {
+    if (l.closed || this.links.get(l.peer) !== l) {
+      clearInterval(l.mediaTimer);
+      return;
+    }
+    // The peer's audio (RTP packets, silence included) is the measure:
+    // transport byte counts also grow with ICE checks on other pairs.
+    let bytes = -1;
+    try {
+      (await l.pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && typeof s.packetsReceived === "number") bytes = Math.max(bytes, s.packetsReceived);
+      });
+    } catch {
+      return;
+    }
+    const now = performance.now();
+    if (bytes !== l.rxBytes) {
+      l.rxBytes = bytes;
+      l.rxAt = now;
+      if (l.lostAt && l.state === "connected") {
+        l.lostAt = 0; // media again: the path is back
+        l.restarts = 0;
+      }
+      return;
+    }
+    if (now - l.rxAt > MEDIA_STALL_MS && !l.lostAt) this.#pathLost(l);
   }
 
   /** #restart sends an ICE-restart offer on l's session (offerer side). */
@@ -298,14 +384,8 @@ export class Links {
       // changed): the offerer restarts ICE with the current ICE servers,
       // as the Go client does; the answerer answers that offer.
       if ((l.state === "disconnected" || l.state === "failed") && l.connectedAt) {
-        if (!l.lostAt) {
-          l.lostAt = performance.now();
-          setTimeout(() => {
-            if (live() && l.lostAt && l.state !== "connected") this.close(peer, l, "connection lost and not recovered", true);
-          }, RESTART_GIVE_UP_MS);
-        }
-        if (l.offerer && l.restarts < MAX_ICE_RESTARTS) this.#run(() => this.#restart(l));
-        else if (l.state === "failed" && l.restarts >= MAX_ICE_RESTARTS) this.close(peer, l, "no network path (ICE failed)", true);
+        if (l.state === "failed" && l.restarts >= MAX_ICE_RESTARTS) this.close(peer, l, "no network path (ICE failed)", true);
+        else this.#pathLost(l);
         return;
       }
       if (l.state === "failed") this.close(peer, l, "no network path (ICE failed)", true);
@@ -349,6 +429,7 @@ export class Links {
     if (l.closed) return;
     l.closed = true;
     l.dcOpen = false;
+    clearInterval(l.mediaTimer);
     if (sendBye) this.send("bye", peer, { session: l.session, reason: reason.slice(0, 256) });
     try {
       l.pc.close();

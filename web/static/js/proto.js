@@ -14,7 +14,7 @@ export const MAX_SEALED = 3 * MAX_TEXT + 512; // proto.MaxSealedCiphertext, byte
 
 // Routed types are client-to-client messages the server forwards to "to".
 export const ROUTED = new Set([
-  "offer", "answer", "candidate", "bye",
+  "offer", "answer", "candidate", "bye", "restart",
   "ring", "accept", "decline", "hangup",
   "chat", "delivered", "read", "typing",
   "file",
@@ -172,6 +172,7 @@ const BODY = {
     (b.candidate === "" || b.candidate.startsWith("candidate:")) && optStr(b.sdpMid, 64) && optStr(b.usernameFragment, 256) &&
     (b.sdpMLineIndex === undefined || b.sdpMLineIndex === null || Number.isInteger(b.sdpMLineIndex)),
   bye: (b) => validID(b.session) && optStr(b.reason, 256),
+  restart: (b) => validID(b.session),
   ring: (b) => validID(b.call) && optStr(b.reason, 256),
   accept: (b) => BODY.ring(b),
   decline: (b) => BODY.ring(b),
