@@ -62,6 +62,7 @@ func TestSupernodeServersByAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.events.close() // never Run: its event queue would outlive the test
 	c.relay.update(&proto.SupernodeList{Supernodes: []proto.SupernodeInfo{{
 		ID: "serve-relay", QUIC: "203.0.113.2:443", TURNUDP: "203.0.113.2:3480", TURNTLS: "203.0.113.2:443",
 		TURNUsername: "u", TURNPassword: "p", Expires: time.Now().Add(time.Hour).Unix(),
