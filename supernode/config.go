@@ -95,6 +95,11 @@ type Config struct {
 	// AllocationLifetime is the TURN allocation lifetime granted before a
 	// Refresh is needed (RFC 8656 section 7.2). Zero means 10 minutes.
 	AllocationLifetime time.Duration
+	// RelayPorts is the UDP port range relay sockets are opened in (the
+	// range an operator opens in a firewall; coturn's min-port/max-port).
+	// The zero value lets the kernel pick (its ephemeral range,
+	// net.ipv4.ip_local_port_range).
+	RelayPorts PortRange
 	// AllowPeers lists prefixes relaying may reach although the default
 	// policy denies them (loopback, private, link-local, this host). Tests
 	// on loopback or in a lab's private ranges set it; nothing else should.
@@ -180,6 +185,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxSessions < 0 || c.MaxRelayMbps < 0 || c.MaxSessionKbps < 0 || c.MaxAllocationsPerUser < 0 || c.AllocationLifetime < time.Minute {
 		return fmt.Errorf("%w: limits must be positive and the allocation lifetime at least 1m", ErrBadConfig)
 	}
+	if c.RelayPorts != (PortRange{}) && (c.RelayPorts.Min == 0 || c.RelayPorts.Max < c.RelayPorts.Min) {
+		return fmt.Errorf("%w: relay port range %d-%d", ErrBadConfig, c.RelayPorts.Min, c.RelayPorts.Max)
+	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = 250 * time.Millisecond
 	}
@@ -200,6 +208,21 @@ func (c *Config) setDefaults() error {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return nil
+}
+
+// PortRange is an inclusive range of ports; the zero value is none.
+type PortRange struct{ Min, Max uint16 }
+
+// ParsePortRange parses "MIN-MAX" (empty: the zero range).
+func ParsePortRange(s string) (PortRange, error) {
+	if s == "" {
+		return PortRange{}, nil
+	}
+	var lo, hi uint16
+	if _, err := fmt.Sscanf(s, "%d-%d", &lo, &hi); err != nil || lo == 0 || hi < lo {
+		return PortRange{}, fmt.Errorf("%w: port range %q: want MIN-MAX, e.g. 49152-65535", ErrBadConfig, s)
+	}
+	return PortRange{lo, hi}, nil
 }
 
 // SystemNet opens sockets in the process's own network.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -380,11 +381,7 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	if (conf.Network == "udp6") != s.public.Is6() {
 		return nil, nil, fmt.Errorf("supernode: relay family %s does not match public address %s", conf.Network, s.public)
 	}
-	port := 0
-	if conf.RequestedPort > 0 {
-		port = conf.RequestedPort
-	}
-	pc, err := s.cfg.PacketListener.ListenPacket(conf.Network, net.JoinHostPort(s.bindIP(), strconv.Itoa(port)))
+	pc, err := s.relaySocket(conf.Network, conf.RequestedPort)
 	if err != nil {
 		return nil, nil, fmt.Errorf("supernode: relay socket: %w", err)
 	}
@@ -406,6 +403,30 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	}
 	s.relays.add(rc.port, rc)
 	return rc, &net.UDPAddr{IP: s.public.AsSlice(), Port: int(rc.port)}, nil
+}
+
+// relaySocket opens an allocation's relay socket: on the requested port,
+// else on a free port of Config.RelayPorts (tried at random, like coturn's
+// min-port/max-port), else on any port the kernel picks.
+func (s *Server) relaySocket(network string, requested int) (net.PacketConn, error) {
+	listen := func(port int) (net.PacketConn, error) {
+		return s.cfg.PacketListener.ListenPacket(network, net.JoinHostPort(s.bindIP(), strconv.Itoa(port)))
+	}
+	lo, hi := s.cfg.RelayPorts.Min, s.cfg.RelayPorts.Max
+	if requested > 0 || lo == 0 {
+		return listen(requested)
+	}
+	n := int(hi) - int(lo) + 1
+	start := rand.IntN(n)
+	var err error
+	for i := 0; i < min(n, 128); i++ { // random probes, then give up: a full range is an overload
+		port := int(lo) + (start+i*7919)%n
+		var pc net.PacketConn
+		if pc, err = listen(port); err == nil {
+			return pc, nil
+		}
+	}
+	return nil, fmt.Errorf("no free port in %d-%d: %w", lo, hi, err)
 }
 
 var errNoTCPRelay = errors.New("supernode: TCP relay allocations (RFC 6062) are not offered")

@@ -45,7 +45,8 @@ On the Internet: --listen :443 with --acme DOMAIN (or --tls-cert/--tls-key)
 serves HTTPS, and TCP 443 also carries TURN over TLS and TCP for the
 built-in supernode, so people behind firewalls that pass only 443 can call.
 Open TCP 443 (and 80 for the redirect), UDP 443 (QUIC relay for native
-clients), UDP 3478-3480 (STUN, TURN) and UDP 49152-65535 (relayed traffic).`)
+clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
+(--supernode-relay-ports 49152-65535).`)
 	listen := fs.String("listen", "127.0.0.1:8080", "TCP address of the web page, WebSocket and (on a public address) TURN over TCP/TLS; :443 on a server (port 0 picks one)")
 	data := fs.String("data", defaultDataDir(), "directory for the name registry, offline mail, ACME certificates and the built-in supernode's keys (empty: memory only)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")

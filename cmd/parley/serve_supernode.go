@@ -27,6 +27,7 @@ type serveSupernodeFlags struct {
 	mode          string
 	name          string
 	quic, turnUDP string
+	relayPorts    string
 	minMbps       float64
 	minUptime     time.Duration
 	allow         prefixList
@@ -40,6 +41,7 @@ func addServeSupernodeFlags(fs *flag.FlagSet) *serveSupernodeFlags {
 	fs.StringVar(&f.turnUDP, "supernode-turn-udp", ":3480", "built-in supernode's TURN UDP port for browsers (TURN over TCP and TLS share --listen's port)")
 	fs.Float64Var(&f.minMbps, "promote-min-mbps", 2, "least measured bandwidth for promoting a supernode")
 	fs.DurationVar(&f.minUptime, "promote-min-uptime", 0, "how long a candidate must be signed in before promotion")
+	fs.StringVar(&f.relayPorts, "supernode-relay-ports", "", "UDP port range MIN-MAX of the built-in supernode's relayed traffic, the range to open in a firewall (default: the kernel's ephemeral range)")
 	fs.Var(&f.allow, "supernode-allow", "prefix supernodes may advertise and relay to although private or loopback (repeatable; private deployments and tests only)")
 	return f
 }
@@ -127,6 +129,9 @@ func startBuiltinSupernode(ctx context.Context, f *serveSupernodeFlags, o builti
 	cfg.TURNTLSName = o.tlsName
 	cfg.Certificate = o.cert
 	cfg.AllowPeers = f.allow
+	if cfg.RelayPorts, err = supernode.ParsePortRange(f.relayPorts); err != nil {
+		return nil, err
+	}
 	cfg.PublicAddr = o.public
 	if o.tls {
 		// It signs in to this very process by address, under the name of

@@ -80,6 +80,7 @@ machine keeping the port numbers, and pass --public-addr.`)
 	maxMbps := fs.Float64("max-relay-mbps", 50, "relay budget: what the relay sends, Mbit/s on the wire (headers included); new calls are admitted while they fit")
 	sessKbps := fs.Float64("max-session-kbps", 1000, "bandwidth budget of one session, kbit/s on the wire (a voice call is 152)")
 	perUser := fs.Int("max-allocs-per-user", 8, "most concurrent sessions of one user")
+	relayPorts := fs.String("relay-ports", "", "UDP port range MIN-MAX for relayed traffic, the range to open in a firewall (default: the kernel's ephemeral range)")
 	var allow prefixList
 	fs.Var(&allow, "allow-peer", "prefix relaying may reach although private/loopback (repeatable; tests and private networks only)")
 	statusAddr := fs.String("status-addr", "127.0.0.1:8091", "status page, /status.json and /metrics (empty: none)")
@@ -125,6 +126,9 @@ machine keeping the port numbers, and pass --public-addr.`)
 	cfg.ListenQUIC, cfg.ListenTURNUDP, cfg.ListenTURNTCP, cfg.ListenTURNTLS = *quicAddr, *turnUDP, *turnTCP, *turnTLS
 	cfg.MaxSessions, cfg.MaxRelayMbps, cfg.MaxSessionKbps, cfg.MaxAllocationsPerUser = *maxSessions, *maxMbps, *sessKbps, *perUser
 	cfg.AllowPeers = allow
+	if cfg.RelayPorts, err = supernode.ParsePortRange(*relayPorts); err != nil {
+		return err
+	}
 	if *public != "" {
 		ip, err := netip.ParseAddr(*public)
 		if err != nil {
