@@ -62,7 +62,11 @@ func TestSupernodeServersByAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.events.close() // never Run: its event queue would outlive the test
+	defer func() { // never Run: close its event queue and read it out, or its goroutine outlives the test
+		c.events.close()
+		for range c.Events() {
+		}
+	}()
 	c.relay.update(&proto.SupernodeList{Supernodes: []proto.SupernodeInfo{{
 		ID: "serve-relay", QUIC: "203.0.113.2:443", TURNUDP: "203.0.113.2:3480", TURNTLS: "203.0.113.2:443",
 		TURNUsername: "u", TURNPassword: "p", Expires: time.Now().Add(time.Hour).Unix(),
@@ -82,5 +86,4 @@ func TestSupernodeServersByAddress(t *testing.T) {
 		t.Fatalf("ICE servers %v, want %v", urls, want)
 	}
 	c.relay.close()
-	c.events.close()
 }
