@@ -10,8 +10,13 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 )
 
-// ringTimeout ends a call nobody answers.
-const ringTimeout = 60 * time.Second
+// ringTimeout ends a call nobody answers; connectTimeout, beyond it, an
+// answered one whose link neither connects nor fails (a safety net: ICE
+// fails within ~30 s).
+const (
+	ringTimeout    = 60 * time.Second
+	connectTimeout = 30 * time.Second
+)
 
 // call is a voice call with one peer. Call signalling (ring, accept,
 // decline, hangup) goes through the server; media goes over the link.
@@ -204,6 +209,8 @@ func peerEndWords(peer string, code proto.EndCode) string {
 		return peer + " takes calls from contacts only"
 	case proto.EndInsecure:
 		return peer + " refused the connection: it was tampered with on the way"
+	case proto.EndNoRelay:
+		return "no network path: " + peer + " relays every call (\"always relay\") and no relay is available to " + peer
 	}
 	return "hung up by " + peer
 }
@@ -304,8 +311,12 @@ func (c *Client) endCallCode(peer string, code proto.EndCode, reason, peerReason
 func (c *Client) callTick(now time.Time) {
 	for peer, k := range c.calls {
 		switch {
-		case k.state != CallConnected && now.Sub(k.started) > ringTimeout:
+		case !k.accepted && now.Sub(k.started) > ringTimeout:
+			// Only a call nobody answered: an accepted one that cannot
+			// connect ends with its link (no path), in its own words.
 			c.endCallCode(peer, proto.EndNoAnswer, "no answer", "", true)
+		case k.accepted && k.state != CallConnected && now.Sub(k.started) > ringTimeout+connectTimeout:
+			c.endCallCode(peer, proto.EndNoPath, "could not connect to "+peer, "", true)
 		case k.state == CallConnected && now.Sub(k.lastStats) >= c.cfg.StatsInterval:
 			k.lastStats = now
 			if l := c.links[peer]; l != nil {

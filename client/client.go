@@ -171,21 +171,22 @@ type Client struct {
 	closed    chan struct{}
 
 	// Owned by the loop goroutine (run), never touched elsewhere.
-	sig        *sigConn // current signaling connection, nil while offline
-	signedIn   bool
-	everReady  bool
-	iceServers []webrtc.ICEServer
-	presence   map[string]proto.Presence
-	links      map[string]*link
-	natHints   map[string]proto.NATType // peer -> NAT type from its last offer or answer
-	calls      map[string]*call
-	chat       chatState
-	waiters    map[string]waiter    // envelope id -> ack/error callback
-	sealRate   *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
-	insecure   map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
-	nat        natState             // NAT discovery (natreport.go)
-	relay      *relayer             // supernodes and their connections (relay.go)
-	files      *files               // file transfers (files.go)
+	sig         *sigConn // current signaling connection, nil while offline
+	signedIn    bool
+	everReady   bool
+	iceServers  []webrtc.ICEServer
+	presence    map[string]proto.Presence
+	unconfirmed map[string]bool // online before our reconnect, absent from its welcome, link still up (signaling.go)
+	links       map[string]*link
+	natHints    map[string]proto.NATType // peer -> NAT type from its last offer or answer
+	calls       map[string]*call
+	chat        chatState
+	waiters     map[string]waiter    // envelope id -> ack/error callback
+	sealRate    *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
+	insecure    map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
+	nat         natState             // NAT discovery (natreport.go)
+	relay       *relayer             // supernodes and their connections (relay.go)
+	files       *files               // file transfers (files.go)
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -194,19 +195,20 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		cfg:      cfg,
-		log:      cfg.Logger.With("user", cfg.Name),
-		box:      newMailbox(),
-		closed:   make(chan struct{}),
-		presence: map[string]proto.Presence{},
-		links:    map[string]*link{},
-		natHints: map[string]proto.NATType{},
-		calls:    map[string]*call{},
-		chat:     newChatState(),
-		waiters:  map[string]waiter{},
-		sealRate: rate.NewLimiter(sealedPerSecond, sealedBurst),
-		insecure: map[string]time.Time{},
-		outbox:   cfg.Outbox,
+		cfg:         cfg,
+		log:         cfg.Logger.With("user", cfg.Name),
+		box:         newMailbox(),
+		closed:      make(chan struct{}),
+		presence:    map[string]proto.Presence{},
+		unconfirmed: map[string]bool{},
+		links:       map[string]*link{},
+		natHints:    map[string]proto.NATType{},
+		calls:       map[string]*call{},
+		chat:        newChatState(),
+		waiters:     map[string]waiter{},
+		sealRate:    rate.NewLimiter(sealedPerSecond, sealedBurst),
+		insecure:    map[string]time.Time{},
+		outbox:      cfg.Outbox,
 	}
 	if c.outbox == nil {
 		c.outbox = newMemOutbox()

@@ -44,6 +44,8 @@ type link struct {
 	rtpOut atomic.Uint64 // audio packets written to track
 	closed atomic.Bool
 	done   chan struct{} // closed with the link: stops watchPath
+	// gathered counts local candidates since the last gathering began.
+	gathered atomic.Int32
 }
 
 type sinkBox struct{ s AudioSink }
@@ -95,8 +97,10 @@ func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	}
 	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		if cand == nil {
+			post(func() { c.onGathered(l) })
 			return
 		}
+		l.gathered.Add(1)
 		init := cand.ToJSON()
 		post(func() {
 			c.sendSig(proto.TypeCandidate, peer, &proto.Candidate{
@@ -337,6 +341,25 @@ func noPathReason(peer string) string {
 	return "no network path: the connection to " + peer + " failed (NATs or firewalls block a direct path and no relay was usable)"
 }
 
+// onGathered runs when ICE gathering completes: with no local candidate
+// at all (relay-only and no relay, or no usable interface) no path can
+// ever form, so the link fails at once, in words that say why, rather
+// than after ICE's timeouts (loop goroutine).
+func (c *Client) onGathered(l *link) {
+	if l.gathered.Load() > 0 || l.state == webrtc.PeerConnectionStateConnected {
+		return
+	}
+	code, why := proto.EndNoPath, "no network path: no network interface could be used"
+	if c.cfg.ICETransportPolicy == webrtc.ICETransportPolicyRelay {
+		code, why = proto.EndNoRelay, "no network path: every call is relayed (\"always relay\") and no relay is available"
+	}
+	c.log.Warn("client: no local candidates", "peer", l.peer, "why", why)
+	if _, ok := c.calls[l.peer]; ok {
+		c.endCallCode(l.peer, code, why, "", true)
+	}
+	c.closeLink(l.peer, l, why, true)
+}
+
 // maxICERestarts bounds the ICE restarts tried for one lost path,
 // restartGiveUp how long a lost path may take to come back, and
 // standbyGrace how long a standby pair gets to take over before the
@@ -400,6 +423,7 @@ func (c *Client) restartICE(l *link) {
 	}
 	l.restarts++
 	l.restartedAt = time.Now()
+	l.gathered.Store(0)
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
 	if err == nil {
@@ -440,6 +464,7 @@ func (c *Client) answerRestart(l *link, sdp string) {
 		l.lostAt = time.Now()
 	}
 	c.refreshICEServers(l)
+	l.gathered.Store(0)
 	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp})
 	var answer webrtc.SessionDescription
 	if err == nil {
@@ -505,6 +530,9 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	close(l.done)
 	if l.dcOpen {
 		c.events.push(LinkEvent{With: peer, State: "closed"})
+	}
+	if c.links[peer] == nil {
+		c.linkGone(peer) // signaling.go
 	}
 	if sendBye {
 		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: l.session, Reason: reason})

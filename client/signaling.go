@@ -191,12 +191,22 @@ func (c *Client) onSigEvent(ev sigEvent) {
 		seen := map[string]bool{}
 		for _, p := range ev.welcome.Online {
 			seen[p.Name] = true
+			delete(c.unconfirmed, p.Name)
 			c.setPresence(p)
 		}
 		for name, p := range c.presence {
-			if !seen[name] && p.Online() {
-				c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
+			if seen[name] || !p.Online() {
+				continue
 			}
+			if c.linkUp(name) {
+				// Absent from the welcome right after our own reconnect:
+				// after a server restart the peer may simply not be back
+				// yet. A peer whose link still works is "unknown", not
+				// offline: its presence (or its link failing) decides.
+				c.unconfirmed[name] = true
+				continue
+			}
+			c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
 		}
 		c.chatOnReconnect()
 		c.natOnSignIn()
@@ -333,6 +343,9 @@ func (c *Client) setPresence(p proto.Presence) {
 		p.EncKey, p.EncSig = old.EncKey, old.EncSig
 	}
 	c.presence[p.Name] = p
+	if p.Online() {
+		delete(c.unconfirmed, p.Name)
+	}
 	if had && old.Status == p.Status && old.PublicKey == p.PublicKey {
 		return // a changed key is news even when the status is not
 	}
@@ -340,13 +353,35 @@ func (c *Client) setPresence(p proto.Presence) {
 	if p.Online() && (!had || !old.Online()) {
 		c.chatPeerOnline(p.Name) // chat.go: messages held for a full mailbox go now
 	}
-	if !p.Online() {
+	if !p.Online() && !c.linkUp(p.Name) {
+		// A peer whose link still carries packets keeps its call and link
+		// whatever the server says: a call does not depend on the server
+		// once its media flows, and a dead peer's link fails by itself
+		// (consent checks, then restartGiveUp).
 		if _, ok := c.calls[p.Name]; ok {
 			c.endCall(p.Name, p.Name+" went offline", false)
 		}
 		if l := c.links[p.Name]; l != nil {
 			c.closeLink(p.Name, l, "peer offline", false)
 		}
+	}
+}
+
+// linkUp reports whether the link to peer is connected now (loop goroutine).
+func (c *Client) linkUp(peer string) bool {
+	l := c.links[peer]
+	return l != nil && l.state == webrtc.PeerConnectionStateConnected
+}
+
+// linkGone is called when the link to peer closed: a peer whose presence
+// was left unknown after our reconnect (its link was up) is offline now.
+func (c *Client) linkGone(peer string) {
+	if !c.unconfirmed[peer] {
+		return
+	}
+	delete(c.unconfirmed, peer)
+	if p, ok := c.presence[peer]; ok && p.Online() {
+		c.setPresence(proto.Presence{Name: peer, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
 	}
 }
 

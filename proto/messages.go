@@ -315,6 +315,7 @@ const (
 	EndNoPath   EndCode = "no_path"   // no network path (ICE failed)
 	EndRefused  EndCode = "refused"   // the callee takes calls from contacts only, or blocked the caller
 	EndInsecure EndCode = "insecure"  // the link's fingerprints were not signed by the caller's key
+	EndNoRelay  EndCode = "no_relay"  // the side that ended it relays only ("always relay") and no relay was available
 )
 
 func (c *CallSignal) Validate() error {

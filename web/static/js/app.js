@@ -74,6 +74,7 @@ class App {
     this.chat = null;
     this.calls = null;
     this.presence = new Map(); // name -> {status, lastSeen, publicKey, encKey, encSig}
+    this.unconfirmed = new Set(); // online before our reconnect, absent from its welcome, link still up
     this.peer = "";
     this.stats = null; // last summary of the call's link
     this.graph = new QualityGraph($("graph"));
@@ -157,7 +158,12 @@ class App {
         },
         onClosed: (l, reason) => {
           this.calls.onLinkClosed(l, reason);
-          if (!this.links.get(l.peer)) this.#detachAudio(l.peer);
+          if (!this.links.get(l.peer)) {
+            this.#detachAudio(l.peer);
+            // Left "unknown" at our reconnect because its link was up: now
+            // that the link is gone, the welcome's word stands.
+            if (this.unconfirmed.delete(l.peer)) this.#setPresence({ name: l.peer, status: "offline", last_seen: Date.now() });
+          }
         },
       },
     });
@@ -217,6 +223,7 @@ class App {
     this.#stopRinging();
     this.sig = this.links = this.chat = this.calls = this.files = null;
     this.presence.clear();
+    this.unconfirmed.clear();
     this.rows.clear();
     this.msgRows.clear();
     this.peer = "";
@@ -271,7 +278,12 @@ class App {
       this.#setPresence(p);
     }
     for (const [name, p] of this.presence) {
-      if (!seen.has(name) && p.status !== "offline") this.#setPresence({ name, status: "offline", last_seen: Date.now() });
+      if (seen.has(name) || p.status === "offline") continue;
+      // Absent right after our own reconnect: after a server restart the
+      // peer may not be back yet. One whose link still works is
+      // "unknown", not offline: its presence, or its link failing, decides.
+      if (this.links.get(name)?.connected) this.unconfirmed.add(name);
+      else this.#setPresence({ name, status: "offline", last_seen: Date.now() });
     }
     this.#dismissError(serverError("connection_lost"));
     if (reconnect) this.chat.onReconnect();
@@ -379,8 +391,12 @@ class App {
       encSig: p.enc_sig || (sameKey ? old?.encSig : "") || "",
     });
     if (p.public_key) pins.pin(p.name, p.public_key); // trust on first use (sealed messages)
+    if (p.status !== "offline") this.unconfirmed.delete(p.name);
     if (old?.status === p.status) return;
-    if (p.status === "offline") {
+    // A peer whose link still carries packets keeps its call and link
+    // whatever the server says: a call does not depend on the server once
+    // its media flows, and a dead peer's link fails by itself.
+    if (p.status === "offline" && !this.links.get(p.name)?.connected) {
       this.calls.onOffline(p.name);
       this.links.close(p.name, this.links.get(p.name), "peer offline", false);
     }
@@ -818,7 +834,7 @@ class App {
       const l = this.links.get(k.peer);
       if (k.state === "ringing") text = k.outgoing ? (k.mic ? `Calling ${k.peer}… ringing` : `Calling ${k.peer}… (opening your microphone)`) : `${k.peer} is calling you`;
       else if (k.state === "accepted") text = `Connecting to ${k.peer}…`;
-      else if (l && l.state === "disconnected") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
+      else if (!l || l.closed || l.state === "disconnected" || l.state === "failed") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
       else {
         const path = this.#pathWords(this.stats) || "finding the path";
         text = `Call with ${k.peer} — connected · ${path}`;

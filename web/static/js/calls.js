@@ -5,6 +5,7 @@
 // renegotiation is needed (RFC 8829 section 4.1.2: a transceiver with no
 // track sends nothing). On hang-up the track is stopped and removed.
 
+import { NO_RELAY } from "./links.js";
 import { randomID } from "./proto.js";
 import { cleanText, mediaError, peerEndWords } from "./words.js";
 
@@ -246,7 +247,9 @@ export class Calls extends EventTarget {
   onLinkClosed(link, reason) {
     const k = this.call;
     if (!k || k.peer !== link.peer) return;
-    if (reason.startsWith("no network path")) {
+    if (reason === NO_RELAY) {
+      this.#end(reason, true, "no_relay");
+    } else if (reason.startsWith("no network path")) {
       this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
     } else if (k.state === "connected") {
       this.#end(`the connection to ${k.peer} was lost`, true, "no_path");
@@ -269,7 +272,9 @@ export class Calls extends EventTarget {
    */
   tick(now = Date.now()) {
     const k = this.call;
-    if (k && k.state !== "connected" && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
+    // The ring timeout is for a call nobody answered; an accepted one
+    // that finds no path ends after noPathTimeout (or with its link).
+    if (k && !k.accepted && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
     else if (k && k.accepted && k.state !== "connected" && k.acceptedAt && now - k.acceptedAt > this.noPathTimeout && !this.links.get(k.peer)?.connected) {
       this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
     }
