@@ -174,6 +174,7 @@ type Client struct {
 	sig         *sigConn // current signaling connection, nil while offline
 	signedIn    bool
 	everReady   bool
+	fatal       error // why sign-in stopped for good (Run returns it)
 	iceServers  []webrtc.ICEServer
 	presence    map[string]proto.Presence
 	unconfirmed map[string]bool // online before our reconnect, absent from its welcome, link still up (signaling.go)
@@ -238,7 +239,10 @@ func (c *Client) Close() error {
 
 // Run signs in and serves until ctx is done or Close is called,
 // reconnecting with exponential backoff whenever the signaling connection
-// drops. Calls in progress survive a signaling reconnect.
+// drops. Calls in progress survive a signaling reconnect (and a server
+// restart). When the server refuses the name for good (name_taken,
+// bad_name) Run stops and returns an error wrapping ErrCannotSignIn and
+// the server's *proto.Error.
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -268,7 +272,7 @@ func (c *Client) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return c.fatal
 		case ev := <-sigEvents:
 			c.onSigEvent(ev)
 		case <-c.box.wake:

@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ type peer struct {
 	ev   *testutil.Recorder[client.Event]
 	stop func()
 	done chan struct{}
+	err  error // what Run returned, once done is closed
 }
 
 func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod func(*client.Config)) *peer {
@@ -42,8 +45,10 @@ func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod fun
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer close(p.done)
-		if err := c.Run(ctx); err != nil {
+		if err := c.Run(ctx); err != nil && !errors.Is(err, client.ErrCannotSignIn) {
 			t.Errorf("%s: Run: %v", name, err)
+		} else {
+			p.err = err
 		}
 	}()
 	p.stop = func() { cancel(); <-p.done }
@@ -304,6 +309,10 @@ func TestNameTakenStopsClient(t *testing.T) {
 	case <-imposter.done:
 	case <-time.After(wait):
 		t.Fatal("imposter's Run did not stop")
+	}
+	// Run says why, in words, with the server's code.
+	if !errors.Is(imposter.err, client.ErrCannotSignIn) || proto.CodeOf(imposter.err) != proto.CodeNameTaken || !strings.Contains(imposter.err.Error(), "belongs to another key") {
+		t.Errorf("Run returned %v", imposter.err)
 	}
 }
 

@@ -229,6 +229,7 @@ func (c *Client) onSigEvent(ev sigEvent) {
 			c.events.push(ErrorEvent{Err: pe})
 		}
 		c.log.Error("client: cannot sign in", "err", ev.err)
+		c.fatal = &signInError{name: c.cfg.Name, err: ev.err}
 		c.Close()
 	}
 }
@@ -392,3 +393,20 @@ func toWebRTCServers(in []proto.ICEServer) []webrtc.ICEServer {
 	}
 	return out
 }
+
+// signInError says in words why the server refused us for good; it
+// unwraps to ErrCannotSignIn and the server's *proto.Error.
+type signInError struct {
+	name string
+	err  error
+}
+
+func (e *signInError) Error() string {
+	var pe *proto.Error
+	if errors.As(e.err, &pe) && pe.Message != "" {
+		return fmt.Sprintf("cannot sign in as %q: %s", e.name, pe.Message)
+	}
+	return fmt.Sprintf("cannot sign in as %q: %v", e.name, e.err)
+}
+
+func (e *signInError) Unwrap() []error { return []error{ErrCannotSignIn, e.err} }

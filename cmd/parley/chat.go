@@ -237,18 +237,36 @@ or a restart of either side.`)
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
-	switch {
-	case f.json:
-		err = chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
-	case useTUI:
-		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
-			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
-	default:
-		err = chatLines(ctx, c, hist, os.Stdin, stdout)
-	}
-	cancel()
-	if rerr := <-runErr; err == nil {
-		err = rerr
+	uiErr := make(chan error, 1)
+	go func() {
+		switch {
+		case f.json:
+			uiErr <- chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
+		case useTUI:
+			uiErr <- tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
+				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
+		default:
+			uiErr <- chatLines(ctx, c, hist, os.Stdin, stdout)
+		}
+	}()
+	select {
+	case err = <-uiErr:
+		cancel()
+		if rerr := <-runErr; err == nil {
+			err = rerr
+		}
+	case rerr := <-runErr:
+		// The client stopped by itself: the server refused the name for
+		// good. The TUI and the JSON mode end with their events (the JSON
+		// mode has printed the error); the line mode may be blocked on
+		// stdin, so it is not waited for. Either way, say why and exit
+		// non-zero.
+		if f.json || useTUI {
+			err = <-uiErr
+		}
+		if rerr != nil {
+			err = rerr
+		}
 	}
 	return err
 }

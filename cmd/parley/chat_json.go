@@ -185,7 +185,9 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		return err
 	}
 	shown.caughtUp(true)
+	evDone := make(chan struct{}) // closed when the client has stopped and every event is printed
 	go func() {
+		defer close(evDone)
 		for ev := range c.Events() {
 			emit(eventJSON(ev))
 			if m, ok := ev.(client.MessageEvent); ok {
@@ -217,6 +219,8 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-evDone:
+			return nil // the client stopped (it cannot sign in): runChat says why
 		case line, ok = <-lines:
 			if !ok {
 				return nil

@@ -378,3 +378,45 @@ func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {
 	alice.waitScreen("delivered", "now it is fine ✓✓")
 
 }
+
+// TestTUITakenNameSaysWhy (issue 12, broken item 2): a name another key
+// owns used to close the screen with exit status 0 and no word. The TUI
+// ends, says why, and exits non-zero; so does the JSON mode, which used to
+// print one error and idle.
+func TestTUITakenNameSaysWhy(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	_, key, _ := ed25519.GenerateKey(nil)
+	startPeer(t, sig.url(), "alice", key)
+
+	tm := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "p"), "--ice-loopback", "--audio-in", "silence")
+	tm.waitScreen("the reason and a failing exit status", `cannot sign in as "alice"`, "belongs to another key", "EXITED 1")
+
+	cmd := exec.Command(parleyBinary(t), "chat", "--json", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "q"), "--ice-loopback")
+	stdin, err := cmd.StdinPipe() // kept open: the mode must end by itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(tuiWait):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("JSON mode still running after name_taken; stdout:\n%s", out.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("JSON mode exited with %v, want a non-zero status", err)
+	}
+	if !strings.Contains(out.String(), `"code":"name_taken"`) || !strings.Contains(errOut.String(), "belongs to another key") {
+		t.Errorf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+}
