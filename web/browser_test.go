@@ -56,7 +56,7 @@ func TestBrowserToBrowser(t *testing.T) {
 
 	// Alice calls; bob's page rings; bob answers.
 	alice.click("call")
-	alice.waitFor("alice hears ringing", textHas("call-state", "Calling bob"))
+	alice.waitFor("alice sees bob's device ringing", textHas("call-state", "Ringing bob"))
 	bob.waitFor("bob's page rings", visible("answer")+` && `+textHas("call-state", "alice is calling"))
 	bob.screenshot("ringing")
 	bob.click("answer")

@@ -38,3 +38,26 @@ func TestRelayOnlyWithoutRelay(t *testing.T) {
 		t.Error("gopher was shown a connected call")
 	}
 }
+
+// TestCallerHearsRinging (issue 12, broken item 4): the caller's banner
+// used to keep "opening your microphone" while the peer's device rang.
+// Once the server hands the ring over it says "Ringing", and a ringback
+// tone plays until the call is answered.
+func TestCallerHearsRinging(t *testing.T) {
+	srv := startServer(t)
+	gopher := startGoClient(t, srv.URL, "gopher")
+	p := openPage(t, srv.HTTP+"/", "alice")
+	p.join("alice")
+	p.click("contact-gopher")
+	mark := gopher.ev.Len()
+	p.click("call")
+	gopher.ev.WaitSince(t, mark, wait, "gopher rings", isCall("alice", client.CallRinging))
+	p.waitFor("the banner says ringing", textHas("call-state", "Ringing gopher"))
+	p.waitFor("ringback plays", `window.parley.debug().ringback?.played >= 1 && window.parley.debug().ringback.state === "running"`)
+	if err := gopher.Answer(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("connected", textHas("call-state", "connected"))
+	p.waitFor("ringback stops", `window.parley.debug().ringback === null`)
+	p.click("hangup")
+}

@@ -86,6 +86,7 @@ class App {
     this.statsBusy = false;
     this.waitingUntil = 0;
     this.ringer = null;
+    this.ringback = null;
   }
 
   // ---- start, join, leave ----
@@ -221,6 +222,7 @@ class App {
     this.links?.closeAll("closing", false);
     for (const p of [...this.sinks.keys()]) this.#detachAudio(p);
     this.#stopRinging();
+    this.#stopRingback();
     this.sig = this.links = this.chat = this.calls = this.files = null;
     this.presence.clear();
     this.unconfirmed.clear();
@@ -818,6 +820,8 @@ class App {
     }
     if (incoming) this.#startRinging(k.peer);
     else this.#stopRinging();
+    if (k && k.outgoing && k.rung && !k.accepted) this.#startRingback();
+    else this.#stopRingback();
     if (incoming && !this.peer) this.#selectPeer(k.peer);
     this.#renderCallState();
     this.#renderCallTimer();
@@ -832,7 +836,7 @@ class App {
     let text = "";
     if (k) {
       const l = this.links.get(k.peer);
-      if (k.state === "ringing") text = k.outgoing ? (k.mic ? `Calling ${k.peer}… ringing` : `Calling ${k.peer}… (opening your microphone)`) : `${k.peer} is calling you`;
+      if (k.state === "ringing") text = !k.outgoing ? `${k.peer} is calling you` : !k.mic ? `Calling ${k.peer}… (opening your microphone)` : k.rung ? `Ringing ${k.peer}…` : `Calling ${k.peer}…`;
       else if (k.state === "accepted") text = `Connecting to ${k.peer}…`;
       else if (!l || l.closed || l.state === "disconnected" || l.state === "failed") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
       else {
@@ -930,6 +934,46 @@ class App {
     this.ringer = { ctx, timer: setInterval(ring, 3000) };
   }
 
+  /**
+   * #startRingback plays the ringback tone the caller hears while the
+   * peer's device rings: 440 + 480 Hz, 2 s on, 4 s off (ITU-T E.180's
+   * North American cadence).
+   */
+  #startRingback() {
+    if (this.ringback) return;
+    let ctx = null;
+    try {
+      ctx = new AudioContext();
+    } catch {
+      return; // no audio output: the banner still says "Ringing"
+    }
+    const ring = () => {
+      if (ctx.state !== "running") return;
+      const t = ctx.currentTime;
+      const g = ctx.createGain();
+      g.gain.setValueAtTime(0.04, t);
+      g.gain.setValueAtTime(0, t + 2);
+      g.connect(ctx.destination);
+      for (const f of [440, 480]) {
+        const o = ctx.createOscillator();
+        o.frequency.value = f;
+        o.connect(g);
+        o.start(t);
+        o.stop(t + 2);
+      }
+      if (this.ringback?.ctx === ctx) this.ringback.played++;
+    };
+    this.ringback = { ctx, timer: setInterval(ring, 6000), played: 0 };
+    ctx.resume().then(ring, () => {});
+  }
+
+  #stopRingback() {
+    if (!this.ringback) return;
+    clearInterval(this.ringback.timer);
+    this.ringback.ctx.close().catch(() => {});
+    this.ringback = null;
+  }
+
   #stopRinging() {
     if (!this.ringer) {
       if (document.title !== "Parley" && !this.calls?.call) document.title = "Parley";
@@ -975,6 +1019,7 @@ class App {
       presence: Object.fromEntries(this.presence),
       call: this.calls?.call ? { peer: this.calls.call.peer, state: this.calls.call.state, muted: this.calls.call.muted, outgoing: this.calls.call.outgoing } : null,
       last: this.calls?.last ?? null,
+      ringback: this.ringback ? { played: this.ringback.played, state: this.ringback.ctx.state } : null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,
       files: Object.fromEntries([...(this.files?.transfers ?? [])].map(([id, t]) => [id, { peer: t.peer, out: t.out, state: t.state, bytes: t.bytes, size: t.file.size, name: t.file.name, code: t.code, reason: t.reason, path: t.path, sent: t.sentTotal ?? 0, resumed: t.resumed ?? 0 }])),

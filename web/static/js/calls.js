@@ -34,7 +34,8 @@ export async function getMic(deviceId) {
 /**
  * Calls holds at most one call and emits "change" whenever it changes, and
  * "error" (detail: words) for problems to show. A call is
- *   {id, peer, outgoing, accepted, state: "ringing"|"accepted"|"connected", started, connectedAt, muted, mic}
+ *   {id, peer, outgoing, accepted, rung, state: "ringing"|"accepted"|"connected", started, connectedAt, muted, mic}
+ * (rung: the server handed our ring to the peer, whose device rings now)
  * and the last ended call is kept in `last` as {peer, reason, durationMs}.
  */
 export class Calls extends EventTarget {
@@ -77,6 +78,11 @@ export class Calls extends EventTarget {
     if (this.call !== k || k.accepted || !k.outgoing) return; // hung up, or glare made us the answerer
     try {
       await this.sig.request("ring", peer, { call: k.id }, { id: k.id });
+      // The server handed the ring to the peer: it is ringing there now.
+      if (this.call === k && k.outgoing && !k.accepted) {
+        k.rung = true;
+        this.#changed();
+      }
     } catch (e) {
       if (this.call !== k) return;
       const why = e.code === "offline" ? `${peer} is offline` : e.code === "not_signed_in" ? "not connected to the server" : e.message;
@@ -162,6 +168,7 @@ export class Calls extends EventTarget {
         this.#watchMic(k, track);
       }
       this.dispatchEvent(new CustomEvent("mic"));
+      this.#changed(); // "opening your microphone" is over
       return true;
     } catch (e) {
       k.micPromise = null;
