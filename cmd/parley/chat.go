@@ -244,7 +244,7 @@ or a restart of either side.`)
 			uiErr <- chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
 		case useTUI:
 			uiErr <- tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
-				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
+				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true, AudioNote: audioNote(f.audioIn, f.audioOut)})
 		default:
 			uiErr <- chatLines(ctx, c, hist, os.Stdin, stdout)
 		}

@@ -246,8 +246,15 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice := startTUI(t, args...)
 	alice.waitScreen("connected", "parley · alice", "● connected")
 	alice.key("?")
-	alice.waitScreen("help", "/add NAME", "/verify")
+	alice.waitScreen("help", "/add NAME", "/verify", "↓ more: PgDn")
 	alice.saveScreen("help")
+	alice.key("PgDn") // at 80x24 the rest of the help is a page down
+	alice.waitScreen("help, second page", "/send PATH", "✓✓ read")
+	alice.key("Escape")
+	// /who lists who is online here; /add of a name nobody has says so.
+	alice.typeLine("/who")
+	alice.waitScreen("who is online", "Online on this server (1)", "bob · online")
+	alice.saveScreen("who")
 	alice.key("Escape")
 	// Escape alone: typed at once, the next keys would read as Alt+key.
 	alice.waitScreenFunc("help closed", func(s string) bool { return !strings.Contains(s, "Esc: close") })
@@ -298,6 +305,8 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 		return ok && c.State == client.CallConnected
 	})
 	alice.waitScreen("call connected", "☎ bob · connected", "direct")
+	// Without a sound device the screen says why nothing is heard.
+	alice.waitScreen("audio note", "sending silence, their audio discarded (no sound device)")
 	rtt := regexp.MustCompile(`RTT [0-9]+\.[0-9] ms · loss [0-9]+\.[0-9]%`)
 	alice.waitScreenFunc("call stats", func(s string) bool { return rtt.MatchString(s) })
 	alice.typeLine("/mute")
@@ -333,6 +342,10 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice = startTUI(t, args...)
 	alice.waitScreen("history after restart", "● connected", "hello bob ✓✓ read", "bob: hi alice! how are you?", "see you later ✓✓")
 	alice.saveScreen("restart")
+	// /add of a name nobody here has is added (they may sign up later),
+	// but the screen says so: a typo does not pass silently.
+	alice.typeLine("/add bbo")
+	alice.waitScreen("unknown name", "nobody of that name is known on this server")
 }
 
 func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {

@@ -13,22 +13,33 @@ import (
 
 // helpText is the help overlay ('?' on an empty input line, or /help).
 const helpText = `Keys
-  Enter        send the line (or run a /command)
-  Tab, S-Tab   next / previous contact     Ctrl-N / Ctrl-P too
-  PgUp, PgDn   scroll the conversation     End: back to the newest
-  Up, Down     input history               Esc: close this help
-  Ctrl-C       quit
-Commands
-  /add NAME        add a contact (its key is pinned on first sight)
-  /call [NAME]     call (the open conversation by default)
-  /answer          answer the ringing call       /decline  refuse it
-  /hangup          end the call                  /mute     mute or unmute
-  /verify [NAME]   show the safety number to compare with them
-  /verified NAME   mark the number as compared   /accept NAME  accept a changed key
-  /send PATH       offer a file to the open conversation (peer to peer)
-  /accept, /decline   take or refuse a file offered to you
-  /away, /back     set your status               /quit     leave
-Ticks: · sending  ✓ waiting on the server (they are offline)  ✓✓ delivered  ✓✓ read`
+  Enter       send the line, or run a /command
+  Tab, S-Tab  next / previous contact (Ctrl-N, Ctrl-P)
+  PgUp, PgDn  scroll (this help too); End: newest
+  Up, Down    input history
+  Esc         close this help        Ctrl-C  quit
+Contacts
+  /add NAME       add a contact (key pinned)
+  /who            who is online on this server
+  /away, /back    set your status
+Calls
+  /call [NAME]    call (the open conversation)
+  /answer         answer the ringing call
+  /decline        refuse it
+  /hangup         end the call
+  /mute           mute or unmute
+Safety
+  /verify [NAME]  the safety number to compare
+  /verified NAME  mark the number as compared
+  /accept NAME    accept a changed key
+Files
+  /send PATH      offer a file (peer to peer)
+  /accept         take a file offered to you
+  /decline        refuse it
+  /quit           leave
+Ticks
+  · sending   ✓ waiting on the server (offline)
+  ✓✓ delivered   ✓✓ read`
 
 func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	switch k.Type {
@@ -42,9 +53,17 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case tea.KeyShiftTab, tea.KeyCtrlP:
 		return m, m.cycle(-1)
 	case tea.KeyPgUp:
+		if m.overlay != "" {
+			m.overlayScroll = max(0, m.overlayScroll-max(1, m.bodyHeight()-2))
+			return m, nil
+		}
 		m.scroll += max(1, m.bodyHeight()-2)
 		return m, nil
 	case tea.KeyPgDown:
+		if m.overlay != "" {
+			m.overlayScroll += max(1, m.bodyHeight()-2) // clamped when drawn
+			return m, nil
+		}
 		m.scroll = max(0, m.scroll-max(1, m.bodyHeight()-2))
 		if m.scroll == 0 {
 			return m, m.markRead()
@@ -139,6 +158,7 @@ func (m *model) setInput(s string) {
 }
 
 func (m *model) toggleOverlay(o string) {
+	m.overlayScroll = 0
 	if m.overlay == o {
 		m.overlay = ""
 	} else {
@@ -208,6 +228,8 @@ func (m *model) command(line string) tea.Cmd {
 		return tea.Quit
 	case "/help", "/?":
 		m.toggleOverlay("help")
+	case "/who":
+		m.toggleOverlay("who")
 	case "/add":
 		if arg == "" {
 			m.setNotice(true, "usage: /add NAME")
@@ -226,7 +248,11 @@ func (m *model) command(line string) tea.Cmd {
 		if p, ok := m.presence[peer]; ok && p.PublicKey != "" {
 			keyCmd = m.observeKey(peer, p.PublicKey)
 		}
-		m.setNotice(false, "added %s", peer)
+		if _, known := m.presence[peer]; known {
+			m.setNotice(false, "added %s", peer)
+		} else {
+			m.setNotice(true, "added %s, but nobody of that name is known on this server yet (check the spelling)", peer)
+		}
 		return tea.Batch(keyCmd, m.selectPeer(peer))
 	case "/call":
 		if peer == "" {

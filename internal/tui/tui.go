@@ -56,6 +56,10 @@ type Config struct {
 	Out io.Writer
 	// AltScreen runs full-window in the terminal's alternate screen.
 	AltScreen bool
+	// AudioNote, when set, is shown above the input line during a
+	// connected call: what calls send and do with what they receive when that is
+	// not a sound device ("test tone out, incoming audio discarded").
+	AudioNote string
 }
 
 // Run runs the TUI until the user quits or ctx is done.
@@ -161,17 +165,18 @@ type model struct {
 	typingTo string
 	typedAt  time.Time
 
-	conn       string
-	call       *callInfo
-	ringing    string
-	typing     map[string]time.Time
-	early      map[string]history.Status // receipts that beat the sentMsg
-	notice     string
-	noticeBad  bool
-	noticeAt   time.Time
-	overlay    string // "help", "verify" or ""
-	verifyWith string
-	files      map[string]*fileInfo // transfers this session saw (files.go)
+	conn          string
+	call          *callInfo
+	ringing       string
+	typing        map[string]time.Time
+	early         map[string]history.Status // receipts that beat the sentMsg
+	notice        string
+	noticeBad     bool
+	noticeAt      time.Time
+	overlay       string // "help", "verify", "who" or ""
+	overlayScroll int    // first line of the overlay shown (PgUp/PgDn)
+	verifyWith    string
+	files         map[string]*fileInfo // transfers this session saw (files.go)
 }
 
 func newModel(ctx context.Context, cfg Config) *model {

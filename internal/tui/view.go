@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -135,6 +136,9 @@ func (m *model) View() string {
 	if m.current != "" && !m.typing[m.current].IsZero() {
 		note, bad = m.current+" is typing…", false
 	}
+	if note == "" && m.call != nil && m.call.state == "connected" && m.cfg.AudioNote != "" {
+		note = "🔈 " + m.cfg.AudioNote // why the person hears nothing
+	}
 	if bad {
 		rows = append(rows, stBad.Render(fit(" "+note, w)))
 	} else {
@@ -178,6 +182,7 @@ func (m *model) statusLine(now time.Time) string {
 		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
 			s += " · MUTED"
 		}
+
 		if k.state == "ringing" && k.direction == "incoming" {
 			return s + " · /answer or /decline"
 		}
@@ -266,12 +271,24 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	pad := func(s string) string { return " " + fit(s, w-1) }
 	if m.overlay != "" {
 		text := helpText
-		if m.overlay == "verify" {
+		switch m.overlay {
+		case "verify":
 			text = m.verifyText(m.verifyWith)
+		case "who":
+			text = m.whoText()
 		}
 		for _, l := range strings.Split(text, "\n") {
 			for _, x := range wrap(l, w-2) {
 				out = append(out, pad(x))
+			}
+		}
+		// Longer than the screen: PgUp/PgDn scroll it, and the last row
+		// says there is more.
+		if len(out) > h {
+			m.overlayScroll = min(m.overlayScroll, len(out)-h+1)
+			out = out[m.overlayScroll:]
+			if len(out) > h {
+				out = append(out[:h-1], pad(stDim.Render("↓ more: PgDn")))
 			}
 		}
 		for len(out) < h {
@@ -362,4 +379,31 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 		out = append(out, pad(""))
 	}
 	return out
+}
+
+// whoText lists who is online on this server (as far as the server tells
+// us), contacts first marked, with how to add the others.
+func (m *model) whoText() string {
+	var on []string
+	for name, p := range m.presence {
+		if name != m.cfg.Name && p.Online() {
+			on = append(on, name)
+		}
+	}
+	if len(on) == 0 {
+		return "Online on this server\n\n  nobody else right now\n\nEsc closes this list."
+	}
+	sort.Strings(on)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Online on this server (%d)\n\n", len(on))
+	for _, name := range on {
+		mark := "  "
+		if _, ok := m.contact(name); ok {
+			mark = "★ "
+		}
+		st := string(m.presence[name].Status)
+		fmt.Fprintf(&b, "  %s%s · %s\n", mark, name, st)
+	}
+	b.WriteString("\n★ a contact. /add NAME adds one; Esc closes this list.")
+	return b.String()
 }
