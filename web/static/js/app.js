@@ -8,6 +8,7 @@ import { Files, humanBytes } from "./files.js";
 import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { signSDP, verifySDP } from "./sdpsig.js";
+import { openStore } from "./store.js";
 import { checkName, normalizeName, safeFileName } from "./proto.js";
 import { Signaling } from "./signaling.js";
 import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
@@ -16,6 +17,9 @@ import { ago, callEnded, duration, serverError } from "./words.js";
 const $ = (id) => document.getElementById(id);
 const MIC_KEY = "parley.mic";
 const RELAY_KEY = "parley.relay";
+// Per signed-in name: whom we refuse, and whether only contacts may reach us.
+const BLOCKED_KEY = (name) => `parley.blocked:${name}`;
+const CONTACTS_ONLY_KEY = (name) => `parley.contactsOnly:${name}`;
 
 function el(tag, props = {}, ...kids) {
   const e = document.createElement(tag);
@@ -87,6 +91,8 @@ class App {
     this.waitingUntil = 0;
     this.ringer = null;
     this.ringback = null;
+    this.store = null; // this name's history (store.js)
+    this.joins = 0; // join generations: a later join or sign-out wins
   }
 
   // ---- start, join, leave ----
@@ -123,8 +129,14 @@ class App {
     if (!disabled) $("name-input").focus();
   }
 
-  join(name) {
+  async join(name) {
     this.#teardown();
+    const gen = ++this.joins;
+    // The history of this name on this browser (IndexedDB), opened before
+    // anything can arrive: a message is kept before its receipt goes back.
+    const store = await openStore(name);
+    if (gen !== this.joins) return store.close(); // another join or a sign-out came first
+    this.store = store;
     this.name = name;
     $("me-name").textContent = name;
     $("join-view").hidden = true;
@@ -172,8 +184,15 @@ class App {
     this.welcomeIce = [];
     this.supernodes = [];
     this.seenTURN = new Set(); // TURN host:port of every supernode listed so far
-    this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n) });
-    this.calls = new Calls({ sig, links: this.links });
+    this.blocked = new Set(parseList(load(BLOCKED_KEY(name))));
+    this.contactsOnly = load(CONTACTS_ONLY_KEY(name)) === "1";
+    $("contacts-only").checked = this.contactsOnly;
+    const accepts = (peer) => this.#accepts(peer);
+    this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n), store, accept: accepts });
+    this.calls = new Calls({ sig, links: this.links, accept: accepts });
+    this.refused = { message: 0, call: 0 }; // counts, for the console and tests
+    this.chat.onRefused = () => this.refused.message++;
+    this.calls.addEventListener("refused", () => this.refused.call++);
     this.files = new Files({ sig, links: this.links, chat: this.chat, online: (n) => this.#online(n), budget: (p) => this.#fileBudget(p) });
     this.chat.onFileOffer = (from, id, file) => this.files.onOffer(from, id, file);
     this.chat.onFileControl = (from, c) => this.files.onControl(from, c);
@@ -201,6 +220,13 @@ class App {
     this.#selectPeer("");
     this.#renderContacts();
     this.#onCallChange();
+    try {
+      await this.chat.load();
+    } catch (e) {
+      this.showError(`Your earlier messages could not be loaded: ${e?.message ?? e}`);
+    }
+    if (gen !== this.joins) return;
+    this.#renderContacts();
     sig.start();
   }
 
@@ -216,6 +242,7 @@ class App {
   }
 
   #teardown() {
+    this.joins++; // a join still opening its store gives up
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (this.sig) this.sig.stop();
@@ -224,6 +251,8 @@ class App {
     this.#stopRinging();
     this.#stopRingback();
     this.sig = this.links = this.chat = this.calls = this.files = null;
+    this.store?.close();
+    this.store = null;
     this.presence.clear();
     this.unconfirmed.clear();
     this.rows.clear();
@@ -288,7 +317,7 @@ class App {
       else this.#setPresence({ name, status: "offline", last_seen: Date.now() });
     }
     this.#dismissError(serverError("connection_lost"));
-    if (reconnect) this.chat.onReconnect();
+    this.chat.onReconnect(); // also sends what the outbox kept from an earlier visit
     this.#renderContacts();
     this.#renderPeer();
   }
@@ -404,6 +433,23 @@ class App {
     }
     this.#renderContacts();
     if (p.name === this.peer) this.#renderPeer();
+  }
+
+  /** #accepts: whether peer may message and call us (blocking, contacts only). */
+  #accepts(peer) {
+    if (this.blocked?.has(peer)) return false;
+    return !this.contactsOnly || !!this.chat?.isContact(peer);
+  }
+
+  /** setBlocked blocks or unblocks peer: their messages and calls are refused. */
+  setBlocked(peer, on) {
+    if (!peer || !this.blocked) return;
+    if (on) this.blocked.add(peer);
+    else this.blocked.delete(peer);
+    store(BLOCKED_KEY(this.name), JSON.stringify([...this.blocked]));
+    if (on && this.calls?.call?.peer === peer) this.calls.hangup();
+    this.#renderPeer();
+    this.#renderContacts();
   }
 
   #online(name) {
@@ -532,6 +578,11 @@ class App {
       this.sendFiles(e.dataTransfer.files);
     });
     $("relay-only").addEventListener("change", () => this.#setRelayOnly($("relay-only").checked));
+    $("contacts-only").addEventListener("change", () => {
+      this.contactsOnly = $("contacts-only").checked;
+      if (this.name) store(CONTACTS_ONLY_KEY(this.name), this.contactsOnly ? "1" : "");
+    });
+    $("block").addEventListener("click", () => this.setBlocked(this.peer, !this.blocked?.has(this.peer)));
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
       store(MIC_KEY, id);
@@ -671,6 +722,11 @@ class App {
     $("peer-status").textContent = online ? (p.status === "away" ? "away" : "online") : p?.lastSeen ? `offline · last seen ${ago(p.lastSeen)}` : "offline";
     $("peer-status").dataset.status = online ? p.status : "offline";
     const call = this.calls?.call;
+    const blocked = !!this.blocked?.has(name);
+    $("block").textContent = blocked ? "Unblock" : "Block";
+    $("block").setAttribute("aria-pressed", String(blocked));
+    $("block").title = blocked ? `Let ${name} message and call you again` : `Refuse messages and calls from ${name}`;
+    if (blocked) $("peer-status").textContent += " · blocked";
     $("call").disabled = !online || !!call;
     $("call").setAttribute("aria-label", `Call ${name}`);
     $("call").title = !online ? `${name} is offline` : call ? "You are in a call" : `Call ${name}`;
@@ -1019,11 +1075,23 @@ class App {
       presence: Object.fromEntries(this.presence),
       call: this.calls?.call ? { peer: this.calls.call.peer, state: this.calls.call.state, muted: this.calls.call.muted, outgoing: this.calls.call.outgoing } : null,
       last: this.calls?.last ?? null,
+      blocked: [...(this.blocked ?? [])],
+      contactsOnly: !!this.contactsOnly,
+      refused: this.refused ?? null,
       ringback: this.ringback ? { played: this.ringback.played, state: this.ringback.ctx.state } : null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,
       files: Object.fromEntries([...(this.files?.transfers ?? [])].map(([id, t]) => [id, { peer: t.peer, out: t.out, state: t.state, bytes: t.bytes, size: t.file.size, name: t.file.name, code: t.code, reason: t.reason, path: t.path, sent: t.sentTotal ?? 0, resumed: t.resumed ?? 0 }])),
     };
+  }
+}
+
+function parseList(s) {
+  try {
+    const v = JSON.parse(s || "[]");
+    return Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
   }
 }
 

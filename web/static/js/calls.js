@@ -39,8 +39,9 @@ export async function getMic(deviceId) {
  * and the last ended call is kept in `last` as {peer, reason, durationMs}.
  */
 export class Calls extends EventTarget {
-  constructor({ sig, links, openMic = getMic, ringTimeout = 60000, noPathTimeout = NO_PATH_MS }) {
+  constructor({ sig, links, openMic = getMic, ringTimeout = 60000, noPathTimeout = NO_PATH_MS, accept = () => true }) {
     super();
+    this.accept = accept; // (peer) => false declines their calls ("refused")
     this.sig = sig;
     this.links = links;
     this.openMic = openMic;
@@ -190,6 +191,13 @@ export class Calls extends EventTarget {
     const k = this.call;
     switch (env.type) {
       case "ring":
+        if (!(k && k.peer === peer) && !this.accept(peer)) {
+          // Blocked, or not a contact while only contacts may call: the
+          // caller's app says so in its own words (code "refused").
+          this.sig.send("decline", peer, { call: id, code: "refused" });
+          this.dispatchEvent(new CustomEvent("refused", { detail: { peer } }));
+          return;
+        }
         if (Date.now() - (this.insecure.get(peer) ?? -Infinity) < 30000) {
           this.sig.send("decline", peer, { call: id, code: "insecure" });
           return;
