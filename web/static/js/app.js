@@ -93,6 +93,8 @@ class App {
     this.ringback = null;
     this.store = null; // this name's history (store.js)
     this.joins = 0; // join generations: a later join or sign-out wins
+    this.notified = []; // the last notifications shown (console and tests)
+    this.drafts = new Map(); // peer -> unsent text of that conversation
   }
 
   // ---- start, join, leave ----
@@ -193,6 +195,12 @@ class App {
     this.refused = { message: 0, call: 0 }; // counts, for the console and tests
     this.chat.onRefused = () => this.refused.message++;
     this.calls.addEventListener("refused", () => this.refused.call++);
+    this.calls.addEventListener("ended", (e) => this.#logCall(e.detail));
+    this.chat.addEventListener("message", (e) => {
+      const m = e.detail;
+      this.#notify(`${m.peer}`, m.file ? `offers a file: ${m.file.name}` : m.text, `msg:${m.peer}`);
+    });
+
     this.files = new Files({ sig, links: this.links, chat: this.chat, online: (n) => this.#online(n), budget: (p) => this.#fileBudget(p) });
     this.chat.onFileOffer = (from, id, file) => this.files.onOffer(from, id, file);
     this.chat.onFileControl = (from, c) => this.files.onControl(from, c);
@@ -220,8 +228,10 @@ class App {
     this.#selectPeer("");
     this.#renderContacts();
     this.#onCallChange();
+    this.drafts = new Map();
     try {
       await this.chat.load();
+      for (const d of await store.drafts()) this.drafts.set(d.peer, d.text);
     } catch (e) {
       this.showError(`Your earlier messages could not be loaded: ${e?.message ?? e}`);
     }
@@ -435,6 +445,56 @@ class App {
     if (p.name === this.peer) this.#renderPeer();
   }
 
+  /** #logCall writes an ended call into its conversation (calls.js "ended"). */
+  #logCall(c) {
+    let text;
+    if (c.busy) text = `${c.peer} tried to call you while you were in another call`;
+    else if (c.connected) text = `${c.outgoing ? "Outgoing" : "Incoming"} voice call · ${duration(Math.max(c.durationMs, 1000))}`;
+    else if (c.missed) text = `Missed call from ${c.peer}`;
+    else if (c.declined) text = `You declined a call from ${c.peer}`;
+    else if (c.outgoing) text = `Call to ${c.peer} — ${c.reason}`;
+    else text = `Call from ${c.peer} — ${c.reason}`;
+    this.chat?.logCall(c.peer, { id: c.id, text, missed: !!c.missed });
+    if (c.missed) this.#notify(c.busy ? `${c.peer} tried to call` : `Missed call from ${c.peer}`, "", `call:${c.peer}`);
+  }
+
+  /**
+   * #notify shows an OS notification while the page is not looked at
+   * (hidden tab or another window focused), once the person allowed it.
+   */
+  #notify(title, body, tag) {
+    if (!globalThis.Notification || Notification.permission !== "granted") return;
+    if (document.visibilityState === "visible" && document.hasFocus()) return;
+    try {
+      const n = new Notification(title, { body: body.slice(0, 200), tag, icon: "favicon.svg" });
+      n.onclick = () => {
+        window.focus();
+        const peer = tag.split(":")[1];
+        if (peer) this.#selectPeer(peer);
+        n.close();
+      };
+      this.notified.push({ title, body, tag });
+      if (this.notified.length > 50) this.notified.shift();
+    } catch (e) {
+      console.debug("parley: notification", e);
+    }
+  }
+
+  #renderNotify() {
+    const p = globalThis.Notification?.permission ?? "unsupported";
+    $("notify").hidden = p !== "default";
+    $("notify-state").textContent = { granted: "Notifications on while Parley is in the background.", denied: "Notifications are blocked in this browser’s site settings.", unsupported: "" }[p] ?? "";
+  }
+
+  /** #updateTitle puts the unread count in the tab's title (unless a call rings). */
+  #updateTitle() {
+    if (this.ringer) return;
+    let n = 0;
+    for (const c of this.chat?.unread?.values() ?? []) n += c;
+    const t = n ? `(${n}) Parley` : "Parley";
+    if (document.title !== t) document.title = t;
+  }
+
   /** #accepts: whether peer may message and call us (blocking, contacts only). */
   #accepts(peer) {
     if (this.blocked?.has(peer)) return false;
@@ -583,6 +643,24 @@ class App {
       if (this.name) store(CONTACTS_ONLY_KEY(this.name), this.contactsOnly ? "1" : "");
     });
     $("block").addEventListener("click", () => this.setBlocked(this.peer, !this.blocked?.has(this.peer)));
+    $("notify").addEventListener("click", async () => {
+      try {
+        await Notification.requestPermission();
+      } catch {
+        // old browsers: the callback form, or nothing
+      }
+      this.#renderNotify();
+    });
+    this.#renderNotify();
+    // Drafts: each conversation keeps its own unsent text.
+    $("message-input").addEventListener("input", () => this.#saveDraft());
+    window.addEventListener("beforeunload", (e) => {
+      // A reload or close mid-call asks first.
+      if (this.calls?.call) {
+        e.preventDefault();
+        e.returnValue = "";
+      }
+    });
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
       store(MIC_KEY, id);
@@ -637,6 +715,7 @@ class App {
     try {
       this.chat.send(this.peer, text);
       input.value = "";
+      this.#saveDraft();
       if (this.#online(this.peer)) this.links.ensure(this.peer); // later messages go direct
     } catch (e) {
       this.showError(e.message);
@@ -644,7 +723,21 @@ class App {
     input.focus();
   }
 
+  #saveDraft() {
+    if (!this.peer || !this.drafts) return;
+    const text = $("message-input").value;
+    if ((this.drafts.get(this.peer) ?? "") === text) return;
+    if (text) this.drafts.set(this.peer, text);
+    else this.drafts.delete(this.peer);
+    this.store?.saveDraft(this.peer, text).catch(() => {});
+  }
+
   #selectPeer(name) {
+    if (name !== this.peer) {
+      this.#saveDraft();
+      // A draft never follows you to another conversation.
+      $("message-input").value = (name && this.drafts?.get(name)) || "";
+    }
     this.peer = name;
     this.chat?.setOpen(name);
     $("app-view").dataset.view = name ? "chat" : "contacts";
@@ -707,6 +800,7 @@ class App {
     syncChildren($("contacts"), online.map((n) => row(n, true)));
     syncChildren($("offline-list"), offline.slice(0, 50).map((n) => row(n, false)));
     $("online-count").textContent = online.length ? `(${online.length})` : "";
+    this.#updateTitle();
     $("contacts-empty").hidden = online.length > 0;
     $("offline-box").hidden = offline.length === 0;
   }
@@ -966,6 +1060,7 @@ class App {
   #startRinging(peer) {
     document.title = `📞 ${peer} is calling — Parley`;
     if (this.ringer) return;
+    if (!this.calls?.call?.outgoing) this.#notify(`${peer} is calling`, "Open Parley to answer", `call:${peer}`);
     let ctx = null;
     try {
       ctx = new AudioContext();
@@ -1039,6 +1134,7 @@ class App {
     this.ringer.ctx?.close().catch(() => {});
     this.ringer = null;
     document.title = "Parley";
+    this.#updateTitle();
   }
 
   // ---- errors ----
@@ -1078,6 +1174,8 @@ class App {
       blocked: [...(this.blocked ?? [])],
       contactsOnly: !!this.contactsOnly,
       refused: this.refused ?? null,
+      notified: this.notified,
+      drafts: Object.fromEntries(this.drafts ?? []),
       ringback: this.ringback ? { played: this.ringback.played, state: this.ringback.ctx.state } : null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,

@@ -215,6 +215,8 @@ export class Calls extends EventTarget {
         }
         if (k) {
           this.sig.send("decline", peer, { call: id, code: "busy" });
+          // The callee of a busy call sees that someone tried.
+          this.dispatchEvent(new CustomEvent("ended", { detail: { id, peer, outgoing: false, connected: false, durationMs: 0, reason: "busy", missed: true, busy: true } }));
           return;
         }
         this.call = { id, peer, outgoing: false, accepted: false, state: "ringing", started: Date.now(), connectedAt: 0, muted: false, mic: null, micPromise: null };
@@ -335,6 +337,10 @@ export class Calls extends EventTarget {
     k.mic?.stop();
     k.micPromise?.then((t) => t !== k.mic && t.stop()).catch(() => {});
     this.last = { peer: k.peer, reason, durationMs: k.connectedAt ? Date.now() - k.connectedAt : 0, outgoing: k.outgoing, connected: !!k.connectedAt };
+    // For the call log: missed is an incoming call nobody here answered or
+    // refused (the caller gave up, or it rang out).
+    const missed = !k.outgoing && !k.accepted && (!notify || code === "no_answer");
+    this.dispatchEvent(new CustomEvent("ended", { detail: { ...this.last, id: k.id, missed, declined: !k.outgoing && !k.accepted && notify && code !== "no_answer" } }));
     this.#changed();
   }
 }

@@ -127,6 +127,19 @@ export class Chat extends EventTarget {
     return this.conversations.get(peer) ?? [];
   }
 
+  /**
+   * logCall puts a call in peer's conversation (and the history): a line
+   * such as "Outgoing voice call · 0:22" or "Missed call"; a missed one
+   * counts as unread.
+   */
+  logCall(peer, { id, text, missed = false }) {
+    const m = { id: "call:" + id, peer, dir: "call", text, ts: Date.now(), n: this.#n(), status: missed ? "missed" : "call", path: "", error: "" };
+    this.#list(peer).push(m);
+    this.store.update(m).catch((e) => console.warn("parley: history:", e?.message ?? e));
+    if (missed) this.#bump(peer);
+    this.#changed(peer);
+  }
+
   /** isContact: we have written to peer, or taken a message from them. */
   isContact(peer) {
     return (this.conversations.get(peer) ?? []).some((m) => m.dir === "out" || m.dir === "in");
@@ -475,6 +488,7 @@ export class Chat extends EventTarget {
     if (msg.file) this.onFileOffer?.(from, msg.id, msg.file); // files.js
     this.#bump(from);
     this.#changed(from);
+    this.dispatchEvent(new CustomEvent("message", { detail: msg }));
   }
 
   #receipt(from, id, path, refused = "") {

@@ -161,7 +161,7 @@ export class IDBStore {
     await done(t);
   }
 
-  /** update keeps a message's new status (ticks, errors) for the next visit. */
+  /** update keeps a message's new status (ticks, errors), or a call log line, for the next visit. */
   async update(m) {
     const t = this.db.transaction("messages", "readwrite");
     t.objectStore("messages").put(row(m));
@@ -233,6 +233,7 @@ export class MemoryStore {
   async update(m) {
     this.msgs.set(`${m.peer}/${m.dir}/${m.id}`, row(m));
   }
+
 
   async drafts() {
     return [...this.draftMap].map(([peer, text]) => ({ peer, text }));
