@@ -244,7 +244,14 @@ or a restart of either side.`)
 			uiErr <- chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
 		case useTUI:
 			uiErr <- tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
-				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true, AudioNote: audioNote(f.audioIn, f.audioOut)})
+				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true, AudioNote: audioNote(f.audioIn, f.audioOut),
+				Backup: func(path, pass string) error {
+					data, err := client.ExportKeys(f.name, key, encKey, pass)
+					if err != nil {
+						return err
+					}
+					return os.WriteFile(path, data, 0o600)
+				}})
 		default:
 			uiErr <- chatLines(ctx, c, hist, os.Stdin, stdout)
 		}

@@ -433,3 +433,50 @@ func TestTUITakenNameSaysWhy(t *testing.T) {
 		t.Errorf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	}
 }
+
+// TestTUIKeyBackupAndRestore (issue 12 "a way not to lose a name"):
+// /backup writes the key under a passphrase typed unseen; `parley key
+// import` restores it into a new profile, which signs in as the same name
+// with the same key, and a wrong passphrase is refused.
+func TestTUIKeyBackupAndRestore(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "alice")
+	tm := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", profile, "--ice-loopback", "--audio-in", "silence")
+	tm.waitScreen("connected", "● connected")
+	backup := filepath.Join(dir, "alice.key")
+	tm.typeLine("/backup " + backup)
+	tm.waitScreen("passphrase prompt", "passphrase ›", "not shown")
+	tm.tmux("send-keys", "-t", "main", "-l", "correct horse battery")
+	screen := tm.waitScreen("masked", "passphrase › •••••")
+	if strings.Contains(screen, "horse") {
+		t.Fatalf("the passphrase is on the screen:\n%s", screen)
+	}
+	tm.key("Enter")
+	tm.waitScreen("backed up", "your key is backed up in")
+	tm.saveScreen("backup")
+	tm.key("C-c")
+
+	run := func(pass string, args ...string) (string, error) {
+		cmd := exec.Command(parleyBinary(t), args...)
+		cmd.Stdin = strings.NewReader(pass + "\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("wrong horse battery", "key", "import", "--in", backup, "--profile", filepath.Join(dir, "x")); err == nil || !strings.Contains(out, "wrong passphrase") {
+		t.Errorf("a wrong passphrase: %v\n%s", err, out)
+	}
+	restored := filepath.Join(dir, "restored")
+	if out, err := run("correct horse battery", "key", "import", "--in", backup, "--profile", restored); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	want, _ := client.LoadOrCreateIdentity(profile)
+	got, _ := client.LoadOrCreateIdentity(restored)
+	if !want.Equal(got) {
+		t.Fatal("the restored profile holds another key")
+	}
+	// The restored profile is alice to the server: no name_taken.
+	tm2 := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", restored, "--ice-loopback", "--audio-in", "silence")
+	tm2.waitScreen("signed in with the restored key", "parley · alice", "● connected")
+}

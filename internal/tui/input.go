@@ -33,6 +33,8 @@ Safety
   /verified NAME  mark the number as compared
   /accept NAME    accept a changed key
 Files
+  /backup FILE    back up your key (passphrase);
+                  restore: parley key import
   /send PATH      offer a file (peer to peer)
   /accept         take a file offered to you
   /decline        refuse it
@@ -47,6 +49,11 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, tea.Quit
 	case tea.KeyEsc:
 		m.overlay = ""
+		if m.secretFor != "" {
+			m.secretFor = ""
+			m.setInput("")
+			m.setNotice(false, "backup cancelled")
+		}
 		return m, nil
 	case tea.KeyTab, tea.KeyCtrlN:
 		return m, m.cycle(1)
@@ -117,6 +124,13 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case tea.KeyEnter:
+		if m.secretFor != "" {
+			// The passphrase of a key backup: never echoed, never in history.
+			path, pass := m.secretFor, string(m.input)
+			m.secretFor = ""
+			m.setInput("")
+			return m, m.do("backup to "+path, func() error { return m.cfg.Backup(path, pass) })
+		}
 		line := strings.TrimSpace(string(m.input))
 		m.setInput("")
 		m.histIdx = -1
@@ -230,6 +244,17 @@ func (m *model) command(line string) tea.Cmd {
 		m.toggleOverlay("help")
 	case "/who":
 		m.toggleOverlay("who")
+	case "/backup":
+		if arg == "" {
+			m.setNotice(true, "usage: /backup FILE (then type a passphrase)")
+			return nil
+		}
+		if m.cfg.Backup == nil {
+			m.setNotice(true, "key backups are not available here")
+			return nil
+		}
+		m.secretFor = strings.TrimSpace(arg)
+		m.setNotice(false, "type a passphrase (not shown, 8+ characters), Enter; Esc cancels")
 	case "/add":
 		if arg == "" {
 			m.setNotice(true, "usage: /add NAME")

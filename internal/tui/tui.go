@@ -56,6 +56,9 @@ type Config struct {
 	Out io.Writer
 	// AltScreen runs full-window in the terminal's alternate screen.
 	AltScreen bool
+	// Backup, when set, writes a backup of our keys to path under
+	// passphrase (/backup; client.ExportKeys).
+	Backup func(path, passphrase string) error
 	// AudioNote, when set, is shown above the input line during a
 	// connected call: what calls send and do with what they receive when that is
 	// not a sound device ("test tone out, incoming audio discarded").
@@ -175,6 +178,7 @@ type model struct {
 	noticeAt      time.Time
 	overlay       string // "help", "verify", "who" or ""
 	overlayScroll int    // first line of the overlay shown (PgUp/PgDn)
+	secretFor     string // the file a passphrase is being typed for (/backup); the input is masked
 	verifyWith    string
 	files         map[string]*fileInfo // transfers this session saw (files.go)
 }
@@ -334,6 +338,8 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case doneMsg:
 		if msg.err != nil {
 			m.setNotice(true, "%s: %v", msg.what, msg.err)
+		} else if path, ok := strings.CutPrefix(msg.what, "backup to "); ok {
+			m.setNotice(false, "your key is backed up in %s (restore: parley key import --in FILE)", path)
 		}
 		return m, nil
 	case fileSentMsg:

@@ -151,6 +151,10 @@ func (m *model) View() string {
 		prompt = m.current + " › "
 	}
 	in := string(m.input[:m.cursor]) + "█" + string(m.input[m.cursor:])
+	if m.secretFor != "" {
+		prompt = "passphrase › "
+		in = strings.Repeat("•", len(m.input)) + "█"
+	}
 	avail := w - lipgloss.Width(prompt)
 	if r := []rune(in); lipgloss.Width(in) > avail {
 		in = string(r[max(0, len(r)-avail):])
