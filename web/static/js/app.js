@@ -5,7 +5,7 @@
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
 import { Files, humanBytes } from "./files.js";
-import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
+import { answerWho, loadIdentity, nameInUse, pins, restoreIdentity, saveName, savedName, unsupportedReason } from "./identity.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { signSDP, verifySDP } from "./sdpsig.js";
 import { openStore } from "./store.js";
@@ -94,6 +94,8 @@ class App {
     this.store = null; // this name's history (store.js)
     this.joins = 0; // join generations: a later join or sign-out wins
     this.notified = []; // the last notifications shown (console and tests)
+    this.keyMode = ""; // "backup" or "restore" while the key dialog is open
+    this.lastBackup = "";
     this.drafts = new Map(); // peer -> unsent text of that conversation
   }
 
@@ -643,6 +645,40 @@ class App {
       if (this.name) store(CONTACTS_ONLY_KEY(this.name), this.contactsOnly ? "1" : "");
     });
     $("block").addEventListener("click", () => this.setBlocked(this.peer, !this.blocked?.has(this.peer)));
+    // Key backup and restore (keybackup.js): a dialog with a passphrase.
+    const dlg = $("key-dialog");
+    const openKey = (mode) => {
+      this.keyMode = mode;
+      $("key-title").textContent = mode === "backup" ? "Back up your key" : "Restore a name from a key backup";
+      $("key-lead").textContent =
+        mode === "backup"
+          ? `The file holds the key that owns “${this.name}”, locked with this passphrase. Keep both safe: with them you can be ${this.name} on another browser or in the terminal (parley key import).`
+          : "Pick the backup file (from “Back up my key” or parley key export) and type its passphrase. This browser’s current key is replaced.";
+      $("key-file-row").hidden = mode === "backup";
+      $("key-go").textContent = mode === "backup" ? "Save backup" : "Restore";
+      $("key-msg").textContent = "";
+      $("key-pass").value = "";
+      $("key-file").value = "";
+      if (!dlg.open) dlg.showModal?.() ?? (dlg.open = true);
+      $(mode === "backup" ? "key-pass" : "key-file").focus();
+    };
+    $("backup-open").addEventListener("click", () => openKey("backup"));
+    $("restore-open").addEventListener("click", () => openKey("restore"));
+    $("key-cancel").addEventListener("click", () => dlg.close());
+    $("key-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      $("key-go").disabled = true;
+      $("key-msg").textContent = this.keyMode === "backup" ? "Locking the key…" : "Opening the backup…";
+      try {
+        if (this.keyMode === "backup") await this.backupKey($("key-pass").value);
+        else await this.restoreKey($("key-file").files?.[0], $("key-pass").value);
+        dlg.close();
+      } catch (err) {
+        $("key-msg").textContent = err.message;
+      } finally {
+        $("key-go").disabled = false;
+      }
+    });
     $("notify").addEventListener("click", async () => {
       try {
         await Notification.requestPermission();
@@ -682,6 +718,30 @@ class App {
       this.sig?.stop();
     });
     this.#refreshMics();
+  }
+
+  /** backupKey downloads a backup of this browser's key for the signed-in name. */
+  async backupKey(passphrase) {
+    const text = await this.identity.backup(this.name, passphrase);
+    this.lastBackup = text; // for the console and tests
+    const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    const a = el("a", { href: url, download: `parley-key-${this.name}.json` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    this.showError(`Your key is in parley-key-${this.name}.json (in your downloads). Keep it and its passphrase safe.`);
+  }
+
+  /** restoreKey makes this browser the owner of the name in a backup file, then starts again as it. */
+  async restoreKey(file, passphrase) {
+    if (!file) throw new Error("Pick the backup file first.");
+    if (file.size > 64 * 1024) throw new Error("That file is too big to be a key backup.");
+    const name = await restoreIdentity(await file.text(), passphrase);
+    this.calls?.hangup();
+    this.sig?.stop();
+    saveName(name);
+    location.reload();
   }
 
   /** sendFiles offers each file to the open conversation's peer (the file button and drag-and-drop). */
