@@ -194,9 +194,13 @@ or a restart of either side.`)
 	defer hist.Close()
 	cfg.Store = hist
 	cfg.Outbox = hist
-	cfg.PeerKey = hist.PinnedKey // messages are sealed only to keys bound to the pinned one
-	if f.contactsOnly {
-		cfg.Accept = func(peer string) bool { _, ok := hist.Contact(peer); return ok }
+	cfg.PeerKey = hist.PinnedKey          // messages are sealed only to keys bound to the pinned one
+	cfg.Accept = func(peer string) bool { // blocked (TUI /block): never; strangers: unless --contacts-only
+		c, ok := hist.Contact(peer)
+		if ok && c.Blocked {
+			return false
+		}
+		return ok || !f.contactsOnly
 	}
 	muted := new(atomic.Bool)
 	if useTUI {

@@ -18,6 +18,7 @@ import (
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/internal/testutil"
+	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 )
 
@@ -246,10 +247,12 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice := startTUI(t, args...)
 	alice.waitScreen("connected", "parley · alice", "● connected")
 	alice.key("?")
-	alice.waitScreen("help", "/add NAME", "/verify", "↓ more: PgDn")
+	alice.waitScreen("help", "/add NAME", "/who", "↓ more: PgDn")
 	alice.saveScreen("help")
-	alice.key("PgDn") // at 80x24 the rest of the help is a page down
-	alice.waitScreen("help, second page", "/send PATH", "✓✓ read")
+	alice.key("PgDn") // at 80x24 the rest of the help is further down
+	alice.waitScreen("help, second page", "/verify")
+	alice.key("PgDn")
+	alice.waitScreen("help, last page", "/send PATH", "✓✓ read")
 	alice.key("Escape")
 	// /who lists who is online here; /add of a name nobody has says so.
 	alice.typeLine("/who")
@@ -479,4 +482,91 @@ func TestTUIKeyBackupAndRestore(t *testing.T) {
 	// The restored profile is alice to the server: no name_taken.
 	tm2 := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", restored, "--ice-loopback", "--audio-in", "silence")
 	tm2.waitScreen("signed in with the restored key", "parley · alice", "● connected")
+}
+
+// TestTUICallLogDraftsAndBlocking (issue 12): the conversation logs calls
+// (declined, missed, "Outgoing voice call · 0:0N"), each conversation
+// keeps its own draft, and /block refuses a contact's messages and calls
+// (the sender is told) until /unblock.
+func TestTUICallLogDraftsAndBlocking(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	_, bk, _ := ed25519.GenerateKey(nil)
+	_, ck, _ := ed25519.GenerateKey(nil)
+	bob := startPeer(t, sig.url(), "bob", bk)
+	startPeer(t, sig.url(), "carol", ck)
+	ctx := context.Background()
+	alice := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "alice"), "--ice-loopback", "--audio-in", "silence")
+	alice.waitScreen("connected", "● connected")
+	alice.typeLine("/add carol")
+	alice.typeLine("/add bob")
+	alice.waitScreen("bob open", "bob · online")
+
+	// Drafts stay with their conversation.
+	alice.tmux("send-keys", "-t", "main", "-l", "half a thought")
+	alice.key("Tab")
+	alice.waitScreen("carol's empty input", "carol › █")
+	alice.key("Tab")
+	alice.waitScreen("bob's draft back", "bob › half a thought█")
+	alice.key("C-u")
+
+	// Declined, then missed.
+	mark := bob.ev.Len()
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("ringing", "bob is calling")
+	alice.typeLine("/decline")
+	bob.ev.WaitSince(t, mark, tuiWait, "declined", isCallState("alice", client.CallEnded))
+	mark = bob.ev.Len()
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("ringing again", "bob is calling")
+	bob.Hangup(ctx, "alice")
+	alice.waitScreen("log", "☎ You declined a call from bob", "☎ Missed call from bob")
+
+	// A call that connects is logged with its length.
+	mark = bob.ev.Len()
+	alice.typeLine("/call")
+	bob.ev.WaitSince(t, mark, tuiWait, "bob rings", isCallState("alice", client.CallRinging))
+	bob.Answer(ctx, "alice")
+	alice.waitScreen("connected", "☎ bob · connected")
+	alice.typeLine("/hangup")
+	alice.waitScreen("voice call logged", "☎ Outgoing voice call · 0:0")
+	alice.saveScreen("call-log")
+
+	// Blocked: bob is refused and told so; unblocked: welcome again.
+	alice.typeLine("/block bob")
+	alice.waitScreen("blocked", "blocked (/unblock bob)", "⊘ blocked")
+	mark = bob.ev.Len()
+	id, err := bob.Send(ctx, "alice", "let me in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := bob.ev.WaitSince(t, mark, tuiWait, "refusal", func(e client.Event) bool { x, ok := e.(client.ErrorEvent); return ok && x.Ref == id }).(client.ErrorEvent)
+	if e.Err.Code != proto.CodeNotAccepted {
+		t.Errorf("refused with %q", e.Err.Code)
+	}
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ce := bob.ev.WaitSince(t, mark, tuiWait, "call refused", isCallState("alice", client.CallEnded)).(client.CallEvent)
+	if ce.Code != proto.EndRefused {
+		t.Errorf("call ended with %q", ce.Code)
+	}
+	alice.typeLine("/unblock bob")
+	alice.waitScreen("unblocked", "unblocked bob")
+	bob.Send(ctx, "alice", "thanks")
+	alice.waitScreen("welcome again", "bob: thanks")
+	if strings.Contains(alice.screen(), "let me in") {
+		t.Error("a message sent while blocked is shown")
+	}
+}
+
+func isCallState(with string, st client.CallState) func(client.Event) bool {
+	return func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.With == with && c.State == st
+	}
 }

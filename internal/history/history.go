@@ -63,6 +63,10 @@ type Message struct {
 	// of an earlier one of the same sender: hidden until Release puts it
 	// in its place at the end.
 	Waiting bool `json:"waiting,omitempty"`
+	// Call marks a line of the call log ("Missed call", "voice call ·
+	// 0:22") rather than a message; Missed ones count as unread.
+	Call   bool `json:"call,omitempty"`
+	Missed bool `json:"missed,omitempty"`
 }
 
 // Contact is someone in the contact list.
@@ -81,6 +85,8 @@ type Contact struct {
 	// highest of Name's messages to us we stored (proto.Chat.Seq).
 	OutSeq uint64 `json:"out_seq,omitempty"`
 	InSeq  uint64 `json:"in_seq,omitempty"`
+	// Blocked refuses Name's messages and calls (they are told so).
+	Blocked bool `json:"blocked,omitempty"`
 }
 
 // KeyChanged reports whether a different key waits for acceptance.
@@ -339,6 +345,40 @@ func (d *DB) SaveOutgoing(peer, id, text string, ts int64, st Status) error {
 	})
 }
 
+// LogCall puts a line of the call log into peer's conversation: text
+// says what happened; a missed call counts as unread. id (the call's) keeps
+// one line per call.
+func (d *DB) LogCall(peer, id, text string, missed bool) error {
+	if err := proto.ValidateName(peer); err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if _, ok := getContact(tx, peer); !ok {
+			if err := putContact(tx, Contact{Name: peer, Added: d.now().UnixMilli()}); err != nil {
+				return err
+			}
+		}
+		now := d.now().UnixMilli()
+		_, err := d.append(tx, &Message{Peer: peer, ID: "call:" + id, Text: text, Time: now, At: now, Status: Received, Call: true, Missed: missed})
+		return err
+	})
+}
+
+// SetBlocked blocks or unblocks name (adding it to the contacts).
+func (d *DB) SetBlocked(name string, blocked bool) error {
+	if err := proto.ValidateName(name); err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		c, ok := getContact(tx, name)
+		if !ok {
+			c = Contact{Name: name, Added: d.now().UnixMilli()}
+		}
+		c.Blocked = blocked
+		return putContact(tx, c)
+	})
+}
+
 // SetStatus moves an outgoing message's status forward (never back). It
 // reports whether anything changed.
 func (d *DB) SetStatus(peer, id string, st Status) (bool, error) {
@@ -393,7 +433,7 @@ func (d *DB) Unread(peer string) int {
 		c := msgs.Cursor()
 		for k, v := c.Seek(seqKey(ct.ReadUpTo + 1)); k != nil; k, v = c.Next() {
 			var m Message
-			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held && !m.Waiting {
+			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held && !m.Waiting && (!m.Call || m.Missed) {
 				n++
 			}
 		}
@@ -423,7 +463,7 @@ func (d *DB) MarkRead(peer string) ([]string, error) {
 				break // not shown yet: not read
 			}
 			last = binary.BigEndian.Uint64(k)
-			if !m.Out {
+			if !m.Out && !m.Call {
 				ids = append(ids, m.ID)
 			}
 		}

@@ -20,6 +20,8 @@ const helpText = `Keys
   Esc         close this help        Ctrl-C  quit
 Contacts
   /add NAME       add a contact (key pinned)
+  /block NAME     refuse their messages and calls
+  /unblock NAME   let them in again
   /who            who is online on this server
   /away, /back    set your status
 Calls
@@ -244,6 +246,25 @@ func (m *model) command(line string) tea.Cmd {
 		m.toggleOverlay("help")
 	case "/who":
 		m.toggleOverlay("who")
+	case "/block", "/unblock":
+		if arg == "" {
+			m.setNotice(true, "usage: %s NAME", cmd)
+			return nil
+		}
+		on := cmd == "/block"
+		if err := m.db.SetBlocked(peer, on); err != nil {
+			m.setNotice(true, "%v", err)
+			return nil
+		}
+		m.reloadContacts()
+		if on {
+			m.setNotice(false, "blocked %s: their messages and calls are refused (/unblock %s)", peer, peer)
+			if m.call != nil && m.call.peer == peer {
+				return m.do("hang up", func() error { return m.c.Hangup(m.ctx, peer) })
+			}
+		} else {
+			m.setNotice(false, "unblocked %s", peer)
+		}
 	case "/backup":
 		if arg == "" {
 			m.setNotice(true, "usage: /backup FILE (then type a passphrase)")

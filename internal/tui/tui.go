@@ -176,9 +176,10 @@ type model struct {
 	notice        string
 	noticeBad     bool
 	noticeAt      time.Time
-	overlay       string // "help", "verify", "who" or ""
-	overlayScroll int    // first line of the overlay shown (PgUp/PgDn)
-	secretFor     string // the file a passphrase is being typed for (/backup); the input is masked
+	overlay       string            // "help", "verify", "who" or ""
+	overlayScroll int               // first line of the overlay shown (PgUp/PgDn)
+	secretFor     string            // the file a passphrase is being typed for (/backup); the input is masked
+	drafts        map[string][]rune // unsent input of the conversations not open
 	verifyWith    string
 	files         map[string]*fileInfo // transfers this session saw (files.go)
 }
@@ -192,6 +193,7 @@ func newModel(ctx context.Context, cfg Config) *model {
 		typing:   map[string]time.Time{},
 		early:    map[string]history.Status{},
 		files:    map[string]*fileInfo{},
+		drafts:   map[string][]rune{},
 		conn:     "connecting…",
 		histIdx:  -1,
 	}
@@ -249,6 +251,17 @@ func (m *model) contact(name string) (history.Contact, bool) {
 // selectPeer opens the conversation with name and marks it read.
 func (m *model) selectPeer(name string) tea.Cmd {
 	if name != m.current {
+		// Each conversation keeps its own draft: it never follows you.
+		if m.current != "" && m.secretFor == "" {
+			if len(m.input) > 0 {
+				m.drafts[m.current] = append([]rune(nil), m.input...)
+			} else {
+				delete(m.drafts, m.current)
+			}
+		}
+		if m.secretFor == "" {
+			m.setInput(string(m.drafts[name]))
+		}
 		m.scroll = 0
 		m.current = name
 	}
@@ -500,6 +513,7 @@ func (m *model) onCall(e client.CallEvent) tea.Cmd {
 		m.call.connectedAt = time.Now()
 		m.ringing = ""
 	case client.CallEnded:
+		m.logCall(e)
 		if m.call != nil && m.call.peer == e.With {
 			m.call = nil
 		}
@@ -516,6 +530,47 @@ func (m *model) onCall(e client.CallEvent) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// logCall writes an ended call into its conversation (the history keeps
+// it): "Outgoing voice call · 0:22", "Missed call from bob" (unread), ….
+func (m *model) logCall(e client.CallEvent) {
+	k := m.call
+	if k == nil || k.peer != e.With {
+		k = &callInfo{peer: e.With, direction: e.Direction, state: "ringing"}
+	}
+	var text string
+	missed := false
+	switch {
+	case !k.connectedAt.IsZero():
+		d := time.Since(k.connectedAt).Round(time.Second)
+		dir := "Outgoing"
+		if e.Direction == "incoming" {
+			dir = "Incoming"
+		}
+		text = fmt.Sprintf("%s voice call · %d:%02d", dir, int(d.Minutes()), int(d.Seconds())%60)
+	case e.Direction == "incoming" && k.state == "ringing" && e.Reason == "declined":
+		text = "You declined a call from " + e.With
+	case e.Direction == "incoming" && k.state == "ringing":
+		text, missed = "Missed call from "+e.With, true
+	case e.Direction == "incoming":
+		text = "Call from " + e.With + " — " + e.Reason
+	default:
+		text = "Call to " + e.With + " — " + e.Reason
+	}
+	if err := m.db.LogCall(e.With, e.Call, "☎ "+text, missed); err != nil {
+		m.setNotice(true, "call log: %v", err)
+		return
+	}
+	m.reloadContacts()
+	if e.With == m.current {
+		m.reloadMessages()
+		if m.scroll == 0 && !missed {
+			m.markRead()
+		}
+	} else {
+		m.unread[e.With] = m.db.Unread(e.With)
+	}
 }
 
 // sendTyping tells the open conversation's peer whether we type.

@@ -226,6 +226,9 @@ func (m *model) contactLines(h int, now time.Time) []string {
 		if c.Verified && !c.KeyChanged() {
 			line2 += " ✔"
 		}
+		if c.Blocked {
+			line2 = "   ⊘ blocked"
+		}
 		l1, l2 := fit(line1, listWidth), fit(line2, listWidth)
 		switch {
 		case c.Name == m.current:
@@ -318,6 +321,9 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	default:
 		head += " · " + fmtAgo(c.LastSeen, now)
 	}
+	if c.Blocked {
+		head += " · blocked (/unblock " + m.current + ")"
+	}
 	if c.Verified && !c.KeyChanged() {
 		head += " · verified ✔"
 	} else if c.Key != "" && !c.KeyChanged() {
@@ -342,6 +348,22 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 			lines = append(lines, stDim.Render(pad("── "+d+" ──")))
 		}
 		stamp := at.Format("15:04")
+		if msg.Call {
+			// A line of the call log, not anyone's words.
+			st := stDim
+			if msg.Missed {
+				st = stBad
+			}
+			for i, l := range wrap(stamp+" "+msg.Text, w-2) {
+				if i == 0 {
+					l = strings.TrimPrefix(l, stamp+" ")
+					lines = append(lines, " "+stDim.Render(stamp)+" "+st.Render(fit(l, w-len(stamp)-2)))
+				} else {
+					lines = append(lines, st.Render(pad(l)))
+				}
+			}
+			continue
+		}
 		who, st := m.current, stThem
 		if msg.Out {
 			who, st = "me", stMe
