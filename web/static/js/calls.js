@@ -51,6 +51,7 @@ export class Calls extends EventTarget {
     this.last = null;
     this.micDeviceId = "";
     this.insecure = new Map(); // peer -> when its tampered link was refused
+    this.noRelay = new Map(); // peer -> when its link closed for want of a relay (relay-only)
   }
 
   #changed() {
@@ -198,6 +199,14 @@ export class Calls extends EventTarget {
           this.dispatchEvent(new CustomEvent("refused", { detail: { peer } }));
           return;
         }
+        if (!k && Date.now() - (this.noRelay.get(peer) ?? -Infinity) < 10000) {
+          // The link for this call already failed for want of a relay
+          // (the ring came after the offer): say so at once.
+          this.sig.send("decline", peer, { call: id, code: "no_relay" });
+          this.last = { peer, reason: NO_RELAY, durationMs: 0, outgoing: false, connected: false };
+          this.#changed();
+          return;
+        }
         if (Date.now() - (this.insecure.get(peer) ?? -Infinity) < 30000) {
           this.sig.send("decline", peer, { call: id, code: "insecure" });
           return;
@@ -262,6 +271,7 @@ export class Calls extends EventTarget {
 
   /** onLinkClosed ends a call whose media path is gone. */
   onLinkClosed(link, reason) {
+    if (reason === NO_RELAY) this.noRelay.set(link.peer, Date.now());
     const k = this.call;
     if (!k || k.peer !== link.peer) return;
     if (reason === NO_RELAY) {
