@@ -62,7 +62,9 @@ func (c *Client) Call(ctx context.Context, peer string) error {
 		if err := proto.ValidateName(peer); err != nil {
 			return err
 		}
-		if p, ok := c.presence[peer]; !ok || !p.Online() {
+		if p, ok := c.presence[peer]; !ok {
+			return ErrUnknownPeer // not_found: nobody of that name is known to us
+		} else if !p.Online() {
 			return ErrNotOnline
 		}
 		if _, ok := c.calls[peer]; ok {

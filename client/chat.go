@@ -119,6 +119,18 @@ func newChatState() chatState {
 // the message is in the outbox; DeliveredEvent (or an ErrorEvent for a
 // refusal) follows.
 func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
+	return c.SendID(ctx, peer, "", text)
+}
+
+// SendID is Send with the message id chosen by the caller (a script's
+// own id, proto.ValidateID); "" picks a random one. An id already used
+// for peer is dropped by the receiver as a duplicate.
+func (c *Client) SendID(ctx context.Context, peer, id, text string) (string, error) {
+	if id == "" {
+		id = randomID()
+	} else if err := proto.ValidateID(id); err != nil {
+		return "", err
+	}
 	if peer == c.cfg.Name {
 		return "", ErrSelf
 	}
@@ -128,7 +140,7 @@ func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 	if err := proto.ValidateText(text); err != nil {
 		return "", err
 	}
-	m := &OutMessage{ID: randomID(), To: peer, Text: text, Time: time.Now().UnixMilli()}
+	m := &OutMessage{ID: id, To: peer, Text: text, Time: time.Now().UnixMilli()}
 	if err := c.outbox.Queue(m); err != nil {
 		return "", err
 	}

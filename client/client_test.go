@@ -212,14 +212,17 @@ func TestDeclineAndOffline(t *testing.T) {
 	if e.Reason != "declined by bob" {
 		t.Fatalf("reason %q", e.Reason)
 	}
-	if err := alice.Call(ctx, "carol"); err != client.ErrNotOnline {
-		t.Fatalf("call to unknown user: %v", err)
+	if err := alice.Call(ctx, "carol"); err != client.ErrUnknownPeer {
+		t.Fatalf("call to a name nobody has: %v, want ErrUnknownPeer (not_found, not offline)", err)
 	}
 	if err := alice.Call(ctx, "alice"); err != client.ErrSelf {
 		t.Fatalf("call to self: %v", err)
 	}
 	bob.stop()
 	alice.ev.Wait(t, wait, "alice sees bob leave", offline("bob"))
+	if err := alice.Call(ctx, "bob"); err != client.ErrNotOnline {
+		t.Fatalf("call to someone offline: %v", err)
+	}
 	id, err := alice.Send(ctx, "bob", "are you there")
 	if err != nil {
 		t.Fatal(err)

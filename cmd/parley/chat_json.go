@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/parley-voice/parley/client"
@@ -93,10 +94,14 @@ func eventJSON(ev client.Event) any {
 		}
 		return o
 	case client.StatsEvent:
-		return obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
+		o := obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
 			"rtp_packets_received": e.RTPPacketsReceived, "rtt_ms": round2(e.RTTms),
 			"jitter_ms": round2(e.JitterMs), "packets_lost": e.PacketsLost, "path": e.Path,
 			"local_candidate": e.LocalCandidate, "remote_candidate": e.RemoteCandidate}
+		if e.Via != "" {
+			o["via"] = e.Via // the supernode of a relayed path
+		}
+		return o
 	case client.StoredEvent:
 		return obj{"event": "stored", "id": e.ID, "to": e.To}
 	case client.ReadEvent:
@@ -143,21 +148,38 @@ func eventJSON(ev client.Event) any {
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 
-func errorJSON(err error) any {
+// errorJSON is an error event: a stable code and a message in words (the
+// server's own words for a *proto.Error, never a Go error chain).
+func errorJSON(err error) map[string]any {
 	var code proto.Code = proto.CodeBadRequest
-	switch err {
-	case client.ErrNotOnline:
-		code = proto.CodeOffline
-	case client.ErrNotSignedIn:
-		code = proto.CodeUnavailable
+	msg := ""
+	switch {
+	case errors.Is(err, client.ErrNotOnline):
+		code, msg = proto.CodeOffline, "that person is not online"
+	case errors.Is(err, client.ErrUnknownPeer):
+		code, msg = proto.CodeNotFound, "nobody of that name is known here"
+	case errors.Is(err, client.ErrNotSignedIn):
+		code, msg = proto.CodeUnavailable, "not connected to the server right now; try again in a moment"
+	case errors.Is(err, client.ErrNoTransfer):
+		code, msg = proto.CodeNotFound, "no file transfer with that id"
+	case errors.Is(err, client.ErrNoCall):
+		code, msg = proto.CodeNotFound, "no call with that person"
+	case errors.Is(err, client.ErrCallExists):
+		msg = "already in a call with that person"
+	case errors.Is(err, client.ErrSelf):
+		msg = "that is you"
 	default:
-		if errors.Is(err, client.ErrNoTransfer) {
-			code = proto.CodeNotFound
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			code, msg = pe.Code, pe.Message
 		} else if c := proto.CodeOf(err); c != proto.CodeInternal {
 			code = c
 		}
 	}
-	return map[string]any{"event": "error", "code": code, "message": err.Error()}
+	if msg == "" {
+		msg = strings.TrimPrefix(err.Error(), "client: ")
+	}
+	return map[string]any{"event": "error", "code": code, "message": msg}
 }
 
 // chatJSON runs the scriptable mode until quit, EOF on stdin, or ctx.
@@ -238,6 +260,9 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 			return nil
 		}
 		if v := runJSONCommand(ctx, c, hist, cmd); v != nil {
+			if o, ok := v.(map[string]any); ok && cmd.ID != "" && o["id"] == nil {
+				o["id"] = cmd.ID // the answer names the command it answers
+			}
 			emit(v)
 		}
 	}
@@ -249,7 +274,7 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 	switch cmd.Cmd {
 	case "send":
 		var id string
-		id, err = c.Send(ctx, cmd.To, cmd.Text)
+		id, err = c.SendID(ctx, cmd.To, cmd.ID, cmd.Text) // a script's own id, if it gave one
 		if err == nil {
 			return map[string]any{"event": "sent", "id": id, "to": cmd.To}
 		}
@@ -302,7 +327,12 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
 	}
 	if err != nil {
-		return errorJSON(err)
+		e := errorJSON(err)
+		e["cmd"] = cmd.Cmd
+		return e
+	}
+	if cmd.ID != "" {
+		return map[string]any{"event": "ok", "cmd": cmd.Cmd} // done; its id is added by the caller
 	}
 	return nil
 }

@@ -220,8 +220,25 @@ func TestTwoTerminals(t *testing.T) {
 	alice.waitEvent(map[string]any{"event": "error", "code": "unknown_type"})
 	alice.send(`not json`)
 	alice.waitEvent(map[string]any{"event": "error", "code": "bad_frame"})
-	alice.send(`{"cmd":"call","to":"nobody"}`)
-	alice.waitEvent(map[string]any{"event": "error", "code": "offline"})
+	// A name nobody has is not_found (not offline); answers carry the
+	// command's id and say what went wrong in words, never a Go error chain.
+	alice.send(`{"cmd":"call","to":"nobody","id":"c1"}`)
+	e := alice.waitEvent(map[string]any{"event": "error", "code": "not_found", "id": "c1", "cmd": "call"})
+	if msg, _ := e["message"].(string); msg == "" || strings.Contains(msg, "client:") {
+		t.Errorf("error message %q", msg)
+	}
+	alice.send(`{"cmd":"hangup","with":"bob","id":"h1"}`)
+	alice.waitEvent(map[string]any{"event": "error", "code": "not_found", "id": "h1", "message": "no call with that person"})
+	alice.send(`{"cmd":"status","status":"away","id":"st1"}`)
+	alice.waitEvent(map[string]any{"event": "ok", "cmd": "status", "id": "st1"})
+	// A script's own message id is the message's: sent, message and
+	// delivered all carry it.
+	alice.send(`{"cmd":"send","to":"bob","text":"with my id","id":"my-id-1"}`)
+	alice.waitEvent(map[string]any{"event": "sent", "id": "my-id-1"})
+	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "with my id", "id": "my-id-1"})
+	alice.waitEvent(map[string]any{"event": "delivered", "id": "my-id-1"})
+	alice.send(`{"cmd":"send","to":"bob","text":"bad id","id":"not an id!"}`)
+	alice.waitEvent(map[string]any{"event": "error", "id": "not an id!", "cmd": "send"})
 
 	bob.send(`{"cmd":"quit"}`)
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})
