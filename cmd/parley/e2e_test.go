@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,6 +191,27 @@ func TestTwoTerminals(t *testing.T) {
 	bob := chat("bob", "--auto-answer", "--audio-out", heard)
 	alice.waitEvent(map[string]any{"event": "ready", "name": "alice"})
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
+
+	// The operator's status page counts people, never names them.
+	bob.waitEvent(map[string]any{"event": "ready", "name": "bob"})
+	for _, path := range []string{"/status.json", "/status"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "alice") || strings.Contains(string(body), "bob") {
+			t.Errorf("GET %s: %d\n%s", path, resp.StatusCode, body)
+		}
+		if path == "/status.json" {
+			var st serverStatus
+			if err := json.Unmarshal(body, &st); err != nil || st.OnlineUsers != 2 || st.UptimeS < 0 || st.Supernodes == nil {
+				t.Errorf("status %s (%v)", body, err)
+			}
+			assertSnakeCase(t, body, "online_users", "uptime_s", "supernodes", "counters")
+		}
+	}
 
 	alice.send(`{"cmd":"send","to":"bob","text":"hi bob"}`)
 	sent := alice.waitEvent(map[string]any{"event": "sent", "to": "bob"})
