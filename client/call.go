@@ -30,6 +30,7 @@ type call struct {
 	lastStats time.Time
 	stop      chan struct{} // closes the audio sender
 	sink      AudioSink
+	lastLink  string // session of the link the call last connected on
 	// Set when it ends: why (for the event).
 	code       proto.EndCode
 	peerReason string
@@ -142,6 +143,14 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 	k := c.calls[peer]
 	switch env.Type {
 	case proto.TypeRing:
+		if s.Resume {
+			// The peer checks that we still have its call (its path came
+			// back, or the link was made anew): never a new ring.
+			if k == nil || k.id != s.Call {
+				c.sendSig(proto.TypeHangup, peer, &proto.CallSignal{Call: s.Call, Code: proto.EndGone})
+			}
+			return
+		}
 		if k != nil {
 			if k.outgoing && !k.accepted && c.cfg.Name > peer {
 				// Both rang at once: the smaller name's call stands and
@@ -211,10 +220,38 @@ func peerEndWords(peer string, code proto.EndCode) string {
 		return peer + " takes calls from contacts only"
 	case proto.EndInsecure:
 		return peer + " refused the connection: it was tampered with on the way"
+	case proto.EndGone:
+		return peer + " no longer has this call (their app restarted)"
 	case proto.EndNoRelay:
 		return "no network path: " + peer + " relays every call (\"always relay\") and no relay is available to " + peer
 	}
 	return "hung up by " + peer
+}
+
+// checkCall asks peer whether it still has our accepted call with it,
+// after the call's path came back or its link was made anew: a peer that
+// restarted meanwhile answers "gone" and the call ends rather than stay
+// "connected" with nothing coming in (loop goroutine).
+func (c *Client) checkCall(peer string) {
+	if k := c.calls[peer]; k != nil && k.accepted {
+		c.sendSig(proto.TypeRing, peer, &proto.CallSignal{Call: k.id, Resume: true})
+	}
+}
+
+// detachCall takes a connected call off a link that is going away: its
+// audio stops and it waits, accepted, for the next link to connect
+// (maybeConnectCall), which checks that the peer still has it.
+func (c *Client) detachCall(peer, session string) {
+	k := c.calls[peer]
+	if k == nil || k.state != CallConnected || k.lastLink != session {
+		return
+	}
+	if k.stop != nil {
+		close(k.stop)
+		k.stop = nil
+	}
+	k.state = CallAccepted
+	c.emitCall(k, "reconnecting")
 }
 
 // maybeConnectCall starts media once the call is accepted and the link is
@@ -243,6 +280,7 @@ func (c *Client) maybeConnectCall(peer string) {
 		}
 	}
 	k.state = CallConnected
+	k.lastLink = l.session
 	k.stop = make(chan struct{})
 	k.lastStats = time.Now()
 	go sendAudio(l, src, k.stop)

@@ -315,7 +315,11 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 			// ICETransport reads its gatherer unlocked until it started.
 			go c.watchPath(l)
 		}
-		c.pathBack(l)
+		if !l.lostAt.IsZero() {
+			c.pathBack(l) // checks the call is still the peer's (call.go checkCall)
+		} else if k := c.calls[l.peer]; k != nil && k.accepted && k.lastLink != "" && k.lastLink != l.session {
+			c.checkCall(l.peer) // the call's link was made anew
+		}
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
 		// pion's view: nothing from the remote candidate for a keepalive
@@ -399,6 +403,7 @@ func (c *Client) pathBack(l *link) {
 	if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
 		c.emitCall(k, "path recovered") // the path (or relay) may have changed
 	}
+	c.checkCall(l.peer) // the peer may have restarted meanwhile (call.go)
 }
 
 // liveStandby reports whether any candidate pair answered a check within
@@ -534,6 +539,7 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	if c.links[peer] == nil {
 		c.linkGone(peer) // signaling.go
 	}
+	c.detachCall(peer, l.session) // a call on it waits for the next link (call.go)
 	if sendBye {
 		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: l.session, Reason: reason})
 	}

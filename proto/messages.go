@@ -302,6 +302,11 @@ type CallSignal struct {
 	// Reason is free text from the peer. Apps show it as the peer's
 	// words ("bob: ..."), never as their own verdict.
 	Reason string `json:"reason,omitempty"`
+	// Resume, on a ring, asks whether the peer still has call Call (its
+	// link was re-created or its path came back after a loss): a peer that
+	// has it ignores the ring; one that does not (it restarted) answers
+	// hangup with code gone. A resume ring never rings.
+	Resume bool `json:"resume,omitempty"`
 }
 
 // EndCode is why a call ended, as the side that ended it saw it.
@@ -316,6 +321,7 @@ const (
 	EndRefused  EndCode = "refused"   // the callee takes calls from contacts only, or blocked the caller
 	EndInsecure EndCode = "insecure"  // the link's fingerprints were not signed by the caller's key
 	EndNoRelay  EndCode = "no_relay"  // the side that ended it relays only ("always relay") and no relay was available
+	EndGone     EndCode = "gone"      // asked to resume, the peer no longer had the call (it restarted)
 )
 
 func (c *CallSignal) Validate() error {

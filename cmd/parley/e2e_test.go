@@ -125,8 +125,13 @@ func start(t *testing.T, args ...string) *proc {
 // waitLine waits for a stdout line that match accepts.
 func (p *proc) waitLine(what string, match func(string) bool) string {
 	p.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	timer := time.AfterFunc(20*time.Second, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	return p.waitLineD(20*time.Second, what, match)
+}
+
+func (p *proc) waitLineD(d time.Duration, what string, match func(string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	timer := time.AfterFunc(d, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
 	defer timer.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -146,8 +151,13 @@ func (p *proc) waitLine(what string, match func(string) bool) string {
 // waitEvent waits for a JSON event whose fields include want.
 func (p *proc) waitEvent(want map[string]any) map[string]any {
 	p.t.Helper()
+	return p.waitEventD(20*time.Second, want)
+}
+
+func (p *proc) waitEventD(d time.Duration, want map[string]any) map[string]any {
+	p.t.Helper()
 	var got map[string]any
-	p.waitLine(fmt.Sprint(want), func(line string) bool {
+	p.waitLineD(d, fmt.Sprint(want), func(line string) bool {
 		var ev map[string]any
 		if json.Unmarshal([]byte(line), &ev) != nil {
 			return false
@@ -416,4 +426,36 @@ func (p *proc) wait(d time.Duration) {
 		p.cond.Wait()
 	}
 	p.mu.Unlock()
+}
+
+// TestCallEndsWhenPeerRestarted (issue 12, broken item 1: "a call
+// re-created on a new link checks the peer still has it"): bob's process is
+// killed mid-call and starts again at once. Alice's path to the old bob
+// fails and comes back by ICE restart — to the new bob, who has no call.
+// Alice used to stay "connected" with nothing coming in; now she asks
+// (a resume ring), bob answers "gone", and the call ends saying why.
+func TestCallEndsWhenPeerRestarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"))
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	chat := func(name string, extra ...string) *proc {
+		return start(t, append([]string{"chat", "--json", "--ice-loopback", "--server", url, "--name", name,
+			"--profile", filepath.Join(dir, name)}, extra...)...)
+	}
+	alice := chat("alice")
+	bob := chat("bob", "--auto-answer")
+	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
+	alice.send(`{"cmd":"call","to":"bob"}`)
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "connected"})
+	bob.kill()
+	chat("bob").waitEvent(map[string]any{"event": "ready", "name": "bob"})
+	ended := alice.waitEventD(60*time.Second, map[string]any{"event": "call", "with": "bob", "state": "ended"})
+	if ended["code"] != "gone" || !strings.Contains(fmt.Sprint(ended["reason"]), "no longer has this call") {
+		t.Errorf("the call ended with %v, want code gone", ended)
+	}
+	t.Logf("alice's call ended: %v", ended)
 }

@@ -192,6 +192,12 @@ export class Calls extends EventTarget {
     const k = this.call;
     switch (env.type) {
       case "ring":
+        if (env.body.resume === true) {
+          // The peer checks that we still have its call (its path came
+          // back, or its link was made anew); a reload forgot it: say so.
+          if (!k || k.peer !== peer || k.id !== id) this.sig.send("hangup", peer, { call: id, code: "gone" });
+          return;
+        }
         if (!(k && k.peer === peer) && !this.accept(peer)) {
           // Blocked, or not a contact while only contacts may call: the
           // caller's app says so in its own words (code "refused").
