@@ -66,6 +66,7 @@ const TICKS = {
   sent: ["✓", "sent"],
   stored: ["✓", "stored"],
   delivered: ["✓✓", "delivered"],
+  read: ["✓✓", "read"],
   failed: ["!", "not delivered"],
 };
 
@@ -218,7 +219,11 @@ class App {
     sig.addEventListener("fatal", (e) => this.#onFatal(e.detail));
     sig.addEventListener("message", (e) => this.#onMessage(e.detail));
     this.chat.addEventListener("change", (e) => {
-      if (e.detail.peer === this.peer) this.#renderMessages();
+      if (e.detail.peer === this.peer) {
+        this.#renderMessages();
+        this.#renderTyping();
+        this.#markRead();
+      }
       this.#renderContacts();
     });
     this.calls.addEventListener("change", () => this.#onCallChange());
@@ -362,6 +367,8 @@ class App {
         return;
       case "chat":
       case "delivered":
+      case "read":
+      case "typing":
         this.chat.onServer(env);
         return;
       case "sealed":
@@ -521,8 +528,16 @@ class App {
 
   // ---- timers ----
 
+  #renderTyping() {
+    const on = !!this.peer && !!this.chat?.isTyping(this.peer);
+    const t = $("typing");
+    t.hidden = !on;
+    if (on && t.textContent !== `${this.peer} is typing…`) t.textContent = `${this.peer} is typing…`;
+  }
+
   #tick() {
     this.chat?.tick();
+    this.#renderTyping();
     this.files?.tick();
     this.calls?.tick();
     if (this.waitingUntil) this.#renderWaiting();
@@ -689,7 +704,14 @@ class App {
     });
     this.#renderNotify();
     // Drafts: each conversation keeps its own unsent text.
-    $("message-input").addEventListener("input", () => this.#saveDraft());
+    $("message-input").addEventListener("input", () => {
+      this.#saveDraft();
+      this.chat?.setTyping(this.peer, $("message-input").value !== "");
+    });
+    $("message-input").addEventListener("blur", () => this.chat?.setTyping(this.peer, false));
+    // What is on screen, in a tab someone looks at, is read.
+    document.addEventListener("visibilitychange", () => this.#markRead());
+    window.addEventListener("focus", () => this.#markRead());
     window.addEventListener("beforeunload", (e) => {
       // A reload or close mid-call asks first.
       if (this.calls?.call) {
@@ -774,6 +796,7 @@ class App {
     if (!text.trim() || !this.peer) return;
     try {
       this.chat.send(this.peer, text);
+      this.chat.setTyping(this.peer, false);
       input.value = "";
       this.#saveDraft();
       if (this.#online(this.peer)) this.links.ensure(this.peer); // later messages go direct
@@ -781,6 +804,10 @@ class App {
       this.showError(e.message);
     }
     input.focus();
+  }
+
+  #markRead() {
+    if (this.peer && this.chat && document.visibilityState === "visible" && document.hasFocus() && this.#online(this.peer)) this.chat.markRead(this.peer);
   }
 
   #saveDraft() {
@@ -804,6 +831,8 @@ class App {
     if (name && this.#online(name)) this.links.ensure(name); // warm the link: chat goes direct, calls start fast
     this.#renderPeer();
     this.#renderContacts();
+    this.#renderTyping();
+    this.#markRead();
     if (name) $("message-input").focus();
   }
 

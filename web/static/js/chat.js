@@ -26,7 +26,9 @@ import { MemoryStore } from "./store.js";
 /** GAP_WAIT is how long a message waits for an earlier one of its sender. */
 export const GAP_WAIT = 5000;
 
-const RANK = { sending: 0, sent: 1, stored: 1.5, delivered: 2 };
+const RANK = { sending: 0, sent: 1, stored: 1.5, delivered: 2, read: 3 };
+const TYPING_SHOWN = 6000; // a typing indicator with no news fades after this
+const TYPING_EVERY = 3000; // we say we type at most this often
 // Errors after which a sealed message is tried again (by tick or reconnect).
 const TRANSIENT = new Set(["not_signed_in", "timeout", "superseded", "internal"]);
 const MAX_NOTES = 4096; // note ids remembered per peer (messages are deduplicated by the store)
@@ -54,6 +56,8 @@ export class Chat extends EventTarget {
     this.taking = Promise.resolve(); // received messages are taken one at a time, in order
     this.recv = new Map(); // peer -> {next, held: Map(seq -> {m, path, ack}), gapSince}
     this.lastN = 0; // order of messages on this page (persisted as n)
+    this.typingUntil = new Map(); // peer -> until when they are shown typing
+    this.typingSent = new Map(); // peer -> when we last said we type (0: not typing)
     this.sig = sig;
     this.links = links;
     this.identity = identity;
@@ -326,6 +330,10 @@ export class Chat extends EventTarget {
         this.sig.send("delivered", link.peer, { id: msg.id, ...(refused ? { refused } : {}) });
       };
       return this.receive(link.peer, { id: msg.id, text: msg.text, ts: msg.ts, seq: msg.seq, file: msg.file }, "direct", ack);
+    } else if (msg.type === "read") {
+      this.#read(link.peer, msg.id);
+    } else if (msg.type === "typing") {
+      this.#typing(link.peer, msg.typing === true);
     } else if (msg.type === "delivered") {
       this.#receipt(link.peer, msg.id, "direct", msg.code);
     }
@@ -334,6 +342,80 @@ export class Chat extends EventTarget {
   /** onServer handles receipts routed through the server (chat comes sealed: onSealed). */
   onServer(env) {
     if (env.type === "delivered") this.#receipt(env.from, env.body.id, "server", env.body.refused);
+    else if (env.type === "read") this.#read(env.from, env.body.id);
+    else if (env.type === "typing") this.#typing(env.from, env.body.typing === true);
+  }
+
+  /** #read: peer read our message id (✓✓ read). Ids we never sent them are dropped. */
+  #read(from, id) {
+    const m = this.outgoing.get(id);
+    if (!m || m.peer !== from || m.status === "failed" || m.status === "read") return;
+    if (m.status !== "delivered") this.pending.delete(id); // a read receipt implies delivery
+    m.status = "read";
+    m.error = "";
+    this.store.finish(id).catch(() => {});
+    this.#persist(m);
+    this.#changed(from);
+  }
+
+  /** #typing: peer says it types (or stopped); shown for TYPING_SHOWN at most. */
+  #typing(from, on) {
+    if (!this.accept(from)) return;
+    const until = on ? Date.now() + TYPING_SHOWN : 0;
+    if (!on && !this.typingUntil.get(from)) return;
+    this.typingUntil.set(from, until);
+    this.#changed(from);
+  }
+
+  /** isTyping reports whether peer is typing to us now. */
+  isTyping(peer, now = Date.now()) {
+    return (this.typingUntil.get(peer) ?? 0) > now;
+  }
+
+  /**
+   * markRead sends read receipts for what we received from peer and have
+   * not reported yet (the conversation is on screen), on the data channel
+   * when it is open, else through the server.
+   */
+  markRead(peer) {
+    const unread = (this.conversations.get(peer) ?? []).filter((m) => m.dir === "in" && m.status === "received");
+    if (!unread.length) return;
+    const l = this.links.get(peer);
+    for (const m of unread) {
+      let sent = false;
+      if (l?.dcOpen) {
+        try {
+          l.dc.send(JSON.stringify({ type: "read", id: m.id }));
+          sent = true;
+        } catch {
+          // through the server
+        }
+      }
+      if (!sent) sent = this.sig.send("read", peer, { id: m.id });
+      if (!sent) return; // offline: next time
+      m.status = "read";
+      this.#persist(m);
+    }
+  }
+
+  /** setTyping tells peer whether we type (at most every TYPING_EVERY while on). */
+  setTyping(peer, on) {
+    if (!peer) return;
+    const now = Date.now();
+    const last = this.typingSent.get(peer) ?? 0;
+    if (on && now - last < TYPING_EVERY) return;
+    if (!on && !last) return;
+    this.typingSent.set(peer, on ? now : 0);
+    const l = this.links.get(peer);
+    if (l?.dcOpen) {
+      try {
+        l.dc.send(JSON.stringify({ type: "typing", typing: on }));
+        return;
+      } catch {
+        // through the server
+      }
+    }
+    this.sig.send("typing", peer, { typing: on });
   }
 
   /**
@@ -485,6 +567,7 @@ export class Chat extends EventTarget {
     ack("");
     if (!isNew) return; // shown before (this visit or an earlier one)
     this.#list(from).push(msg);
+    this.typingUntil.delete(from);
     if (msg.file) this.onFileOffer?.(from, msg.id, msg.file); // files.js
     this.#bump(from);
     this.#changed(from);
