@@ -48,105 +48,11 @@ func namedJSON(ev namedEvent) any {
 	return o
 }
 
-// eventJSON maps a client event to its JSON-lines form. The names are a
-// stable interface for scripts: fields may be added, never renamed.
-func eventJSON(ev client.Event) any {
-	type obj = map[string]any
-	switch e := ev.(type) {
-	case client.ReadyEvent:
-		return obj{"event": "ready", "name": e.Name, "reconnect": e.Reconnect}
-	case client.DisconnectedEvent:
-		o := obj{"event": "disconnected", "retry": e.Retry}
-		if e.Err != nil {
-			o["error"] = e.Err.Error()
-		}
-		return o
-	case client.PresenceEvent:
-		o := obj{"event": "presence", "name": e.Name, "online": e.Online(), "status": e.Status}
-		if e.LastSeen != 0 {
-			o["last_seen"] = e.LastSeen
-		}
-		return o
-	case client.MessageEvent:
-		o := obj{"event": "message", "from": e.From, "text": e.Text, "id": e.ID, "ts": e.Time, "path": e.Path}
-		if e.File != nil {
-			o["file"] = e.File // a file-offer event follows
-		}
-		return o
-	case client.DeliveredEvent:
-		return obj{"event": "delivered", "id": e.ID, "to": e.To, "path": e.Path}
-	case client.CallEvent:
-		o := obj{"event": "call", "with": e.With, "state": e.State, "direction": e.Direction, "call": e.Call}
-		if e.Path != "" {
-			o["path"] = e.Path
-		}
-		if e.Via != "" {
-			o["via"] = e.Via
-		}
-		if e.Reason != "" {
-			o["reason"] = e.Reason
-		}
-		if e.Code != "" {
-			o["code"] = e.Code
-		}
-		if e.PeerReason != "" {
-			o["peer_reason"] = e.PeerReason // the peer's own words
-		}
-		return o
-	case client.StatsEvent:
-		o := obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
-			"rtp_packets_received": e.RTPPacketsReceived, "rtt_ms": round2(e.RTTms),
-			"jitter_ms": round2(e.JitterMs), "packets_lost": e.PacketsLost, "path": e.Path,
-			"local_candidate": e.LocalCandidate, "remote_candidate": e.RemoteCandidate}
-		if e.Via != "" {
-			o["via"] = e.Via // the supernode of a relayed path
-		}
-		return o
-	case client.StoredEvent:
-		return obj{"event": "stored", "id": e.ID, "to": e.To}
-	case client.ReadEvent:
-		return obj{"event": "read", "id": e.ID, "by": e.By}
-	case client.TypingEvent:
-		return obj{"event": "typing", "from": e.From, "typing": e.Typing}
-	case client.ErrorEvent:
-		if e.Err == nil {
-			e.Err = proto.Errorf(proto.CodeInternal, "unknown error")
-		}
-		o := obj{"event": "error", "code": e.Err.Code, "message": e.Err.Message}
-		if e.Ref != "" {
-			o["ref"] = e.Ref
-		}
-		return o
-	case client.LinkEvent:
-		o := obj{"event": "link", "with": e.With, "state": e.State}
-		if e.Path != "" {
-			o["path"] = e.Path
-		}
-		if e.Via != "" {
-			o["via"] = e.Via
-		}
-		return o
-	case client.AudioEvent:
-		return obj{"event": "audio", "with": e.With}
-	case client.RelayEvent:
-		return obj{"event": "relay", "supernode": e.Supernode, "transport": e.Transport,
-			"rtt_ms": round2(float64(e.RTT) / 1e6), "warm": e.Warm, "reason": e.Reason}
-	case client.NATEvent:
-		o := obj{"event": "nat", "sent": e.Sent, "elapsed_ms": e.Elapsed.Milliseconds()}
-		if e.Report != nil {
-			o["report"] = e.Report
-		}
-		if e.Err != nil {
-			o["error"] = e.Err.Error()
-		}
-		return o
-	case namedEvent:
-		return namedJSON(e)
-	}
-	return obj{"event": "unknown", "type": fmt.Sprintf("%T", ev)}
-}
-
-func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+// eventJSON is a client event's JSON-lines form: its public name as
+// "event" and the shape its type defines (client/events.go and beside
+// each event type). The names are a stable interface for scripts: fields
+// may be added, never renamed.
+func eventJSON(ev client.Event) any { return namedJSON(ev) }
 
 // errorJSON is an error event: a stable code and a message in words (the
 // server's own words for a *proto.Error, never a Go error chain).
@@ -336,3 +242,5 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 	}
 	return nil
 }
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }

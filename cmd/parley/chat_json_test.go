@@ -7,6 +7,7 @@ import (
 	"go/token"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -45,6 +46,7 @@ func TestEveryEventHasAPublicName(t *testing.T) {
 	}
 	var listed []string
 	names := map[string]string{}
+	snake := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	for _, ev := range client.EventKinds() {
 		typ := reflect.TypeOf(ev).Name()
 		listed = append(listed, typ)
@@ -64,6 +66,11 @@ func TestEveryEventHasAPublicName(t *testing.T) {
 		names[name] = typ
 		if _, err := json.Marshal(o); err != nil {
 			t.Errorf("%s does not encode: %v", typ, err)
+		}
+		for k := range o { // one naming style for every event
+			if !snake.MatchString(k) {
+				t.Errorf("%s has the key %q: not snake_case", typ, k)
+			}
 		}
 	}
 	sort.Strings(declared)
