@@ -5,7 +5,8 @@
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
 import { Files, humanBytes } from "./files.js";
-import { answerWho, loadIdentity, nameInUse, pins, restoreIdentity, saveName, savedName, unsupportedReason } from "./identity.js";
+import { answerWho, loadIdentity, nameInUse, pins, restoreIdentity, saveName, savedName, unsupportedReason, verified } from "./identity.js";
+import { safetyNumber } from "./safety.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { signSDP, verifySDP } from "./sdpsig.js";
 import { openStore } from "./store.js";
@@ -96,6 +97,7 @@ class App {
     this.joins = 0; // join generations: a later join or sign-out wins
     this.notified = []; // the last notifications shown (console and tests)
     this.keyMode = ""; // "backup" or "restore" while the key dialog is open
+    this.safetyPeer = ""; // whose safety number the dialog shows
     this.lastBackup = "";
     this.drafts = new Map(); // peer -> unsent text of that conversation
   }
@@ -694,6 +696,22 @@ class App {
         $("key-go").disabled = false;
       }
     });
+    // Safety numbers and a changed key (safety.js).
+    $("safety").addEventListener("click", () => this.showSafety(this.peer));
+    $("safety-close").addEventListener("click", () => $("safety-dialog").close());
+    $("safety-verify").addEventListener("click", () => {
+      const key = pins.get(this.safetyPeer);
+      if (key) verified.set(this.safetyPeer, key, !verified.get(this.safetyPeer, key));
+      $("safety-dialog").close();
+      this.#renderPeer();
+    });
+    $("key-accept").addEventListener("click", () => {
+      const p = this.presence.get(this.peer);
+      if (!p?.publicKey) return;
+      pins.replace(this.peer, p.publicKey);
+      verified.set(this.peer, p.publicKey, false);
+      this.#renderPeer();
+    });
     $("notify").addEventListener("click", async () => {
       try {
         await Notification.requestPermission();
@@ -740,6 +758,21 @@ class App {
       this.sig?.stop();
     });
     this.#refreshMics();
+  }
+
+  /** showSafety opens the safety number to compare with peer. */
+  async showSafety(peer) {
+    const key = pins.get(peer) || this.presence.get(peer)?.publicKey;
+    if (!peer || !key) return;
+    this.safetyPeer = peer;
+    $("safety-title").textContent = `Safety number with ${peer}`;
+    $("safety-lead").textContent = `Compare these digits with ${peer}, face to face or on a call: if they match on both screens, nobody is in the middle. The terminal shows the same number (/verify).`;
+    $("safety-number").textContent = "…";
+    $("safety-verify").textContent = verified.get(peer, key) ? "Mark as not verified" : "We compared it: mark as verified";
+    const dlg = $("safety-dialog");
+    if (!dlg.open) dlg.showModal?.() ?? (dlg.open = true);
+    const n = await safetyNumber(this.name, this.identity.publicKey, peer, key);
+    if (this.safetyPeer === peer) $("safety-number").textContent = n;
   }
 
   /** backupKey downloads a backup of this browser's key for the signed-in name. */
@@ -905,11 +938,19 @@ class App {
     $("peer-status").textContent = online ? (p.status === "away" ? "away" : "online") : p?.lastSeen ? `offline · last seen ${ago(p.lastSeen)}` : "offline";
     $("peer-status").dataset.status = online ? p.status : "offline";
     const call = this.calls?.call;
+    // A key other than the one first seen: loud, until the person accepts it.
+    const pinned = pins.get(name);
+    const changed = !!(pinned && p?.publicKey && pinned !== p.publicKey);
+    $("key-changed").hidden = !changed;
+    if (changed) $("key-changed-text").textContent = `⚠ ${name}’s key changed. Messages to ${name} are not sealed to the new key until you accept it. If ${name} did not get a new device or browser, someone may be trying to listen in: compare safety numbers first.`;
+    const isVerified = !changed && verified.get(name, pinned);
     const blocked = !!this.blocked?.has(name);
     $("block").textContent = blocked ? "Unblock" : "Block";
     $("block").setAttribute("aria-pressed", String(blocked));
     $("block").title = blocked ? `Let ${name} message and call you again` : `Refuse messages and calls from ${name}`;
     if (blocked) $("peer-status").textContent += " · blocked";
+    if (isVerified) $("peer-status").textContent += " · verified ✔";
+    if (changed) $("peer-status").textContent += " · ⚠ key changed";
     $("call").disabled = !online || !!call;
     $("call").setAttribute("aria-label", `Call ${name}`);
     $("call").title = !online ? `${name} is offline` : call ? "You are in a call" : `Call ${name}`;

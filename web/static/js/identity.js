@@ -316,4 +316,42 @@ export const pins = {
     }
     return key;
   },
+  /** replace pins key for name (the person accepted a changed key). */
+  replace(name, key) {
+    const all = this.all();
+    all[name] = key;
+    try {
+      localStorage.setItem(PINS_KEY, JSON.stringify(all));
+    } catch {
+      // this visit only
+    }
+  },
+};
+
+const VERIFIED_KEY = "parley.verified";
+
+/** verified remembers whose key the person compared (name -> key). */
+export const verified = {
+  get(name, key) {
+    try {
+      return JSON.parse(localStorage.getItem(VERIFIED_KEY) || "{}")[name] === key && !!key;
+    } catch {
+      return false;
+    }
+  },
+  set(name, key, on) {
+    let all = {};
+    try {
+      all = JSON.parse(localStorage.getItem(VERIFIED_KEY) || "{}") || {};
+    } catch {
+      // start afresh
+    }
+    if (on) all[name] = key;
+    else delete all[name];
+    try {
+      localStorage.setItem(VERIFIED_KEY, JSON.stringify(all));
+    } catch {
+      // this visit only
+    }
+  },
 };
