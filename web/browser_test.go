@@ -79,6 +79,14 @@ func TestBrowserToBrowser(t *testing.T) {
 	// A few seconds of graph make the in-call screenshot worth looking at.
 	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 6`)
 	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
+	// Quality bars (the numbers behind a click) and our microphone's level:
+	// the fake microphone beeps, so the meter moves.
+	alice.waitFor("quality bars", visible("quality-bars")+` && ["3","4"].includes(`+elem("quality-bars")+`.dataset.level)`)
+	alice.waitFor("mic level moves", visible("mic-level")+` && window.parley.debug().micPeak > 0.01`)
+	alice.click("quality-bars")
+	alice.waitFor("numbers folded", `document.getElementById('call-quality').hidden`)
+	alice.click("quality-bars")
+	alice.waitFor("numbers back", `!document.getElementById('call-quality').hidden`)
 	alice.screenshot("in-call")
 
 	// Phone-sized: the call panel and conversation fit one column.

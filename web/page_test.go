@@ -214,7 +214,11 @@ func (p *page) send(text string) {
 // "out"), and for outgoing messages has the given status.
 func message(dir, text, status string) string {
 	c := `[...document.querySelectorAll('[data-testid=messages] li.msg.` + dir + `')].some(li => li.querySelector('.text').textContent === ` + jsq(text)
-	if status != "" {
+	switch status {
+	case "":
+	case "delivered": // read implies delivered
+		c += ` && ["delivered", "read"].includes(li.dataset.status)`
+	default:
 		c += ` && li.dataset.status === ` + jsq(status)
 	}
 	return c + `)`

@@ -18,6 +18,7 @@ import { ago, callEnded, duration, serverError } from "./words.js";
 const $ = (id) => document.getElementById(id);
 const MIC_KEY = "parley.mic";
 const RELAY_KEY = "parley.relay";
+const SPEAKER_KEY = "parley.speaker";
 // Per signed-in name: whom we refuse, and whether only contacts may reach us.
 const BLOCKED_KEY = (name) => `parley.blocked:${name}`;
 const CONTACTS_ONLY_KEY = (name) => `parley.contactsOnly:${name}`;
@@ -98,6 +99,7 @@ class App {
     this.notified = []; // the last notifications shown (console and tests)
     this.keyMode = ""; // "backup" or "restore" while the key dialog is open
     this.safetyPeer = ""; // whose safety number the dialog shows
+    this.micMeter = null; // our microphone's level during a call
     this.lastBackup = "";
     this.drafts = new Map(); // peer -> unsent text of that conversation
   }
@@ -269,6 +271,8 @@ class App {
     for (const p of [...this.sinks.keys()]) this.#detachAudio(p);
     this.#stopRinging();
     this.#stopRingback();
+    this.micMeter?.stop();
+    this.micMeter = null;
     this.sig = this.links = this.chat = this.calls = this.files = null;
     this.store?.close();
     this.store = null;
@@ -712,6 +716,13 @@ class App {
       verified.set(this.peer, p.publicKey, false);
       this.#renderPeer();
     });
+    $("bars").addEventListener("click", () => {
+      const q = $("call-quality");
+      q.dataset.folded = q.dataset.folded === "1" ? "" : "1";
+      $("bars").setAttribute("aria-expanded", String(q.dataset.folded !== "1"));
+      this.#onCallChange();
+    });
+    $("speaker-select").addEventListener("change", () => this.#setSpeaker($("speaker-select").value));
     $("notify").addEventListener("click", async () => {
       try {
         await Notification.requestPermission();
@@ -1080,7 +1091,7 @@ class App {
     $("hangup").hidden = !k || incoming;
     $("mute").hidden = !k || incoming;
     $("call-dismiss").hidden = !!k;
-    $("call-quality").hidden = !k || k.state !== "connected";
+    $("call-quality").hidden = !k || k.state !== "connected" || $("call-quality").dataset.folded === "1";
     if (k) {
       $("mute").setAttribute("aria-pressed", String(k.muted));
       $("mute").textContent = k.muted ? "Unmute" : "Mute";
@@ -1106,6 +1117,8 @@ class App {
     this.#renderCallState();
     this.#renderCallTimer();
     this.#renderStats();
+    this.#watchMicLevel();
+    this.#refreshSpeakers();
     this.#renderContacts();
     if (this.peer) this.#renderPeer();
   }
@@ -1135,7 +1148,89 @@ class App {
     $("call-timer").textContent = k?.state === "connected" ? duration(Date.now() - k.connectedAt) : "";
   }
 
+  /**
+   * #renderBars draws the call's quality as 1–4 bars from loss, round trip
+   * and jitter (roughly ITU-T G.114's 150 ms and the loss Opus hides well);
+   * a click shows or hides the numbers behind them.
+   */
+  #renderBars() {
+    const s = this.stats;
+    const b = $("bars");
+    const k = this.calls?.call;
+    b.hidden = !k || k.state !== "connected" || !s;
+    if (b.hidden) return;
+    const loss = s.lossPct ?? 0;
+    const rtt = s.rttMs ?? 0;
+    const jit = s.jitterMs ?? 0;
+    const level = loss < 1 && rtt < 150 && jit < 20 ? 4 : loss < 3 && rtt < 300 && jit < 40 ? 3 : loss < 8 && rtt < 500 ? 2 : 1;
+    const words = ["", "poor", "fair", "good", "excellent"][level];
+    b.dataset.level = String(level);
+    b.title = `Call quality: ${words} (round trip ${fmt(s.rttMs, 0, " ms")}, loss ${fmt(s.lossPct, 1, " %")}); click for the numbers`;
+    b.setAttribute("aria-label", `Call quality: ${words}`);
+  }
+
+  /** #watchMicLevel shows how loud our microphone is, and when we speak. */
+  #watchMicLevel() {
+    const k = this.calls?.call;
+    const meter = $("mic-level");
+    const track = k && k.state === "connected" ? k.mic : null;
+    if (this.micMeter?.track === track) return;
+    this.micMeter?.stop();
+    this.micMeter = null;
+    meter.hidden = !track;
+    if (!track) return;
+    let ctx;
+    try {
+      ctx = new AudioContext();
+    } catch {
+      meter.hidden = true;
+      return;
+    }
+    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const an = ctx.createAnalyser();
+    an.fftSize = 1024;
+    src.connect(an);
+    const buf = new Float32Array(an.fftSize);
+    const m = { track, peak: 0, stop: () => {} };
+    const timer = setInterval(() => {
+      an.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      const rms = Math.sqrt(sum / buf.length);
+      const level = k.muted ? 0 : Math.min(1, rms * 4);
+      meter.value = level;
+      meter.classList.toggle("speaking", level > 0.05);
+      m.peak = Math.max(m.peak, level);
+    }, 100);
+    ctx.resume().catch(() => {});
+    m.stop = () => (clearInterval(timer), ctx.close().catch(() => {}));
+    this.micMeter = m;
+  }
+
+  /** #refreshSpeakers lists the audio outputs (where the browser lets a page pick one). */
+  async #refreshSpeakers() {
+    const field = $("speaker-field");
+    const sel = $("speaker-select");
+    if (!("setSinkId" in HTMLMediaElement.prototype)) return (field.hidden = true);
+    let outs = [];
+    try {
+      outs = ((await navigator.mediaDevices?.enumerateDevices?.()) ?? []).filter((d) => d.kind === "audiooutput" && d.deviceId && d.deviceId !== "default");
+    } catch {
+      // none listed
+    }
+    const want = load(SPEAKER_KEY);
+    sel.replaceChildren(el("option", { value: "", textContent: "Default speaker" }), ...outs.map((d, i) => el("option", { value: d.deviceId, textContent: d.label || `Speaker ${i + 1}` })));
+    sel.value = outs.some((d) => d.deviceId === want) ? want : "";
+    field.hidden = !this.calls?.call || outs.length === 0;
+  }
+
+  #setSpeaker(id) {
+    store(SPEAKER_KEY, id);
+    for (const a of this.sinks.values()) a.setSinkId?.(id).catch((e) => this.showError(`That speaker cannot be used: ${e.message}`));
+  }
+
   #renderStats() {
+    this.#renderBars();
     const s = this.stats;
     $("st-path").textContent = !s || !s.path ? "–" : `${this.#pathWords(s)}${s.path === "relay" && s.via ? " · " + s.via : ""} (${s.local} ↔ ${s.remote})`;
     $("st-rtt").textContent = fmt(s?.rttMs, 0, " ms");
@@ -1158,6 +1253,8 @@ class App {
       this.sinks.set(peer, a);
     }
     if (a.srcObject !== stream) a.srcObject = stream;
+    const speaker = load(SPEAKER_KEY);
+    if (speaker && a.sinkId !== speaker) a.setSinkId?.(speaker).catch(() => {});
     a.play().catch(() => {
       // Autoplay may wait for a click; the call buttons are clicks.
     });
@@ -1306,6 +1403,7 @@ class App {
       refused: this.refused ?? null,
       notified: this.notified,
       drafts: Object.fromEntries(this.drafts ?? []),
+      micPeak: this.micMeter?.peak ?? null,
       ringback: this.ringback ? { played: this.ringback.played, state: this.ringback.ctx.state } : null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,
