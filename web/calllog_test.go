@@ -112,7 +112,10 @@ func TestCallLogDraftsAndNotifications(t *testing.T) {
 	}
 	p.reloadAndWait()
 	p.waitFor("notifications on", `Notification.permission === "granted" && `+textHas("notify-state", "Notifications on"))
-	// The person minimizes the window (the tab is hidden).
+	// The person minimizes the window (the tab is hidden): after awayAfter
+	// (shortened here) the others see alice away, and online once she is back.
+	eval[any](p, `window.parley.awayAfter = 300`)
+	awayMark := gopher.ev.Len()
 	win, err := chromedp.Call(p.ctx, cdpbrowser.GetWindowForTarget, cdpbrowser.GetWindowForTargetParams{})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +123,10 @@ func TestCallLogDraftsAndNotifications(t *testing.T) {
 	if _, err := chromedp.CallBrowser(p.ctx, cdpbrowser.SetWindowBounds, cdpbrowser.SetWindowBoundsParams{WindowID: win.WindowID, Bounds: &cdpbrowser.Bounds{WindowState: cdpbrowser.WindowStateMinimized}}); err != nil {
 		t.Fatal(err)
 	}
+	gopher.ev.WaitSince(t, awayMark, wait, "alice away", func(e client.Event) bool {
+		x, ok := e.(client.PresenceEvent)
+		return ok && x.Name == "alice" && x.Status == "away"
+	})
 	p.waitFor("alice in the background", `document.visibilityState !== "visible" || !document.hasFocus()`)
 	if _, err := gopher.Send(ctx, "alice", "psst"); err != nil {
 		t.Fatal(err)
@@ -137,6 +144,12 @@ func TestCallLogDraftsAndNotifications(t *testing.T) {
 	if _, err := chromedp.CallBrowser(p.ctx, cdpbrowser.SetWindowBounds, cdpbrowser.SetWindowBoundsParams{WindowID: win.WindowID, Bounds: &cdpbrowser.Bounds{WindowState: cdpbrowser.WindowStateNormal}}); err != nil {
 		t.Fatal(err)
 	}
+
+	p.waitFor("visible again", `document.visibilityState === "visible"`)
+	gopher.ev.WaitSince(t, awayMark, wait, "alice back online", func(e client.Event) bool {
+		x, ok := e.(client.PresenceEvent)
+		return ok && x.Name == "alice" && x.Status == "online"
+	})
 
 	// After a reload: the log and both drafts are still there.
 	p.reloadAndWait()

@@ -100,6 +100,9 @@ class App {
     this.keyMode = ""; // "backup" or "restore" while the key dialog is open
     this.safetyPeer = ""; // whose safety number the dialog shows
     this.micMeter = null; // our microphone's level during a call
+    this.awayAfter = 5 * 60 * 1000; // hidden this long: away
+    this.awayTimer = 0;
+    this.away = false;
     this.lastBackup = "";
     this.drafts = new Map(); // peer -> unsent text of that conversation
   }
@@ -341,6 +344,8 @@ class App {
     }
     this.#dismissError(serverError("connection_lost"));
     this.chat.onReconnect(); // also sends what the outbox kept from an earlier visit
+    this.away = false;
+    this.#autoAway();
     this.#renderContacts();
     this.#renderPeer();
   }
@@ -458,6 +463,34 @@ class App {
     }
     this.#renderContacts();
     if (p.name === this.peer) this.#renderPeer();
+  }
+
+  /** #soundBlocked shows (or hides) the "Enable sound" prompt. */
+  #soundBlocked(on) {
+    $("sound-blocked").hidden = !on;
+  }
+
+  /** #enableSound is the person's click that lets the page make sound. */
+  #enableSound() {
+    for (const a of this.sinks.values()) a.play().catch(() => {});
+    for (const c of [this.ringer?.ctx, this.ringback?.ctx]) c?.resume().catch(() => {});
+    this.#soundBlocked(false);
+  }
+
+  /**
+   * #autoAway tells the server we are away once the page has been hidden
+   * for awayAfter, and online again when it is looked at.
+   */
+  #autoAway() {
+    clearTimeout(this.awayTimer);
+    if (!this.sig) return;
+    if (document.visibilityState === "hidden") {
+      this.awayTimer = setTimeout(() => {
+        if (document.visibilityState === "hidden" && this.sig?.send("presence", "", { status: "away" })) this.away = true;
+      }, this.awayAfter);
+    } else if (this.away) {
+      if (this.sig.send("presence", "", { status: "online" })) this.away = false;
+    }
   }
 
   /** #logCall writes an ended call into its conversation (calls.js "ended"). */
@@ -739,7 +772,11 @@ class App {
     });
     $("message-input").addEventListener("blur", () => this.chat?.setTyping(this.peer, false));
     // What is on screen, in a tab someone looks at, is read.
-    document.addEventListener("visibilitychange", () => this.#markRead());
+    document.addEventListener("visibilitychange", () => {
+      this.#markRead();
+      this.#autoAway();
+    });
+    $("enable-sound").addEventListener("click", () => this.#enableSound());
     window.addEventListener("focus", () => this.#markRead());
     window.addEventListener("beforeunload", (e) => {
       // A reload or close mid-call asks first.
@@ -1255,8 +1292,10 @@ class App {
     if (a.srcObject !== stream) a.srcObject = stream;
     const speaker = load(SPEAKER_KEY);
     if (speaker && a.sinkId !== speaker) a.setSinkId?.(speaker).catch(() => {});
-    a.play().catch(() => {
-      // Autoplay may wait for a click; the call buttons are clicks.
+    a.play().catch((e) => {
+      // Autoplay held back (no click on this page yet): say so, with a
+      // button, instead of a silent call.
+      if (e?.name === "NotAllowedError") this.#soundBlocked(true);
     });
   }
 
@@ -1309,6 +1348,8 @@ class App {
       }
     };
     ctx?.resume().then(ring, () => {});
+    // A context still suspended after a moment: autoplay holds it back.
+    setTimeout(() => ctx && ctx.state === "suspended" && this.ringer?.ctx === ctx && this.#soundBlocked(true), 500);
     this.ringer = { ctx, timer: setInterval(ring, 3000) };
   }
 
