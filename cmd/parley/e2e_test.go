@@ -438,14 +438,7 @@ func TestCallEndsWhenPeerRestarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir := t.TempDir()
-	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"))
-	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
-	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
-	chat := func(name string, extra ...string) *proc {
-		return start(t, append([]string{"chat", "--json", "--ice-loopback", "--server", url, "--name", name,
-			"--profile", filepath.Join(dir, name)}, extra...)...)
-	}
+	chat := serveAndChat(t, t.TempDir())
 	alice := chat("alice")
 	bob := chat("bob", "--auto-answer")
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
@@ -458,4 +451,18 @@ func TestCallEndsWhenPeerRestarted(t *testing.T) {
 		t.Errorf("the call ended with %v, want code gone", ended)
 	}
 	t.Logf("alice's call ended: %v", ended)
+}
+
+// serveAndChat starts `parley serve` on loopback (data under dir) and
+// returns a starter of `parley chat --json` clients against it, each with
+// its profile under dir.
+func serveAndChat(t *testing.T, dir string) func(name string, extra ...string) *proc {
+	t.Helper()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"))
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	return func(name string, extra ...string) *proc {
+		return start(t, append([]string{"chat", "--json", "--ice-loopback", "--server", url, "--name", name,
+			"--profile", filepath.Join(dir, name)}, extra...)...)
+	}
 }
