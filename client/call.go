@@ -122,6 +122,20 @@ func (c *Client) Decline(ctx context.Context, peer string) error {
 	})
 }
 
+// SetMuted tells peer, in a call, that we muted (or unmuted) our
+// microphone (the caller silences its audio source itself, e.g. with a
+// muting source): the peer shows it (MuteEvent). It goes on the data
+// channel only; without one it is not sent.
+func (c *Client) SetMuted(ctx context.Context, peer string, muted bool) error {
+	return c.do(ctx, func() error {
+		if c.calls[peer] == nil {
+			return ErrNoCall
+		}
+		c.sendDC(peer, &proto.DCMessage{Type: proto.DCMute, Muted: muted})
+		return nil
+	})
+}
+
 // Hangup ends the call with peer, whatever its state.
 func (c *Client) Hangup(ctx context.Context, peer string) error {
 	return c.do(ctx, func() error {

@@ -587,6 +587,10 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File}, "direct")
 	case proto.DCDelivered:
 		c.onReceipt(l.peer, m.ID, m.Code, "direct")
+	case proto.DCMute:
+		if _, ok := c.calls[l.peer]; ok {
+			c.events.push(MuteEvent{With: l.peer, Muted: m.Muted}) // call.go: SetMuted
+		}
 	case proto.DCRead, proto.DCTyping:
 		c.onReadOrTyping(l.peer, m.Type == proto.DCRead, m.ID, m.Typing) // receipts.go
 	case proto.DCFile:

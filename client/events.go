@@ -137,6 +137,12 @@ type LinkEvent struct {
 	Via   string `json:"via,omitempty"`
 }
 
+// MuteEvent: in a call, With muted (or unmuted) their microphone.
+type MuteEvent struct {
+	With  string `json:"with"`
+	Muted bool   `json:"muted"`
+}
+
 // AudioEvent: the first audio packet of a call arrived from With.
 type AudioEvent struct {
 	With string `json:"with"`
@@ -172,7 +178,7 @@ func EventKinds() []Event {
 		CallEvent{}, StatsEvent{}, ErrorEvent{}, LinkEvent{}, AudioEvent{}, NATEvent{},
 		StoredEvent{}, ReadEvent{}, TypingEvent{}, RelayEvent{},
 		FileOfferEvent{}, FileProgressEvent{}, FileDoneEvent{}, FileFailedEvent{},
-		SecurityEvent{}, RefusedEvent{},
+		SecurityEvent{}, RefusedEvent{}, MuteEvent{},
 	}
 }
 
@@ -186,6 +192,7 @@ func (StatsEvent) event()        {}
 func (ErrorEvent) event()        {}
 func (LinkEvent) event()         {}
 func (AudioEvent) event()        {}
+func (MuteEvent) event()         {}
 
 func (ReadyEvent) EventName() string        { return "ready" }
 func (DisconnectedEvent) EventName() string { return "disconnected" }
@@ -197,6 +204,7 @@ func (StatsEvent) EventName() string        { return "stats" }
 func (ErrorEvent) EventName() string        { return "error" }
 func (LinkEvent) EventName() string         { return "link" }
 func (AudioEvent) EventName() string        { return "audio" }
+func (MuteEvent) EventName() string         { return "mute" }
 
 // eventQueue delivers events in order without ever blocking the producer.
 type eventQueue struct {

@@ -55,3 +55,32 @@ func TestReadReceiptsAndTypingWithGo(t *testing.T) {
 	})
 	p.screenshot("typing")
 }
+
+// TestMuteShownToThePeer (issue 12, "remote-muted indicator"): in a call
+// between the page and the Go client, each side sees when the other mutes.
+func TestMuteShownToThePeer(t *testing.T) {
+	srv := startServer(t)
+	gopher := startGoClient(t, srv.URL, "gopher")
+	p := openPage(t, srv.HTTP+"/", "alice")
+	p.join("alice")
+	ctx := context.Background()
+	p.click("contact-gopher")
+	mark := gopher.ev.Len()
+	p.click("call")
+	gopher.ev.WaitSince(t, mark, wait, "rings", isCall("alice", client.CallRinging))
+	gopher.Answer(ctx, "alice")
+	p.waitFor("connected", textHas("call-state", "connected"))
+	gopher.ev.WaitSince(t, mark, wait, "gopher connected", isCall("alice", client.CallConnected))
+	if err := gopher.SetMuted(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("gopher shown muted", textHas("call-state", "gopher muted their microphone"))
+	gopher.SetMuted(ctx, "alice", false)
+	p.waitFor("gopher unmuted", `!`+textHas("call-state", "muted"))
+	p.click("mute")
+	gopher.ev.WaitSince(t, mark, wait, "alice shown muted", func(e client.Event) bool {
+		x, ok := e.(client.MuteEvent)
+		return ok && x.With == "alice" && x.Muted
+	})
+	p.click("hangup")
+}

@@ -312,8 +312,17 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice.waitScreen("audio note", "sending silence, their audio discarded (no sound device)")
 	rtt := regexp.MustCompile(`RTT [0-9]+\.[0-9] ms · loss [0-9]+\.[0-9]%`)
 	alice.waitScreenFunc("call stats", func(s string) bool { return rtt.MatchString(s) })
+	mark := bob.ev.Len()
 	alice.typeLine("/mute")
 	alice.waitScreen("muted", "MUTED")
+	bob.ev.WaitSince(t, mark, tuiWait, "bob sees alice muted", func(e client.Event) bool {
+		x, ok := e.(client.MuteEvent)
+		return ok && x.With == "alice" && x.Muted
+	})
+	if err := bob.SetMuted(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("bob shown muted", "bob muted")
 	alice.saveScreen("call")
 	alice.typeLine("/hangup")
 	alice.waitScreen("call ended", "call with bob ended")

@@ -348,6 +348,10 @@ func (m *model) command(line string) tea.Cmd {
 		} else {
 			m.setNotice(false, "microphone on")
 		}
+		if k := m.call; k != nil {
+			peer := k.peer // the peer shows that we are muted
+			return func() tea.Msg { m.c.SetMuted(m.ctx, peer, on); return nil }
+		}
 	case "/verify":
 		if peer == "" {
 			m.setNotice(true, "usage: /verify NAME")

@@ -31,6 +31,7 @@ type Client interface {
 	Answer(ctx context.Context, peer string) error
 	Decline(ctx context.Context, peer string) error
 	Hangup(ctx context.Context, peer string) error
+	SetMuted(ctx context.Context, peer string, muted bool) error
 	SetStatus(ctx context.Context, st proto.Status) error
 	MarkRead(ctx context.Context, peer string, ids ...string) error
 	SetTyping(ctx context.Context, peer string, typing bool) error
@@ -141,6 +142,7 @@ type callInfo struct {
 	peer, state, direction string
 	path, via              string
 	rttMs, lossPct         float64
+	remoteMuted            bool // the peer muted its microphone (MuteEvent)
 	connectedAt            time.Time
 }
 
@@ -424,6 +426,10 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 		}
 	case client.CallEvent:
 		return m.onCall(e)
+	case client.MuteEvent:
+		if m.call != nil && m.call.peer == e.With {
+			m.call.remoteMuted = e.Muted
+		}
 	case client.StatsEvent:
 		if m.call != nil && m.call.peer == e.With {
 			m.call.rttMs = e.RTTms

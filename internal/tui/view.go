@@ -186,6 +186,9 @@ func (m *model) statusLine(now time.Time) string {
 		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
 			s += " · MUTED"
 		}
+		if k.remoteMuted {
+			s += " · " + k.peer + " muted"
+		}
 
 		if k.state == "ringing" && k.direction == "incoming" {
 			return s + " · /answer or /decline"

@@ -174,7 +174,7 @@ class App {
           this.chat.onOpen(l);
           this.files.onLinkOpen(l);
         },
-        onMessage: (l, m) => this.chat.onDCMessage(l, m),
+        onMessage: (l, m) => (m.type === "mute" ? this.calls.onRemoteMute(l.peer, m.muted === true) : this.chat.onDCMessage(l, m)),
         onTrack: (l, stream) => this.#attachAudio(l.peer, stream),
         onDataChannel: (l, dc) => this.files.onDataChannel(l, dc),
         onInsecure: (peer, why) => {
@@ -1171,7 +1171,7 @@ class App {
       else if (!l || l.closed || l.state === "disconnected" || l.state === "failed") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
       else {
         const path = this.#pathWords(this.stats) || "finding the path";
-        text = `Call with ${k.peer} — connected · ${path}`;
+        text = `Call with ${k.peer} — connected · ${path}${k.remoteMuted ? ` · ${k.peer} muted their microphone` : ""}`;
       }
     } else if (last) {
       text = callEnded(last.peer, last.reason, last.connected ? Math.max(last.durationMs, 1000) : 0);

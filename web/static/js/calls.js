@@ -127,6 +127,25 @@ export class Calls extends EventTarget {
     if (!k) return;
     k.muted = muted;
     if (k.mic) k.mic.enabled = !muted;
+    this.#sendMute(k);
+    this.#changed();
+  }
+
+  /** #sendMute tells the peer (on the data channel) whether we are muted. */
+  #sendMute(k) {
+    const l = this.links.get(k.peer);
+    try {
+      if (l?.dcOpen) l.dc.send(JSON.stringify({ type: "mute", muted: k.muted }));
+    } catch {
+      // the next toggle says it again
+    }
+  }
+
+  /** onRemoteMute: the peer of the call muted (or unmuted) its microphone. */
+  onRemoteMute(peer, muted) {
+    const k = this.call;
+    if (!k || k.peer !== peer) return;
+    k.remoteMuted = !!muted;
     this.#changed();
   }
 
@@ -325,6 +344,7 @@ export class Calls extends EventTarget {
     k.state = "connected";
     k.connectedAt = Date.now();
     this.links.watchMedia?.(k.peer, true);
+    if (k.muted) this.#sendMute(k);
     this.#changed();
     try {
       await l.sender.replaceTrack(k.mic);

@@ -252,6 +252,7 @@ export function decodeDC(text) {
       if (!validID(m.id)) throw new ProtoError("bad_request", `malformed ${m.type}`);
       return m;
     case "typing":
+    case "mute": // in a call: the peer muted (muted: true) or unmuted its microphone
       return m;
   }
   throw new ProtoError("unknown_type", `unknown data channel message type ${String(m.type).slice(0, 32)}`);
