@@ -354,11 +354,12 @@ func (c *Client) setPresence(p proto.Presence) {
 	if p.Online() && (!had || !old.Online()) {
 		c.chatPeerOnline(p.Name) // chat.go: messages held for a full mailbox go now
 	}
-	if !p.Online() && !c.linkUp(p.Name) {
-		// A peer whose link still carries packets keeps its call and link
-		// whatever the server says: a call does not depend on the server
-		// once its media flows, and a dead peer's link fails by itself
-		// (consent checks, then restartGiveUp).
+	if !p.Online() && !c.callUp(p.Name) {
+		// A call whose media flows keeps its link whatever the server
+		// says: it does not depend on the server, and a dead peer's link
+		// fails by itself (consent checks), or a restarted peer answers
+		// "gone" to the resume ring once the path is back (call.go). A
+		// link without a call goes: a peer that restarted makes a new one.
 		if _, ok := c.calls[p.Name]; ok {
 			c.endCall(p.Name, p.Name+" went offline", false)
 		}
@@ -366,6 +367,12 @@ func (c *Client) setPresence(p proto.Presence) {
 			c.closeLink(p.Name, l, "peer offline", false)
 		}
 	}
+}
+
+// callUp reports whether a call with peer has media on a connected link.
+func (c *Client) callUp(peer string) bool {
+	k := c.calls[peer]
+	return k != nil && k.state == CallConnected && c.linkUp(peer)
 }
 
 // linkUp reports whether the link to peer is connected now (loop goroutine).

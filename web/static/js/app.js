@@ -454,10 +454,11 @@ class App {
     if (p.public_key) pins.pin(p.name, p.public_key); // trust on first use (sealed messages)
     if (p.status !== "offline") this.unconfirmed.delete(p.name);
     if (old?.status === p.status) return;
-    // A peer whose link still carries packets keeps its call and link
-    // whatever the server says: a call does not depend on the server once
-    // its media flows, and a dead peer's link fails by itself.
-    if (p.status === "offline" && !this.links.get(p.name)?.connected) {
+    // A call whose media flows keeps its link whatever the server says:
+    // it does not depend on the server, and a dead peer's link fails by
+    // itself. A link without a call goes (a restarted peer makes a new one).
+    const callUp = this.calls?.call?.peer === p.name && this.calls.call.state === "connected" && this.links.get(p.name)?.connected;
+    if (p.status === "offline" && !callUp) {
       this.calls.onOffline(p.name);
       this.links.close(p.name, this.links.get(p.name), "peer offline", false);
     }
