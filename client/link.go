@@ -428,6 +428,14 @@ func (c *Client) restartICE(l *link) {
 	}
 	l.restarts++
 	l.restartedAt = time.Now()
+	if pend := l.pc.PendingLocalDescription(); pend != nil && l.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+		// The last restart's offer got no answer (the peer was away, or
+		// restarted): send it again; pion refuses a second local offer.
+		if err := c.sendSDP(proto.TypeOffer, l.peer, l.session, pend.SDP); err != nil {
+			c.log.Warn("client: ICE restart", "peer", l.peer, "err", err)
+		}
+		return
+	}
 	l.gathered.Store(0)
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
