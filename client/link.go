@@ -426,6 +426,13 @@ func (c *Client) restartICE(l *link) {
 	if l.restarts >= maxICERestarts {
 		return
 	}
+	if c.sig == nil {
+		// No server to carry the offer: applying it here would only end
+		// the pair that may still come back (a stall, not a dead path), so
+		// the restart waits for the server (linkTick asks again each tick;
+		// restartGiveUp still ends a path that stays dead).
+		return
+	}
 	l.restarts++
 	l.restartedAt = time.Now()
 	if pend := l.pc.PendingLocalDescription(); pend != nil && l.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
