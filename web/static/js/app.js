@@ -160,6 +160,7 @@ class App {
     this.links = new Links({
       me: name,
       send: (type, to, body) => sig.send(type, to, body),
+      canSignal: () => sig.online,
       sign: (type, to, body) => signSDP(this.identity, type, name, to, body),
       // The key we trust for a peer: pinned on first contact, else presence's.
       verify: (type, from, body) => verifySDP(pins.get(from) || this.presence.get(from)?.publicKey || "", type, from, name, body),

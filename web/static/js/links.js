@@ -65,6 +65,7 @@ export class Link {
     this.rxBytes = -1; // audio packets received, as watchMedia last saw them
     this.rxAt = 0; // when that count last grew
     this.gathered = 0; // local candidates since the last gathering began
+    this.restartWanted = false; // a restart waits for the server (#pathLost)
   }
 
   /** sender is the audio RTCRtpSender (replaceTrack target). */
@@ -105,7 +106,8 @@ export function toRTCIceServers(list) {
  * the key we trust for its sender.
  */
 export class Links {
-  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}), sign, verify }) {
+  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}), sign, verify, canSignal = () => true }) {
+    this.canSignal = canSignal; // () => whether an offer can reach the peer now (signed in)
     this.me = me;
     this.send = send; // (type, to, body) => bool
     this.sign = sign; // async (type, to, body) => body with sig
@@ -276,6 +278,15 @@ export class Links {
       }, RESTART_GIVE_UP_MS);
     }
     if (performance.now() - l.restartedAt <= RESTART_SPACING_MS) return;
+    if (!this.canSignal()) {
+      // No server to carry an offer: a restart applied here would only
+      // end the pair a stall may still bring back. It waits (#checkMedia
+      // asks again once the server is back; RESTART_GIVE_UP_MS still
+      // closes a path that stays dead).
+      l.restartWanted = true;
+      return;
+    }
+    l.restartWanted = false;
     if (l.offerer && l.restarts < MAX_ICE_RESTARTS) {
       l.restartedAt = performance.now();
       this.#run(() => this.#restart(l));
@@ -329,6 +340,7 @@ export class Links {
       return;
     }
     if (now - l.rxAt > MEDIA_STALL_MS && !l.lostAt) this.#pathLost(l);
+    else if (l.lostAt && l.restartWanted && this.canSignal()) this.#pathLost(l);
   }
 
   /** #restart sends an ICE-restart offer on l's session (offerer side). */
