@@ -89,10 +89,19 @@ func TestBrowserToBrowser(t *testing.T) {
 	alice.waitFor("numbers back", `!document.getElementById('call-quality').hidden`)
 	alice.screenshot("in-call")
 
-	// Phone-sized: the call panel and conversation fit one column.
+	// Phone-sized, the call is the screen: the peer, the timer and big
+	// buttons in view, no list or conversation under them; "Chat" folds it
+	// to a bar above the conversation, "Back to call" unfolds it.
 	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
+	bob.waitFor("the call is the screen", phoneCallScreen)
 	bob.screenshot("phone-in-call")
+	bob.click("call-chat")
+	bob.waitFor("the call folds to a bar above the conversation", phoneCallBar)
+	bob.send("typed in a call")
+	alice.waitFor("alice reads it", message("in", "typed in a call", ""))
+	bob.screenshot("phone-call-chat")
+	bob.click("call-chat")
+	bob.waitFor("back to the call screen", phoneCallScreen)
 
 	// Alice hangs up: the call ends on both pages and the microphone is released.
 	alice.click("hangup")
@@ -318,3 +327,28 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 	p.waitFor("reconnected", `document.querySelector('[data-testid=conn-status]').dataset.state === 'online'`)
 	t.Logf("page reconnected %v after the server came back", time.Since(start).Round(time.Millisecond))
 }
+
+// phoneCallScreen is a condition for a phone-sized page (390 px wide) in
+// a call: nothing is wider than the phone (Chromium would zoom out), the
+// call panel fills the screen below the top bar, the peer's name is shown
+// large, Mute and Hang up are thumb-sized (60 px and up) and in view, and
+// neither the contact list nor the conversation is shown.
+const phoneCallScreen = `(() => {
+	const box = id => document.querySelector('[data-testid="' + id + '"]')?.getBoundingClientRect();
+	const big = id => { const b = box(id); return !!b && b.width >= 60 && b.height >= 60 && b.top >= 0 && b.bottom <= innerHeight; };
+	const call = document.getElementById('call-panel').getBoundingClientRect();
+	const name = document.getElementById('call-peer-name');
+	return innerWidth === 390 && call.height >= 0.75 * innerHeight && call.bottom <= innerHeight + 1 && big('hangup') && big('mute') &&
+		name.offsetParent !== null && name.getBoundingClientRect().height >= 24 &&
+		document.querySelector('.sidebar').offsetParent === null && document.querySelector('.conversation').offsetParent === null;
+})()`
+
+// phoneCallBar is a condition for a phone-sized page in a call whose
+// person opened the chat: nothing is wider than the phone, the call is a bar (under a third of the screen)
+// that keeps Hang up, and the conversation with its input is below it.
+var phoneCallBar = `(() => {
+	const call = document.getElementById('call-panel').getBoundingClientRect();
+	const input = document.querySelector('[data-testid="message-input"]').getBoundingClientRect();
+	return innerWidth === 390 && call.height > 0 && call.height <= innerHeight / 3 && ` + visible("hangup") + ` && ` + visible("message-input") + ` &&
+		input.top >= call.bottom && input.bottom <= innerHeight;
+})()`

@@ -100,6 +100,8 @@ class App {
     this.keyMode = ""; // "backup" or "restore" while the key dialog is open
     this.safetyPeer = ""; // whose safety number the dialog shows
     this.micMeter = null; // our microphone's level during a call
+    this.callView = "screen"; // on a phone: "screen" (the call fills it) or "chat" (a bar above the conversation)
+    this.callScreenFor = ""; // the call the view was last reset for
     this.awayAfter = 5 * 60 * 1000; // hidden this long: away
     this.awayTimer = 0;
     this.away = false;
@@ -757,6 +759,13 @@ class App {
       $("bars").setAttribute("aria-expanded", String(q.dataset.folded !== "1"));
       this.#onCallChange();
     });
+    $("call-chat").addEventListener("click", () => {
+      this.callView = this.callView === "chat" ? "screen" : "chat";
+      const k = this.calls?.call;
+      if (this.callView === "chat" && k && this.peer !== k.peer) this.#selectPeer(k.peer);
+      this.#onCallChange();
+      if (this.callView === "chat") $("message-input").focus();
+    });
     $("speaker-select").addEventListener("change", () => this.#setSpeaker($("speaker-select").value));
     $("notify").addEventListener("click", async () => {
       try {
@@ -1130,6 +1139,7 @@ class App {
     $("hangup").hidden = !k || incoming;
     $("mute").hidden = !k || incoming;
     $("call-dismiss").hidden = !!k;
+    this.#renderCallScreen(k, incoming);
     $("call-quality").hidden = !k || k.state !== "connected" || $("call-quality").dataset.folded === "1";
     if (k) {
       $("mute").setAttribute("aria-pressed", String(k.muted));
@@ -1160,6 +1170,28 @@ class App {
     this.#refreshSpeakers();
     this.#renderContacts();
     if (this.peer) this.#renderPeer();
+  }
+
+  /**
+   * #renderCallScreen: on a phone the call is the screen (data-call
+   * "screen": the peer, the state and big buttons fill it, the numbers
+   * behind the bars); "Chat" folds it to a bar above the conversation
+   * (data-call "chat") and "Back to call" unfolds it. Each new call starts
+   * as the screen. On wider windows the CSS ignores data-call.
+   */
+  #renderCallScreen(k, incoming) {
+    if (k && k.id !== this.callScreenFor) {
+      this.callScreenFor = k.id;
+      this.callView = "screen";
+      if (matchMedia("(max-width: 720px)").matches) $("call-quality").dataset.folded = "1";
+    }
+    const chat = !!k && !incoming && this.callView === "chat";
+    $("app-view").dataset.call = !k ? "" : chat ? "chat" : "screen";
+    const b = $("call-chat");
+    b.hidden = !k || incoming;
+    b.textContent = chat ? "Back to call" : "Chat";
+    $("call-peer-name").textContent = k ? k.peer : "";
+    $("call-avatar").textContent = k ? [...k.peer][0].toUpperCase() : "";
   }
 
   #renderCallState() {
