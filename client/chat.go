@@ -207,7 +207,7 @@ func (c *Client) pump(peer string, now time.Time) {
 			return // held: everything after it waits
 		}
 		if dcOK && !m.needServer {
-			b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
+			b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file, Display: c.DisplayName()})
 			if err == nil && l.dc.SendText(string(b)) == nil {
 				m.lastSent, m.viaDC = now, true
 				continue
@@ -382,6 +382,7 @@ func (c *Client) chatOnReconnect() {
 // "server"): refused, acknowledged again, held for an earlier one, or
 // stored, acknowledged and emitted (loop goroutine).
 func (c *Client) receive(from string, m proto.Chat, path string) {
+	m.Display = proto.ValidDisplayName(m.Display) // a bad one is dropped, the message kept
 	if c.cfg.Accept != nil && !c.cfg.Accept(from) {
 		c.sendReceipt(from, m.ID, proto.CodeNotAccepted)
 		c.events.push(RefusedEvent{From: from, Kind: "message", ID: m.ID})
@@ -404,7 +405,7 @@ func (c *Client) receive(from string, m proto.Chat, path string) {
 			// Stored and acknowledged at once, hidden until its turn: it
 			// leaves the sender's outbox and the server's mailbox, so an
 			// earlier one is never kept out by it.
-			isNew, err := hs.SaveHeld(MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File})
+			isNew, err := hs.SaveHeld(MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File, Display: m.Display})
 			if err != nil {
 				c.log.Error("client: hold message", "from", from, "err", err)
 				return // no receipt: the sender tries again
@@ -465,7 +466,7 @@ func (c *Client) takeHeld(from string, h inMsg) {
 		c.log.Error("client: release message", "from", from, "err", err)
 	}
 	c.markSeen(from, h.chat.ID)
-	c.events.push(MessageEvent{From: from, ID: h.chat.ID, Text: h.chat.Text, Time: h.chat.Time, Seq: h.chat.Seq, Path: h.path, File: h.chat.File})
+	c.events.push(MessageEvent{From: from, ID: h.chat.ID, Text: h.chat.Text, Time: h.chat.Time, Seq: h.chat.Seq, Path: h.path, File: h.chat.File, Display: h.chat.Display})
 	if h.chat.File != nil {
 		c.fileOffered(from, h.chat.ID, *h.chat.File) // files.go
 	}
@@ -497,7 +498,7 @@ func (c *Client) take(from string, m proto.Chat, path string) {
 		c.sendReceipt(from, m.ID, "")
 		return
 	}
-	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File}
+	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File, Display: m.Display}
 	isNew := true
 	if c.cfg.Store != nil {
 		var err error
@@ -584,7 +585,7 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 	switch m.Type {
 	case proto.DCChat:
-		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File}, "direct")
+		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File, Display: m.Display}, "direct")
 	case proto.DCDelivered:
 		c.onReceipt(l.peer, m.ID, m.Code, "direct")
 	case proto.DCMute:

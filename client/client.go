@@ -13,6 +13,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
@@ -34,8 +35,12 @@ type Config struct {
 	// Server is the signaling URL: ws://host:port/ws (http:// and a bare
 	// host:port are accepted and turned into that form). Required.
 	Server string
-	// Name is the display name to sign in as. Required.
+	// Name is the handle to sign in as (proto.ValidateName). Required.
 	Name string
+	// DisplayName is what we call ourselves ("Alice Martin"), sent end to
+	// end with each chat message (proto.Chat.Display); empty: none.
+	// SetDisplayName changes it.
+	DisplayName string
 	// Key is the identity key that owns Name. Required.
 	Key ed25519.PrivateKey
 	// EncKey is the X25519 key offline messages to us are sealed to
@@ -126,6 +131,11 @@ func (c *Config) setDefaults() error {
 	if err := proto.ValidateRegisterName(c.Name); err != nil {
 		return err
 	}
+	if c.DisplayName != "" {
+		if err := proto.ValidateDisplayName(c.DisplayName); err != nil {
+			return err
+		}
+	}
 	c.Server = sigdial.URL(c.Server)
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = 250 * time.Millisecond
@@ -188,6 +198,8 @@ type Client struct {
 	nat         natState             // NAT discovery (natreport.go)
 	relay       *relayer             // supernodes and their connections (relay.go)
 	files       *files               // file transfers (files.go)
+
+	display atomic.Pointer[string] // our display name (SetDisplayName), read by any goroutine
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -214,6 +226,7 @@ func New(cfg Config) (*Client, error) {
 	if c.outbox == nil {
 		c.outbox = newMemOutbox()
 	}
+	c.display.Store(&cfg.DisplayName)
 	c.relay = newRelayer(c)
 	if err := c.initFiles(); err != nil {
 		return nil, err
@@ -227,6 +240,21 @@ func New(cfg Config) (*Client, error) {
 
 // Name is the client's display name.
 func (c *Client) Name() string { return c.cfg.Name }
+
+// DisplayName is the display name our messages carry ("" for none).
+func (c *Client) DisplayName() string { return *c.display.Load() }
+
+// SetDisplayName changes the display name the next messages carry
+// (proto.ValidateDisplayName; "" sends none).
+func (c *Client) SetDisplayName(s string) error {
+	if s != "" {
+		if err := proto.ValidateDisplayName(s); err != nil {
+			return err
+		}
+	}
+	c.display.Store(&s)
+	return nil
+}
 
 // Events delivers what happens, in order. The channel closes after Run returns.
 func (c *Client) Events() <-chan Event { return c.events.out }

@@ -110,6 +110,7 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bob-heard.ogg")
 	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
 		c.AudioSource = func(string) (audio.Source, error) { return audio.Open("tone") }
+		c.DisplayName = "Alice Martin"
 	})
 	bob := startClient(t, srv.URL, "bob", nil, func(c *client.Config) {
 		c.AutoAnswer = false
@@ -124,10 +125,14 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.ev.Wait(t, wait, "bob gets hi", message("alice", "hi bob"))
+	hi := bob.ev.Wait(t, wait, "bob gets hi", message("alice", "hi bob")).(client.MessageEvent)
 	alice.ev.Wait(t, wait, "alice sees delivered", delivered(id1))
 	id2, _ := bob.Send(ctx, "alice", "hi alice")
-	alice.ev.Wait(t, wait, "alice gets hi", message("bob", "hi alice"))
+	hi2 := alice.ev.Wait(t, wait, "alice gets hi", message("bob", "hi alice")).(client.MessageEvent)
+	// Display names travel with messages, separate from the handle.
+	if hi.Display != "Alice Martin" || hi2.Display != "" {
+		t.Errorf("display names %q (alice's) and %q (bob has none), want \"Alice Martin\" and none", hi.Display, hi2.Display)
+	}
 	bob.ev.Wait(t, wait, "bob sees delivered", delivered(id2))
 
 	// The link comes up; later messages go over the data channel.
@@ -146,6 +151,19 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	}
 	if direct.Path != "direct" {
 		t.Fatal("chat never moved to the data channel")
+	}
+	if direct.Display != "Alice Martin" {
+		t.Errorf("display name over the data channel %q, want \"Alice Martin\"", direct.Display)
+	}
+	if err := alice.SetDisplayName(" Alice"); err == nil {
+		t.Error("SetDisplayName took a leading space")
+	}
+	if err := alice.SetDisplayName("Alice M."); err != nil {
+		t.Fatal(err)
+	}
+	alice.Send(ctx, "bob", "renamed")
+	if m := bob.ev.Wait(t, wait, "bob gets renamed", message("alice", "renamed")).(client.MessageEvent); m.Display != "Alice M." {
+		t.Errorf("display name after SetDisplayName %q, want \"Alice M.\"", m.Display)
 	}
 
 	// A call: ringing, answered, connected on a direct path, RTP both ways.

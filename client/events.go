@@ -69,6 +69,10 @@ type MessageEvent struct {
 	Path string `json:"path"`          // "direct" (data channel) or "server" (sealed)
 	// File is set when the message offers a file (a FileOfferEvent follows).
 	File *proto.FileInfo `json:"file,omitempty"`
+	// Display is the display name the sender sent with it
+	// (proto.ValidateDisplayName), empty if none; show it beside From,
+	// never instead of it.
+	Display string `json:"display,omitempty"`
 }
 
 // DeliveredEvent: a message we sent was received by To.

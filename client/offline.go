@@ -230,7 +230,7 @@ func (c *Client) sendSealed(m *outMsg) error {
 		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.To)
 	}
 	s, err := Seal(c.sealKeys(), SealPeer{Name: m.To, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
-		&proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
+		&proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file, Display: c.DisplayName()})
 	if err != nil {
 		c.log.Warn("client: seal", "to", m.To, "err", err)
 		return err

@@ -31,6 +31,8 @@ type DCMessage struct {
 	Muted  bool   `json:"muted,omitempty"` // DCMute
 	// Seq is a chat message's number (Chat.Seq).
 	Seq uint64 `json:"seq,omitempty"`
+	// Display is the sender's display name on a chat message (Chat.Display).
+	Display string `json:"display,omitempty"`
 	// File is the offered file of a chat message that offers one, or of
 	// a DCFile with op offer (files.go).
 	File *FileInfo `json:"file,omitempty"`

@@ -348,6 +348,11 @@ type Chat struct {
 	// ID is the transfer's id and Text says in words what is offered,
 	// for clients that know nothing of files.
 	File *FileInfo `json:"file,omitempty"`
+	// Display is the sender's display name (ValidateDisplayName), sent
+	// with each message so the recipient shows it beside the handle. Not
+	// checked by Validate: a receiver drops an invalid one
+	// (ValidDisplayName) and keeps the message.
+	Display string `json:"display,omitempty"`
 }
 
 func (c *Chat) Validate() error {

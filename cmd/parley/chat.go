@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -117,7 +118,8 @@ or a restart of either side.`)
 	var f chatFlags
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
 	fs.StringVar(&f.ca, "ca", "", "PEM file of a CA certificate to trust for an https:// server, besides the system's (a private deployment or a self-made certificate)")
-	fs.StringVar(&f.name, "name", "", "display name (lowercase letters, digits, - _ .)")
+	fs.StringVar(&f.name, "name", "", "your handle, the name people reach you by (lowercase letters, digits, - _ .)")
+	displayFlag := fs.String("display-name", "", "what you call yourself, spaces allowed (\"Alice Martin\"), shown beside your handle to the people you write to; kept in the profile (\"\" clears it; TUI: /nick)")
 	fs.StringVar(&f.profile, "profile", "", "profile directory holding the identity key (default: the user config dir /parley/NAME)")
 	fs.BoolVar(&f.json, "json", false, "scriptable mode: JSON-lines commands on stdin, events on stdout")
 	fs.BoolVar(&f.autoAnswer, "auto-answer", false, "answer incoming calls at once")
@@ -169,9 +171,20 @@ or a restart of either side.`)
 	if err != nil {
 		return err
 	}
+	var setDisplay *string // the flag, when given
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "display-name" {
+			setDisplay = displayFlag
+		}
+	})
+	display, err := profileDisplayName(f.profile, setDisplay)
+	if err != nil {
+		return err
+	}
 	cfg := client.Config{
 		Server:      f.server,
 		Name:        f.name,
+		DisplayName: display,
 		Key:         key,
 		EncKey:      encKey,
 		Agent:       "parley-chat",
@@ -249,6 +262,13 @@ or a restart of either side.`)
 		case useTUI:
 			uiErr <- tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
 				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true, AudioNote: audioNote(f.audioIn, f.audioOut),
+				DisplayName: display,
+				SetDisplayName: func(s string) error {
+					if err := c.SetDisplayName(s); err != nil {
+						return err
+					}
+					return saveDisplayName(f.profile, s)
+				},
 				Backup: func(path, pass string) error {
 					data, err := client.ExportKeys(f.name, key, encKey, pass)
 					if err != nil {

@@ -165,7 +165,7 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		if cmd.Cmd == "quit" {
 			return nil
 		}
-		if v := runJSONCommand(ctx, c, hist, cmd); v != nil {
+		if v := runJSONCommand(ctx, c, hist, profile, cmd); v != nil {
 			if o, ok := v.(map[string]any); ok && cmd.ID != "" && o["id"] == nil {
 				o["id"] = cmd.ID // the answer names the command it answers
 			}
@@ -175,7 +175,7 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 }
 
 // runJSONCommand carries out one command and returns what to print.
-func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd jsonCommand) any {
+func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, profile string, cmd jsonCommand) any {
 	var err error
 	switch cmd.Cmd {
 	case "send":
@@ -219,6 +219,13 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 		if _, err = hist.AddContact(cmd.Name); err == nil {
 			return map[string]any{"event": "added", "name": cmd.Name}
 		}
+	case "display": // our display name, sent with the next messages and kept in the profile
+		if err = c.SetDisplayName(cmd.Name); err == nil && profile != "" {
+			err = saveDisplayName(profile, cmd.Name)
+		}
+		if err == nil {
+			return map[string]any{"event": "ok", "cmd": cmd.Cmd}
+		}
 	case "who":
 		var ps []proto.Presence
 		ps, err = c.Presence(ctx)
@@ -230,7 +237,7 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 			return map[string]any{"event": "who", "users": users}
 		}
 	default:
-		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
+		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, add, display, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
 	}
 	if err != nil {
 		e := errorJSON(err)

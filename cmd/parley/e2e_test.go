@@ -271,6 +271,13 @@ func TestTwoTerminals(t *testing.T) {
 	alice.waitEvent(map[string]any{"event": "delivered", "id": "my-id-1"})
 	alice.send(`{"cmd":"send","to":"bob","text":"bad id","id":"not an id!"}`)
 	alice.waitEvent(map[string]any{"event": "error", "id": "not an id!", "cmd": "send"})
+	// A display name, with spaces, travels with the next messages.
+	alice.send(`{"cmd":"display","name":"Alice  Martin","id":"d0"}`)
+	alice.waitEvent(map[string]any{"event": "error", "id": "d0", "cmd": "display", "code": "bad_name"})
+	alice.send(`{"cmd":"display","name":"Alice Martin","id":"d1"}`)
+	alice.waitEvent(map[string]any{"event": "ok", "cmd": "display", "id": "d1"})
+	alice.send(`{"cmd":"send","to":"bob","text":"named"}`)
+	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "named", "display": "Alice Martin"})
 
 	bob.send(`{"cmd":"quit"}`)
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})

@@ -503,9 +503,10 @@ func TestTUICallLogDraftsAndBlocking(t *testing.T) {
 	_, bk, _ := ed25519.GenerateKey(nil)
 	_, ck, _ := ed25519.GenerateKey(nil)
 	bob := startPeer(t, sig.url(), "bob", bk)
-	startPeer(t, sig.url(), "carol", ck)
+	carol := startPeer(t, sig.url(), "carol", ck, func(c *client.Config) { c.DisplayName = "Carol Ann Lee" })
 	ctx := context.Background()
-	alice := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "alice"), "--ice-loopback", "--audio-in", "silence")
+	aliceProfile := filepath.Join(t.TempDir(), "alice")
+	alice := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", aliceProfile, "--ice-loopback", "--audio-in", "silence", "--display-name", "Alice Martin")
 	alice.waitScreen("connected", "● connected")
 	alice.typeLine("/add carol")
 	alice.typeLine("/add bob")
@@ -570,6 +571,37 @@ func TestTUICallLogDraftsAndBlocking(t *testing.T) {
 	alice.waitScreen("welcome again", "bob: thanks")
 	if strings.Contains(alice.screen(), "let me in") {
 		t.Error("a message sent while blocked is shown")
+	}
+
+	// Display names: ours from --display-name in the title and on our
+	// messages, /nick changes it; a contact's beside their handle, which
+	// keeps a line of its own in the list.
+	alice.waitScreen("our display name", "parley · Alice Martin (alice)")
+	mark = bob.ev.Len()
+	alice.typeLine("hello with a name")
+	if m := bob.ev.WaitSince(t, mark, tuiWait, "bob gets it", isMessage("alice", "hello with a name")).(client.MessageEvent); m.Display != "Alice Martin" {
+		t.Errorf("bob sees alice's display name %q, want \"Alice Martin\"", m.Display)
+	}
+	alice.typeLine("/nick Alice  Martin")
+	alice.waitScreen("two spaces refused", "one plain space between words")
+	alice.typeLine("/nick Alice M. Martin")
+	alice.waitScreen("renamed", "parley · Alice M. Martin (alice)")
+	mark = bob.ev.Len()
+	alice.typeLine("renamed")
+	if m := bob.ev.WaitSince(t, mark, tuiWait, "bob gets renamed", isMessage("alice", "renamed")).(client.MessageEvent); m.Display != "Alice M. Martin" {
+		t.Errorf("after /nick bob sees %q, want \"Alice M. Martin\"", m.Display)
+	}
+	if b, _ := os.ReadFile(filepath.Join(aliceProfile, "display-name")); strings.TrimSpace(string(b)) != "Alice M. Martin" {
+		t.Errorf("profile keeps display name %q", b)
+	}
+	carol.Send(ctx, "alice", "hi from carol")
+	alice.waitScreen("carol's display name", "Carol Ann Lee", "carol · ")
+}
+
+func isMessage(from, text string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.From == from && m.Text == text
 	}
 }
 

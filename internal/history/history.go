@@ -87,6 +87,18 @@ type Contact struct {
 	InSeq  uint64 `json:"in_seq,omitempty"`
 	// Blocked refuses Name's messages and calls (they are told so).
 	Blocked bool `json:"blocked,omitempty"`
+	// Display is the display name Name last sent with a message
+	// (proto.Chat.Display), shown beside the handle.
+	Display string `json:"display,omitempty"`
+}
+
+// Label is how the contact is shown: "Alice Martin (alice)" when they
+// sent a display name, else the handle.
+func (c *Contact) Label() string {
+	if c.Display == "" {
+		return c.Name
+	}
+	return c.Display + " (" + c.Name + ")"
 }
 
 // KeyChanged reports whether a different key waits for acceptance.
@@ -224,16 +236,12 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 	}
 	isNew := false
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		c, ok := getContact(tx, ev.From)
-		if !ok {
-			c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
-			if err := putContact(tx, c); err != nil {
-				return err
-			}
+		c, err := d.senderOf(tx, ev)
+		if err != nil {
+			return err
 		}
 		m := &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
 			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown}
-		var err error
 		if isNew, err = d.append(tx, m); err != nil || !isNew {
 			return err
 		}
@@ -249,6 +257,22 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 	return isNew, nil
 }
 
+// senderOf is the contact of ev's sender, added if new, with the display
+// name ev carries.
+func (d *DB) senderOf(tx *bolt.Tx, ev client.MessageEvent) (Contact, error) {
+	c, ok := getContact(tx, ev.From)
+	if ok && (ev.Display == "" || ev.Display == c.Display) {
+		return c, nil
+	}
+	if !ok {
+		c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
+	}
+	if ev.Display != "" {
+		c.Display = ev.Display
+	}
+	return c, putContact(tx, c)
+}
+
 // SaveHeld stores a received message that came ahead of an earlier one of
 // its sender, hidden (Waiting) until Release. It implements
 // client.HoldingStore.
@@ -258,14 +282,10 @@ func (d *DB) SaveHeld(ev client.MessageEvent) (bool, error) {
 	}
 	isNew := false
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		c, ok := getContact(tx, ev.From)
-		if !ok {
-			c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
-			if err := putContact(tx, c); err != nil {
-				return err
-			}
+		c, err := d.senderOf(tx, ev)
+		if err != nil {
+			return err
 		}
-		var err error
 		isNew, err = d.append(tx, &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
 			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown, Waiting: true})
 		return err

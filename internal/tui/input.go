@@ -23,6 +23,7 @@ Contacts
   /block NAME     refuse their messages and calls
   /unblock NAME   let them in again
   /who            who is online on this server
+  /nick [NAME]    your display name, beside your handle
   /away, /back    set your status
 Calls
   /call [NAME]    call (the open conversation)
@@ -264,6 +265,21 @@ func (m *model) command(line string) tea.Cmd {
 			}
 		} else {
 			m.setNotice(false, "unblocked %s", peer)
+		}
+	case "/nick":
+		if m.cfg.SetDisplayName == nil {
+			m.setNotice(true, "display names are not available here")
+			return nil
+		}
+		if err := m.cfg.SetDisplayName(arg); err != nil {
+			m.setNotice(true, "%v", err)
+			return nil
+		}
+		m.display = arg
+		if arg == "" {
+			m.setNotice(false, "display name cleared: people see your handle, %s", m.cfg.Name)
+		} else {
+			m.setNotice(false, "people you write to now see %q beside your handle, %s", arg, m.cfg.Name)
 		}
 	case "/backup":
 		if arg == "" {

@@ -60,6 +60,11 @@ type Config struct {
 	// Backup, when set, writes a backup of our keys to path under
 	// passphrase (/backup; client.ExportKeys).
 	Backup func(path, passphrase string) error
+	// DisplayName is ours as the session starts (shown in the title);
+	// SetDisplayName, when set, changes it for the next messages and keeps
+	// it (/nick; client.SetDisplayName and the profile).
+	DisplayName    string
+	SetDisplayName func(string) error
 	// AudioNote, when set, is shown above the input line during a
 	// connected call: what calls send and do with what they receive when that is
 	// not a sound device ("test tone out, incoming audio discarded").
@@ -180,6 +185,7 @@ type model struct {
 	noticeAt      time.Time
 	overlay       string            // "help", "verify", "who" or ""
 	overlayScroll int               // first line of the overlay shown (PgUp/PgDn)
+	display       string            // our display name (/nick)
 	secretFor     string            // the file a passphrase is being typed for (/backup); the input is masked
 	drafts        map[string][]rune // unsent input of the conversations not open
 	verifyWith    string
@@ -198,6 +204,7 @@ func newModel(ctx context.Context, cfg Config) *model {
 		drafts:   map[string][]rune{},
 		conn:     "connecting…",
 		histIdx:  -1,
+		display:  cfg.DisplayName,
 	}
 	// The client sends again, under their ids, the messages the last
 	// session handed over without a receipt (the history is its outbox);

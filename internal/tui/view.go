@@ -104,7 +104,7 @@ func (m *model) View() string {
 	now := time.Now()
 	var rows []string
 
-	title := fmt.Sprintf(" parley · %s", m.cfg.Name)
+	title := " parley · " + (&history.Contact{Name: m.cfg.Name, Display: m.display}).Label()
 	conn := "● " + m.conn + " "
 	if m.conn != "connected" {
 		conn = "○ " + m.conn + " "
@@ -207,7 +207,13 @@ func (m *model) contactLines(h int, now time.Time) []string {
 	}
 	for _, c := range m.contacts {
 		p, known := m.presence[c.Name]
-		line1 := fmt.Sprintf(" %s %s", presenceGlyph(p, known), c.Name)
+		// A display name goes on the first line, the handle always on the
+		// second, where a long display name cannot push it out of view.
+		shown := c.Name
+		if c.Display != "" {
+			shown = c.Display
+		}
+		line1 := fmt.Sprintf(" %s %s", presenceGlyph(p, known), shown)
 		if n := m.unread[c.Name]; n > 0 && c.Name != m.current {
 			line1 = fit(line1, listWidth-5) + fmt.Sprintf("%4d ", n)
 		}
@@ -231,6 +237,9 @@ func (m *model) contactLines(h int, now time.Time) []string {
 		}
 		if c.Blocked {
 			line2 = "   ⊘ blocked"
+		}
+		if c.Display != "" {
+			line2 = "   " + c.Name + " ·" + line2[2:]
 		}
 		l1, l2 := fit(line1, listWidth), fit(line2, listWidth)
 		switch {
@@ -315,7 +324,10 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	}
 	c, _ := m.contact(m.current)
 	p, known := m.presence[m.current]
-	head := m.current
+	head := c.Label()
+	if c.Name == "" {
+		head = m.current
+	}
 	switch {
 	case c.KeyChanged():
 		head += " · ⚠ KEY CHANGED — messages held"
