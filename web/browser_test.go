@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"net"
 	"testing"
 	"time"
@@ -119,10 +120,12 @@ func TestBrowserToBrowser(t *testing.T) {
 // TestBrowserAndGoClient: the page and the Go client interoperate both
 // ways: chat each way with receipts, a call placed from the page and one
 // placed from Go, audio both ways, hang-up from either side, and a message
-// left sealed once the Go client is gone.
+// left sealed once the Go client is gone. Display names (with spaces,
+// beside the handle) go both ways, sealed and over the data channel.
 func TestBrowserAndGoClient(t *testing.T) {
 	srv := startServer(t)
-	gopher := startGoClient(t, srv.URL, "gopher")
+	_, gk, _ := ed25519.GenerateKey(nil)
+	gopher := startGoClientKey(t, srv.URL, "gopher", gk, func(c *client.Config) { c.DisplayName = "Go Pher" })
 	p := openPage(t, srv.HTTP+"/", "alice")
 	p.join("alice")
 	gopher.ev.Wait(t, wait, "gopher sees alice", isOnline("alice"))
@@ -136,16 +139,25 @@ func TestBrowserAndGoClient(t *testing.T) {
 	}
 	p.click("contact-gopher")
 	p.waitFor("page shows Go's message", message("in", "hello from Go", ""))
+	p.waitFor("Go's display name beside its handle", textHas("contact-gopher", "Go Pher", "gopher")+` && document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
 	gopher.ev.Wait(t, wait, "gopher gets the receipt", func(e client.Event) bool {
 		d, ok := e.(client.DeliveredEvent)
 		return ok && d.ID == id
 	})
-	// Browser -> Go chat, tick on the page.
+	// Browser -> Go chat, tick on the page, with our display name (a bad
+	// one is refused in words).
+	p.do("bad display name", chromedp.SendKeys(sel("display-input"), "Alice  Page"+kb.Enter))
+	p.waitFor("refused in words", textHas("display-error", "one plain space"))
+	eval[bool](p, `(document.getElementById('display-input').value = '') === ''`)
+	p.do("display name", chromedp.SendKeys(sel("display-input"), "Alice Page"+kb.Enter))
+	p.waitFor("accepted", `document.querySelector('[data-testid=display-error]').textContent === ''`)
 	p.send("hello from the browser")
-	gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
+	if m := gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
 		m, ok := e.(client.MessageEvent)
 		return ok && m.From == "alice" && m.Text == "hello from the browser"
-	})
+	}).(client.MessageEvent); m.Display != "Alice Page" {
+		t.Errorf("the page's display name reached Go as %q (path %s), want \"Alice Page\"", m.Display, m.Path)
+	}
 	p.waitFor("page sees it delivered", message("out", "hello from the browser", "delivered"))
 	// With the link up, both directions use the data channel (pion sends
 	// binary messages, the page text ones).
@@ -167,8 +179,8 @@ func TestBrowserAndGoClient(t *testing.T) {
 		m, ok := e.(client.MessageEvent)
 		return ok && m.Text == "direct from the browser"
 	}).(client.MessageEvent)
-	if m.Path != "direct" {
-		t.Errorf("page's message reached Go by %q, want direct", m.Path)
+	if m.Path != "direct" || m.Display != "Alice Page" {
+		t.Errorf("page's message reached Go by %q with display name %q, want direct and \"Alice Page\"", m.Path, m.Display)
 	}
 	p.waitFor("direct message delivered", message("out", "direct from the browser", "delivered"))
 	if p.consoleHas("bad data channel message") {

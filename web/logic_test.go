@@ -3,7 +3,10 @@ package web_test
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/parley-voice/parley/proto"
 )
 
 // TestPageLogic runs the page's own modules in Chromium, table-driven:
@@ -336,6 +339,17 @@ func TestPageLogic(t *testing.T) {
 			return [before, replaced, muted, mic.stopped, sig.sent.map((s) => s[0])]`,
 			`[0,["mic",null],false,true,["accept","hangup"]]`},
 	}
+	// The page's display-name rules are the Go client's, case by case.
+	displays := []string{"Alice Martin", "Zoë 🎻", "Ana 👩\u200d💻", "A", strings.Repeat("é", 40), strings.Repeat("é", 41), strings.Repeat("🎻", 41),
+		"", " Alice", "Alice ", "Alice  Martin", "Alice\tMartin", "Alice\nMartin", "Alice\u00a0Martin", "Alice\u202eniltraM", "Al\u200bice", "Al\u0085ice"}
+	var goSays []bool
+	for _, d := range displays {
+		goSays = append(goSays, proto.ValidateDisplayName(d) == nil)
+	}
+	in, _ := json.Marshal(displays)
+	want, _ := json.Marshal(goSays)
+	cases = append(cases, struct{ name, js, want string }{"display name rules (Go's)",
+		`return ` + string(in) + `.map((s) => proto.checkDisplayName(s) === null && proto.validDisplayName(s) === s)`, string(want)})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := eval[[]byte](p, `(async () => { `+imports+c.js+` })()`)

@@ -10,7 +10,7 @@ import { safetyNumber } from "./safety.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { signSDP, verifySDP } from "./sdpsig.js";
 import { openStore } from "./store.js";
-import { checkName, normalizeName, safeFileName } from "./proto.js";
+import { checkDisplayName, checkName, normalizeName, safeFileName } from "./proto.js";
 import { Signaling } from "./signaling.js";
 import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
 import { ago, callEnded, duration, serverError } from "./words.js";
@@ -22,6 +22,8 @@ const SPEAKER_KEY = "parley.speaker";
 // Per signed-in name: whom we refuse, and whether only contacts may reach us.
 const BLOCKED_KEY = (name) => `parley.blocked:${name}`;
 const CONTACTS_ONLY_KEY = (name) => `parley.contactsOnly:${name}`;
+const DISPLAY_KEY = (name) => `parley.display:${name}`; // our display name
+const DISPLAYS_KEY = (name) => `parley.displays:${name}`; // {handle: the display name they last sent}
 
 function el(tag, props = {}, ...kids) {
   const e = document.createElement(tag);
@@ -202,6 +204,7 @@ class App {
     this.blocked = new Set(parseList(load(BLOCKED_KEY(name))));
     this.contactsOnly = load(CONTACTS_ONLY_KEY(name)) === "1";
     $("contacts-only").checked = this.contactsOnly;
+    this.displays = new Map(Object.entries(parseJSON(load(DISPLAYS_KEY(name)))));
     const accepts = (peer) => this.#accepts(peer);
     this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n), store, accept: accepts });
     this.calls = new Calls({ sig, links: this.links, accept: accepts });
@@ -209,9 +212,13 @@ class App {
     this.chat.onRefused = () => this.refused.message++;
     this.calls.addEventListener("refused", () => this.refused.call++);
     this.calls.addEventListener("ended", (e) => this.#logCall(e.detail));
+    this.chat.display = load(DISPLAY_KEY(name));
+    $("display-input").value = this.chat.display;
+    $("display-error").textContent = "";
     this.chat.addEventListener("message", (e) => {
       const m = e.detail;
-      this.#notify(`${m.peer}`, m.file ? `offers a file: ${m.file.name}` : m.text, `msg:${m.peer}`);
+      this.#learnDisplay(m.peer, m.display);
+      this.#notify(this.#label(m.peer), m.file ? `offers a file: ${m.file.name}` : m.text, `msg:${m.peer}`);
     });
 
     this.files = new Files({ sig, links: this.links, chat: this.chat, online: (n) => this.#online(n), budget: (p) => this.#fileBudget(p) });
@@ -507,7 +514,7 @@ class App {
     else if (c.outgoing) text = `Call to ${c.peer} — ${c.reason}`;
     else text = `Call from ${c.peer} — ${c.reason}`;
     this.chat?.logCall(c.peer, { id: c.id, text, missed: !!c.missed });
-    if (c.missed) this.#notify(c.busy ? `${c.peer} tried to call` : `Missed call from ${c.peer}`, "", `call:${c.peer}`);
+    if (c.missed) this.#notify(c.busy ? `${this.#label(c.peer)} tried to call` : `Missed call from ${this.#label(c.peer)}`, "", `call:${c.peer}`);
   }
 
   /**
@@ -545,6 +552,42 @@ class App {
     for (const c of this.chat?.unread?.values() ?? []) n += c;
     const t = n ? `(${n}) Parley` : "Parley";
     if (document.title !== t) document.title = t;
+  }
+
+  /**
+   * #label is how a person is named in words: "Alice Martin (alice)" when
+   * they sent a display name, else their handle. A display name is what
+   * its owner chose, so the handle always goes with it.
+   */
+  #label(name) {
+    const d = this.displays?.get(name);
+    return d ? `${d} (${name})` : name;
+  }
+
+  /** #nameParts renders a person's name: the display name and the handle beside it, or the handle. */
+  #nameParts(name) {
+    const d = this.displays?.get(name);
+    return d ? [d, el("span", { className: "handle", textContent: name })] : [name];
+  }
+
+  /** #learnDisplay keeps the display name peer sent with a message (kept per name in localStorage). */
+  #learnDisplay(peer, display) {
+    if (!display || this.displays.get(peer) === display) return;
+    this.displays.set(peer, display);
+    store(DISPLAYS_KEY(this.name), JSON.stringify(Object.fromEntries(this.displays)));
+    this.#renderContacts();
+    if (peer === this.peer) this.#renderPeer();
+  }
+
+  /** setDisplayName sets ours (checked), sent with our next messages and kept for this name. */
+  setDisplayName(s) {
+    s = s.trim();
+    const bad = s ? checkDisplayName(s) : null;
+    $("display-error").textContent = bad ?? "";
+    if (bad) return false;
+    this.chat.display = s;
+    store(DISPLAY_KEY(this.name), s);
+    return true;
   }
 
   /** #accepts: whether peer may message and call us (blocking, contacts only). */
@@ -698,6 +741,9 @@ class App {
       this.sendFiles(e.dataTransfer.files);
     });
     $("relay-only").addEventListener("change", () => this.#setRelayOnly($("relay-only").checked));
+    $("display-input").addEventListener("change", () => {
+      if (this.name) this.setDisplayName($("display-input").value);
+    });
     $("contacts-only").addEventListener("change", () => {
       this.contactsOnly = $("contacts-only").checked;
       if (this.name) store(CONTACTS_ONLY_KEY(this.name), this.contactsOnly ? "1" : "");
@@ -958,17 +1004,18 @@ class App {
       const linked = !!this.links.get(name)?.connected;
       const inCall = call?.peer === name;
       const status = p.status === "away" ? "away" : isOnline ? "online" : `offline${p.lastSeen ? ", last seen " + ago(p.lastSeen) : ""}`;
-      const sig = [status, unread, linked, inCall, name === this.peer].join("|");
+      const display = this.displays?.get(name) ?? "";
+      const sig = [status, unread, linked, inCall, name === this.peer, display].join("|");
       if (r.sig !== sig) {
         r.sig = sig;
         const bits = [status];
         if (inCall) bits.push("in a call");
         if (unread) bits.push(`${unread} unread`);
         r.btn.dataset.status = p.status;
-        r.btn.setAttribute("aria-label", `${name}, ${bits.join(", ")}`);
+        r.btn.setAttribute("aria-label", `${this.#label(name)}, ${bits.join(", ")}`);
         if (name === this.peer) r.btn.setAttribute("aria-current", "true");
         else r.btn.removeAttribute("aria-current");
-        const kids = [el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname", textContent: name })];
+        const kids = [el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname" }, ...this.#nameParts(name))];
         if (inCall) kids.push(el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }));
         if (unread) kids.push(el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }));
         if (linked) kids.push(el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }));
@@ -993,7 +1040,7 @@ class App {
     if (!name) return;
     const p = this.presence.get(name);
     const online = this.#online(name);
-    $("peer-title").textContent = name;
+    $("peer-title").replaceChildren(...this.#nameParts(name));
     $("peer-status").textContent = online ? (p.status === "away" ? "away" : "online") : p?.lastSeen ? `offline · last seen ${ago(p.lastSeen)}` : "offline";
     $("peer-status").dataset.status = online ? p.status : "offline";
     const call = this.calls?.call;
@@ -1190,8 +1237,9 @@ class App {
     const b = $("call-chat");
     b.hidden = !k || incoming;
     b.textContent = chat ? "Back to call" : "Chat";
-    $("call-peer-name").textContent = k ? k.peer : "";
-    $("call-avatar").textContent = k ? [...k.peer][0].toUpperCase() : "";
+    const shown = k ? this.displays?.get(k.peer) || k.peer : "";
+    $("call-peer-name").replaceChildren(...(k ? this.#nameParts(k.peer) : []));
+    $("call-avatar").textContent = shown ? [...shown][0].toUpperCase() : "";
   }
 
   #renderCallState() {
@@ -1360,7 +1408,7 @@ class App {
   #startRinging(peer) {
     document.title = `📞 ${peer} is calling — Parley`;
     if (this.ringer) return;
-    if (!this.calls?.call?.outgoing) this.#notify(`${peer} is calling`, "Open Parley to answer", `call:${peer}`);
+    if (!this.calls?.call?.outgoing) this.#notify(`${this.#label(peer)} is calling`, "Open Parley to answer", `call:${peer}`);
     let ctx = null;
     try {
       ctx = new AudioContext();
@@ -1507,3 +1555,14 @@ function wsURL() {
 const app = new App();
 window.parley = app; // for the console and the browser tests: parley.debug(), parley.sampleStats()
 app.boot();
+
+/** parseJSON reads a {name: display name} object kept in localStorage ({} when absent or bad). */
+function parseJSON(s) {
+  try {
+    const v = JSON.parse(s || "{}");
+    if (!v || typeof v !== "object" || Array.isArray(v)) return {};
+    return Object.fromEntries(Object.entries(v).filter(([k, d]) => checkName(k) === null && checkDisplayName(d) === null));
+  } catch {
+    return {};
+  }
+}

@@ -19,7 +19,7 @@
 // earlier one still on its way (client/chat.go does the same).
 
 import { pins } from "./identity.js";
-import { checkText, randomID } from "./proto.js";
+import { checkText, randomID, validDisplayName } from "./proto.js";
 import { open, seal } from "./sealed.js";
 import { MemoryStore } from "./store.js";
 
@@ -71,6 +71,7 @@ export class Chat extends EventTarget {
     this.seen = new Map(); // peer -> {set, queue}
     this.unread = new Map(); // peer -> count
     this.openPeer = "";
+    this.display = ""; // our display name, sent with each message (proto.Chat.Display)
   }
 
   /**
@@ -214,7 +215,7 @@ export class Chat extends EventTarget {
     const l = this.links.get(m.peer);
     if (!viaServer && l?.dcOpen) {
       try {
-        l.dc.send(JSON.stringify({ type: "chat", id: m.id, text: m.text, ts: m.ts, ...(m.seq ? { seq: m.seq } : {}), ...(m.file ? { file: m.file } : {}) }));
+        l.dc.send(JSON.stringify({ type: "chat", id: m.id, text: m.text, ts: m.ts, ...(m.seq ? { seq: m.seq } : {}), ...(m.file ? { file: m.file } : {}), ...(this.display ? { display: this.display } : {}) }));
         this.#advance(m, "sent", "direct");
         return;
       } catch (e) {
@@ -251,7 +252,7 @@ export class Chat extends EventTarget {
           this.#fail(m, `${m.peer}’s identity key is not the one this browser first saw for them, so the message was not sealed to it`);
           return;
         }
-        m.sealedBody = await seal(this.identity, this.sig.name, { name: m.peer, key: pinned || p.publicKey, encKey: p.encKey, encSig: p.encSig }, m); // with m.file, if any
+        m.sealedBody = await seal(this.identity, this.sig.name, { name: m.peer, key: pinned || p.publicKey, encKey: p.encKey, encSig: p.encSig }, { ...m, display: this.display }); // with m.file, if any
       }
       if (this.pending.get(m.id) !== m || !this.sig.online) return; // sent again on reconnect
       await this.sig.request("sealed", m.peer, m.sealedBody, { id: m.id });
@@ -329,7 +330,7 @@ export class Chat extends EventTarget {
         }
         this.sig.send("delivered", link.peer, { id: msg.id, ...(refused ? { refused } : {}) });
       };
-      return this.receive(link.peer, { id: msg.id, text: msg.text, ts: msg.ts, seq: msg.seq, file: msg.file }, "direct", ack);
+      return this.receive(link.peer, { id: msg.id, text: msg.text, ts: msg.ts, seq: msg.seq, file: msg.file, display: msg.display }, "direct", ack);
     } else if (msg.type === "read") {
       this.#read(link.peer, msg.id);
     } else if (msg.type === "typing") {
@@ -557,6 +558,8 @@ export class Chat extends EventTarget {
     if (seq >= r.next) r.next = seq + 1;
     const t = Number.isFinite(m.ts) && m.ts > 0 ? m.ts : Date.now();
     const msg = { id: m.id, peer: from, dir: "in", text: m.text, ts: t, n: this.#n(), seq, status: "received", path, error: "", file: m.file ?? null };
+    const display = validDisplayName(m.display); // a bad one is dropped, the message kept
+    if (display) msg.display = display;
     let isNew;
     try {
       isNew = await this.store.saveIncoming(msg); // before the receipt

@@ -73,7 +73,7 @@ export async function seal(identity, me, peer, chat) {
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const key = await messageKey(identity.encKeyPair.privateKey, peerEnc, salt, unb64(identity.publicKey), unb64(peer.key), "encrypt");
-  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts, ...(chat.seq ? { seq: chat.seq } : {}), ...(chat.file ? { file: chat.file } : {}) }));
+  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts, ...(chat.seq ? { seq: chat.seq } : {}), ...(chat.file ? { file: chat.file } : {}), ...(chat.display ? { display: chat.display } : {}) }));
   const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: sealedAAD(chat.id, me, peer.name), tagLength: 128 }, key, plain);
   return {
     v: SEALED_VERSION,
@@ -121,5 +121,6 @@ export async function open(identity, me, from, body) {
   const out = { id: m.id, text: m.text, ts: Number.isFinite(m.ts) ? m.ts : 0 };
   if (Number.isSafeInteger(m.seq) && m.seq > 0) out.seq = m.seq; // the sender's order (proto.Chat.Seq)
   if (m.file) out.file = m.file; // the offer of a file (files.js)
+  if (typeof m.display === "string" && m.display) out.display = m.display; // checked by the receiver (validDisplayName)
   return out;
 }
