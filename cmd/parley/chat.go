@@ -97,10 +97,11 @@ lines, one object per line, for scripts:
           {"cmd":"send-file","to":"bob","path":"photo.jpg"}
           {"cmd":"accept-file","id":"…"}  {"cmd":"decline-file","id":"…"}
           {"cmd":"cancel-file","id":"…"}  {"cmd":"files"}
-          {"cmd":"who"}  {"cmd":"quit"}
-  stdout: {"event":"ready",...} presence, message, sent, delivered, call,
-          stats, file-offer, file-progress, file-done, file-failed,
-          error, disconnected
+          {"cmd":"who"}  {"cmd":"add","name":"carol"}
+          {"cmd":"display","name":"Alice Martin"}  {"cmd":"quit"}
+  stdout: {"event":"ready",...} presence, message, sent, stored,
+          delivered, read, typing, call, stats, link, audio, mute, ...
+          (every event and its keys: the README's JSON-lines section)
 
 In a terminal (stdout is a TTY) it runs the full-screen chat client: contacts
 with presence, conversations kept in the profile (history.db), delivery and
