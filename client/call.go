@@ -10,8 +10,13 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 )
 
-// ringTimeout ends a call nobody answers.
-const ringTimeout = 60 * time.Second
+// ringTimeout ends a call nobody answers; connectTimeout, beyond it, an
+// answered one whose link neither connects nor fails (a safety net: ICE
+// fails within ~30 s).
+const (
+	ringTimeout    = 60 * time.Second
+	connectTimeout = 30 * time.Second
+)
 
 // call is a voice call with one peer. Call signalling (ring, accept,
 // decline, hangup) goes through the server; media goes over the link.
@@ -25,6 +30,7 @@ type call struct {
 	lastStats time.Time
 	stop      chan struct{} // closes the audio sender
 	sink      AudioSink
+	lastLink  string // session of the link the call last connected on
 	// Set when it ends: why (for the event).
 	code       proto.EndCode
 	peerReason string
@@ -57,7 +63,9 @@ func (c *Client) Call(ctx context.Context, peer string) error {
 		if err := proto.ValidateName(peer); err != nil {
 			return err
 		}
-		if p, ok := c.presence[peer]; !ok || !p.Online() {
+		if p, ok := c.presence[peer]; !ok {
+			return ErrUnknownPeer // not_found: nobody of that name is known to us
+		} else if !p.Online() {
 			return ErrNotOnline
 		}
 		if _, ok := c.calls[peer]; ok {
@@ -114,6 +122,20 @@ func (c *Client) Decline(ctx context.Context, peer string) error {
 	})
 }
 
+// SetMuted tells peer, in a call, that we muted (or unmuted) our
+// microphone (the caller silences its audio source itself, e.g. with a
+// muting source): the peer shows it (MuteEvent). It goes on the data
+// channel only; without one it is not sent.
+func (c *Client) SetMuted(ctx context.Context, peer string, muted bool) error {
+	return c.do(ctx, func() error {
+		if c.calls[peer] == nil {
+			return ErrNoCall
+		}
+		c.sendDC(peer, &proto.DCMessage{Type: proto.DCMute, Muted: muted})
+		return nil
+	})
+}
+
 // Hangup ends the call with peer, whatever its state.
 func (c *Client) Hangup(ctx context.Context, peer string) error {
 	return c.do(ctx, func() error {
@@ -135,6 +157,14 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 	k := c.calls[peer]
 	switch env.Type {
 	case proto.TypeRing:
+		if s.Resume {
+			// The peer checks that we still have its call (its path came
+			// back, or the link was made anew): never a new ring.
+			if k == nil || k.id != s.Call {
+				c.sendSig(proto.TypeHangup, peer, &proto.CallSignal{Call: s.Call, Code: proto.EndGone})
+			}
+			return
+		}
 		if k != nil {
 			if k.outgoing && !k.accepted && c.cfg.Name > peer {
 				// Both rang at once: the smaller name's call stands and
@@ -204,8 +234,38 @@ func peerEndWords(peer string, code proto.EndCode) string {
 		return peer + " takes calls from contacts only"
 	case proto.EndInsecure:
 		return peer + " refused the connection: it was tampered with on the way"
+	case proto.EndGone:
+		return peer + " no longer has this call (their app restarted)"
+	case proto.EndNoRelay:
+		return "no network path: " + peer + " relays every call (\"always relay\") and no relay is available to " + peer
 	}
 	return "hung up by " + peer
+}
+
+// checkCall asks peer whether it still has our accepted call with it,
+// after the call's path came back or its link was made anew: a peer that
+// restarted meanwhile answers "gone" and the call ends rather than stay
+// "connected" with nothing coming in (loop goroutine).
+func (c *Client) checkCall(peer string) {
+	if k := c.calls[peer]; k != nil && k.accepted {
+		c.sendSig(proto.TypeRing, peer, &proto.CallSignal{Call: k.id, Resume: true})
+	}
+}
+
+// detachCall takes a connected call off a link that is going away: its
+// audio stops and it waits, accepted, for the next link to connect
+// (maybeConnectCall), which checks that the peer still has it.
+func (c *Client) detachCall(peer, session string) {
+	k := c.calls[peer]
+	if k == nil || k.state != CallConnected || k.lastLink != session {
+		return
+	}
+	if k.stop != nil {
+		close(k.stop)
+		k.stop = nil
+	}
+	k.state = CallAccepted
+	c.emitCall(k, "reconnecting")
 }
 
 // maybeConnectCall starts media once the call is accepted and the link is
@@ -234,6 +294,7 @@ func (c *Client) maybeConnectCall(peer string) {
 		}
 	}
 	k.state = CallConnected
+	k.lastLink = l.session
 	k.stop = make(chan struct{})
 	k.lastStats = time.Now()
 	go sendAudio(l, src, k.stop)
@@ -304,8 +365,12 @@ func (c *Client) endCallCode(peer string, code proto.EndCode, reason, peerReason
 func (c *Client) callTick(now time.Time) {
 	for peer, k := range c.calls {
 		switch {
-		case k.state != CallConnected && now.Sub(k.started) > ringTimeout:
+		case !k.accepted && now.Sub(k.started) > ringTimeout:
+			// Only a call nobody answered: an accepted one that cannot
+			// connect ends with its link (no path), in its own words.
 			c.endCallCode(peer, proto.EndNoAnswer, "no answer", "", true)
+		case k.accepted && k.state != CallConnected && now.Sub(k.started) > ringTimeout+connectTimeout:
+			c.endCallCode(peer, proto.EndNoPath, "could not connect to "+peer, "", true)
 		case k.state == CallConnected && now.Sub(k.lastStats) >= c.cfg.StatsInterval:
 			k.lastStats = now
 			if l := c.links[peer]; l != nil {

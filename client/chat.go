@@ -119,6 +119,18 @@ func newChatState() chatState {
 // the message is in the outbox; DeliveredEvent (or an ErrorEvent for a
 // refusal) follows.
 func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
+	return c.SendID(ctx, peer, "", text)
+}
+
+// SendID is Send with the message id chosen by the caller (a script's
+// own id, proto.ValidateID); "" picks a random one. An id already used
+// for peer is dropped by the receiver as a duplicate.
+func (c *Client) SendID(ctx context.Context, peer, id, text string) (string, error) {
+	if id == "" {
+		id = randomID()
+	} else if err := proto.ValidateID(id); err != nil {
+		return "", err
+	}
 	if peer == c.cfg.Name {
 		return "", ErrSelf
 	}
@@ -128,7 +140,7 @@ func (c *Client) Send(ctx context.Context, peer, text string) (string, error) {
 	if err := proto.ValidateText(text); err != nil {
 		return "", err
 	}
-	m := &OutMessage{ID: randomID(), To: peer, Text: text, Time: time.Now().UnixMilli()}
+	m := &OutMessage{ID: id, To: peer, Text: text, Time: time.Now().UnixMilli()}
 	if err := c.outbox.Queue(m); err != nil {
 		return "", err
 	}
@@ -195,7 +207,7 @@ func (c *Client) pump(peer string, now time.Time) {
 			return // held: everything after it waits
 		}
 		if dcOK && !m.needServer {
-			b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
+			b, err := proto.EncodeDC(&proto.DCMessage{Type: proto.DCChat, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file, Display: c.DisplayName()})
 			if err == nil && l.dc.SendText(string(b)) == nil {
 				m.lastSent, m.viaDC = now, true
 				continue
@@ -370,6 +382,7 @@ func (c *Client) chatOnReconnect() {
 // "server"): refused, acknowledged again, held for an earlier one, or
 // stored, acknowledged and emitted (loop goroutine).
 func (c *Client) receive(from string, m proto.Chat, path string) {
+	m.Display = proto.ValidDisplayName(m.Display) // a bad one is dropped, the message kept
 	if c.cfg.Accept != nil && !c.cfg.Accept(from) {
 		c.sendReceipt(from, m.ID, proto.CodeNotAccepted)
 		c.events.push(RefusedEvent{From: from, Kind: "message", ID: m.ID})
@@ -392,7 +405,7 @@ func (c *Client) receive(from string, m proto.Chat, path string) {
 			// Stored and acknowledged at once, hidden until its turn: it
 			// leaves the sender's outbox and the server's mailbox, so an
 			// earlier one is never kept out by it.
-			isNew, err := hs.SaveHeld(MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File})
+			isNew, err := hs.SaveHeld(MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File, Display: m.Display})
 			if err != nil {
 				c.log.Error("client: hold message", "from", from, "err", err)
 				return // no receipt: the sender tries again
@@ -453,7 +466,7 @@ func (c *Client) takeHeld(from string, h inMsg) {
 		c.log.Error("client: release message", "from", from, "err", err)
 	}
 	c.markSeen(from, h.chat.ID)
-	c.events.push(MessageEvent{From: from, ID: h.chat.ID, Text: h.chat.Text, Time: h.chat.Time, Seq: h.chat.Seq, Path: h.path, File: h.chat.File})
+	c.events.push(MessageEvent{From: from, ID: h.chat.ID, Text: h.chat.Text, Time: h.chat.Time, Seq: h.chat.Seq, Path: h.path, File: h.chat.File, Display: h.chat.Display})
 	if h.chat.File != nil {
 		c.fileOffered(from, h.chat.ID, *h.chat.File) // files.go
 	}
@@ -485,7 +498,7 @@ func (c *Client) take(from string, m proto.Chat, path string) {
 		c.sendReceipt(from, m.ID, "")
 		return
 	}
-	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File}
+	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File, Display: m.Display}
 	isNew := true
 	if c.cfg.Store != nil {
 		var err error
@@ -572,9 +585,13 @@ func (c *Client) onDCMessage(l *link, data []byte) {
 	}
 	switch m.Type {
 	case proto.DCChat:
-		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File}, "direct")
+		c.receive(l.peer, proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.File, Display: m.Display}, "direct")
 	case proto.DCDelivered:
 		c.onReceipt(l.peer, m.ID, m.Code, "direct")
+	case proto.DCMute:
+		if _, ok := c.calls[l.peer]; ok {
+			c.events.push(MuteEvent{With: l.peer, Muted: m.Muted}) // call.go: SetMuted
+		}
 	case proto.DCRead, proto.DCTyping:
 		c.onReadOrTyping(l.peer, m.Type == proto.DCRead, m.ID, m.Typing) // receipts.go
 	case proto.DCFile:

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/client/audio"
@@ -34,8 +35,12 @@ type Config struct {
 	// Server is the signaling URL: ws://host:port/ws (http:// and a bare
 	// host:port are accepted and turned into that form). Required.
 	Server string
-	// Name is the display name to sign in as. Required.
+	// Name is the handle to sign in as (proto.ValidateName). Required.
 	Name string
+	// DisplayName is what we call ourselves ("Alice Martin"), sent end to
+	// end with each chat message (proto.Chat.Display); empty: none.
+	// SetDisplayName changes it.
+	DisplayName string
 	// Key is the identity key that owns Name. Required.
 	Key ed25519.PrivateKey
 	// EncKey is the X25519 key offline messages to us are sealed to
@@ -126,6 +131,11 @@ func (c *Config) setDefaults() error {
 	if err := proto.ValidateRegisterName(c.Name); err != nil {
 		return err
 	}
+	if c.DisplayName != "" {
+		if err := proto.ValidateDisplayName(c.DisplayName); err != nil {
+			return err
+		}
+	}
 	c.Server = sigdial.URL(c.Server)
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = 250 * time.Millisecond
@@ -171,21 +181,25 @@ type Client struct {
 	closed    chan struct{}
 
 	// Owned by the loop goroutine (run), never touched elsewhere.
-	sig        *sigConn // current signaling connection, nil while offline
-	signedIn   bool
-	everReady  bool
-	iceServers []webrtc.ICEServer
-	presence   map[string]proto.Presence
-	links      map[string]*link
-	natHints   map[string]proto.NATType // peer -> NAT type from its last offer or answer
-	calls      map[string]*call
-	chat       chatState
-	waiters    map[string]waiter    // envelope id -> ack/error callback
-	sealRate   *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
-	insecure   map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
-	nat        natState             // NAT discovery (natreport.go)
-	relay      *relayer             // supernodes and their connections (relay.go)
-	files      *files               // file transfers (files.go)
+	sig         *sigConn // current signaling connection, nil while offline
+	signedIn    bool
+	everReady   bool
+	fatal       error // why sign-in stopped for good (Run returns it)
+	iceServers  []webrtc.ICEServer
+	presence    map[string]proto.Presence
+	unconfirmed map[string]bool // online before our reconnect, absent from its welcome, link still up (signaling.go)
+	links       map[string]*link
+	natHints    map[string]proto.NATType // peer -> NAT type from its last offer or answer
+	calls       map[string]*call
+	chat        chatState
+	waiters     map[string]waiter    // envelope id -> ack/error callback
+	sealRate    *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
+	insecure    map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
+	nat         natState             // NAT discovery (natreport.go)
+	relay       *relayer             // supernodes and their connections (relay.go)
+	files       *files               // file transfers (files.go)
+
+	display atomic.Pointer[string] // our display name (SetDisplayName), read by any goroutine
 }
 
 // New validates cfg and builds a client. It does not connect; Run does.
@@ -194,23 +208,25 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		cfg:      cfg,
-		log:      cfg.Logger.With("user", cfg.Name),
-		box:      newMailbox(),
-		closed:   make(chan struct{}),
-		presence: map[string]proto.Presence{},
-		links:    map[string]*link{},
-		natHints: map[string]proto.NATType{},
-		calls:    map[string]*call{},
-		chat:     newChatState(),
-		waiters:  map[string]waiter{},
-		sealRate: rate.NewLimiter(sealedPerSecond, sealedBurst),
-		insecure: map[string]time.Time{},
-		outbox:   cfg.Outbox,
+		cfg:         cfg,
+		log:         cfg.Logger.With("user", cfg.Name),
+		box:         newMailbox(),
+		closed:      make(chan struct{}),
+		presence:    map[string]proto.Presence{},
+		unconfirmed: map[string]bool{},
+		links:       map[string]*link{},
+		natHints:    map[string]proto.NATType{},
+		calls:       map[string]*call{},
+		chat:        newChatState(),
+		waiters:     map[string]waiter{},
+		sealRate:    rate.NewLimiter(sealedPerSecond, sealedBurst),
+		insecure:    map[string]time.Time{},
+		outbox:      cfg.Outbox,
 	}
 	if c.outbox == nil {
 		c.outbox = newMemOutbox()
 	}
+	c.display.Store(&cfg.DisplayName)
 	c.relay = newRelayer(c)
 	if err := c.initFiles(); err != nil {
 		return nil, err
@@ -225,6 +241,21 @@ func New(cfg Config) (*Client, error) {
 // Name is the client's display name.
 func (c *Client) Name() string { return c.cfg.Name }
 
+// DisplayName is the display name our messages carry ("" for none).
+func (c *Client) DisplayName() string { return *c.display.Load() }
+
+// SetDisplayName changes the display name the next messages carry
+// (proto.ValidateDisplayName; "" sends none).
+func (c *Client) SetDisplayName(s string) error {
+	if s != "" {
+		if err := proto.ValidateDisplayName(s); err != nil {
+			return err
+		}
+	}
+	c.display.Store(&s)
+	return nil
+}
+
 // Events delivers what happens, in order. The channel closes after Run returns.
 func (c *Client) Events() <-chan Event { return c.events.out }
 
@@ -236,7 +267,10 @@ func (c *Client) Close() error {
 
 // Run signs in and serves until ctx is done or Close is called,
 // reconnecting with exponential backoff whenever the signaling connection
-// drops. Calls in progress survive a signaling reconnect.
+// drops. Calls in progress survive a signaling reconnect (and a server
+// restart). When the server refuses the name for good (name_taken,
+// bad_name) Run stops and returns an error wrapping ErrCannotSignIn and
+// the server's *proto.Error.
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -266,7 +300,7 @@ func (c *Client) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return c.fatal
 		case ev := <-sigEvents:
 			c.onSigEvent(ev)
 		case <-c.box.wake:

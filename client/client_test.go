@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ type peer struct {
 	ev   *testutil.Recorder[client.Event]
 	stop func()
 	done chan struct{}
+	err  error // what Run returned, once done is closed
 }
 
 func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod func(*client.Config)) *peer {
@@ -42,8 +45,10 @@ func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod fun
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer close(p.done)
-		if err := c.Run(ctx); err != nil {
+		if err := c.Run(ctx); err != nil && !errors.Is(err, client.ErrCannotSignIn) {
 			t.Errorf("%s: Run: %v", name, err)
+		} else {
+			p.err = err
 		}
 	}()
 	p.stop = func() { cancel(); <-p.done }
@@ -105,6 +110,7 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bob-heard.ogg")
 	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
 		c.AudioSource = func(string) (audio.Source, error) { return audio.Open("tone") }
+		c.DisplayName = "Alice Martin"
 	})
 	bob := startClient(t, srv.URL, "bob", nil, func(c *client.Config) {
 		c.AutoAnswer = false
@@ -119,10 +125,14 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.ev.Wait(t, wait, "bob gets hi", message("alice", "hi bob"))
+	hi := bob.ev.Wait(t, wait, "bob gets hi", message("alice", "hi bob")).(client.MessageEvent)
 	alice.ev.Wait(t, wait, "alice sees delivered", delivered(id1))
 	id2, _ := bob.Send(ctx, "alice", "hi alice")
-	alice.ev.Wait(t, wait, "alice gets hi", message("bob", "hi alice"))
+	hi2 := alice.ev.Wait(t, wait, "alice gets hi", message("bob", "hi alice")).(client.MessageEvent)
+	// Display names travel with messages, separate from the handle.
+	if hi.Display != "Alice Martin" || hi2.Display != "" {
+		t.Errorf("display names %q (alice's) and %q (bob has none), want \"Alice Martin\" and none", hi.Display, hi2.Display)
+	}
 	bob.ev.Wait(t, wait, "bob sees delivered", delivered(id2))
 
 	// The link comes up; later messages go over the data channel.
@@ -141,6 +151,19 @@ func TestChatAndCallEndToEnd(t *testing.T) {
 	}
 	if direct.Path != "direct" {
 		t.Fatal("chat never moved to the data channel")
+	}
+	if direct.Display != "Alice Martin" {
+		t.Errorf("display name over the data channel %q, want \"Alice Martin\"", direct.Display)
+	}
+	if err := alice.SetDisplayName(" Alice"); err == nil {
+		t.Error("SetDisplayName took a leading space")
+	}
+	if err := alice.SetDisplayName("Alice M."); err != nil {
+		t.Fatal(err)
+	}
+	alice.Send(ctx, "bob", "renamed")
+	if m := bob.ev.Wait(t, wait, "bob gets renamed", message("alice", "renamed")).(client.MessageEvent); m.Display != "Alice M." {
+		t.Errorf("display name after SetDisplayName %q, want \"Alice M.\"", m.Display)
 	}
 
 	// A call: ringing, answered, connected on a direct path, RTP both ways.
@@ -207,14 +230,17 @@ func TestDeclineAndOffline(t *testing.T) {
 	if e.Reason != "declined by bob" {
 		t.Fatalf("reason %q", e.Reason)
 	}
-	if err := alice.Call(ctx, "carol"); err != client.ErrNotOnline {
-		t.Fatalf("call to unknown user: %v", err)
+	if err := alice.Call(ctx, "carol"); err != client.ErrUnknownPeer {
+		t.Fatalf("call to a name nobody has: %v, want ErrUnknownPeer (not_found, not offline)", err)
 	}
 	if err := alice.Call(ctx, "alice"); err != client.ErrSelf {
 		t.Fatalf("call to self: %v", err)
 	}
 	bob.stop()
 	alice.ev.Wait(t, wait, "alice sees bob leave", offline("bob"))
+	if err := alice.Call(ctx, "bob"); err != client.ErrNotOnline {
+		t.Fatalf("call to someone offline: %v", err)
+	}
 	id, err := alice.Send(ctx, "bob", "are you there")
 	if err != nil {
 		t.Fatal(err)
@@ -304,6 +330,10 @@ func TestNameTakenStopsClient(t *testing.T) {
 	case <-imposter.done:
 	case <-time.After(wait):
 		t.Fatal("imposter's Run did not stop")
+	}
+	// Run says why, in words, with the server's code.
+	if !errors.Is(imposter.err, client.ErrCannotSignIn) || proto.CodeOf(imposter.err) != proto.CodeNameTaken || !strings.Contains(imposter.err.Error(), "belongs to another key") {
+		t.Errorf("Run returned %v", imposter.err)
 	}
 }
 

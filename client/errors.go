@@ -16,4 +16,7 @@ var (
 	ErrNoSTUN      = errors.New("client: no STUN server for NAT discovery")
 	ErrUnknownPeer = errors.New("client: nobody of that name is known")
 	ErrNoAnswer    = errors.New("client: the server did not answer")
+	// ErrCannotSignIn wraps the server's *proto.Error (name_taken,
+	// bad_name) when Run stops because retrying cannot help.
+	ErrCannotSignIn = errors.New("cannot sign in")
 )

@@ -1,25 +1,48 @@
 package client
 
 import (
+	"encoding/json"
+	"math"
 	"sync"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
 )
 
-// Event is something that happened; see the concrete types below.
-type Event interface{ event() }
+// Event is something that happened; see the concrete types below. Each
+// has a public name (EventName: "message", "call", ...) and a JSON shape
+// (its json tags, or MarshalJSON) that boundaries such as `parley chat
+// --json` print as they are; names and fields are a stable interface:
+// fields may be added, never renamed. The compiler holds every event to
+// having a name.
+type Event interface {
+	event()
+	EventName() string
+}
 
 // ReadyEvent: signed in to the server (again, after a reconnect).
 type ReadyEvent struct {
-	Name      string
-	Reconnect bool
+	Name      string `json:"name"`
+	Reconnect bool   `json:"reconnect"`
 }
 
 // DisconnectedEvent: the signaling connection dropped; the client retries.
 type DisconnectedEvent struct {
-	Err   error
-	Retry string // how long until the next attempt, e.g. "1.2s"
+	Err   error  `json:"-"`     // shown as "error", in words
+	Retry string `json:"retry"` // how long until the next attempt, e.g. "1.2s"
+}
+
+// MarshalJSON gives the error as words.
+func (e DisconnectedEvent) MarshalJSON() ([]byte, error) {
+	type shape struct {
+		Retry string `json:"retry"`
+		Error string `json:"error,omitempty"`
+	}
+	s := shape{Retry: e.Retry}
+	if e.Err != nil {
+		s.Error = e.Err.Error()
+	}
+	return json.Marshal(s)
 }
 
 // PresenceEvent: a user's status changed (or was listed at sign-in).
@@ -27,23 +50,36 @@ type PresenceEvent struct {
 	proto.Presence
 }
 
+// MarshalJSON is the presence with "online" spelled out.
+func (e PresenceEvent) MarshalJSON() ([]byte, error) {
+	type shape struct {
+		proto.Presence
+		Online bool `json:"online"`
+	}
+	return json.Marshal(shape{Presence: e.Presence, Online: e.Online()})
+}
+
 // MessageEvent: a chat message arrived (exactly once per id).
 type MessageEvent struct {
-	From string
-	ID   string
-	Text string
-	Time int64  // sender's clock, unix ms
-	Seq  uint64 // the sender's number for it (proto.Chat.Seq); 0: none
-	Path string // "direct" (data channel) or "server" (sealed)
+	From string `json:"from"`
+	ID   string `json:"id"`
+	Text string `json:"text"`
+	Time int64  `json:"ts"`            // sender's clock, unix ms
+	Seq  uint64 `json:"seq,omitempty"` // the sender's number for it (proto.Chat.Seq); 0: none
+	Path string `json:"path"`          // "direct" (data channel) or "server" (sealed)
 	// File is set when the message offers a file (a FileOfferEvent follows).
-	File *proto.FileInfo
+	File *proto.FileInfo `json:"file,omitempty"`
+	// Display is the display name the sender sent with it
+	// (proto.ValidateDisplayName), empty if none; show it beside From,
+	// never instead of it.
+	Display string `json:"display,omitempty"`
 }
 
 // DeliveredEvent: a message we sent was received by To.
 type DeliveredEvent struct {
-	ID   string
-	To   string
-	Path string
+	ID   string `json:"id"`
+	To   string `json:"to"`
+	Path string `json:"path"`
 }
 
 // CallState is the state of a call.
@@ -58,53 +94,83 @@ const (
 
 // CallEvent: a call changed state.
 type CallEvent struct {
-	With      string
-	Call      string
-	State     CallState
-	Direction string // "outgoing" or "incoming"
-	Path      string // "direct" or "relay" once connected
-	Via       string // supernode id (or relay address) when Path is "relay"
-	Reason    string // why it ended, in the app's words
+	With      string    `json:"with"`
+	Call      string    `json:"call"`
+	State     CallState `json:"state"`
+	Direction string    `json:"direction"`        // "outgoing" or "incoming"
+	Path      string    `json:"path,omitempty"`   // "direct" or "relay" once connected
+	Via       string    `json:"via,omitempty"`    // supernode id (or relay address) when Path is "relay"
+	Reason    string    `json:"reason,omitempty"` // why it ended, in the app's words
 	// Code is why it ended, for programs (set when State is ended).
-	Code proto.EndCode
+	Code proto.EndCode `json:"code,omitempty"`
 	// PeerReason is text the peer sent with its hangup or decline: its
 	// words, to be shown as such (control characters removed).
-	PeerReason string
+	PeerReason string `json:"peer_reason,omitempty"`
 }
 
 // StatsEvent: about once a second during a connected call.
 type StatsEvent struct {
-	With               string
-	RTPPacketsSent     uint32
-	RTPPacketsReceived uint32
-	RTTms              float64
-	JitterMs           float64
-	PacketsLost        int32
-	Path               string
-	Via                string // supernode id (or relay address) when Path is "relay"
-	LocalCandidate     string // candidate type: host, srflx, prflx, relay
-	RemoteCandidate    string
+	With               string  `json:"with"`
+	RTPPacketsSent     uint32  `json:"rtp_packets_sent"`
+	RTPPacketsReceived uint32  `json:"rtp_packets_received"`
+	RTTms              float64 `json:"rtt_ms"`
+	JitterMs           float64 `json:"jitter_ms"`
+	PacketsLost        int32   `json:"packets_lost"`
+	Path               string  `json:"path"`
+	Via                string  `json:"via,omitempty"`   // supernode id (or relay address) when Path is "relay"
+	LocalCandidate     string  `json:"local_candidate"` // candidate type: host, srflx, prflx, relay
+	RemoteCandidate    string  `json:"remote_candidate"`
 }
+
+// MarshalJSON rounds the times to 0.01 ms.
+func (e StatsEvent) MarshalJSON() ([]byte, error) {
+	type shape StatsEvent
+	s := shape(e)
+	s.RTTms, s.JitterMs = round2(s.RTTms), round2(s.JitterMs)
+	return json.Marshal(s)
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 // LinkEvent: the direct peer connection with a peer opened its chat data
 // channel ("open", chat now goes peer to peer) or closed ("closed").
 type LinkEvent struct {
-	With  string
-	State string
-	Path  string // "direct" or "relay" when open
-	Via   string
+	With  string `json:"with"`
+	State string `json:"state"`
+	Path  string `json:"path,omitempty"` // "direct" or "relay" when open
+	Via   string `json:"via,omitempty"`
+}
+
+// MuteEvent: in a call, With muted (or unmuted) their microphone.
+type MuteEvent struct {
+	With  string `json:"with"`
+	Muted bool   `json:"muted"`
 }
 
 // AudioEvent: the first audio packet of a call arrived from With.
 type AudioEvent struct {
-	With string
+	With string `json:"with"`
 }
 
 // ErrorEvent: something failed that the user should hear about. Ref names
 // the message or call it concerns, if any.
 type ErrorEvent struct {
-	Err *proto.Error
-	Ref string
+	Err *proto.Error `json:"-"` // shown as "code" and "message"
+	Ref string       `json:"ref,omitempty"`
+}
+
+// MarshalJSON is the error's code and words.
+func (e ErrorEvent) MarshalJSON() ([]byte, error) {
+	type shape struct {
+		Code    proto.Code `json:"code"`
+		Message string     `json:"message"`
+		Ref     string     `json:"ref,omitempty"`
+	}
+	s := shape{Code: proto.CodeInternal, Message: "unknown error", Ref: e.Ref}
+	if e.Err != nil {
+		s.Code, s.Message = e.Err.Code, e.Err.Message
+	}
+	return json.Marshal(s)
 }
 
 // EventKinds returns a zero value of every Event type the client emits:
@@ -116,7 +182,7 @@ func EventKinds() []Event {
 		CallEvent{}, StatsEvent{}, ErrorEvent{}, LinkEvent{}, AudioEvent{}, NATEvent{},
 		StoredEvent{}, ReadEvent{}, TypingEvent{}, RelayEvent{},
 		FileOfferEvent{}, FileProgressEvent{}, FileDoneEvent{}, FileFailedEvent{},
-		SecurityEvent{}, RefusedEvent{},
+		SecurityEvent{}, RefusedEvent{}, MuteEvent{},
 	}
 }
 
@@ -130,6 +196,19 @@ func (StatsEvent) event()        {}
 func (ErrorEvent) event()        {}
 func (LinkEvent) event()         {}
 func (AudioEvent) event()        {}
+func (MuteEvent) event()         {}
+
+func (ReadyEvent) EventName() string        { return "ready" }
+func (DisconnectedEvent) EventName() string { return "disconnected" }
+func (PresenceEvent) EventName() string     { return "presence" }
+func (MessageEvent) EventName() string      { return "message" }
+func (DeliveredEvent) EventName() string    { return "delivered" }
+func (CallEvent) EventName() string         { return "call" }
+func (StatsEvent) EventName() string        { return "stats" }
+func (ErrorEvent) EventName() string        { return "error" }
+func (LinkEvent) EventName() string         { return "link" }
+func (AudioEvent) EventName() string        { return "audio" }
+func (MuteEvent) EventName() string         { return "mute" }
 
 // eventQueue delivers events in order without ever blocking the producer.
 type eventQueue struct {

@@ -59,13 +59,22 @@ func loadOrCreateKeyFile(path, typ string, size int) ([]byte, error) {
 	}
 	secret := make([]byte, size)
 	rand.Read(secret) // never fails (Go 1.24+)
+	if err := writeKeyFile(path, typ, secret); err != nil {
+		return nil, err
+	}
+	return secret, nil
+}
+
+// writeKeyFile writes secret to path as a PEM block of type typ (mode
+// 0600), replacing the file atomically.
+func writeKeyFile(path, typ string, secret []byte) error {
 	out := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: secret})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return nil, fmt.Errorf("client: write %s: %w", path, err)
+		return fmt.Errorf("client: write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("client: write %s: %w", path, err)
+		return fmt.Errorf("client: write %s: %w", path, err)
 	}
-	return secret, nil
+	return nil
 }

@@ -44,6 +44,8 @@ type link struct {
 	rtpOut atomic.Uint64 // audio packets written to track
 	closed atomic.Bool
 	done   chan struct{} // closed with the link: stops watchPath
+	// gathered counts local candidates since the last gathering began.
+	gathered atomic.Int32
 }
 
 type sinkBox struct{ s AudioSink }
@@ -95,8 +97,10 @@ func (c *Client) newLink(peer, session string, offerer bool) (*link, error) {
 	}
 	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		if cand == nil {
+			post(func() { c.onGathered(l) })
 			return
 		}
+		l.gathered.Add(1)
 		init := cand.ToJSON()
 		post(func() {
 			c.sendSig(proto.TypeCandidate, peer, &proto.Candidate{
@@ -311,7 +315,11 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 			// ICETransport reads its gatherer unlocked until it started.
 			go c.watchPath(l)
 		}
-		c.pathBack(l)
+		if !l.lostAt.IsZero() {
+			c.pathBack(l) // checks the call is still the peer's (call.go checkCall)
+		} else if k := c.calls[l.peer]; k != nil && k.accepted && k.lastLink != "" && k.lastLink != l.session {
+			c.checkCall(l.peer) // the call's link was made anew
+		}
 		c.maybeConnectCall(l.peer)
 	case webrtc.PeerConnectionStateDisconnected:
 		// pion's view: nothing from the remote candidate for a keepalive
@@ -335,6 +343,25 @@ func (c *Client) onLinkState(l *link, s webrtc.PeerConnectionState) {
 // noPathReason is the reason a call ends with when ICE found no path.
 func noPathReason(peer string) string {
 	return "no network path: the connection to " + peer + " failed (NATs or firewalls block a direct path and no relay was usable)"
+}
+
+// onGathered runs when ICE gathering completes: with no local candidate
+// at all (relay-only and no relay, or no usable interface) no path can
+// ever form, so the link fails at once, in words that say why, rather
+// than after ICE's timeouts (loop goroutine).
+func (c *Client) onGathered(l *link) {
+	if l.gathered.Load() > 0 || l.state == webrtc.PeerConnectionStateConnected {
+		return
+	}
+	code, why := proto.EndNoPath, "no network path: no network interface could be used"
+	if c.cfg.ICETransportPolicy == webrtc.ICETransportPolicyRelay {
+		code, why = proto.EndNoRelay, "no network path: every call is relayed (\"always relay\") and no relay is available"
+	}
+	c.log.Warn("client: no local candidates", "peer", l.peer, "why", why)
+	if _, ok := c.calls[l.peer]; ok {
+		c.endCallCode(l.peer, code, why, "", true)
+	}
+	c.closeLink(l.peer, l, why, true)
 }
 
 // maxICERestarts bounds the ICE restarts tried for one lost path,
@@ -376,6 +403,7 @@ func (c *Client) pathBack(l *link) {
 	if k := c.calls[l.peer]; k != nil && k.state == CallConnected {
 		c.emitCall(k, "path recovered") // the path (or relay) may have changed
 	}
+	c.checkCall(l.peer) // the peer may have restarted meanwhile (call.go)
 }
 
 // liveStandby reports whether any candidate pair answered a check within
@@ -398,8 +426,24 @@ func (c *Client) restartICE(l *link) {
 	if l.restarts >= maxICERestarts {
 		return
 	}
+	if c.sig == nil {
+		// No server to carry the offer: applying it here would only end
+		// the pair that may still come back (a stall, not a dead path), so
+		// the restart waits for the server (linkTick asks again each tick;
+		// restartGiveUp still ends a path that stays dead).
+		return
+	}
 	l.restarts++
 	l.restartedAt = time.Now()
+	if pend := l.pc.PendingLocalDescription(); pend != nil && l.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+		// The last restart's offer got no answer (the peer was away, or
+		// restarted): send it again; pion refuses a second local offer.
+		if err := c.sendSDP(proto.TypeOffer, l.peer, l.session, pend.SDP); err != nil {
+			c.log.Warn("client: ICE restart", "peer", l.peer, "err", err)
+		}
+		return
+	}
+	l.gathered.Store(0)
 	c.refreshICEServers(l)
 	offer, err := l.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
 	if err == nil {
@@ -440,6 +484,7 @@ func (c *Client) answerRestart(l *link, sdp string) {
 		l.lostAt = time.Now()
 	}
 	c.refreshICEServers(l)
+	l.gathered.Store(0)
 	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp})
 	var answer webrtc.SessionDescription
 	if err == nil {
@@ -506,6 +551,10 @@ func (c *Client) closeLink(peer string, l *link, reason string, sendBye bool) {
 	if l.dcOpen {
 		c.events.push(LinkEvent{With: peer, State: "closed"})
 	}
+	if c.links[peer] == nil {
+		c.linkGone(peer) // signaling.go
+	}
+	c.detachCall(peer, l.session) // a call on it waits for the next link (call.go)
 	if sendBye {
 		c.sendSig(proto.TypeBye, peer, &proto.Bye{Session: l.session, Reason: reason})
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,23 @@ type NATEvent struct {
 }
 
 func (NATEvent) event() {}
+
+// EventName is the event's public name.
+func (NATEvent) EventName() string { return "nat" }
+
+// MarshalJSON gives the time taken in milliseconds and the error in words.
+func (e NATEvent) MarshalJSON() ([]byte, error) {
+	s := struct {
+		Sent      bool             `json:"sent"`
+		ElapsedMs int64            `json:"elapsed_ms"`
+		Report    *proto.NATReport `json:"report,omitempty"`
+		Error     string           `json:"error,omitempty"`
+	}{Sent: e.Sent, ElapsedMs: e.Elapsed.Milliseconds(), Report: e.Report}
+	if e.Err != nil {
+		s.Error = e.Err.Error()
+	}
+	return json.Marshal(s)
+}
 
 // natState is the client's NAT discovery state, owned by the loop
 // goroutine (the discovery itself runs on a goroutine it owns).

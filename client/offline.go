@@ -45,25 +45,29 @@ type MessageStore interface {
 // DeliveredEvent follows when the peer's client takes it, now or at its
 // next sign-in.
 type StoredEvent struct {
-	ID string
-	To string
+	ID string `json:"id"`
+	To string `json:"to"`
 }
 
 // ReadEvent: By read our message ID.
 type ReadEvent struct {
-	ID string
-	By string
+	ID string `json:"id"`
+	By string `json:"by"`
 }
 
 // TypingEvent: From started or stopped typing to us.
 type TypingEvent struct {
-	From   string
-	Typing bool
+	From   string `json:"from"`
+	Typing bool   `json:"typing"`
 }
 
 func (StoredEvent) event() {}
 func (ReadEvent) event()   {}
 func (TypingEvent) event() {}
+
+func (StoredEvent) EventName() string { return "stored" }
+func (ReadEvent) EventName() string   { return "read" }
+func (TypingEvent) EventName() string { return "typing" }
 
 // SealKeys are our own keys for sealing and opening.
 type SealKeys struct {
@@ -226,7 +230,7 @@ func (c *Client) sendSealed(m *outMsg) error {
 		return fmt.Errorf("%w: no encryption key known for %s", ErrBadKey, m.To)
 	}
 	s, err := Seal(c.sealKeys(), SealPeer{Name: m.To, Key: key, EncKey: p.EncKey, EncSig: p.EncSig},
-		&proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file})
+		&proto.Chat{ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, File: m.file, Display: c.DisplayName()})
 	if err != nil {
 		c.log.Warn("client: seal", "to", m.To, "err", err)
 		return err

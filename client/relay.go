@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -61,6 +62,20 @@ type RelayEvent struct {
 }
 
 func (RelayEvent) event() {}
+
+// EventName is the event's public name.
+func (RelayEvent) EventName() string { return "relay" }
+
+// MarshalJSON gives the handshake time in milliseconds.
+func (e RelayEvent) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Supernode string  `json:"supernode"`
+		Transport string  `json:"transport"`
+		RTTms     float64 `json:"rtt_ms"`
+		Warm      bool    `json:"warm"`
+		Reason    string  `json:"reason"`
+	}{e.Supernode, e.Transport, round2(float64(e.RTT) / 1e6), e.Warm, e.Reason})
+}
 
 // relayer holds the supernode list and the QUIC connections to supernodes.
 // It is used from the loop goroutine (updates) and from ICE's gathering

@@ -191,12 +191,22 @@ func (c *Client) onSigEvent(ev sigEvent) {
 		seen := map[string]bool{}
 		for _, p := range ev.welcome.Online {
 			seen[p.Name] = true
+			delete(c.unconfirmed, p.Name)
 			c.setPresence(p)
 		}
 		for name, p := range c.presence {
-			if !seen[name] && p.Online() {
-				c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
+			if seen[name] || !p.Online() {
+				continue
 			}
+			if c.linkUp(name) {
+				// Absent from the welcome right after our own reconnect:
+				// after a server restart the peer may simply not be back
+				// yet. A peer whose link still works is "unknown", not
+				// offline: its presence (or its link failing) decides.
+				c.unconfirmed[name] = true
+				continue
+			}
+			c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
 		}
 		c.chatOnReconnect()
 		c.natOnSignIn()
@@ -219,6 +229,7 @@ func (c *Client) onSigEvent(ev sigEvent) {
 			c.events.push(ErrorEvent{Err: pe})
 		}
 		c.log.Error("client: cannot sign in", "err", ev.err)
+		c.fatal = &signInError{name: c.cfg.Name, err: ev.err}
 		c.Close()
 	}
 }
@@ -333,6 +344,9 @@ func (c *Client) setPresence(p proto.Presence) {
 		p.EncKey, p.EncSig = old.EncKey, old.EncSig
 	}
 	c.presence[p.Name] = p
+	if p.Online() {
+		delete(c.unconfirmed, p.Name)
+	}
 	if had && old.Status == p.Status && old.PublicKey == p.PublicKey {
 		return // a changed key is news even when the status is not
 	}
@@ -340,13 +354,42 @@ func (c *Client) setPresence(p proto.Presence) {
 	if p.Online() && (!had || !old.Online()) {
 		c.chatPeerOnline(p.Name) // chat.go: messages held for a full mailbox go now
 	}
-	if !p.Online() {
+	if !p.Online() && !c.callUp(p.Name) {
+		// A call whose media flows keeps its link whatever the server
+		// says: it does not depend on the server, and a dead peer's link
+		// fails by itself (consent checks), or a restarted peer answers
+		// "gone" to the resume ring once the path is back (call.go). A
+		// link without a call goes: a peer that restarted makes a new one.
 		if _, ok := c.calls[p.Name]; ok {
 			c.endCall(p.Name, p.Name+" went offline", false)
 		}
 		if l := c.links[p.Name]; l != nil {
 			c.closeLink(p.Name, l, "peer offline", false)
 		}
+	}
+}
+
+// callUp reports whether a call with peer has media on a connected link.
+func (c *Client) callUp(peer string) bool {
+	k := c.calls[peer]
+	return k != nil && k.state == CallConnected && c.linkUp(peer)
+}
+
+// linkUp reports whether the link to peer is connected now (loop goroutine).
+func (c *Client) linkUp(peer string) bool {
+	l := c.links[peer]
+	return l != nil && l.state == webrtc.PeerConnectionStateConnected
+}
+
+// linkGone is called when the link to peer closed: a peer whose presence
+// was left unknown after our reconnect (its link was up) is offline now.
+func (c *Client) linkGone(peer string) {
+	if !c.unconfirmed[peer] {
+		return
+	}
+	delete(c.unconfirmed, peer)
+	if p, ok := c.presence[peer]; ok && p.Online() {
+		c.setPresence(proto.Presence{Name: peer, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
 	}
 }
 
@@ -357,3 +400,20 @@ func toWebRTCServers(in []proto.ICEServer) []webrtc.ICEServer {
 	}
 	return out
 }
+
+// signInError says in words why the server refused us for good; it
+// unwraps to ErrCannotSignIn and the server's *proto.Error.
+type signInError struct {
+	name string
+	err  error
+}
+
+func (e *signInError) Error() string {
+	var pe *proto.Error
+	if errors.As(e.err, &pe) && pe.Message != "" {
+		return fmt.Sprintf("cannot sign in as %q: %s", e.name, pe.Message)
+	}
+	return fmt.Sprintf("cannot sign in as %q: %v", e.name, e.err)
+}
+
+func (e *signInError) Unwrap() []error { return []error{ErrCannotSignIn, e.err} }

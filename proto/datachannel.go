@@ -17,6 +17,7 @@ const (
 	DCDelivered DCType = "delivered" // receipt for ID
 	DCRead      DCType = "read"      // read receipt for ID
 	DCTyping    DCType = "typing"    // typing indicator
+	DCMute      DCType = "mute"      // in a call: the sender muted (Muted) or unmuted its microphone
 )
 
 // DCMessage is one message on the chat data channel. The channel is
@@ -27,8 +28,11 @@ type DCMessage struct {
 	Text   string `json:"text,omitempty"`
 	Time   int64  `json:"ts,omitempty"`
 	Typing bool   `json:"typing,omitempty"`
+	Muted  bool   `json:"muted,omitempty"` // DCMute
 	// Seq is a chat message's number (Chat.Seq).
 	Seq uint64 `json:"seq,omitempty"`
+	// Display is the sender's display name on a chat message (Chat.Display).
+	Display string `json:"display,omitempty"`
 	// File is the offered file of a chat message that offers one, or of
 	// a DCFile with op offer (files.go).
 	File *FileInfo `json:"file,omitempty"`
@@ -80,7 +84,7 @@ func (m *DCMessage) Validate() error {
 		return m.FileControl().Validate()
 	case DCDelivered, DCRead:
 		return ValidateID(m.ID)
-	case DCTyping:
+	case DCTyping, DCMute:
 		return nil
 	}
 	return Errorf(CodeUnknownType, "unknown data channel message type %q", truncate(string(m.Type), 32))

@@ -302,6 +302,11 @@ type CallSignal struct {
 	// Reason is free text from the peer. Apps show it as the peer's
 	// words ("bob: ..."), never as their own verdict.
 	Reason string `json:"reason,omitempty"`
+	// Resume, on a ring, asks whether the peer still has call Call (its
+	// link was re-created or its path came back after a loss): a peer that
+	// has it ignores the ring; one that does not (it restarted) answers
+	// hangup with code gone. A resume ring never rings.
+	Resume bool `json:"resume,omitempty"`
 }
 
 // EndCode is why a call ended, as the side that ended it saw it.
@@ -315,6 +320,8 @@ const (
 	EndNoPath   EndCode = "no_path"   // no network path (ICE failed)
 	EndRefused  EndCode = "refused"   // the callee takes calls from contacts only, or blocked the caller
 	EndInsecure EndCode = "insecure"  // the link's fingerprints were not signed by the caller's key
+	EndNoRelay  EndCode = "no_relay"  // the side that ended it relays only ("always relay") and no relay was available
+	EndGone     EndCode = "gone"      // asked to resume, the peer no longer had the call (it restarted)
 )
 
 func (c *CallSignal) Validate() error {
@@ -341,6 +348,11 @@ type Chat struct {
 	// ID is the transfer's id and Text says in words what is offered,
 	// for clients that know nothing of files.
 	File *FileInfo `json:"file,omitempty"`
+	// Display is the sender's display name (ValidateDisplayName), sent
+	// with each message so the recipient shows it beside the handle. Not
+	// checked by Validate: a receiver drops an invalid one
+	// (ValidDisplayName) and keeps the message.
+	Display string `json:"display,omitempty"`
 }
 
 func (c *Chat) Validate() error {

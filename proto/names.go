@@ -2,6 +2,7 @@ package proto
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -78,6 +79,59 @@ func ValidateText(s string) error {
 		return Errorf(CodeBadRequest, "message is not valid UTF-8")
 	}
 	return nil
+}
+
+// MaxDisplayLen bounds a display name: characters, and bytes.
+const (
+	MaxDisplayLen      = 40
+	MaxDisplayBytesLen = 160
+)
+
+// ValidateDisplayName checks a display name: what a person calls
+// themselves ("Alice Martin", "Zoë 🎻"), separate from the handle the
+// server knows them by (the name rules above). It is chosen by its owner
+// and travels end to end with their chat messages (Chat.Display), so the
+// server never sees it; clients always show it beside the handle, never
+// instead of it, so nobody can pass for someone else by choosing their
+// display name. Rules: 1–40 characters of valid UTF-8 (160 bytes at
+// most), no control or formatting characters (line breaks, bidi
+// overrides, zero-width spaces; the zero-width joiner of emoji sequences
+// is allowed), no space at either end and no two spaces in a row.
+func ValidateDisplayName(s string) error {
+	if s == "" {
+		return Errorf(CodeBadName, "display name is empty")
+	}
+	if len(s) > MaxDisplayBytesLen || utf8.RuneCountInString(s) > MaxDisplayLen {
+		return Errorf(CodeBadName, "display name is longer than %d characters", MaxDisplayLen)
+	}
+	if !utf8.ValidString(s) {
+		return Errorf(CodeBadName, "display name is not valid UTF-8")
+	}
+	prevSpace := true // no space first
+	for _, r := range s {
+		space := unicode.IsSpace(r)
+		switch {
+		case space && (prevSpace || r != ' '):
+			return Errorf(CodeBadName, "display name %q: one plain space between words, none at the ends", truncate(s, 48))
+		case r != '\u200d' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)):
+			return Errorf(CodeBadName, "display name %q holds a control or formatting character (U+%04X)", truncate(s, 48), r)
+		}
+		prevSpace = space
+	}
+	if prevSpace {
+		return Errorf(CodeBadName, "display name %q: one plain space between words, none at the ends", truncate(s, 48))
+	}
+	return nil
+}
+
+// ValidDisplayName returns s if it is a valid display name, else "": what
+// a receiver keeps of a display name a peer sent (the message itself is
+// kept either way).
+func ValidDisplayName(s string) string {
+	if s == "" || ValidateDisplayName(s) != nil {
+		return ""
+	}
+	return s
 }
 
 // ValidateHostName checks a DNS host name (RFC 1123 section 2.1): dot-separated

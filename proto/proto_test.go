@@ -285,3 +285,46 @@ func TestValidateHostName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateDisplayName(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		ok       bool
+	}{
+		{"words", "Alice Martin", true},
+		{"accents and emoji", "Zoë 🎻", true},
+		{"emoji sequence with joiner", "Ana 👩‍💻", true},
+		{"one character", "A", true},
+		{"forty characters", strings.Repeat("é", 40), true},
+		{"empty", "", false},
+		{"forty-one characters", strings.Repeat("é", 41), false},
+		{"leading space", " Alice", false},
+		{"trailing space", "Alice ", false},
+		{"two spaces", "Alice  Martin", false},
+		{"tab", "Alice\tMartin", false},
+		{"line break", "Alice\nMartin", false},
+		{"no-break space", "Alice\u00a0Martin", false},
+		{"bidi override", "Alice\u202eniltraM", false},
+		{"zero-width space", "Al\u200bice", false},
+		{"invalid UTF-8", "Alice\xff", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateDisplayName(tc.in)
+			if (err == nil) != tc.ok {
+				t.Fatalf("ValidateDisplayName(%q) = %v, want ok %v", tc.in, err, tc.ok)
+			}
+			if err != nil && CodeOf(err) != CodeBadName {
+				t.Errorf("error %v has not code bad_name", err)
+			}
+			if got := ValidDisplayName(tc.in); got != map[bool]string{true: tc.in}[tc.ok] {
+				t.Errorf("ValidDisplayName(%q) = %q", tc.in, got)
+			}
+		})
+	}
+	// A chat message keeps its text whatever its display name: Validate
+	// does not look at it (receivers drop a bad one with ValidDisplayName).
+	m, err := DecodeDC([]byte(`{"type":"chat","id":"m1","text":"hi","display":"Alice\u202e"}`))
+	if err != nil || m.Text != "hi" || ValidDisplayName(m.Display) != "" {
+		t.Fatalf("DecodeDC with a bad display name: %+v, %v", m, err)
+	}
+}

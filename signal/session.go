@@ -282,6 +282,7 @@ func (ss *session) cleanup() {
 	s.mu.Lock()
 	delete(s.all, ss)
 	wasOnline := ss.name != "" && s.online[ss.name] == ss
+	shuttingDown := s.closed // Close is ending every session: nobody "went offline"
 	now := time.Now().UnixMilli()
 	if wasOnline {
 		delete(s.online, ss.name)
@@ -296,7 +297,10 @@ func (ss *session) cleanup() {
 	if ss.name != "" {
 		s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
 	}
-	if wasOnline {
+	if wasOnline && !shuttingDown {
+		// While the server shuts down it tells no one that the others went
+		// offline: they did not, the server did, and a client that hears it
+		// first would take a restart for its peers leaving (issue 12).
 		s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
 		p := ss.presence(proto.StatusOffline)
 		p.LastSeen = time.Now().UnixMilli()

@@ -133,11 +133,11 @@ type Config struct {
 
 // Decision is one verdict of the signaling server about this supernode.
 type Decision struct {
-	Time         time.Time
-	State        proto.SupernodeState
-	Reason       string
-	MeasuredMbps float64
-	RTTms        float64
+	Time         time.Time            `json:"time"`
+	State        proto.SupernodeState `json:"state"`
+	Reason       string               `json:"reason"`
+	MeasuredMbps float64              `json:"measured_mbps"`
+	RTTms        float64              `json:"rtt_ms"`
 }
 
 func (d Decision) String() string {

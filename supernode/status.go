@@ -44,42 +44,42 @@ type stats struct {
 
 // Stats is a snapshot of the counters. Every refusal has its own counter.
 type Stats struct {
-	QUICConns    int64 // QUIC connections accepted
-	RelayStreams int64 // relay streams admitted to the TURN server
-	Probes       int64 // signaling-server probes answered
-	Allocations  int64 // TURN allocations created (all transports)
-	Sessions     int   // live TURN allocations now
-	Pending      int   // sessions admitted and waiting for their allocation
-	Users        int   // distinct users with live allocations
+	QUICConns    int64 `json:"quic_conns"`    // QUIC connections accepted
+	RelayStreams int64 `json:"relay_streams"` // relay streams admitted to the TURN server
+	Probes       int64 `json:"probes"`        // signaling-server probes answered
+	Allocations  int64 `json:"allocations"`   // TURN allocations created (all transports)
+	Sessions     int   `json:"sessions"`      // live TURN allocations now
+	Pending      int   `json:"pending"`       // sessions admitted and waiting for their allocation
+	Users        int   `json:"users"`         // distinct users with live allocations
 	// BytesRelayed counts what the relay sent for its allocations, in
 	// bytes on the wire (IP, UDP, TURN and QUIC framing included).
-	BytesRelayed  uint64
-	WireMbps      float64 // the current rate of BytesRelayed
-	FastPath      bool    // the TURN UDP data plane (batched, lock-free) is on
-	FastUDP       int64   // packets the TURN UDP data plane forwarded (both ways)
-	DatagramsIn   uint64  // ChannelData received as QUIC datagrams
-	DatagramsOut  uint64  // ChannelData sent as QUIC datagrams
-	StreamFrames  uint64  // TURN messages received on relay streams
-	BadHello      int64   // malformed first frame on a stream
-	TokenMissing  int64   // stream without a relay token
-	TokenInvalid  int64   // forged or malformed token
-	TokenExpired  int64
-	TokenOtherSN  int64 // token minted for another supernode
-	TokenMismatch int64 // TURN username of another user than the stream's token
-	NotPromoted   int64 // relay asked for while not promoted
-	TURNAuthFail  int64 // TURN requests with bad credentials
-	SessionsFull  int64 // refused: MaxSessions reached
-	UserOverQuota int64 // refused: MaxAllocationsPerUser reached
-	BandwidthFull int64 // refused: the new session would not fit MaxRelayMbps
-	Busy          int64 // refused: the data plane's loop is saturated
-	StreamRefused int64 // TURN Allocate refused on an admitted relay stream (should stay 0)
-	PeerDenied    int64 // permissions refused by the peer policy
-	DeniedPackets int64 // packets to this host's non-relay ports dropped
-	SessionDrops  int64 // packets dropped over a session's bandwidth
-	Shed          int64 // whole flows ended because the total outgrew MaxRelayMbps
-	SlowDrops     int64 // packets for pion dropped because it was behind
-	SendErrors    int64 // packets the kernel would not take (send buffer full)
-	Unbound       int64 // ChannelData datagrams for no bound channel
+	BytesRelayed  uint64  `json:"bytes_relayed"`
+	WireMbps      float64 `json:"wire_mbps"`     // the current rate of BytesRelayed
+	FastPath      bool    `json:"fast_path"`     // the TURN UDP data plane (batched, lock-free) is on
+	FastUDP       int64   `json:"fast_udp"`      // packets the TURN UDP data plane forwarded (both ways)
+	DatagramsIn   uint64  `json:"datagrams_in"`  // ChannelData received as QUIC datagrams
+	DatagramsOut  uint64  `json:"datagrams_out"` // ChannelData sent as QUIC datagrams
+	StreamFrames  uint64  `json:"stream_frames"` // TURN messages received on relay streams
+	BadHello      int64   `json:"bad_hello"`     // malformed first frame on a stream
+	TokenMissing  int64   `json:"token_missing"` // stream without a relay token
+	TokenInvalid  int64   `json:"token_invalid"` // forged or malformed token
+	TokenExpired  int64   `json:"token_expired"`
+	TokenOtherSN  int64   `json:"token_other_supernode"` // token minted for another supernode
+	TokenMismatch int64   `json:"token_mismatch"`        // TURN username of another user than the stream's token
+	NotPromoted   int64   `json:"not_promoted"`          // relay asked for while not promoted
+	TURNAuthFail  int64   `json:"turn_auth_failures"`    // TURN requests with bad credentials
+	SessionsFull  int64   `json:"sessions_full"`         // refused: MaxSessions reached
+	UserOverQuota int64   `json:"user_over_quota"`       // refused: MaxAllocationsPerUser reached
+	BandwidthFull int64   `json:"bandwidth_full"`        // refused: the new session would not fit MaxRelayMbps
+	Busy          int64   `json:"busy"`                  // refused: the data plane's loop is saturated
+	StreamRefused int64   `json:"stream_refused"`        // TURN Allocate refused on an admitted relay stream (should stay 0)
+	PeerDenied    int64   `json:"peer_denied"`           // permissions refused by the peer policy
+	DeniedPackets int64   `json:"denied_packets"`        // packets to this host's non-relay ports dropped
+	SessionDrops  int64   `json:"session_drops"`         // packets dropped over a session's bandwidth
+	Shed          int64   `json:"shed"`                  // whole flows ended because the total outgrew MaxRelayMbps
+	SlowDrops     int64   `json:"slow_drops"`            // packets for pion dropped because it was behind
+	SendErrors    int64   `json:"send_errors"`           // packets the kernel would not take (send buffer full)
+	Unbound       int64   `json:"unbound"`               // ChannelData datagrams for no bound channel
 }
 
 // Stats returns the counters.
@@ -120,6 +120,10 @@ type Status struct {
 	MaxMbps     float64              `json:"max_relay_mbps"`
 	History     []Decision           `json:"history"`
 	Stats       Stats                `json:"stats"`
+	// StartedAt and UptimeS say how long this supernode has run (its
+	// throughput now is Stats.WireMbps).
+	StartedAt time.Time `json:"started_at"`
+	UptimeS   int64     `json:"uptime_s"`
 }
 
 // Status returns the current state, the decisions so far and the counters.
@@ -141,9 +145,11 @@ func (s *Server) Status() Status {
 	if p := s.promo.Load(); p != nil {
 		st.ID = p.id
 	}
+	now := time.Now()
 	s.mu.Lock()
 	st.State, st.Reason, st.Connected = s.state, s.reason, s.connected
 	st.History = append([]Decision(nil), s.history...)
+	st.StartedAt, st.UptimeS = s.started, int64(now.Sub(s.started).Seconds())
 	s.mu.Unlock()
 	if st.State == "" {
 		st.State, st.Reason = "unregistered", "waiting for the signaling server"
@@ -152,7 +158,8 @@ func (s *Server) Status() Status {
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ts": func(t time.Time) string { return t.Format("2006-01-02 15:04:05") },
+	"ts":     func(t time.Time) string { return t.Format("2006-01-02 15:04:05") },
+	"uptime": func(s int64) string { return (time.Duration(s) * time.Second).String() },
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Parley supernode {{.Name}}</title>
 <meta http-equiv="refresh" content="5">
@@ -165,7 +172,8 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>TURN</th><td>udp {{.TURNUDP}} · tcp {{.TURNTCP}} · tls {{.TURNTLS}}</td></tr>
 <tr><th>fingerprint</th><td><code>{{.Fingerprint}}</code></td></tr>
 <tr><th>sessions</th><td>{{.Stats.Sessions}} of {{.MaxSessions}} ({{.Stats.Users}} users, {{.Stats.Pending}} waiting for an allocation)</td></tr>
-<tr><th>relayed</th><td>{{printf "%.2f" .Stats.WireMbps}} of {{.MaxMbps}} Mbit/s on the wire; {{.Stats.BytesRelayed}} bytes so far</td></tr></table>
+<tr><th>relayed</th><td>{{printf "%.2f" .Stats.WireMbps}} of {{.MaxMbps}} Mbit/s on the wire; {{.Stats.BytesRelayed}} bytes so far</td></tr>
+<tr><th>up</th><td>{{uptime .UptimeS}} (since {{ts .StartedAt}})</td></tr></table>
 <h2>Decisions</h2><table>{{range .History}}<tr><td>{{ts .Time}}</td><td class="{{.State}}">{{.State}}</td><td>{{.Reason}}</td></tr>{{else}}<tr><td>none yet</td></tr>{{end}}</table>
 <h2>Refusals</h2><table>
 <tr><th>no token</th><td>{{.Stats.TokenMissing}}</td><th>forged token</th><td>{{.Stats.TokenInvalid}}</td></tr>

@@ -67,6 +67,7 @@ type Server struct {
 	nextPort    uint16
 	cancel      context.CancelFunc
 	done        chan struct{}
+	started     time.Time // New; uptime on the status page (status.go)
 
 	wg sync.WaitGroup // QUIC connection and stream goroutines
 }
@@ -86,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
+		started:     time.Now(),
 		cfg:         cfg,
 		log:         cfg.Logger.With("supernode", cfg.Name),
 		conns:       map[*quic.Conn]struct{}{},

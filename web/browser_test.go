@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"net"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestBrowserToBrowser(t *testing.T) {
 
 	// Alice calls; bob's page rings; bob answers.
 	alice.click("call")
-	alice.waitFor("alice hears ringing", textHas("call-state", "Calling bob"))
+	alice.waitFor("alice sees bob's device ringing", textHas("call-state", "Ringing bob"))
 	bob.waitFor("bob's page rings", visible("answer")+` && `+textHas("call-state", "alice is calling"))
 	bob.screenshot("ringing")
 	bob.click("answer")
@@ -79,12 +80,29 @@ func TestBrowserToBrowser(t *testing.T) {
 	// A few seconds of graph make the in-call screenshot worth looking at.
 	alice.waitFor("graph has points", `window.parley.graph.samples.length >= 6`)
 	alice.waitFor("stats shown", `document.getElementById('st-rtt').textContent.endsWith('ms') && document.getElementById('st-rate').textContent.includes('kbit/s')`)
+	// Quality bars (the numbers behind a click) and our microphone's level:
+	// the fake microphone beeps, so the meter moves.
+	alice.waitFor("quality bars", visible("quality-bars")+` && ["3","4"].includes(`+elem("quality-bars")+`.dataset.level)`)
+	alice.waitFor("mic level moves", visible("mic-level")+` && window.parley.debug().micPeak > 0.01`)
+	alice.click("quality-bars")
+	alice.waitFor("numbers folded", `document.getElementById('call-quality').hidden`)
+	alice.click("quality-bars")
+	alice.waitFor("numbers back", `!document.getElementById('call-quality').hidden`)
 	alice.screenshot("in-call")
 
-	// Phone-sized: the call panel and conversation fit one column.
+	// Phone-sized, the call is the screen: the peer, the timer and big
+	// buttons in view, no list or conversation under them; "Chat" folds it
+	// to a bar above the conversation, "Back to call" unfolds it.
 	bob.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-	bob.waitFor("phone layout", `document.querySelector('.sidebar').offsetParent === null && `+visible("hangup"))
+	bob.waitFor("the call is the screen", phoneCallScreen)
 	bob.screenshot("phone-in-call")
+	bob.click("call-chat")
+	bob.waitFor("the call folds to a bar above the conversation", phoneCallBar)
+	bob.send("typed in a call")
+	alice.waitFor("alice reads it", message("in", "typed in a call", ""))
+	bob.screenshot("phone-call-chat")
+	bob.click("call-chat")
+	bob.waitFor("back to the call screen", phoneCallScreen)
 
 	// Alice hangs up: the call ends on both pages and the microphone is released.
 	alice.click("hangup")
@@ -102,10 +120,12 @@ func TestBrowserToBrowser(t *testing.T) {
 // TestBrowserAndGoClient: the page and the Go client interoperate both
 // ways: chat each way with receipts, a call placed from the page and one
 // placed from Go, audio both ways, hang-up from either side, and a message
-// left sealed once the Go client is gone.
+// left sealed once the Go client is gone. Display names (with spaces,
+// beside the handle) go both ways, sealed and over the data channel.
 func TestBrowserAndGoClient(t *testing.T) {
 	srv := startServer(t)
-	gopher := startGoClient(t, srv.URL, "gopher")
+	_, gk, _ := ed25519.GenerateKey(nil)
+	gopher := startGoClientKey(t, srv.URL, "gopher", gk, func(c *client.Config) { c.DisplayName = "Go Pher" })
 	p := openPage(t, srv.HTTP+"/", "alice")
 	p.join("alice")
 	gopher.ev.Wait(t, wait, "gopher sees alice", isOnline("alice"))
@@ -119,16 +139,25 @@ func TestBrowserAndGoClient(t *testing.T) {
 	}
 	p.click("contact-gopher")
 	p.waitFor("page shows Go's message", message("in", "hello from Go", ""))
+	p.waitFor("Go's display name beside its handle", textHas("contact-gopher", "Go Pher", "gopher")+` && document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
 	gopher.ev.Wait(t, wait, "gopher gets the receipt", func(e client.Event) bool {
 		d, ok := e.(client.DeliveredEvent)
 		return ok && d.ID == id
 	})
-	// Browser -> Go chat, tick on the page.
+	// Browser -> Go chat, tick on the page, with our display name (a bad
+	// one is refused in words).
+	p.do("bad display name", chromedp.SendKeys(sel("display-input"), "Alice  Page"+kb.Enter))
+	p.waitFor("refused in words", textHas("display-error", "one plain space"))
+	eval[bool](p, `(document.getElementById('display-input').value = '') === ''`)
+	p.do("display name", chromedp.SendKeys(sel("display-input"), "Alice Page"+kb.Enter))
+	p.waitFor("accepted", `document.querySelector('[data-testid=display-error]').textContent === ''`)
 	p.send("hello from the browser")
-	gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
+	if m := gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
 		m, ok := e.(client.MessageEvent)
 		return ok && m.From == "alice" && m.Text == "hello from the browser"
-	})
+	}).(client.MessageEvent); m.Display != "Alice Page" {
+		t.Errorf("the page's display name reached Go as %q (path %s), want \"Alice Page\"", m.Display, m.Path)
+	}
 	p.waitFor("page sees it delivered", message("out", "hello from the browser", "delivered"))
 	// With the link up, both directions use the data channel (pion sends
 	// binary messages, the page text ones).
@@ -150,8 +179,8 @@ func TestBrowserAndGoClient(t *testing.T) {
 		m, ok := e.(client.MessageEvent)
 		return ok && m.Text == "direct from the browser"
 	}).(client.MessageEvent)
-	if m.Path != "direct" {
-		t.Errorf("page's message reached Go by %q, want direct", m.Path)
+	if m.Path != "direct" || m.Display != "Alice Page" {
+		t.Errorf("page's message reached Go by %q with display name %q, want direct and \"Alice Page\"", m.Path, m.Display)
 	}
 	p.waitFor("direct message delivered", message("out", "direct from the browser", "delivered"))
 	if p.consoleHas("bad data channel message") {
@@ -310,3 +339,28 @@ func TestReconnectsAfterServerRestart(t *testing.T) {
 	p.waitFor("reconnected", `document.querySelector('[data-testid=conn-status]').dataset.state === 'online'`)
 	t.Logf("page reconnected %v after the server came back", time.Since(start).Round(time.Millisecond))
 }
+
+// phoneCallScreen is a condition for a phone-sized page (390 px wide) in
+// a call: nothing is wider than the phone (Chromium would zoom out), the
+// call panel fills the screen below the top bar, the peer's name is shown
+// large, Mute and Hang up are thumb-sized (60 px and up) and in view, and
+// neither the contact list nor the conversation is shown.
+const phoneCallScreen = `(() => {
+	const box = id => document.querySelector('[data-testid="' + id + '"]')?.getBoundingClientRect();
+	const big = id => { const b = box(id); return !!b && b.width >= 60 && b.height >= 60 && b.top >= 0 && b.bottom <= innerHeight; };
+	const call = document.getElementById('call-panel').getBoundingClientRect();
+	const name = document.getElementById('call-peer-name');
+	return innerWidth === 390 && call.height >= 0.75 * innerHeight && call.bottom <= innerHeight + 1 && big('hangup') && big('mute') &&
+		name.offsetParent !== null && name.getBoundingClientRect().height >= 24 &&
+		document.querySelector('.sidebar').offsetParent === null && document.querySelector('.conversation').offsetParent === null;
+})()`
+
+// phoneCallBar is a condition for a phone-sized page in a call whose
+// person opened the chat: nothing is wider than the phone, the call is a bar (under a third of the screen)
+// that keeps Hang up, and the conversation with its input is below it.
+var phoneCallBar = `(() => {
+	const call = document.getElementById('call-panel').getBoundingClientRect();
+	const input = document.querySelector('[data-testid="message-input"]').getBoundingClientRect();
+	return innerWidth === 390 && call.height > 0 && call.height <= innerHeight / 3 && ` + visible("hangup") + ` && ` + visible("message-input") + ` &&
+		input.top >= call.bottom && input.bottom <= innerHeight;
+})()`

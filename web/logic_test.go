@@ -3,7 +3,10 @@ package web_test
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/parley-voice/parley/proto"
 )
 
 // TestPageLogic runs the page's own modules in Chromium, table-driven:
@@ -19,7 +22,8 @@ func TestPageLogic(t *testing.T) {
 		const links = await import("/js/links.js");
 		const stats = await import("/js/stats.js");
 		const words = await import("/js/words.js");
-		const { Chat } = await import("/js/chat.js");
+		const { Chat, GAP_WAIT } = await import("/js/chat.js");
+		const { MemoryStore } = await import("/js/store.js");
 		const { Calls, NO_PATH_MS } = await import("/js/calls.js");
 		const tick = () => new Promise((r) => setTimeout(r, 0));
 		const fakeSig = (name, fail) => ({
@@ -134,7 +138,7 @@ func TestPageLogic(t *testing.T) {
 			const sentDC = [];
 			const link = { peer: "bob", dc: { send: (x) => sentDC.push(JSON.parse(x)) } };
 			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
-			chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
+			await chat.onDCMessage(link, { type: "chat", id: "m2", text: "again" });
 			return [chat.messages("bob").map((m) => m.text), sig.sent, sentDC]`,
 			`[["again"],[],[{"type":"delivered","id":"m2"},{"type":"delivered","id":"m2"}]]`},
 		{"chat: no receipt on the data channel: sent again sealed through the server", `const a = await mkIdentity(), b = await mkIdentity();
@@ -144,7 +148,8 @@ func TestPageLogic(t *testing.T) {
 			const link = { peer: "bob", dcOpen: true, dc: { send: (x) => sentDC.push(JSON.parse(x).type) } };
 			const chat = new Chat({ sig, links: { get: () => link }, identity: a, peers: (n) => n === "bob" ? bob : undefined });
 			const m = chat.send("bob", "yo");
-			const s1 = [m.status, m.path];
+			await m.queued;
+			const s1 = [m.status, m.path, m.seq];
 			chat.tick(Date.now() + 1000);
 			const n1 = sig.sent.length;
 			chat.tick(Date.now() + 3100);
@@ -154,12 +159,13 @@ func TestPageLogic(t *testing.T) {
 			chat.onServer({ type: "delivered", from: "bob", body: { id: m.id } });
 			chat.tick(Date.now() + 10000);
 			return [s1, n1, sig.sent.map((x) => x[0]), s2, m.status, m.path, sentDC]`,
-			`[["sent","direct"],0,["sealed"],"stored","delivered","server",["chat"]]`},
+			`[["sent","direct",1],0,["sealed"],"stored","delivered","server",["chat"]]`},
 		{"chat: direct when the data channel is open", `const sig = fakeSig("me");
 			const sentDC = [];
 			const link = { peer: "bob", dcOpen: true, dc: { send: (x) => sentDC.push(JSON.parse(x).type) } };
 			const chat = new Chat({ sig, links: { get: () => link } });
 			const m = chat.send("bob", "direct?");
+			await m.queued;
 			chat.onDCMessage(link, { type: "delivered", id: m.id });
 			return [sentDC, sig.sent.length, m.status, m.path]`,
 			`[["chat"],0,"delivered","direct"]`},
@@ -203,7 +209,7 @@ func TestPageLogic(t *testing.T) {
 			const opened = await sealed.open(b, "bob", "alice", m.sealedBody);
 			return [stored, sig.sent.length, s2, m.status, opened.text]`,
 			`[["stored","server",["sealed"]],1,"stored","delivered","while you were out"]`},
-		{"chat: sealed messages open once, in order, receipt after display; another key is refused", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
+		{"chat: sealed messages open once, in order, receipt once kept; another key is refused", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
 			const sig = fakeSig("bob");
 			const chat = new Chat({ sig, links: { get: () => null }, identity: b });
 			const bob = await peerOf(b, "bob");
@@ -218,7 +224,40 @@ func TestPageLogic(t *testing.T) {
 			const ms = chat.messages("alice");
 			return [ms.map((m) => m.dir + ":" + m.text.slice(0, 40)), ms[0].path, sig.sent, order.slice(0, 2)]`,
 			`[["in:first","in:second","note:alice left you a sealed message, but it "],"server",
-				[["delivered","alice","m1"],["delivered","alice","m2"],["delivered","alice","m1"]],["1:0","2:1"]]`},
+				[["delivered","alice","m1"],["delivered","alice","m2"],["delivered","alice","m1"]],["1:1","2:2"]]`},
+		{"chat: a peer's messages are taken in its order (seq); a gap waits GAP_WAIT, then is skipped", `const sig = fakeSig("me");
+			const chat = new Chat({ sig, links: { get: () => null } });
+			const sentDC = [];
+			const link = { peer: "bob", dc: { send: (x) => sentDC.push(JSON.parse(x).id) } };
+			const text = () => chat.messages("bob").map((m) => m.text).join(",");
+			await chat.onDCMessage(link, { type: "chat", id: "a1", text: "one", seq: 1 });
+			await chat.onDCMessage(link, { type: "chat", id: "a3", text: "three", seq: 3 });
+			const held = [text(), sentDC.join(",")]; // three waits for two, unacknowledged
+			await chat.onDCMessage(link, { type: "chat", id: "a2", text: "two", seq: 2 });
+			const filled = [text(), sentDC.join(",")];
+			await chat.onDCMessage(link, { type: "chat", id: "a6", text: "six", seq: 6 });
+			chat.tick(Date.now() + 1000); await chat.taking;
+			const early = text();
+			chat.tick(Date.now() + GAP_WAIT + 10); await chat.taking;
+			await chat.onDCMessage(link, { type: "chat", id: "a5", text: "five", seq: 5 }); // late: taken at once
+			return [held, filled, early, text()]`,
+			`[["one","a1"],["one,two,three","a1,a2,a3"],"one,two,three","one,two,three,six,five"]`},
+		{"chat: duplicates are caught for good, not only among the last 4,096 ids; strangers can be refused", `const sig = fakeSig("me");
+			const store = new MemoryStore();
+			let accept = true;
+			const chat = new Chat({ sig, links: { get: () => null }, store, accept: (p) => accept || p !== "eve" });
+			const link = { peer: "bob", dc: { send: () => {} } };
+			for (let i = 0; i < 5000; i++) chat.onDCMessage(link, { type: "chat", id: "id" + i, text: "m" + i });
+			await chat.onDCMessage(link, { type: "chat", id: "id0", text: "m0" });
+			const again = new Chat({ sig, links: { get: () => null }, store }); // a reload: same store
+			await again.load();
+			await again.onDCMessage(link, { type: "chat", id: "id1", text: "m1" });
+			accept = false;
+			const refusals = [];
+			const eve = { peer: "eve", dc: { send: (x) => refusals.push(JSON.parse(x)) } };
+			await chat.onDCMessage(eve, { type: "chat", id: "e1", text: "hi" });
+			return [chat.messages("bob").length, again.messages("bob").length, refusals, chat.messages("eve").length]`,
+			`[5000,5000,[{"type":"delivered","id":"e1","code":"not_accepted"}],0]`},
 		{"chat: bad text refused", `const chat = new Chat({ sig: fakeSig("me"), links: { get: () => null } });
 			try { chat.send("bob", "x".repeat(4001)); return "sent"; } catch (e) { return e.message; }`,
 			`"The message is too long (4001 bytes; the limit is 4000)."`},
@@ -300,6 +339,17 @@ func TestPageLogic(t *testing.T) {
 			return [before, replaced, muted, mic.stopped, sig.sent.map((s) => s[0])]`,
 			`[0,["mic",null],false,true,["accept","hangup"]]`},
 	}
+	// The page's display-name rules are the Go client's, case by case.
+	displays := []string{"Alice Martin", "Zoë 🎻", "Ana 👩\u200d💻", "A", strings.Repeat("é", 40), strings.Repeat("é", 41), strings.Repeat("🎻", 41),
+		"", " Alice", "Alice ", "Alice  Martin", "Alice\tMartin", "Alice\nMartin", "Alice\u00a0Martin", "Alice\u202eniltraM", "Al\u200bice", "Al\u0085ice"}
+	var goSays []bool
+	for _, d := range displays {
+		goSays = append(goSays, proto.ValidateDisplayName(d) == nil)
+	}
+	in, _ := json.Marshal(displays)
+	want, _ := json.Marshal(goSays)
+	cases = append(cases, struct{ name, js, want string }{"display name rules (Go's)",
+		`return ` + string(in) + `.map((s) => proto.checkDisplayName(s) === null && proto.validDisplayName(s) === s)`, string(want)})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := eval[[]byte](p, `(async () => { `+imports+c.js+` })()`)

@@ -214,7 +214,11 @@ func (p *page) send(text string) {
 // "out"), and for outgoing messages has the given status.
 func message(dir, text, status string) string {
 	c := `[...document.querySelectorAll('[data-testid=messages] li.msg.` + dir + `')].some(li => li.querySelector('.text').textContent === ` + jsq(text)
-	if status != "" {
+	switch status {
+	case "":
+	case "delivered": // read implies delivered
+		c += ` && ["delivered", "read"].includes(li.dataset.status)`
+	default:
 		c += ` && li.dataset.status === ` + jsq(status)
 	}
 	return c + `)`
@@ -223,6 +227,19 @@ func message(dir, text, status string) string {
 // countMessages counts messages with text in the open conversation.
 func (p *page) countMessages(text string) int {
 	return eval[int](p, `[...document.querySelectorAll('[data-testid=messages] li.msg')].filter(li => li.querySelector('.text').textContent === `+jsq(text)+`).length`)
+}
+
+// countMessagesWith counts messages with text in peer's conversation,
+// whether or not it is open.
+func (p *page) countMessagesWith(peer, text string) int {
+	return eval[int](p, `window.parley.chat.messages(`+jsq(peer)+`).filter((m) => m.text === `+jsq(text)+`).length`)
+}
+
+// reloadAndWait reloads the page and waits until it is signed in again.
+func (p *page) reloadAndWait() {
+	p.t.Helper()
+	p.do("reload", chromedp.Reload())
+	p.waitFor("signed in again", `window.parley?.sig?.online === true`)
 }
 
 // callStats samples the call's WebRTC stats on the page.
@@ -294,10 +311,14 @@ func startGoClient(t testing.TB, url, name string) *goPeer {
 // startGoClientKey starts a Go client with a given identity key (its
 // encryption key is derived from it, so a restart can open what was
 // sealed to it before).
-func startGoClientKey(t testing.TB, url, name string, key ed25519.PrivateKey) *goPeer {
+func startGoClientKey(t testing.TB, url, name string, key ed25519.PrivateKey, mods ...func(*client.Config)) *goPeer {
 	t.Helper()
-	c, err := client.New(client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
+	cfg := client.Config{Server: url, Name: name, Key: key, SettingEngine: client.LoopbackOnly,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -96,10 +97,11 @@ lines, one object per line, for scripts:
           {"cmd":"send-file","to":"bob","path":"photo.jpg"}
           {"cmd":"accept-file","id":"…"}  {"cmd":"decline-file","id":"…"}
           {"cmd":"cancel-file","id":"…"}  {"cmd":"files"}
-          {"cmd":"who"}  {"cmd":"quit"}
-  stdout: {"event":"ready",...} presence, message, sent, delivered, call,
-          stats, file-offer, file-progress, file-done, file-failed,
-          error, disconnected
+          {"cmd":"who"}  {"cmd":"add","name":"carol"}
+          {"cmd":"display","name":"Alice Martin"}  {"cmd":"quit"}
+  stdout: {"event":"ready",...} presence, message, sent, stored,
+          delivered, read, typing, call, stats, link, audio, mute, ...
+          (every event and its keys: the README's JSON-lines section)
 
 In a terminal (stdout is a TTY) it runs the full-screen chat client: contacts
 with presence, conversations kept in the profile (history.db), delivery and
@@ -117,7 +119,8 @@ or a restart of either side.`)
 	var f chatFlags
 	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
 	fs.StringVar(&f.ca, "ca", "", "PEM file of a CA certificate to trust for an https:// server, besides the system's (a private deployment or a self-made certificate)")
-	fs.StringVar(&f.name, "name", "", "display name (lowercase letters, digits, - _ .)")
+	fs.StringVar(&f.name, "name", "", "your handle, the name people reach you by (lowercase letters, digits, - _ .)")
+	displayFlag := fs.String("display-name", "", "what you call yourself, spaces allowed (\"Alice Martin\"), shown beside your handle to the people you write to; kept in the profile (\"\" clears it; TUI: /nick)")
 	fs.StringVar(&f.profile, "profile", "", "profile directory holding the identity key (default: the user config dir /parley/NAME)")
 	fs.BoolVar(&f.json, "json", false, "scriptable mode: JSON-lines commands on stdin, events on stdout")
 	fs.BoolVar(&f.autoAnswer, "auto-answer", false, "answer incoming calls at once")
@@ -169,9 +172,20 @@ or a restart of either side.`)
 	if err != nil {
 		return err
 	}
+	var setDisplay *string // the flag, when given
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "display-name" {
+			setDisplay = displayFlag
+		}
+	})
+	display, err := profileDisplayName(f.profile, setDisplay)
+	if err != nil {
+		return err
+	}
 	cfg := client.Config{
 		Server:      f.server,
 		Name:        f.name,
+		DisplayName: display,
 		Key:         key,
 		EncKey:      encKey,
 		Agent:       "parley-chat",
@@ -194,9 +208,13 @@ or a restart of either side.`)
 	defer hist.Close()
 	cfg.Store = hist
 	cfg.Outbox = hist
-	cfg.PeerKey = hist.PinnedKey // messages are sealed only to keys bound to the pinned one
-	if f.contactsOnly {
-		cfg.Accept = func(peer string) bool { _, ok := hist.Contact(peer); return ok }
+	cfg.PeerKey = hist.PinnedKey          // messages are sealed only to keys bound to the pinned one
+	cfg.Accept = func(peer string) bool { // blocked (TUI /block): never; strangers: unless --contacts-only
+		c, ok := hist.Contact(peer)
+		if ok && c.Blocked {
+			return false
+		}
+		return ok || !f.contactsOnly
 	}
 	muted := new(atomic.Bool)
 	if useTUI {
@@ -237,18 +255,50 @@ or a restart of either side.`)
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
-	switch {
-	case f.json:
-		err = chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
-	case useTUI:
-		err = tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
-			Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true})
-	default:
-		err = chatLines(ctx, c, hist, os.Stdin, stdout)
-	}
-	cancel()
-	if rerr := <-runErr; err == nil {
-		err = rerr
+	uiErr := make(chan error, 1)
+	go func() {
+		switch {
+		case f.json:
+			uiErr <- chatJSON(ctx, c, hist, f.profile, os.Stdin, stdout)
+		case useTUI:
+			uiErr <- tui.Run(ctx, tui.Config{Client: c, History: hist, Name: f.name,
+				Key: key.Public().(ed25519.PublicKey), Muted: muted, AltScreen: true, AudioNote: audioNote(f.audioIn, f.audioOut),
+				DisplayName: display,
+				SetDisplayName: func(s string) error {
+					if err := c.SetDisplayName(s); err != nil {
+						return err
+					}
+					return saveDisplayName(f.profile, s)
+				},
+				Backup: func(path, pass string) error {
+					data, err := client.ExportKeys(f.name, key, encKey, pass)
+					if err != nil {
+						return err
+					}
+					return os.WriteFile(path, data, 0o600)
+				}})
+		default:
+			uiErr <- chatLines(ctx, c, hist, os.Stdin, stdout)
+		}
+	}()
+	select {
+	case err = <-uiErr:
+		cancel()
+		if rerr := <-runErr; err == nil {
+			err = rerr
+		}
+	case rerr := <-runErr:
+		// The client stopped by itself: the server refused the name for
+		// good. The TUI and the JSON mode end with their events (the JSON
+		// mode has printed the error); the line mode may be blocked on
+		// stdin, so it is not waited for. Either way, say why and exit
+		// non-zero.
+		if f.json || useTUI {
+			err = <-uiErr
+		}
+		if rerr != nil {
+			err = rerr
+		}
 	}
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,4 +140,28 @@ func (s *callSink) Close() error {
 		return nil
 	}
 	return s.out.Close()
+}
+
+// audioNote says, for the TUI's status bar, what calls send and receive
+// when it is not a sound device: a person who hears nothing should know
+// that the terminal sends a test tone and discards the peer's voice.
+func audioNote(in, out string) string {
+	var bits []string
+	switch in {
+	case "device":
+	case "tone", "":
+		bits = append(bits, "sending a test tone")
+	case "silence":
+		bits = append(bits, "sending silence")
+	default:
+		bits = append(bits, "sending "+filepath.Base(in))
+	}
+	switch out {
+	case "device":
+	case "":
+		bits = append(bits, "their audio discarded (no sound device)")
+	default:
+		bits = append(bits, "recording them")
+	}
+	return strings.Join(bits, ", ")
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/parley-voice/parley/client"
@@ -47,117 +48,44 @@ func namedJSON(ev namedEvent) any {
 	return o
 }
 
-// eventJSON maps a client event to its JSON-lines form. The names are a
-// stable interface for scripts: fields may be added, never renamed.
-func eventJSON(ev client.Event) any {
-	type obj = map[string]any
-	switch e := ev.(type) {
-	case client.ReadyEvent:
-		return obj{"event": "ready", "name": e.Name, "reconnect": e.Reconnect}
-	case client.DisconnectedEvent:
-		o := obj{"event": "disconnected", "retry": e.Retry}
-		if e.Err != nil {
-			o["error"] = e.Err.Error()
-		}
-		return o
-	case client.PresenceEvent:
-		o := obj{"event": "presence", "name": e.Name, "online": e.Online(), "status": e.Status}
-		if e.LastSeen != 0 {
-			o["last_seen"] = e.LastSeen
-		}
-		return o
-	case client.MessageEvent:
-		o := obj{"event": "message", "from": e.From, "text": e.Text, "id": e.ID, "ts": e.Time, "path": e.Path}
-		if e.File != nil {
-			o["file"] = e.File // a file-offer event follows
-		}
-		return o
-	case client.DeliveredEvent:
-		return obj{"event": "delivered", "id": e.ID, "to": e.To, "path": e.Path}
-	case client.CallEvent:
-		o := obj{"event": "call", "with": e.With, "state": e.State, "direction": e.Direction, "call": e.Call}
-		if e.Path != "" {
-			o["path"] = e.Path
-		}
-		if e.Via != "" {
-			o["via"] = e.Via
-		}
-		if e.Reason != "" {
-			o["reason"] = e.Reason
-		}
-		if e.Code != "" {
-			o["code"] = e.Code
-		}
-		if e.PeerReason != "" {
-			o["peer_reason"] = e.PeerReason // the peer's own words
-		}
-		return o
-	case client.StatsEvent:
-		return obj{"event": "stats", "with": e.With, "rtp_packets_sent": e.RTPPacketsSent,
-			"rtp_packets_received": e.RTPPacketsReceived, "rtt_ms": round2(e.RTTms),
-			"jitter_ms": round2(e.JitterMs), "packets_lost": e.PacketsLost, "path": e.Path,
-			"local_candidate": e.LocalCandidate, "remote_candidate": e.RemoteCandidate}
-	case client.StoredEvent:
-		return obj{"event": "stored", "id": e.ID, "to": e.To}
-	case client.ReadEvent:
-		return obj{"event": "read", "id": e.ID, "by": e.By}
-	case client.TypingEvent:
-		return obj{"event": "typing", "from": e.From, "typing": e.Typing}
-	case client.ErrorEvent:
-		if e.Err == nil {
-			e.Err = proto.Errorf(proto.CodeInternal, "unknown error")
-		}
-		o := obj{"event": "error", "code": e.Err.Code, "message": e.Err.Message}
-		if e.Ref != "" {
-			o["ref"] = e.Ref
-		}
-		return o
-	case client.LinkEvent:
-		o := obj{"event": "link", "with": e.With, "state": e.State}
-		if e.Path != "" {
-			o["path"] = e.Path
-		}
-		if e.Via != "" {
-			o["via"] = e.Via
-		}
-		return o
-	case client.AudioEvent:
-		return obj{"event": "audio", "with": e.With}
-	case client.RelayEvent:
-		return obj{"event": "relay", "supernode": e.Supernode, "transport": e.Transport,
-			"rtt_ms": round2(float64(e.RTT) / 1e6), "warm": e.Warm, "reason": e.Reason}
-	case client.NATEvent:
-		o := obj{"event": "nat", "sent": e.Sent, "elapsed_ms": e.Elapsed.Milliseconds()}
-		if e.Report != nil {
-			o["report"] = e.Report
-		}
-		if e.Err != nil {
-			o["error"] = e.Err.Error()
-		}
-		return o
-	case namedEvent:
-		return namedJSON(e)
-	}
-	return obj{"event": "unknown", "type": fmt.Sprintf("%T", ev)}
-}
+// eventJSON is a client event's JSON-lines form: its public name as
+// "event" and the shape its type defines (client/events.go and beside
+// each event type). The names are a stable interface for scripts: fields
+// may be added, never renamed.
+func eventJSON(ev client.Event) any { return namedJSON(ev) }
 
-func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
-
-func errorJSON(err error) any {
+// errorJSON is an error event: a stable code and a message in words (the
+// server's own words for a *proto.Error, never a Go error chain).
+func errorJSON(err error) map[string]any {
 	var code proto.Code = proto.CodeBadRequest
-	switch err {
-	case client.ErrNotOnline:
-		code = proto.CodeOffline
-	case client.ErrNotSignedIn:
-		code = proto.CodeUnavailable
+	msg := ""
+	switch {
+	case errors.Is(err, client.ErrNotOnline):
+		code, msg = proto.CodeOffline, "that person is not online"
+	case errors.Is(err, client.ErrUnknownPeer):
+		code, msg = proto.CodeNotFound, "nobody of that name is known here"
+	case errors.Is(err, client.ErrNotSignedIn):
+		code, msg = proto.CodeUnavailable, "not connected to the server right now; try again in a moment"
+	case errors.Is(err, client.ErrNoTransfer):
+		code, msg = proto.CodeNotFound, "no file transfer with that id"
+	case errors.Is(err, client.ErrNoCall):
+		code, msg = proto.CodeNotFound, "no call with that person"
+	case errors.Is(err, client.ErrCallExists):
+		msg = "already in a call with that person"
+	case errors.Is(err, client.ErrSelf):
+		msg = "that is you"
 	default:
-		if errors.Is(err, client.ErrNoTransfer) {
-			code = proto.CodeNotFound
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			code, msg = pe.Code, pe.Message
 		} else if c := proto.CodeOf(err); c != proto.CodeInternal {
 			code = c
 		}
 	}
-	return map[string]any{"event": "error", "code": code, "message": err.Error()}
+	if msg == "" {
+		msg = strings.TrimPrefix(err.Error(), "client: ")
+	}
+	return map[string]any{"event": "error", "code": code, "message": msg}
 }
 
 // chatJSON runs the scriptable mode until quit, EOF on stdin, or ctx.
@@ -185,7 +113,9 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		return err
 	}
 	shown.caughtUp(true)
+	evDone := make(chan struct{}) // closed when the client has stopped and every event is printed
 	go func() {
+		defer close(evDone)
 		for ev := range c.Events() {
 			emit(eventJSON(ev))
 			if m, ok := ev.(client.MessageEvent); ok {
@@ -217,6 +147,8 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-evDone:
+			return nil // the client stopped (it cannot sign in): runChat says why
 		case line, ok = <-lines:
 			if !ok {
 				return nil
@@ -233,19 +165,22 @@ func chatJSON(ctx context.Context, c *client.Client, hist *history.DB, profile s
 		if cmd.Cmd == "quit" {
 			return nil
 		}
-		if v := runJSONCommand(ctx, c, hist, cmd); v != nil {
+		if v := runJSONCommand(ctx, c, hist, profile, cmd); v != nil {
+			if o, ok := v.(map[string]any); ok && cmd.ID != "" && o["id"] == nil {
+				o["id"] = cmd.ID // the answer names the command it answers
+			}
 			emit(v)
 		}
 	}
 }
 
 // runJSONCommand carries out one command and returns what to print.
-func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd jsonCommand) any {
+func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, profile string, cmd jsonCommand) any {
 	var err error
 	switch cmd.Cmd {
 	case "send":
 		var id string
-		id, err = c.Send(ctx, cmd.To, cmd.Text)
+		id, err = c.SendID(ctx, cmd.To, cmd.ID, cmd.Text) // a script's own id, if it gave one
 		if err == nil {
 			return map[string]any{"event": "sent", "id": id, "to": cmd.To}
 		}
@@ -284,6 +219,13 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 		if _, err = hist.AddContact(cmd.Name); err == nil {
 			return map[string]any{"event": "added", "name": cmd.Name}
 		}
+	case "display": // our display name, sent with the next messages and kept in the profile
+		if err = c.SetDisplayName(cmd.Name); err == nil && profile != "" {
+			err = saveDisplayName(profile, cmd.Name)
+		}
+		if err == nil {
+			return map[string]any{"event": "ok", "cmd": cmd.Cmd}
+		}
 	case "who":
 		var ps []proto.Presence
 		ps, err = c.Presence(ctx)
@@ -295,10 +237,17 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, cmd
 			return map[string]any{"event": "who", "users": users}
 		}
 	default:
-		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
+		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, add, display, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
 	}
 	if err != nil {
-		return errorJSON(err)
+		e := errorJSON(err)
+		e["cmd"] = cmd.Cmd
+		return e
+	}
+	if cmd.ID != "" {
+		return map[string]any{"event": "ok", "cmd": cmd.Cmd} // done; its id is added by the caller
 	}
 	return nil
 }
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }

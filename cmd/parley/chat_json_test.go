@@ -5,8 +5,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -45,6 +47,7 @@ func TestEveryEventHasAPublicName(t *testing.T) {
 	}
 	var listed []string
 	names := map[string]string{}
+	snake := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	for _, ev := range client.EventKinds() {
 		typ := reflect.TypeOf(ev).Name()
 		listed = append(listed, typ)
@@ -64,6 +67,11 @@ func TestEveryEventHasAPublicName(t *testing.T) {
 		names[name] = typ
 		if _, err := json.Marshal(o); err != nil {
 			t.Errorf("%s does not encode: %v", typ, err)
+		}
+		for k := range o { // one naming style for every event
+			if !snake.MatchString(k) {
+				t.Errorf("%s has the key %q: not snake_case", typ, k)
+			}
 		}
 	}
 	sort.Strings(declared)
@@ -91,6 +99,82 @@ func TestFileEventsJSON(t *testing.T) {
 		b, err := json.Marshal(eventJSON(tc.ev))
 		if err != nil || string(b) != tc.want {
 			t.Errorf("%T:\n got %s\nwant %s (%v)", tc.ev, b, tc.want, err)
+		}
+	}
+}
+
+// TestJSONModeDocumented: the README's JSON-lines section shows every
+// command the mode takes and every event it prints — the client's events
+// with every key they always carry, and the events the mode makes itself
+// (sent, who, ok, ...) — so a new event, key or command fails here until
+// it is written there.
+func TestJSONModeDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(readme)
+	start := strings.Index(doc, "#### JSON-lines mode")
+	if start < 0 {
+		t.Fatal("README has no JSON-lines section")
+	}
+	doc = doc[start:]
+	if end := strings.Index(doc[1:], "\n### "); end > 0 {
+		doc = doc[:end+1]
+	}
+	lineOf := func(prefix string) []string {
+		var out []string
+		for _, l := range strings.Split(doc, "\n") {
+			if strings.HasPrefix(l, prefix) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for _, ev := range client.EventKinds() {
+		o := eventJSON(ev).(map[string]any) // its zero value: the keys it always has
+		name := o["event"].(string)
+		lines := lineOf(`{"event":"` + name + `"`)
+		if len(lines) == 0 {
+			t.Errorf("README: no example of the %q event (%T)", name, ev)
+			continue
+		}
+		for k := range o {
+			found := false
+			for _, l := range lines {
+				found = found || strings.Contains(l, `"`+k+`":`)
+			}
+			if !found {
+				t.Errorf("README: the %q event's example lacks its key %q", name, k)
+			}
+		}
+	}
+	src := ""
+	for _, f := range []string{"chat_json.go", "chat_supernode.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src += string(b)
+	}
+	made := regexp.MustCompile(`"event": "([a-z-]+)"`).FindAllStringSubmatch(src, -1)
+	if len(made) < 5 {
+		t.Fatalf("found only %d events the JSON mode makes itself", len(made))
+	}
+	for _, m := range made {
+		if len(lineOf(`{"event":"`+m[1]+`"`)) == 0 {
+			t.Errorf("README: no example of the %q event", m[1])
+		}
+	}
+	body := src[strings.Index(src, "func runJSONCommand"):]
+	body = body[:strings.Index(body, "\n}\n")]
+	cmds := regexp.MustCompile(`case "([a-z-]+)"`).FindAllStringSubmatch(body, -1)
+	if len(cmds) < 10 {
+		t.Fatalf("found only %d commands", len(cmds))
+	}
+	for _, m := range append(cmds, []string{"", "quit"}) {
+		if len(lineOf(`{"cmd":"`+m[1]+`"`)) == 0 {
+			t.Errorf("README: no example of the %q command", m[1])
 		}
 	}
 }

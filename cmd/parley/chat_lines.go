@@ -61,7 +61,7 @@ func chatLines(ctx context.Context, c *client.Client, hist *history.DB, in io.Re
 			fmt.Fprintln(out, "commands: NAME: TEXT | /msg NAME TEXT | /call NAME | /answer NAME | /decline NAME | /hangup NAME | /send NAME PATH | /accept-file ID | /decline-file ID | /away | /back | /who | /quit")
 			continue
 		}
-		switch v := runJSONCommand(ctx, c, hist, cmd).(type) {
+		switch v := runJSONCommand(ctx, c, hist, "", cmd).(type) { // no "display" here: the line mode has no profile to keep it in
 		case map[string]any:
 			switch v["event"] {
 			case "error":

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,8 +125,13 @@ func start(t *testing.T, args ...string) *proc {
 // waitLine waits for a stdout line that match accepts.
 func (p *proc) waitLine(what string, match func(string) bool) string {
 	p.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	timer := time.AfterFunc(20*time.Second, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
+	return p.waitLineD(20*time.Second, what, match)
+}
+
+func (p *proc) waitLineD(d time.Duration, what string, match func(string) bool) string {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	timer := time.AfterFunc(d, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
 	defer timer.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -145,8 +151,13 @@ func (p *proc) waitLine(what string, match func(string) bool) string {
 // waitEvent waits for a JSON event whose fields include want.
 func (p *proc) waitEvent(want map[string]any) map[string]any {
 	p.t.Helper()
+	return p.waitEventD(20*time.Second, want)
+}
+
+func (p *proc) waitEventD(d time.Duration, want map[string]any) map[string]any {
+	p.t.Helper()
 	var got map[string]any
-	p.waitLine(fmt.Sprint(want), func(line string) bool {
+	p.waitLineD(d, fmt.Sprint(want), func(line string) bool {
 		var ev map[string]any
 		if json.Unmarshal([]byte(line), &ev) != nil {
 			return false
@@ -191,6 +202,27 @@ func TestTwoTerminals(t *testing.T) {
 	alice.waitEvent(map[string]any{"event": "ready", "name": "alice"})
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
 
+	// The operator's status page counts people, never names them.
+	bob.waitEvent(map[string]any{"event": "ready", "name": "bob"})
+	for _, path := range []string{"/status.json", "/status"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "alice") || strings.Contains(string(body), "bob") {
+			t.Errorf("GET %s: %d\n%s", path, resp.StatusCode, body)
+		}
+		if path == "/status.json" {
+			var st serverStatus
+			if err := json.Unmarshal(body, &st); err != nil || st.OnlineUsers != 2 || st.UptimeS < 0 || st.Supernodes == nil {
+				t.Errorf("status %s (%v)", body, err)
+			}
+			assertSnakeCase(t, body, "online_users", "uptime_s", "supernodes", "counters")
+		}
+	}
+
 	alice.send(`{"cmd":"send","to":"bob","text":"hi bob"}`)
 	sent := alice.waitEvent(map[string]any{"event": "sent", "to": "bob"})
 	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "hi bob", "id": sent["id"]})
@@ -220,8 +252,32 @@ func TestTwoTerminals(t *testing.T) {
 	alice.waitEvent(map[string]any{"event": "error", "code": "unknown_type"})
 	alice.send(`not json`)
 	alice.waitEvent(map[string]any{"event": "error", "code": "bad_frame"})
-	alice.send(`{"cmd":"call","to":"nobody"}`)
-	alice.waitEvent(map[string]any{"event": "error", "code": "offline"})
+	// A name nobody has is not_found (not offline); answers carry the
+	// command's id and say what went wrong in words, never a Go error chain.
+	alice.send(`{"cmd":"call","to":"nobody","id":"c1"}`)
+	e := alice.waitEvent(map[string]any{"event": "error", "code": "not_found", "id": "c1", "cmd": "call"})
+	if msg, _ := e["message"].(string); msg == "" || strings.Contains(msg, "client:") {
+		t.Errorf("error message %q", msg)
+	}
+	alice.send(`{"cmd":"hangup","with":"bob","id":"h1"}`)
+	alice.waitEvent(map[string]any{"event": "error", "code": "not_found", "id": "h1", "message": "no call with that person"})
+	alice.send(`{"cmd":"status","status":"away","id":"st1"}`)
+	alice.waitEvent(map[string]any{"event": "ok", "cmd": "status", "id": "st1"})
+	// A script's own message id is the message's: sent, message and
+	// delivered all carry it.
+	alice.send(`{"cmd":"send","to":"bob","text":"with my id","id":"my-id-1"}`)
+	alice.waitEvent(map[string]any{"event": "sent", "id": "my-id-1"})
+	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "with my id", "id": "my-id-1"})
+	alice.waitEvent(map[string]any{"event": "delivered", "id": "my-id-1"})
+	alice.send(`{"cmd":"send","to":"bob","text":"bad id","id":"not an id!"}`)
+	alice.waitEvent(map[string]any{"event": "error", "id": "not an id!", "cmd": "send"})
+	// A display name, with spaces, travels with the next messages.
+	alice.send(`{"cmd":"display","name":"Alice  Martin","id":"d0"}`)
+	alice.waitEvent(map[string]any{"event": "error", "id": "d0", "cmd": "display", "code": "bad_name"})
+	alice.send(`{"cmd":"display","name":"Alice Martin","id":"d1"}`)
+	alice.waitEvent(map[string]any{"event": "ok", "cmd": "display", "id": "d1"})
+	alice.send(`{"cmd":"send","to":"bob","text":"named"}`)
+	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "named", "display": "Alice Martin"})
 
 	bob.send(`{"cmd":"quit"}`)
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": false})
@@ -377,4 +433,43 @@ func (p *proc) wait(d time.Duration) {
 		p.cond.Wait()
 	}
 	p.mu.Unlock()
+}
+
+// TestCallEndsWhenPeerRestarted (issue 12, broken item 1: "a call
+// re-created on a new link checks the peer still has it"): bob's process is
+// killed mid-call and starts again at once. Alice's path to the old bob
+// fails and comes back by ICE restart — to the new bob, who has no call.
+// Alice used to stay "connected" with nothing coming in; now she asks
+// (a resume ring), bob answers "gone", and the call ends saying why.
+func TestCallEndsWhenPeerRestarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	chat := serveAndChat(t, t.TempDir())
+	alice := chat("alice")
+	bob := chat("bob", "--auto-answer")
+	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
+	alice.send(`{"cmd":"call","to":"bob"}`)
+	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "connected"})
+	bob.kill()
+	chat("bob").waitEvent(map[string]any{"event": "ready", "name": "bob"})
+	ended := alice.waitEventD(60*time.Second, map[string]any{"event": "call", "with": "bob", "state": "ended"})
+	if ended["code"] != "gone" || !strings.Contains(fmt.Sprint(ended["reason"]), "no longer has this call") {
+		t.Errorf("the call ended with %v, want code gone", ended)
+	}
+	t.Logf("alice's call ended: %v", ended)
+}
+
+// serveAndChat starts `parley serve` on loopback (data under dir) and
+// returns a starter of `parley chat --json` clients against it, each with
+// its profile under dir.
+func serveAndChat(t *testing.T, dir string) func(name string, extra ...string) *proc {
+	t.Helper()
+	srv := start(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "server"))
+	line := srv.waitLine("the URL", func(s string) bool { return strings.Contains(s, "http://127.0.0.1:") })
+	url := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	return func(name string, extra ...string) *proc {
+		return start(t, append([]string{"chat", "--json", "--ice-loopback", "--server", url, "--name", name,
+			"--profile", filepath.Join(dir, name)}, extra...)...)
+	}
 }

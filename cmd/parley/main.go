@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"bench":     {"measure sign-in, call set-up and chat latency on loopback; 'bench relay': a relay's cost per packet", runBench},
 	"supernode": {"offer this machine as a relay for people whose NATs block direct calls", runSupernode},
 	"nat":       {"find out what NAT is between you and the Internet (--json for scripts)", runNAT},
+	"key":       {"back up or restore the key that owns your name (export, import)", runKey},
 }
 
 func usage(w io.Writer) {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/parley-voice/parley/proto"
 )
 
 // lockProfile takes the profile's lock (an flock on PROFILE/lock, released
@@ -39,4 +41,43 @@ func lockProfile(dir string) (unlock func(), err error) {
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { f.Close() }, nil
+}
+
+// displayNameFile keeps our display name in the profile (one line).
+const displayNameFile = "display-name"
+
+// profileDisplayName returns the display name for this run: set (and
+// kept in the profile) when the flag is given — "" clears it — else the
+// one the profile keeps.
+func profileDisplayName(dir string, flag *string) (string, error) {
+	if flag != nil {
+		return *flag, saveDisplayName(dir, *flag)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, displayNameFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("profile %s: %w", dir, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s != "" {
+		if err := proto.ValidateDisplayName(s); err != nil {
+			return "", fmt.Errorf("profile %s: %s: %w", dir, displayNameFile, err)
+		}
+	}
+	return s, nil
+}
+
+// saveDisplayName keeps s (checked) as the profile's display name.
+func saveDisplayName(dir, s string) error {
+	if s != "" {
+		if err := proto.ValidateDisplayName(s); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, displayNameFile), []byte(s+"\n"), 0o600); err != nil {
+		return fmt.Errorf("profile %s: %w", dir, err)
+	}
+	return nil
 }

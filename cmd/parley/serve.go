@@ -117,12 +117,13 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 	if st != nil {
 		hosts = append(hosts, st.names...)
 	}
+	status := &statusSource{started: time.Now()} // /status and /status.json (serve_status.go)
 	srv, err := signal.New(signal.Config{
 		Listen:         *listen,
 		DataDir:        *data,
 		ICEServers:     stun.iceServers(),
 		Supernodes:     snf.signalConfig(),
-		Web:            web.Handler(),
+		Web:            withStatus(web.Handler(), status),
 		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AllowedOrigins: allowOrigins,
 		Offline:        signal.OfflineLimits{MaxMessages: *mailboxMessages},
@@ -134,6 +135,7 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 		return err
 	}
 	reg.MustRegister(srv.Collector(), srv.SupernodeCollector())
+	status.srv.Store(srv)
 
 	// The page and WebSocket: HTTPS when configured, and plain HTTP on the
 	// same port then only redirects.

@@ -24,6 +24,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// The standalone supernode's default ports stay clear of a parley serve on
+// the same machine (its STUN on UDP 3478 and 3479, its built-in supernode's
+// TURN on UDP 3480 and QUIC on UDP 443, the page and TURN over TCP/TLS on TCP
+// 443 and 80): both start with their defaults (TestSupernodeDefaultsBesideServe).
+const (
+	snDefaultQUIC    = "0.0.0.0:4433"
+	snDefaultTURNUDP = "0.0.0.0:3481"
+	snDefaultTURNTCP = "0.0.0.0:3478"
+	snDefaultTURNTLS = "0.0.0.0:5349"
+)
+
 // runSupernode is `parley supernode`: the opt-in relay daemon.
 func runSupernode(ctx context.Context, args []string) error {
 	return runSupernodeTo(ctx, args, os.Stdout)
@@ -71,10 +82,10 @@ machine keeping the port numbers, and pass --public-addr.`)
 	name := fs.String("name", "", "the supernode's user name (lowercase letters, digits, - _ .); its id in tokens")
 	label := fs.String("label", "", "free-form label for status pages")
 	profile := fs.String("profile", "", "directory of the identity key (default: the user config dir /parley/NAME)")
-	quicAddr := fs.String("listen-quic", "0.0.0.0:443", "QUIC relay address, UDP (port 0 picks one)")
-	turnUDP := fs.String("listen-turn-udp", "0.0.0.0:3478", "TURN UDP address for browsers (\"off\" disables)")
-	turnTCP := fs.String("listen-turn-tcp", "0.0.0.0:3478", "TURN TCP address for browsers (\"off\" disables)")
-	turnTLS := fs.String("listen-turn-tls", "0.0.0.0:5349", "TURN TLS address for browsers and UDP-blocked clients; 443 reaches the most networks (\"off\" disables)")
+	quicAddr := fs.String("listen-quic", snDefaultQUIC, "QUIC relay address, UDP (port 0 picks one); 443 reaches the most networks where no parley serve runs beside it")
+	turnUDP := fs.String("listen-turn-udp", snDefaultTURNUDP, "TURN UDP address for browsers (\"off\" disables)")
+	turnTCP := fs.String("listen-turn-tcp", snDefaultTURNTCP, "TURN TCP address for browsers (\"off\" disables)")
+	turnTLS := fs.String("listen-turn-tls", snDefaultTURNTLS, "TURN TLS address for browsers and UDP-blocked clients; 443 reaches the most networks (\"off\" disables)")
 	public := fs.String("public-addr", "", "the public IP others reach this machine at (default: the QUIC listen IP, or the one STUN sees)")
 	maxSessions := fs.Int("max-sessions", 0, "most concurrent relay sessions (0: sized from --max-relay-mbps, 4 per 152 kbit/s voice call it carries)")
 	maxMbps := fs.Float64("max-relay-mbps", 50, "relay budget: what the relay sends, Mbit/s on the wire (headers included); new calls are admitted while they fit")

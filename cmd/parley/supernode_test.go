@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -68,12 +70,19 @@ func TestSupernodeCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st supernode.Status
-	err = json.NewDecoder(resp.Body).Decode(&st)
+	raw, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	var st supernode.Status
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
 	if err != nil || st.State != proto.SupernodePromoted || st.Name != "relay-one" || len(st.History) == 0 {
 		t.Fatalf("status %+v (%v)", st, err)
 	}
+	if st.StartedAt.IsZero() || st.UptimeS < 0 {
+		t.Errorf("no uptime: %+v", st)
+	}
+	assertSnakeCase(t, raw, "uptime_s", "wire_mbps", "bytes_relayed")
 	for _, path := range []string{"", "metrics"} {
 		resp, err := http.Get(m[1] + path)
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -86,4 +95,63 @@ func TestSupernodeCommand(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	t.Logf("output:\n%s", out.String())
+}
+
+// TestSupernodeDefaultsBesideServe (issue 12): a standalone `parley
+// supernode` on the same machine as `parley serve` starts with its
+// defaults: none of its default ports is one serve takes by default on a
+// server (STUN UDP 3478 and 3479, the built-in supernode's TURN UDP 3480
+// and QUIC UDP 443, the page and TURN over TCP/TLS on TCP 443, the
+// redirect on TCP 80). Before, its TURN UDP 3478 collided with serve's STUN.
+func TestSupernodeDefaultsBesideServe(t *testing.T) {
+	serve := map[string]bool{"udp/3478": true, "udp/3479": true, "udp/3480": true, "udp/443": true, "tcp/443": true, "tcp/80": true}
+	if f := addServeSupernodeFlags(newFlagSet("serve", "", "")); !strings.HasSuffix(f.turnUDP, ":3480") || !strings.HasSuffix(f.quic, ":443") {
+		t.Fatalf("serve's built-in supernode defaults changed (%s, %s): update this test", f.turnUDP, f.quic)
+	}
+	for _, d := range []struct{ proto, addr string }{
+		{"udp", snDefaultQUIC}, {"udp", snDefaultTURNUDP}, {"tcp", snDefaultTURNTCP}, {"tcp", snDefaultTURNTLS},
+	} {
+		ap, err := netip.ParseAddrPort(d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := fmt.Sprintf("%s/%d", d.proto, ap.Port()); serve[k] {
+			t.Errorf("supernode default %s (%s) collides with parley serve's", d.addr, k)
+		}
+	}
+}
+
+// assertSnakeCase checks that every key of the JSON document is in one
+// naming style (lower snake case) and that the want keys are there.
+func assertSnakeCase(t *testing.T, raw []byte, want ...string) {
+	t.Helper()
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	style := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				seen[k] = true
+				if !style.MatchString(k) {
+					t.Errorf("status.json key %q is not snake_case", k)
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	for _, k := range want {
+		if !seen[k] {
+			t.Errorf("status.json has no %q", k)
+		}
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/internal/history"
 	"github.com/parley-voice/parley/internal/testutil"
+	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 )
 
@@ -246,8 +247,17 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice := startTUI(t, args...)
 	alice.waitScreen("connected", "parley · alice", "● connected")
 	alice.key("?")
-	alice.waitScreen("help", "/add NAME", "/verify")
+	alice.waitScreen("help", "/add NAME", "/who", "↓ more: PgDn")
 	alice.saveScreen("help")
+	alice.key("PgDn") // at 80x24 the rest of the help is further down
+	alice.waitScreen("help, second page", "/verify")
+	alice.key("PgDn")
+	alice.waitScreen("help, last page", "/send PATH", "✓✓ read")
+	alice.key("Escape")
+	// /who lists who is online here; /add of a name nobody has says so.
+	alice.typeLine("/who")
+	alice.waitScreen("who is online", "Online on this server (1)", "bob · online")
+	alice.saveScreen("who")
 	alice.key("Escape")
 	// Escape alone: typed at once, the next keys would read as Alt+key.
 	alice.waitScreenFunc("help closed", func(s string) bool { return !strings.Contains(s, "Esc: close") })
@@ -298,10 +308,21 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 		return ok && c.State == client.CallConnected
 	})
 	alice.waitScreen("call connected", "☎ bob · connected", "direct")
+	// Without a sound device the screen says why nothing is heard.
+	alice.waitScreen("audio note", "sending silence, their audio discarded (no sound device)")
 	rtt := regexp.MustCompile(`RTT [0-9]+\.[0-9] ms · loss [0-9]+\.[0-9]%`)
 	alice.waitScreenFunc("call stats", func(s string) bool { return rtt.MatchString(s) })
+	mark := bob.ev.Len()
 	alice.typeLine("/mute")
 	alice.waitScreen("muted", "MUTED")
+	bob.ev.WaitSince(t, mark, tuiWait, "bob sees alice muted", func(e client.Event) bool {
+		x, ok := e.(client.MuteEvent)
+		return ok && x.With == "alice" && x.Muted
+	})
+	if err := bob.SetMuted(ctx, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("bob shown muted", "bob muted")
 	alice.saveScreen("call")
 	alice.typeLine("/hangup")
 	alice.waitScreen("call ended", "call with bob ended")
@@ -333,6 +354,10 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice = startTUI(t, args...)
 	alice.waitScreen("history after restart", "● connected", "hello bob ✓✓ read", "bob: hi alice! how are you?", "see you later ✓✓")
 	alice.saveScreen("restart")
+	// /add of a name nobody here has is added (they may sign up later),
+	// but the screen says so: a typo does not pass silently.
+	alice.typeLine("/add bbo")
+	alice.waitScreen("unknown name", "nobody of that name is known on this server")
 }
 
 func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {
@@ -377,4 +402,212 @@ func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {
 	bob.ev.Wait(t, tuiWait, "bob gets it after acceptance", gotText("alice", "now it is fine"))
 	alice.waitScreen("delivered", "now it is fine ✓✓")
 
+}
+
+// TestTUITakenNameSaysWhy (issue 12, broken item 2): a name another key
+// owns used to close the screen with exit status 0 and no word. The TUI
+// ends, says why, and exits non-zero; so does the JSON mode, which used to
+// print one error and idle.
+func TestTUITakenNameSaysWhy(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	_, key, _ := ed25519.GenerateKey(nil)
+	startPeer(t, sig.url(), "alice", key)
+
+	tm := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "p"), "--ice-loopback", "--audio-in", "silence")
+	tm.waitScreen("the reason and a failing exit status", `cannot sign in as "alice"`, "belongs to another key", "EXITED 1")
+
+	cmd := exec.Command(parleyBinary(t), "chat", "--json", "--server", sig.url(), "--name", "alice", "--profile", filepath.Join(t.TempDir(), "q"), "--ice-loopback")
+	stdin, err := cmd.StdinPipe() // kept open: the mode must end by itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(tuiWait):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("JSON mode still running after name_taken; stdout:\n%s", out.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("JSON mode exited with %v, want a non-zero status", err)
+	}
+	if !strings.Contains(out.String(), `"code":"name_taken"`) || !strings.Contains(errOut.String(), "belongs to another key") {
+		t.Errorf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+}
+
+// TestTUIKeyBackupAndRestore (issue 12 "a way not to lose a name"):
+// /backup writes the key under a passphrase typed unseen; `parley key
+// import` restores it into a new profile, which signs in as the same name
+// with the same key, and a wrong passphrase is refused.
+func TestTUIKeyBackupAndRestore(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "alice")
+	tm := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", profile, "--ice-loopback", "--audio-in", "silence")
+	tm.waitScreen("connected", "● connected")
+	backup := filepath.Join(dir, "alice.key")
+	tm.typeLine("/backup " + backup)
+	tm.waitScreen("passphrase prompt", "passphrase ›", "not shown")
+	tm.tmux("send-keys", "-t", "main", "-l", "correct horse battery")
+	screen := tm.waitScreen("masked", "passphrase › •••••")
+	if strings.Contains(screen, "horse") {
+		t.Fatalf("the passphrase is on the screen:\n%s", screen)
+	}
+	tm.key("Enter")
+	tm.waitScreen("backed up", "your key is backed up in")
+	tm.saveScreen("backup")
+	tm.key("C-c")
+
+	run := func(pass string, args ...string) (string, error) {
+		cmd := exec.Command(parleyBinary(t), args...)
+		cmd.Stdin = strings.NewReader(pass + "\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("wrong horse battery", "key", "import", "--in", backup, "--profile", filepath.Join(dir, "x")); err == nil || !strings.Contains(out, "wrong passphrase") {
+		t.Errorf("a wrong passphrase: %v\n%s", err, out)
+	}
+	restored := filepath.Join(dir, "restored")
+	if out, err := run("correct horse battery", "key", "import", "--in", backup, "--profile", restored); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	want, _ := client.LoadOrCreateIdentity(profile)
+	got, _ := client.LoadOrCreateIdentity(restored)
+	if !want.Equal(got) {
+		t.Fatal("the restored profile holds another key")
+	}
+	// The restored profile is alice to the server: no name_taken.
+	tm2 := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", restored, "--ice-loopback", "--audio-in", "silence")
+	tm2.waitScreen("signed in with the restored key", "parley · alice", "● connected")
+}
+
+// TestTUICallLogDraftsAndBlocking (issue 12): the conversation logs calls
+// (declined, missed, "Outgoing voice call · 0:0N"), each conversation
+// keeps its own draft, and /block refuses a contact's messages and calls
+// (the sender is told) until /unblock.
+func TestTUICallLogDraftsAndBlocking(t *testing.T) {
+	needTmux(t)
+	sig := startSignal(t, t.TempDir())
+	_, bk, _ := ed25519.GenerateKey(nil)
+	_, ck, _ := ed25519.GenerateKey(nil)
+	bob := startPeer(t, sig.url(), "bob", bk)
+	carol := startPeer(t, sig.url(), "carol", ck, func(c *client.Config) { c.DisplayName = "Carol Ann Lee" })
+	ctx := context.Background()
+	aliceProfile := filepath.Join(t.TempDir(), "alice")
+	alice := startTUI(t, "chat", "--server", sig.url(), "--name", "alice", "--profile", aliceProfile, "--ice-loopback", "--audio-in", "silence", "--display-name", "Alice Martin")
+	alice.waitScreen("connected", "● connected")
+	alice.typeLine("/add carol")
+	alice.typeLine("/add bob")
+	alice.waitScreen("bob open", "bob · online")
+
+	// Drafts stay with their conversation.
+	alice.tmux("send-keys", "-t", "main", "-l", "half a thought")
+	alice.key("Tab")
+	alice.waitScreen("carol's empty input", "carol › █")
+	alice.key("Tab")
+	alice.waitScreen("bob's draft back", "bob › half a thought█")
+	alice.key("C-u")
+
+	// Declined, then missed.
+	mark := bob.ev.Len()
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("ringing", "bob is calling")
+	alice.typeLine("/decline")
+	bob.ev.WaitSince(t, mark, tuiWait, "declined", isCallState("alice", client.CallEnded))
+	mark = bob.ev.Len()
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitScreen("ringing again", "bob is calling")
+	bob.Hangup(ctx, "alice")
+	alice.waitScreen("log", "☎ You declined a call from bob", "☎ Missed call from bob")
+
+	// A call that connects is logged with its length.
+	mark = bob.ev.Len()
+	alice.typeLine("/call")
+	bob.ev.WaitSince(t, mark, tuiWait, "bob rings", isCallState("alice", client.CallRinging))
+	bob.Answer(ctx, "alice")
+	alice.waitScreen("connected", "☎ bob · connected")
+	alice.typeLine("/hangup")
+	alice.waitScreen("voice call logged", "☎ Outgoing voice call · 0:0")
+	alice.saveScreen("call-log")
+
+	// Blocked: bob is refused and told so; unblocked: welcome again.
+	alice.typeLine("/block bob")
+	alice.waitScreen("blocked", "blocked (/unblock bob)", "⊘ blocked")
+	mark = bob.ev.Len()
+	id, err := bob.Send(ctx, "alice", "let me in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := bob.ev.WaitSince(t, mark, tuiWait, "refusal", func(e client.Event) bool { x, ok := e.(client.ErrorEvent); return ok && x.Ref == id }).(client.ErrorEvent)
+	if e.Err.Code != proto.CodeNotAccepted {
+		t.Errorf("refused with %q", e.Err.Code)
+	}
+	if err := bob.Call(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ce := bob.ev.WaitSince(t, mark, tuiWait, "call refused", isCallState("alice", client.CallEnded)).(client.CallEvent)
+	if ce.Code != proto.EndRefused {
+		t.Errorf("call ended with %q", ce.Code)
+	}
+	alice.typeLine("/unblock bob")
+	alice.waitScreen("unblocked", "unblocked bob")
+	bob.Send(ctx, "alice", "thanks")
+	alice.waitScreen("welcome again", "bob: thanks")
+	if strings.Contains(alice.screen(), "let me in") {
+		t.Error("a message sent while blocked is shown")
+	}
+
+	// Display names: ours from --display-name in the title and on our
+	// messages, /nick changes it; a contact's beside their handle, which
+	// keeps a line of its own in the list.
+	alice.waitScreen("our display name", "parley · Alice Martin (alice)")
+	mark = bob.ev.Len()
+	alice.typeLine("hello with a name")
+	if m := bob.ev.WaitSince(t, mark, tuiWait, "bob gets it", isMessage("alice", "hello with a name")).(client.MessageEvent); m.Display != "Alice Martin" {
+		t.Errorf("bob sees alice's display name %q, want \"Alice Martin\"", m.Display)
+	}
+	alice.typeLine("/nick Alice  Martin")
+	alice.waitScreen("two spaces refused", "one plain space between words")
+	alice.typeLine("/nick Alice M. Martin")
+	alice.waitScreen("renamed", "parley · Alice M. Martin (alice)")
+	mark = bob.ev.Len()
+	alice.typeLine("renamed")
+	if m := bob.ev.WaitSince(t, mark, tuiWait, "bob gets renamed", isMessage("alice", "renamed")).(client.MessageEvent); m.Display != "Alice M. Martin" {
+		t.Errorf("after /nick bob sees %q, want \"Alice M. Martin\"", m.Display)
+	}
+	if b, _ := os.ReadFile(filepath.Join(aliceProfile, "display-name")); strings.TrimSpace(string(b)) != "Alice M. Martin" {
+		t.Errorf("profile keeps display name %q", b)
+	}
+	carol.Send(ctx, "alice", "hi from carol")
+	alice.waitScreen("carol's display name", "Carol Ann Lee", "carol · ")
+}
+
+func isMessage(from, text string) func(client.Event) bool {
+	return func(e client.Event) bool {
+		m, ok := e.(client.MessageEvent)
+		return ok && m.From == from && m.Text == text
+	}
+}
+
+func isCallState(with string, st client.CallState) func(client.Event) bool {
+	return func(e client.Event) bool {
+		c, ok := e.(client.CallEvent)
+		return ok && c.With == with && c.State == st
+	}
 }

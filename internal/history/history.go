@@ -63,6 +63,10 @@ type Message struct {
 	// of an earlier one of the same sender: hidden until Release puts it
 	// in its place at the end.
 	Waiting bool `json:"waiting,omitempty"`
+	// Call marks a line of the call log ("Missed call", "voice call ·
+	// 0:22") rather than a message; Missed ones count as unread.
+	Call   bool `json:"call,omitempty"`
+	Missed bool `json:"missed,omitempty"`
 }
 
 // Contact is someone in the contact list.
@@ -81,6 +85,20 @@ type Contact struct {
 	// highest of Name's messages to us we stored (proto.Chat.Seq).
 	OutSeq uint64 `json:"out_seq,omitempty"`
 	InSeq  uint64 `json:"in_seq,omitempty"`
+	// Blocked refuses Name's messages and calls (they are told so).
+	Blocked bool `json:"blocked,omitempty"`
+	// Display is the display name Name last sent with a message
+	// (proto.Chat.Display), shown beside the handle.
+	Display string `json:"display,omitempty"`
+}
+
+// Label is how the contact is shown: "Alice Martin (alice)" when they
+// sent a display name, else the handle.
+func (c *Contact) Label() string {
+	if c.Display == "" {
+		return c.Name
+	}
+	return c.Display + " (" + c.Name + ")"
 }
 
 // KeyChanged reports whether a different key waits for acceptance.
@@ -218,16 +236,12 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 	}
 	isNew := false
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		c, ok := getContact(tx, ev.From)
-		if !ok {
-			c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
-			if err := putContact(tx, c); err != nil {
-				return err
-			}
+		c, err := d.senderOf(tx, ev)
+		if err != nil {
+			return err
 		}
 		m := &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
 			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown}
-		var err error
 		if isNew, err = d.append(tx, m); err != nil || !isNew {
 			return err
 		}
@@ -243,6 +257,22 @@ func (d *DB) SaveIncoming(ev client.MessageEvent) (bool, error) {
 	return isNew, nil
 }
 
+// senderOf is the contact of ev's sender, added if new, with the display
+// name ev carries.
+func (d *DB) senderOf(tx *bolt.Tx, ev client.MessageEvent) (Contact, error) {
+	c, ok := getContact(tx, ev.From)
+	if ok && (ev.Display == "" || ev.Display == c.Display) {
+		return c, nil
+	}
+	if !ok {
+		c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
+	}
+	if ev.Display != "" {
+		c.Display = ev.Display
+	}
+	return c, putContact(tx, c)
+}
+
 // SaveHeld stores a received message that came ahead of an earlier one of
 // its sender, hidden (Waiting) until Release. It implements
 // client.HoldingStore.
@@ -252,14 +282,10 @@ func (d *DB) SaveHeld(ev client.MessageEvent) (bool, error) {
 	}
 	isNew := false
 	err := d.db.Update(func(tx *bolt.Tx) error {
-		c, ok := getContact(tx, ev.From)
-		if !ok {
-			c = Contact{Name: ev.From, Added: d.now().UnixMilli()}
-			if err := putContact(tx, c); err != nil {
-				return err
-			}
+		c, err := d.senderOf(tx, ev)
+		if err != nil {
+			return err
 		}
-		var err error
 		isNew, err = d.append(tx, &Message{Peer: ev.From, ID: ev.ID, Text: ev.Text, Time: ev.Time, At: d.now().UnixMilli(),
 			Status: Received, Path: ev.Path, Held: c.KeyChanged(), PeerSeq: ev.Seq, Unshown: d.trackShown, Waiting: true})
 		return err
@@ -339,6 +365,40 @@ func (d *DB) SaveOutgoing(peer, id, text string, ts int64, st Status) error {
 	})
 }
 
+// LogCall puts a line of the call log into peer's conversation: text
+// says what happened; a missed call counts as unread. id (the call's) keeps
+// one line per call.
+func (d *DB) LogCall(peer, id, text string, missed bool) error {
+	if err := proto.ValidateName(peer); err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		if _, ok := getContact(tx, peer); !ok {
+			if err := putContact(tx, Contact{Name: peer, Added: d.now().UnixMilli()}); err != nil {
+				return err
+			}
+		}
+		now := d.now().UnixMilli()
+		_, err := d.append(tx, &Message{Peer: peer, ID: "call:" + id, Text: text, Time: now, At: now, Status: Received, Call: true, Missed: missed})
+		return err
+	})
+}
+
+// SetBlocked blocks or unblocks name (adding it to the contacts).
+func (d *DB) SetBlocked(name string, blocked bool) error {
+	if err := proto.ValidateName(name); err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		c, ok := getContact(tx, name)
+		if !ok {
+			c = Contact{Name: name, Added: d.now().UnixMilli()}
+		}
+		c.Blocked = blocked
+		return putContact(tx, c)
+	})
+}
+
 // SetStatus moves an outgoing message's status forward (never back). It
 // reports whether anything changed.
 func (d *DB) SetStatus(peer, id string, st Status) (bool, error) {
@@ -393,7 +453,7 @@ func (d *DB) Unread(peer string) int {
 		c := msgs.Cursor()
 		for k, v := c.Seek(seqKey(ct.ReadUpTo + 1)); k != nil; k, v = c.Next() {
 			var m Message
-			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held && !m.Waiting {
+			if json.Unmarshal(v, &m) == nil && !m.Out && !m.Held && !m.Waiting && (!m.Call || m.Missed) {
 				n++
 			}
 		}
@@ -423,7 +483,7 @@ func (d *DB) MarkRead(peer string) ([]string, error) {
 				break // not shown yet: not read
 			}
 			last = binary.BigEndian.Uint64(k)
-			if !m.Out {
+			if !m.Out && !m.Call {
 				ids = append(ids, m.ID)
 			}
 		}

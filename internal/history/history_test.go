@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,5 +170,27 @@ func TestSafetyNumber(t *testing.T) {
 	}
 	if SafetyNumber("alice", a, "bob", c) == ab {
 		t.Fatal("another key gives the same number")
+	}
+}
+
+// TestDisplayNames: a contact keeps the display name they last sent, kept
+// across a restart, shown beside the handle; a message without one keeps
+// the one known.
+func TestDisplayNames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.db")
+	d := openT(t, path)
+	for i, disp := range []string{"", "Bob Stone", "", "Bob S."} {
+		if _, err := d.SaveIncoming(client.MessageEvent{From: "bob", ID: fmt.Sprint("m", i), Text: "hi", Display: disp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+	d = openT(t, path)
+	c, ok := d.Contact("bob")
+	if !ok || c.Display != "Bob S." || c.Label() != "Bob S. (bob)" {
+		t.Fatalf("contact %+v, label %q; want display \"Bob S.\", label \"Bob S. (bob)\"", c, c.Label())
+	}
+	if c := (Contact{Name: "carol"}); c.Label() != "carol" {
+		t.Errorf("label without a display name %q", c.Label())
 	}
 }

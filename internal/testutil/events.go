@@ -103,11 +103,14 @@ func (r *Recorder[T]) waitErr(since int, d time.Duration, match func(T) bool) (T
 }
 
 // Count returns how many recorded values match.
-func (r *Recorder[T]) Count(match func(T) bool) int {
+func (r *Recorder[T]) Count(match func(T) bool) int { return r.CountSince(0, match) }
+
+// CountSince is Count over the values recorded after the first since.
+func (r *Recorder[T]) CountSince(since int, match func(T) bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, v := range r.all {
+	for _, v := range r.all[min(since, len(r.all)):] {
 		if match(v) {
 			n++
 		}

@@ -13,22 +13,38 @@ import (
 
 // helpText is the help overlay ('?' on an empty input line, or /help).
 const helpText = `Keys
-  Enter        send the line (or run a /command)
-  Tab, S-Tab   next / previous contact     Ctrl-N / Ctrl-P too
-  PgUp, PgDn   scroll the conversation     End: back to the newest
-  Up, Down     input history               Esc: close this help
-  Ctrl-C       quit
-Commands
-  /add NAME        add a contact (its key is pinned on first sight)
-  /call [NAME]     call (the open conversation by default)
-  /answer          answer the ringing call       /decline  refuse it
-  /hangup          end the call                  /mute     mute or unmute
-  /verify [NAME]   show the safety number to compare with them
-  /verified NAME   mark the number as compared   /accept NAME  accept a changed key
-  /send PATH       offer a file to the open conversation (peer to peer)
-  /accept, /decline   take or refuse a file offered to you
-  /away, /back     set your status               /quit     leave
-Ticks: · sending  ✓ waiting on the server (they are offline)  ✓✓ delivered  ✓✓ read`
+  Enter       send the line, or run a /command
+  Tab, S-Tab  next / previous contact (Ctrl-N, Ctrl-P)
+  PgUp, PgDn  scroll (this help too); End: newest
+  Up, Down    input history
+  Esc         close this help        Ctrl-C  quit
+Contacts
+  /add NAME       add a contact (key pinned)
+  /block NAME     refuse their messages and calls
+  /unblock NAME   let them in again
+  /who            who is online on this server
+  /nick [NAME]    your display name, beside your handle
+  /away, /back    set your status
+Calls
+  /call [NAME]    call (the open conversation)
+  /answer         answer the ringing call
+  /decline        refuse it
+  /hangup         end the call
+  /mute           mute or unmute
+Safety
+  /verify [NAME]  the safety number to compare
+  /verified NAME  mark the number as compared
+  /accept NAME    accept a changed key
+Files
+  /backup FILE    back up your key (passphrase);
+                  restore: parley key import
+  /send PATH      offer a file (peer to peer)
+  /accept         take a file offered to you
+  /decline        refuse it
+  /quit           leave
+Ticks
+  · sending   ✓ waiting on the server (offline)
+  ✓✓ delivered   ✓✓ read`
 
 func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	switch k.Type {
@@ -36,15 +52,28 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, tea.Quit
 	case tea.KeyEsc:
 		m.overlay = ""
+		if m.secretFor != "" {
+			m.secretFor = ""
+			m.setInput("")
+			m.setNotice(false, "backup cancelled")
+		}
 		return m, nil
 	case tea.KeyTab, tea.KeyCtrlN:
 		return m, m.cycle(1)
 	case tea.KeyShiftTab, tea.KeyCtrlP:
 		return m, m.cycle(-1)
 	case tea.KeyPgUp:
+		if m.overlay != "" {
+			m.overlayScroll = max(0, m.overlayScroll-max(1, m.bodyHeight()-2))
+			return m, nil
+		}
 		m.scroll += max(1, m.bodyHeight()-2)
 		return m, nil
 	case tea.KeyPgDown:
+		if m.overlay != "" {
+			m.overlayScroll += max(1, m.bodyHeight()-2) // clamped when drawn
+			return m, nil
+		}
 		m.scroll = max(0, m.scroll-max(1, m.bodyHeight()-2))
 		if m.scroll == 0 {
 			return m, m.markRead()
@@ -98,6 +127,13 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		}
 		return m, nil
 	case tea.KeyEnter:
+		if m.secretFor != "" {
+			// The passphrase of a key backup: never echoed, never in history.
+			path, pass := m.secretFor, string(m.input)
+			m.secretFor = ""
+			m.setInput("")
+			return m, m.do("backup to "+path, func() error { return m.cfg.Backup(path, pass) })
+		}
 		line := strings.TrimSpace(string(m.input))
 		m.setInput("")
 		m.histIdx = -1
@@ -139,6 +175,7 @@ func (m *model) setInput(s string) {
 }
 
 func (m *model) toggleOverlay(o string) {
+	m.overlayScroll = 0
 	if m.overlay == o {
 		m.overlay = ""
 	} else {
@@ -208,6 +245,53 @@ func (m *model) command(line string) tea.Cmd {
 		return tea.Quit
 	case "/help", "/?":
 		m.toggleOverlay("help")
+	case "/who":
+		m.toggleOverlay("who")
+	case "/block", "/unblock":
+		if arg == "" {
+			m.setNotice(true, "usage: %s NAME", cmd)
+			return nil
+		}
+		on := cmd == "/block"
+		if err := m.db.SetBlocked(peer, on); err != nil {
+			m.setNotice(true, "%v", err)
+			return nil
+		}
+		m.reloadContacts()
+		if on {
+			m.setNotice(false, "blocked %s: their messages and calls are refused (/unblock %s)", peer, peer)
+			if m.call != nil && m.call.peer == peer {
+				return m.do("hang up", func() error { return m.c.Hangup(m.ctx, peer) })
+			}
+		} else {
+			m.setNotice(false, "unblocked %s", peer)
+		}
+	case "/nick":
+		if m.cfg.SetDisplayName == nil {
+			m.setNotice(true, "display names are not available here")
+			return nil
+		}
+		if err := m.cfg.SetDisplayName(arg); err != nil {
+			m.setNotice(true, "%v", err)
+			return nil
+		}
+		m.display = arg
+		if arg == "" {
+			m.setNotice(false, "display name cleared: people see your handle, %s", m.cfg.Name)
+		} else {
+			m.setNotice(false, "people you write to now see %q beside your handle, %s", arg, m.cfg.Name)
+		}
+	case "/backup":
+		if arg == "" {
+			m.setNotice(true, "usage: /backup FILE (then type a passphrase)")
+			return nil
+		}
+		if m.cfg.Backup == nil {
+			m.setNotice(true, "key backups are not available here")
+			return nil
+		}
+		m.secretFor = strings.TrimSpace(arg)
+		m.setNotice(false, "type a passphrase (not shown, 8+ characters), Enter; Esc cancels")
 	case "/add":
 		if arg == "" {
 			m.setNotice(true, "usage: /add NAME")
@@ -226,7 +310,11 @@ func (m *model) command(line string) tea.Cmd {
 		if p, ok := m.presence[peer]; ok && p.PublicKey != "" {
 			keyCmd = m.observeKey(peer, p.PublicKey)
 		}
-		m.setNotice(false, "added %s", peer)
+		if _, known := m.presence[peer]; known {
+			m.setNotice(false, "added %s", peer)
+		} else {
+			m.setNotice(true, "added %s, but nobody of that name is known on this server yet (check the spelling)", peer)
+		}
 		return tea.Batch(keyCmd, m.selectPeer(peer))
 	case "/call":
 		if peer == "" {
@@ -275,6 +363,10 @@ func (m *model) command(line string) tea.Cmd {
 			m.setNotice(false, "microphone muted")
 		} else {
 			m.setNotice(false, "microphone on")
+		}
+		if k := m.call; k != nil {
+			peer := k.peer // the peer shows that we are muted
+			return func() tea.Msg { m.c.SetMuted(m.ctx, peer, on); return nil }
 		}
 	case "/verify":
 		if peer == "" {

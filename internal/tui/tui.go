@@ -31,6 +31,7 @@ type Client interface {
 	Answer(ctx context.Context, peer string) error
 	Decline(ctx context.Context, peer string) error
 	Hangup(ctx context.Context, peer string) error
+	SetMuted(ctx context.Context, peer string, muted bool) error
 	SetStatus(ctx context.Context, st proto.Status) error
 	MarkRead(ctx context.Context, peer string, ids ...string) error
 	SetTyping(ctx context.Context, peer string, typing bool) error
@@ -56,6 +57,18 @@ type Config struct {
 	Out io.Writer
 	// AltScreen runs full-window in the terminal's alternate screen.
 	AltScreen bool
+	// Backup, when set, writes a backup of our keys to path under
+	// passphrase (/backup; client.ExportKeys).
+	Backup func(path, passphrase string) error
+	// DisplayName is ours as the session starts (shown in the title);
+	// SetDisplayName, when set, changes it for the next messages and keeps
+	// it (/nick; client.SetDisplayName and the profile).
+	DisplayName    string
+	SetDisplayName func(string) error
+	// AudioNote, when set, is shown above the input line during a
+	// connected call: what calls send and do with what they receive when that is
+	// not a sound device ("test tone out, incoming audio discarded").
+	AudioNote string
 }
 
 // Run runs the TUI until the user quits or ctx is done.
@@ -134,6 +147,7 @@ type callInfo struct {
 	peer, state, direction string
 	path, via              string
 	rttMs, lossPct         float64
+	remoteMuted            bool // the peer muted its microphone (MuteEvent)
 	connectedAt            time.Time
 }
 
@@ -161,17 +175,21 @@ type model struct {
 	typingTo string
 	typedAt  time.Time
 
-	conn       string
-	call       *callInfo
-	ringing    string
-	typing     map[string]time.Time
-	early      map[string]history.Status // receipts that beat the sentMsg
-	notice     string
-	noticeBad  bool
-	noticeAt   time.Time
-	overlay    string // "help", "verify" or ""
-	verifyWith string
-	files      map[string]*fileInfo // transfers this session saw (files.go)
+	conn          string
+	call          *callInfo
+	ringing       string
+	typing        map[string]time.Time
+	early         map[string]history.Status // receipts that beat the sentMsg
+	notice        string
+	noticeBad     bool
+	noticeAt      time.Time
+	overlay       string            // "help", "verify", "who" or ""
+	overlayScroll int               // first line of the overlay shown (PgUp/PgDn)
+	display       string            // our display name (/nick)
+	secretFor     string            // the file a passphrase is being typed for (/backup); the input is masked
+	drafts        map[string][]rune // unsent input of the conversations not open
+	verifyWith    string
+	files         map[string]*fileInfo // transfers this session saw (files.go)
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
@@ -183,8 +201,10 @@ func newModel(ctx context.Context, cfg Config) *model {
 		typing:   map[string]time.Time{},
 		early:    map[string]history.Status{},
 		files:    map[string]*fileInfo{},
+		drafts:   map[string][]rune{},
 		conn:     "connecting…",
 		histIdx:  -1,
+		display:  cfg.DisplayName,
 	}
 	// The client sends again, under their ids, the messages the last
 	// session handed over without a receipt (the history is its outbox);
@@ -240,6 +260,17 @@ func (m *model) contact(name string) (history.Contact, bool) {
 // selectPeer opens the conversation with name and marks it read.
 func (m *model) selectPeer(name string) tea.Cmd {
 	if name != m.current {
+		// Each conversation keeps its own draft: it never follows you.
+		if m.current != "" && m.secretFor == "" {
+			if len(m.input) > 0 {
+				m.drafts[m.current] = append([]rune(nil), m.input...)
+			} else {
+				delete(m.drafts, m.current)
+			}
+		}
+		if m.secretFor == "" {
+			m.setInput(string(m.drafts[name]))
+		}
 		m.scroll = 0
 		m.current = name
 	}
@@ -329,6 +360,8 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case doneMsg:
 		if msg.err != nil {
 			m.setNotice(true, "%s: %v", msg.what, msg.err)
+		} else if path, ok := strings.CutPrefix(msg.what, "backup to "); ok {
+			m.setNotice(false, "your key is backed up in %s (restore: parley key import --in FILE)", path)
 		}
 		return m, nil
 	case fileSentMsg:
@@ -400,6 +433,10 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 		}
 	case client.CallEvent:
 		return m.onCall(e)
+	case client.MuteEvent:
+		if m.call != nil && m.call.peer == e.With {
+			m.call.remoteMuted = e.Muted
+		}
 	case client.StatsEvent:
 		if m.call != nil && m.call.peer == e.With {
 			m.call.rttMs = e.RTTms
@@ -489,6 +526,7 @@ func (m *model) onCall(e client.CallEvent) tea.Cmd {
 		m.call.connectedAt = time.Now()
 		m.ringing = ""
 	case client.CallEnded:
+		m.logCall(e)
 		if m.call != nil && m.call.peer == e.With {
 			m.call = nil
 		}
@@ -505,6 +543,47 @@ func (m *model) onCall(e client.CallEvent) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// logCall writes an ended call into its conversation (the history keeps
+// it): "Outgoing voice call · 0:22", "Missed call from bob" (unread), ….
+func (m *model) logCall(e client.CallEvent) {
+	k := m.call
+	if k == nil || k.peer != e.With {
+		k = &callInfo{peer: e.With, direction: e.Direction, state: "ringing"}
+	}
+	var text string
+	missed := false
+	switch {
+	case !k.connectedAt.IsZero():
+		d := time.Since(k.connectedAt).Round(time.Second)
+		dir := "Outgoing"
+		if e.Direction == "incoming" {
+			dir = "Incoming"
+		}
+		text = fmt.Sprintf("%s voice call · %d:%02d", dir, int(d.Minutes()), int(d.Seconds())%60)
+	case e.Direction == "incoming" && k.state == "ringing" && e.Reason == "declined":
+		text = "You declined a call from " + e.With
+	case e.Direction == "incoming" && k.state == "ringing":
+		text, missed = "Missed call from "+e.With, true
+	case e.Direction == "incoming":
+		text = "Call from " + e.With + " — " + e.Reason
+	default:
+		text = "Call to " + e.With + " — " + e.Reason
+	}
+	if err := m.db.LogCall(e.With, e.Call, "☎ "+text, missed); err != nil {
+		m.setNotice(true, "call log: %v", err)
+		return
+	}
+	m.reloadContacts()
+	if e.With == m.current {
+		m.reloadMessages()
+		if m.scroll == 0 && !missed {
+			m.markRead()
+		}
+	} else {
+		m.unread[e.With] = m.db.Unread(e.With)
+	}
 }
 
 // sendTyping tells the open conversation's peer whether we type.

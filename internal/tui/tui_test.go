@@ -52,6 +52,10 @@ func (f *fakeClient) Call(_ context.Context, p string) error    { f.rec("call " 
 func (f *fakeClient) Answer(_ context.Context, p string) error  { f.rec("answer " + p); return nil }
 func (f *fakeClient) Decline(_ context.Context, p string) error { f.rec("decline " + p); return nil }
 func (f *fakeClient) Hangup(_ context.Context, p string) error  { f.rec("hangup " + p); return nil }
+func (f *fakeClient) SetMuted(_ context.Context, p string, on bool) error {
+	f.rec(fmt.Sprintf("muted %s %v", p, on))
+	return nil
+}
 func (f *fakeClient) SetStatus(_ context.Context, st proto.Status) error {
 	f.rec("status " + string(st))
 	return nil

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -103,7 +104,7 @@ func (m *model) View() string {
 	now := time.Now()
 	var rows []string
 
-	title := fmt.Sprintf(" parley · %s", m.cfg.Name)
+	title := " parley · " + (&history.Contact{Name: m.cfg.Name, Display: m.display}).Label()
 	conn := "● " + m.conn + " "
 	if m.conn != "connected" {
 		conn = "○ " + m.conn + " "
@@ -135,6 +136,9 @@ func (m *model) View() string {
 	if m.current != "" && !m.typing[m.current].IsZero() {
 		note, bad = m.current+" is typing…", false
 	}
+	if note == "" && m.call != nil && m.call.state == "connected" && m.cfg.AudioNote != "" {
+		note = "🔈 " + m.cfg.AudioNote // why the person hears nothing
+	}
 	if bad {
 		rows = append(rows, stBad.Render(fit(" "+note, w)))
 	} else {
@@ -147,6 +151,10 @@ func (m *model) View() string {
 		prompt = m.current + " › "
 	}
 	in := string(m.input[:m.cursor]) + "█" + string(m.input[m.cursor:])
+	if m.secretFor != "" {
+		prompt = "passphrase › "
+		in = strings.Repeat("•", len(m.input)) + "█"
+	}
 	avail := w - lipgloss.Width(prompt)
 	if r := []rune(in); lipgloss.Width(in) > avail {
 		in = string(r[max(0, len(r)-avail):])
@@ -178,6 +186,10 @@ func (m *model) statusLine(now time.Time) string {
 		if m.cfg.Muted != nil && m.cfg.Muted.Load() {
 			s += " · MUTED"
 		}
+		if k.remoteMuted {
+			s += " · " + k.peer + " muted"
+		}
+
 		if k.state == "ringing" && k.direction == "incoming" {
 			return s + " · /answer or /decline"
 		}
@@ -195,7 +207,13 @@ func (m *model) contactLines(h int, now time.Time) []string {
 	}
 	for _, c := range m.contacts {
 		p, known := m.presence[c.Name]
-		line1 := fmt.Sprintf(" %s %s", presenceGlyph(p, known), c.Name)
+		// A display name goes on the first line, the handle always on the
+		// second, where a long display name cannot push it out of view.
+		shown := c.Name
+		if c.Display != "" {
+			shown = c.Display
+		}
+		line1 := fmt.Sprintf(" %s %s", presenceGlyph(p, known), shown)
 		if n := m.unread[c.Name]; n > 0 && c.Name != m.current {
 			line1 = fit(line1, listWidth-5) + fmt.Sprintf("%4d ", n)
 		}
@@ -216,6 +234,12 @@ func (m *model) contactLines(h int, now time.Time) []string {
 		}
 		if c.Verified && !c.KeyChanged() {
 			line2 += " ✔"
+		}
+		if c.Blocked {
+			line2 = "   ⊘ blocked"
+		}
+		if c.Display != "" {
+			line2 = "   " + c.Name + " ·" + line2[2:]
 		}
 		l1, l2 := fit(line1, listWidth), fit(line2, listWidth)
 		switch {
@@ -266,12 +290,24 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	pad := func(s string) string { return " " + fit(s, w-1) }
 	if m.overlay != "" {
 		text := helpText
-		if m.overlay == "verify" {
+		switch m.overlay {
+		case "verify":
 			text = m.verifyText(m.verifyWith)
+		case "who":
+			text = m.whoText()
 		}
 		for _, l := range strings.Split(text, "\n") {
 			for _, x := range wrap(l, w-2) {
 				out = append(out, pad(x))
+			}
+		}
+		// Longer than the screen: PgUp/PgDn scroll it, and the last row
+		// says there is more.
+		if len(out) > h {
+			m.overlayScroll = min(m.overlayScroll, len(out)-h+1)
+			out = out[m.overlayScroll:]
+			if len(out) > h {
+				out = append(out[:h-1], pad(stDim.Render("↓ more: PgDn")))
 			}
 		}
 		for len(out) < h {
@@ -288,7 +324,10 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	}
 	c, _ := m.contact(m.current)
 	p, known := m.presence[m.current]
-	head := m.current
+	head := c.Label()
+	if c.Name == "" {
+		head = m.current
+	}
 	switch {
 	case c.KeyChanged():
 		head += " · ⚠ KEY CHANGED — messages held"
@@ -296,6 +335,9 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 		head += " · " + string(p.Status)
 	default:
 		head += " · " + fmtAgo(c.LastSeen, now)
+	}
+	if c.Blocked {
+		head += " · blocked (/unblock " + m.current + ")"
 	}
 	if c.Verified && !c.KeyChanged() {
 		head += " · verified ✔"
@@ -321,6 +363,22 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 			lines = append(lines, stDim.Render(pad("── "+d+" ──")))
 		}
 		stamp := at.Format("15:04")
+		if msg.Call {
+			// A line of the call log, not anyone's words.
+			st := stDim
+			if msg.Missed {
+				st = stBad
+			}
+			for i, l := range wrap(stamp+" "+msg.Text, w-2) {
+				if i == 0 {
+					l = strings.TrimPrefix(l, stamp+" ")
+					lines = append(lines, " "+stDim.Render(stamp)+" "+st.Render(fit(l, w-len(stamp)-2)))
+				} else {
+					lines = append(lines, st.Render(pad(l)))
+				}
+			}
+			continue
+		}
 		who, st := m.current, stThem
 		if msg.Out {
 			who, st = "me", stMe
@@ -362,4 +420,31 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 		out = append(out, pad(""))
 	}
 	return out
+}
+
+// whoText lists who is online on this server (as far as the server tells
+// us), contacts first marked, with how to add the others.
+func (m *model) whoText() string {
+	var on []string
+	for name, p := range m.presence {
+		if name != m.cfg.Name && p.Online() {
+			on = append(on, name)
+		}
+	}
+	if len(on) == 0 {
+		return "Online on this server\n\n  nobody else right now\n\nEsc closes this list."
+	}
+	sort.Strings(on)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Online on this server (%d)\n\n", len(on))
+	for _, name := range on {
+		mark := "  "
+		if _, ok := m.contact(name); ok {
+			mark = "★ "
+		}
+		st := string(m.presence[name].Status)
+		fmt.Fprintf(&b, "  %s%s · %s\n", mark, name, st)
+	}
+	b.WriteString("\n★ a contact. /add NAME adds one; Esc closes this list.")
+	return b.String()
 }

@@ -5,10 +5,12 @@
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
 import { Files, humanBytes } from "./files.js";
-import { answerWho, loadIdentity, nameInUse, pins, saveName, savedName, unsupportedReason } from "./identity.js";
+import { answerWho, loadIdentity, nameInUse, pins, restoreIdentity, saveName, savedName, unsupportedReason, verified } from "./identity.js";
+import { safetyNumber } from "./safety.js";
 import { Links, toRTCIceServers } from "./links.js";
 import { signSDP, verifySDP } from "./sdpsig.js";
-import { checkName, normalizeName, safeFileName } from "./proto.js";
+import { openStore } from "./store.js";
+import { checkDisplayName, checkName, normalizeName, safeFileName } from "./proto.js";
 import { Signaling } from "./signaling.js";
 import { QualityGraph, fmt, summarize, supernodeFor } from "./stats.js";
 import { ago, callEnded, duration, serverError } from "./words.js";
@@ -16,6 +18,12 @@ import { ago, callEnded, duration, serverError } from "./words.js";
 const $ = (id) => document.getElementById(id);
 const MIC_KEY = "parley.mic";
 const RELAY_KEY = "parley.relay";
+const SPEAKER_KEY = "parley.speaker";
+// Per signed-in name: whom we refuse, and whether only contacts may reach us.
+const BLOCKED_KEY = (name) => `parley.blocked:${name}`;
+const CONTACTS_ONLY_KEY = (name) => `parley.contactsOnly:${name}`;
+const DISPLAY_KEY = (name) => `parley.display:${name}`; // our display name
+const DISPLAYS_KEY = (name) => `parley.displays:${name}`; // {handle: the display name they last sent}
 
 function el(tag, props = {}, ...kids) {
   const e = document.createElement(tag);
@@ -62,6 +70,7 @@ const TICKS = {
   sent: ["✓", "sent"],
   stored: ["✓", "stored"],
   delivered: ["✓✓", "delivered"],
+  read: ["✓✓", "read"],
   failed: ["!", "not delivered"],
 };
 
@@ -74,6 +83,7 @@ class App {
     this.chat = null;
     this.calls = null;
     this.presence = new Map(); // name -> {status, lastSeen, publicKey, encKey, encSig}
+    this.unconfirmed = new Set(); // online before our reconnect, absent from its welcome, link still up
     this.peer = "";
     this.stats = null; // last summary of the call's link
     this.graph = new QualityGraph($("graph"));
@@ -85,6 +95,20 @@ class App {
     this.statsBusy = false;
     this.waitingUntil = 0;
     this.ringer = null;
+    this.ringback = null;
+    this.store = null; // this name's history (store.js)
+    this.joins = 0; // join generations: a later join or sign-out wins
+    this.notified = []; // the last notifications shown (console and tests)
+    this.keyMode = ""; // "backup" or "restore" while the key dialog is open
+    this.safetyPeer = ""; // whose safety number the dialog shows
+    this.micMeter = null; // our microphone's level during a call
+    this.callView = "screen"; // on a phone: "screen" (the call fills it) or "chat" (a bar above the conversation)
+    this.callScreenFor = ""; // the call the view was last reset for
+    this.awayAfter = 5 * 60 * 1000; // hidden this long: away
+    this.awayTimer = 0;
+    this.away = false;
+    this.lastBackup = "";
+    this.drafts = new Map(); // peer -> unsent text of that conversation
   }
 
   // ---- start, join, leave ----
@@ -121,8 +145,14 @@ class App {
     if (!disabled) $("name-input").focus();
   }
 
-  join(name) {
+  async join(name) {
     this.#teardown();
+    const gen = ++this.joins;
+    // The history of this name on this browser (IndexedDB), opened before
+    // anything can arrive: a message is kept before its receipt goes back.
+    const store = await openStore(name);
+    if (gen !== this.joins) return store.close(); // another join or a sign-out came first
+    this.store = store;
     this.name = name;
     $("me-name").textContent = name;
     $("join-view").hidden = true;
@@ -134,6 +164,7 @@ class App {
     this.links = new Links({
       me: name,
       send: (type, to, body) => sig.send(type, to, body),
+      canSignal: () => sig.online,
       sign: (type, to, body) => signSDP(this.identity, type, name, to, body),
       // The key we trust for a peer: pinned on first contact, else presence's.
       verify: (type, from, body) => verifySDP(pins.get(from) || this.presence.get(from)?.publicKey || "", type, from, name, body),
@@ -148,7 +179,7 @@ class App {
           this.chat.onOpen(l);
           this.files.onLinkOpen(l);
         },
-        onMessage: (l, m) => this.chat.onDCMessage(l, m),
+        onMessage: (l, m) => (m.type === "mute" ? this.calls.onRemoteMute(l.peer, m.muted === true) : this.chat.onDCMessage(l, m)),
         onTrack: (l, stream) => this.#attachAudio(l.peer, stream),
         onDataChannel: (l, dc) => this.files.onDataChannel(l, dc),
         onInsecure: (peer, why) => {
@@ -157,7 +188,12 @@ class App {
         },
         onClosed: (l, reason) => {
           this.calls.onLinkClosed(l, reason);
-          if (!this.links.get(l.peer)) this.#detachAudio(l.peer);
+          if (!this.links.get(l.peer)) {
+            this.#detachAudio(l.peer);
+            // Left "unknown" at our reconnect because its link was up: now
+            // that the link is gone, the welcome's word stands.
+            if (this.unconfirmed.delete(l.peer)) this.#setPresence({ name: l.peer, status: "offline", last_seen: Date.now() });
+          }
         },
       },
     });
@@ -165,8 +201,26 @@ class App {
     this.welcomeIce = [];
     this.supernodes = [];
     this.seenTURN = new Set(); // TURN host:port of every supernode listed so far
-    this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n) });
-    this.calls = new Calls({ sig, links: this.links });
+    this.blocked = new Set(parseList(load(BLOCKED_KEY(name))));
+    this.contactsOnly = load(CONTACTS_ONLY_KEY(name)) === "1";
+    $("contacts-only").checked = this.contactsOnly;
+    this.displays = new Map(Object.entries(parseJSON(load(DISPLAYS_KEY(name)))));
+    const accepts = (peer) => this.#accepts(peer);
+    this.chat = new Chat({ sig, links: this.links, identity: this.identity, peers: (n) => this.presence.get(n), store, accept: accepts });
+    this.calls = new Calls({ sig, links: this.links, accept: accepts });
+    this.refused = { message: 0, call: 0 }; // counts, for the console and tests
+    this.chat.onRefused = () => this.refused.message++;
+    this.calls.addEventListener("refused", () => this.refused.call++);
+    this.calls.addEventListener("ended", (e) => this.#logCall(e.detail));
+    this.chat.display = load(DISPLAY_KEY(name));
+    $("display-input").value = this.chat.display;
+    $("display-error").textContent = "";
+    this.chat.addEventListener("message", (e) => {
+      const m = e.detail;
+      this.#learnDisplay(m.peer, m.display);
+      this.#notify(this.#label(m.peer), m.file ? `offers a file: ${m.file.name}` : m.text, `msg:${m.peer}`);
+    });
+
     this.files = new Files({ sig, links: this.links, chat: this.chat, online: (n) => this.#online(n), budget: (p) => this.#fileBudget(p) });
     this.chat.onFileOffer = (from, id, file) => this.files.onOffer(from, id, file);
     this.chat.onFileControl = (from, c) => this.files.onControl(from, c);
@@ -182,7 +236,11 @@ class App {
     sig.addEventListener("fatal", (e) => this.#onFatal(e.detail));
     sig.addEventListener("message", (e) => this.#onMessage(e.detail));
     this.chat.addEventListener("change", (e) => {
-      if (e.detail.peer === this.peer) this.#renderMessages();
+      if (e.detail.peer === this.peer) {
+        this.#renderMessages();
+        this.#renderTyping();
+        this.#markRead();
+      }
       this.#renderContacts();
     });
     this.calls.addEventListener("change", () => this.#onCallChange());
@@ -194,6 +252,15 @@ class App {
     this.#selectPeer("");
     this.#renderContacts();
     this.#onCallChange();
+    this.drafts = new Map();
+    try {
+      await this.chat.load();
+      for (const d of await store.drafts()) this.drafts.set(d.peer, d.text);
+    } catch (e) {
+      this.showError(`Your earlier messages could not be loaded: ${e?.message ?? e}`);
+    }
+    if (gen !== this.joins) return;
+    this.#renderContacts();
     sig.start();
   }
 
@@ -209,14 +276,21 @@ class App {
   }
 
   #teardown() {
+    this.joins++; // a join still opening its store gives up
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (this.sig) this.sig.stop();
     this.links?.closeAll("closing", false);
     for (const p of [...this.sinks.keys()]) this.#detachAudio(p);
     this.#stopRinging();
+    this.#stopRingback();
+    this.micMeter?.stop();
+    this.micMeter = null;
     this.sig = this.links = this.chat = this.calls = this.files = null;
+    this.store?.close();
+    this.store = null;
     this.presence.clear();
+    this.unconfirmed.clear();
     this.rows.clear();
     this.msgRows.clear();
     this.peer = "";
@@ -271,10 +345,17 @@ class App {
       this.#setPresence(p);
     }
     for (const [name, p] of this.presence) {
-      if (!seen.has(name) && p.status !== "offline") this.#setPresence({ name, status: "offline", last_seen: Date.now() });
+      if (seen.has(name) || p.status === "offline") continue;
+      // Absent right after our own reconnect: after a server restart the
+      // peer may not be back yet. One whose link still works is
+      // "unknown", not offline: its presence, or its link failing, decides.
+      if (this.links.get(name)?.connected) this.unconfirmed.add(name);
+      else this.#setPresence({ name, status: "offline", last_seen: Date.now() });
     }
     this.#dismissError(serverError("connection_lost"));
-    if (reconnect) this.chat.onReconnect();
+    this.chat.onReconnect(); // also sends what the outbox kept from an earlier visit
+    this.away = false;
+    this.#autoAway();
     this.#renderContacts();
     this.#renderPeer();
   }
@@ -307,6 +388,8 @@ class App {
         return;
       case "chat":
       case "delivered":
+      case "read":
+      case "typing":
         this.chat.onServer(env);
         return;
       case "sealed":
@@ -379,13 +462,149 @@ class App {
       encSig: p.enc_sig || (sameKey ? old?.encSig : "") || "",
     });
     if (p.public_key) pins.pin(p.name, p.public_key); // trust on first use (sealed messages)
+    if (p.status !== "offline") this.unconfirmed.delete(p.name);
     if (old?.status === p.status) return;
-    if (p.status === "offline") {
+    // A call whose media flows keeps its link whatever the server says:
+    // it does not depend on the server, and a dead peer's link fails by
+    // itself. A link without a call goes (a restarted peer makes a new one).
+    const callUp = this.calls?.call?.peer === p.name && this.calls.call.state === "connected" && this.links.get(p.name)?.connected;
+    if (p.status === "offline" && !callUp) {
       this.calls.onOffline(p.name);
       this.links.close(p.name, this.links.get(p.name), "peer offline", false);
     }
     this.#renderContacts();
     if (p.name === this.peer) this.#renderPeer();
+  }
+
+  /** #soundBlocked shows (or hides) the "Enable sound" prompt. */
+  #soundBlocked(on) {
+    $("sound-blocked").hidden = !on;
+  }
+
+  /** #enableSound is the person's click that lets the page make sound. */
+  #enableSound() {
+    for (const a of this.sinks.values()) a.play().catch(() => {});
+    for (const c of [this.ringer?.ctx, this.ringback?.ctx]) c?.resume().catch(() => {});
+    this.#soundBlocked(false);
+  }
+
+  /**
+   * #autoAway tells the server we are away once the page has been hidden
+   * for awayAfter, and online again when it is looked at.
+   */
+  #autoAway() {
+    clearTimeout(this.awayTimer);
+    if (!this.sig) return;
+    if (document.visibilityState === "hidden") {
+      this.awayTimer = setTimeout(() => {
+        if (document.visibilityState === "hidden" && this.sig?.send("presence", "", { status: "away" })) this.away = true;
+      }, this.awayAfter);
+    } else if (this.away) {
+      if (this.sig.send("presence", "", { status: "online" })) this.away = false;
+    }
+  }
+
+  /** #logCall writes an ended call into its conversation (calls.js "ended"). */
+  #logCall(c) {
+    let text;
+    if (c.busy) text = `${c.peer} tried to call you while you were in another call`;
+    else if (c.connected) text = `${c.outgoing ? "Outgoing" : "Incoming"} voice call · ${duration(Math.max(c.durationMs, 1000))}`;
+    else if (c.missed) text = `Missed call from ${c.peer}`;
+    else if (c.declined) text = `You declined a call from ${c.peer}`;
+    else if (c.outgoing) text = `Call to ${c.peer} — ${c.reason}`;
+    else text = `Call from ${c.peer} — ${c.reason}`;
+    this.chat?.logCall(c.peer, { id: c.id, text, missed: !!c.missed });
+    if (c.missed) this.#notify(c.busy ? `${this.#label(c.peer)} tried to call` : `Missed call from ${this.#label(c.peer)}`, "", `call:${c.peer}`);
+  }
+
+  /**
+   * #notify shows an OS notification while the page is not looked at
+   * (hidden tab or another window focused), once the person allowed it.
+   */
+  #notify(title, body, tag) {
+    if (!globalThis.Notification || Notification.permission !== "granted") return;
+    if (document.visibilityState === "visible" && document.hasFocus()) return;
+    try {
+      const n = new Notification(title, { body: body.slice(0, 200), tag, icon: "favicon.svg" });
+      n.onclick = () => {
+        window.focus();
+        const peer = tag.split(":")[1];
+        if (peer) this.#selectPeer(peer);
+        n.close();
+      };
+      this.notified.push({ title, body, tag });
+      if (this.notified.length > 50) this.notified.shift();
+    } catch (e) {
+      console.debug("parley: notification", e);
+    }
+  }
+
+  #renderNotify() {
+    const p = globalThis.Notification?.permission ?? "unsupported";
+    $("notify").hidden = p !== "default";
+    $("notify-state").textContent = { granted: "Notifications on while Parley is in the background.", denied: "Notifications are blocked in this browser’s site settings.", unsupported: "" }[p] ?? "";
+  }
+
+  /** #updateTitle puts the unread count in the tab's title (unless a call rings). */
+  #updateTitle() {
+    if (this.ringer) return;
+    let n = 0;
+    for (const c of this.chat?.unread?.values() ?? []) n += c;
+    const t = n ? `(${n}) Parley` : "Parley";
+    if (document.title !== t) document.title = t;
+  }
+
+  /**
+   * #label is how a person is named in words: "Alice Martin (alice)" when
+   * they sent a display name, else their handle. A display name is what
+   * its owner chose, so the handle always goes with it.
+   */
+  #label(name) {
+    const d = this.displays?.get(name);
+    return d ? `${d} (${name})` : name;
+  }
+
+  /** #nameParts renders a person's name: the display name and the handle beside it, or the handle. */
+  #nameParts(name) {
+    const d = this.displays?.get(name);
+    return d ? [d, el("span", { className: "handle", textContent: name })] : [name];
+  }
+
+  /** #learnDisplay keeps the display name peer sent with a message (kept per name in localStorage). */
+  #learnDisplay(peer, display) {
+    if (!display || this.displays.get(peer) === display) return;
+    this.displays.set(peer, display);
+    store(DISPLAYS_KEY(this.name), JSON.stringify(Object.fromEntries(this.displays)));
+    this.#renderContacts();
+    if (peer === this.peer) this.#renderPeer();
+  }
+
+  /** setDisplayName sets ours (checked), sent with our next messages and kept for this name. */
+  setDisplayName(s) {
+    s = s.trim();
+    const bad = s ? checkDisplayName(s) : null;
+    $("display-error").textContent = bad ?? "";
+    if (bad) return false;
+    this.chat.display = s;
+    store(DISPLAY_KEY(this.name), s);
+    return true;
+  }
+
+  /** #accepts: whether peer may message and call us (blocking, contacts only). */
+  #accepts(peer) {
+    if (this.blocked?.has(peer)) return false;
+    return !this.contactsOnly || !!this.chat?.isContact(peer);
+  }
+
+  /** setBlocked blocks or unblocks peer: their messages and calls are refused. */
+  setBlocked(peer, on) {
+    if (!peer || !this.blocked) return;
+    if (on) this.blocked.add(peer);
+    else this.blocked.delete(peer);
+    store(BLOCKED_KEY(this.name), JSON.stringify([...this.blocked]));
+    if (on && this.calls?.call?.peer === peer) this.calls.hangup();
+    this.#renderPeer();
+    this.#renderContacts();
   }
 
   #online(name) {
@@ -395,8 +614,16 @@ class App {
 
   // ---- timers ----
 
+  #renderTyping() {
+    const on = !!this.peer && !!this.chat?.isTyping(this.peer);
+    const t = $("typing");
+    t.hidden = !on;
+    if (on && t.textContent !== `${this.peer} is typing…`) t.textContent = `${this.peer} is typing…`;
+  }
+
   #tick() {
     this.chat?.tick();
+    this.#renderTyping();
     this.files?.tick();
     this.calls?.tick();
     if (this.waitingUntil) this.#renderWaiting();
@@ -514,6 +741,107 @@ class App {
       this.sendFiles(e.dataTransfer.files);
     });
     $("relay-only").addEventListener("change", () => this.#setRelayOnly($("relay-only").checked));
+    $("display-input").addEventListener("change", () => {
+      if (this.name) this.setDisplayName($("display-input").value);
+    });
+    $("contacts-only").addEventListener("change", () => {
+      this.contactsOnly = $("contacts-only").checked;
+      if (this.name) store(CONTACTS_ONLY_KEY(this.name), this.contactsOnly ? "1" : "");
+    });
+    $("block").addEventListener("click", () => this.setBlocked(this.peer, !this.blocked?.has(this.peer)));
+    // Key backup and restore (keybackup.js): a dialog with a passphrase.
+    const dlg = $("key-dialog");
+    const openKey = (mode) => {
+      this.keyMode = mode;
+      $("key-title").textContent = mode === "backup" ? "Back up your key" : "Restore a name from a key backup";
+      $("key-lead").textContent =
+        mode === "backup"
+          ? `The file holds the key that owns “${this.name}”, locked with this passphrase. Keep both safe: with them you can be ${this.name} on another browser or in the terminal (parley key import).`
+          : "Pick the backup file (from “Back up my key” or parley key export) and type its passphrase. This browser’s current key is replaced.";
+      $("key-file-row").hidden = mode === "backup";
+      $("key-go").textContent = mode === "backup" ? "Save backup" : "Restore";
+      $("key-msg").textContent = "";
+      $("key-pass").value = "";
+      $("key-file").value = "";
+      if (!dlg.open) dlg.showModal?.() ?? (dlg.open = true);
+      $(mode === "backup" ? "key-pass" : "key-file").focus();
+    };
+    $("backup-open").addEventListener("click", () => openKey("backup"));
+    $("restore-open").addEventListener("click", () => openKey("restore"));
+    $("key-cancel").addEventListener("click", () => dlg.close());
+    $("key-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      $("key-go").disabled = true;
+      $("key-msg").textContent = this.keyMode === "backup" ? "Locking the key…" : "Opening the backup…";
+      try {
+        if (this.keyMode === "backup") await this.backupKey($("key-pass").value);
+        else await this.restoreKey($("key-file").files?.[0], $("key-pass").value);
+        dlg.close();
+      } catch (err) {
+        $("key-msg").textContent = err.message;
+      } finally {
+        $("key-go").disabled = false;
+      }
+    });
+    // Safety numbers and a changed key (safety.js).
+    $("safety").addEventListener("click", () => this.showSafety(this.peer));
+    $("safety-close").addEventListener("click", () => $("safety-dialog").close());
+    $("safety-verify").addEventListener("click", () => {
+      const key = pins.get(this.safetyPeer);
+      if (key) verified.set(this.safetyPeer, key, !verified.get(this.safetyPeer, key));
+      $("safety-dialog").close();
+      this.#renderPeer();
+    });
+    $("key-accept").addEventListener("click", () => {
+      const p = this.presence.get(this.peer);
+      if (!p?.publicKey) return;
+      pins.replace(this.peer, p.publicKey);
+      verified.set(this.peer, p.publicKey, false);
+      this.#renderPeer();
+    });
+    $("bars").addEventListener("click", () => {
+      const q = $("call-quality");
+      q.dataset.folded = q.dataset.folded === "1" ? "" : "1";
+      $("bars").setAttribute("aria-expanded", String(q.dataset.folded !== "1"));
+      this.#onCallChange();
+    });
+    $("call-chat").addEventListener("click", () => {
+      this.callView = this.callView === "chat" ? "screen" : "chat";
+      const k = this.calls?.call;
+      if (this.callView === "chat" && k && this.peer !== k.peer) this.#selectPeer(k.peer);
+      this.#onCallChange();
+      if (this.callView === "chat") $("message-input").focus();
+    });
+    $("speaker-select").addEventListener("change", () => this.#setSpeaker($("speaker-select").value));
+    $("notify").addEventListener("click", async () => {
+      try {
+        await Notification.requestPermission();
+      } catch {
+        // old browsers: the callback form, or nothing
+      }
+      this.#renderNotify();
+    });
+    this.#renderNotify();
+    // Drafts: each conversation keeps its own unsent text.
+    $("message-input").addEventListener("input", () => {
+      this.#saveDraft();
+      this.chat?.setTyping(this.peer, $("message-input").value !== "");
+    });
+    $("message-input").addEventListener("blur", () => this.chat?.setTyping(this.peer, false));
+    // What is on screen, in a tab someone looks at, is read.
+    document.addEventListener("visibilitychange", () => {
+      this.#markRead();
+      this.#autoAway();
+    });
+    $("enable-sound").addEventListener("click", () => this.#enableSound());
+    window.addEventListener("focus", () => this.#markRead());
+    window.addEventListener("beforeunload", (e) => {
+      // A reload or close mid-call asks first.
+      if (this.calls?.call) {
+        e.preventDefault();
+        e.returnValue = "";
+      }
+    });
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
       store(MIC_KEY, id);
@@ -535,6 +863,45 @@ class App {
       this.sig?.stop();
     });
     this.#refreshMics();
+  }
+
+  /** showSafety opens the safety number to compare with peer. */
+  async showSafety(peer) {
+    const key = pins.get(peer) || this.presence.get(peer)?.publicKey;
+    if (!peer || !key) return;
+    this.safetyPeer = peer;
+    $("safety-title").textContent = `Safety number with ${peer}`;
+    $("safety-lead").textContent = `Compare these digits with ${peer}, face to face or on a call: if they match on both screens, nobody is in the middle. The terminal shows the same number (/verify).`;
+    $("safety-number").textContent = "…";
+    $("safety-verify").textContent = verified.get(peer, key) ? "Mark as not verified" : "We compared it: mark as verified";
+    const dlg = $("safety-dialog");
+    if (!dlg.open) dlg.showModal?.() ?? (dlg.open = true);
+    const n = await safetyNumber(this.name, this.identity.publicKey, peer, key);
+    if (this.safetyPeer === peer) $("safety-number").textContent = n;
+  }
+
+  /** backupKey downloads a backup of this browser's key for the signed-in name. */
+  async backupKey(passphrase) {
+    const text = await this.identity.backup(this.name, passphrase);
+    this.lastBackup = text; // for the console and tests
+    const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    const a = el("a", { href: url, download: `parley-key-${this.name}.json` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    this.showError(`Your key is in parley-key-${this.name}.json (in your downloads). Keep it and its passphrase safe.`);
+  }
+
+  /** restoreKey makes this browser the owner of the name in a backup file, then starts again as it. */
+  async restoreKey(file, passphrase) {
+    if (!file) throw new Error("Pick the backup file first.");
+    if (file.size > 64 * 1024) throw new Error("That file is too big to be a key backup.");
+    const name = await restoreIdentity(await file.text(), passphrase);
+    this.calls?.hangup();
+    this.sig?.stop();
+    saveName(name);
+    location.reload();
   }
 
   /** sendFiles offers each file to the open conversation's peer (the file button and drag-and-drop). */
@@ -567,7 +934,9 @@ class App {
     if (!text.trim() || !this.peer) return;
     try {
       this.chat.send(this.peer, text);
+      this.chat.setTyping(this.peer, false);
       input.value = "";
+      this.#saveDraft();
       if (this.#online(this.peer)) this.links.ensure(this.peer); // later messages go direct
     } catch (e) {
       this.showError(e.message);
@@ -575,13 +944,33 @@ class App {
     input.focus();
   }
 
+  #markRead() {
+    if (this.peer && this.chat && document.visibilityState === "visible" && document.hasFocus() && this.#online(this.peer)) this.chat.markRead(this.peer);
+  }
+
+  #saveDraft() {
+    if (!this.peer || !this.drafts) return;
+    const text = $("message-input").value;
+    if ((this.drafts.get(this.peer) ?? "") === text) return;
+    if (text) this.drafts.set(this.peer, text);
+    else this.drafts.delete(this.peer);
+    this.store?.saveDraft(this.peer, text).catch(() => {});
+  }
+
   #selectPeer(name) {
+    if (name !== this.peer) {
+      this.#saveDraft();
+      // A draft never follows you to another conversation.
+      $("message-input").value = (name && this.drafts?.get(name)) || "";
+    }
     this.peer = name;
     this.chat?.setOpen(name);
     $("app-view").dataset.view = name ? "chat" : "contacts";
     if (name && this.#online(name)) this.links.ensure(name); // warm the link: chat goes direct, calls start fast
     this.#renderPeer();
     this.#renderContacts();
+    this.#renderTyping();
+    this.#markRead();
     if (name) $("message-input").focus();
   }
 
@@ -615,17 +1004,18 @@ class App {
       const linked = !!this.links.get(name)?.connected;
       const inCall = call?.peer === name;
       const status = p.status === "away" ? "away" : isOnline ? "online" : `offline${p.lastSeen ? ", last seen " + ago(p.lastSeen) : ""}`;
-      const sig = [status, unread, linked, inCall, name === this.peer].join("|");
+      const display = this.displays?.get(name) ?? "";
+      const sig = [status, unread, linked, inCall, name === this.peer, display].join("|");
       if (r.sig !== sig) {
         r.sig = sig;
         const bits = [status];
         if (inCall) bits.push("in a call");
         if (unread) bits.push(`${unread} unread`);
         r.btn.dataset.status = p.status;
-        r.btn.setAttribute("aria-label", `${name}, ${bits.join(", ")}`);
+        r.btn.setAttribute("aria-label", `${this.#label(name)}, ${bits.join(", ")}`);
         if (name === this.peer) r.btn.setAttribute("aria-current", "true");
         else r.btn.removeAttribute("aria-current");
-        const kids = [el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname", textContent: name })];
+        const kids = [el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname" }, ...this.#nameParts(name))];
         if (inCall) kids.push(el("span", { className: "badge call-badge", textContent: "call", "aria-hidden": "true" }));
         if (unread) kids.push(el("span", { className: "badge", textContent: String(unread), "aria-hidden": "true" }));
         if (linked) kids.push(el("span", { className: "linked", title: "Direct connection open", "aria-hidden": "true" }));
@@ -638,6 +1028,7 @@ class App {
     syncChildren($("contacts"), online.map((n) => row(n, true)));
     syncChildren($("offline-list"), offline.slice(0, 50).map((n) => row(n, false)));
     $("online-count").textContent = online.length ? `(${online.length})` : "";
+    this.#updateTitle();
     $("contacts-empty").hidden = online.length > 0;
     $("offline-box").hidden = offline.length === 0;
   }
@@ -649,10 +1040,23 @@ class App {
     if (!name) return;
     const p = this.presence.get(name);
     const online = this.#online(name);
-    $("peer-title").textContent = name;
+    $("peer-title").replaceChildren(...this.#nameParts(name));
     $("peer-status").textContent = online ? (p.status === "away" ? "away" : "online") : p?.lastSeen ? `offline · last seen ${ago(p.lastSeen)}` : "offline";
     $("peer-status").dataset.status = online ? p.status : "offline";
     const call = this.calls?.call;
+    // A key other than the one first seen: loud, until the person accepts it.
+    const pinned = pins.get(name);
+    const changed = !!(pinned && p?.publicKey && pinned !== p.publicKey);
+    $("key-changed").hidden = !changed;
+    if (changed) $("key-changed-text").textContent = `⚠ ${name}’s key changed. Messages to ${name} are not sealed to the new key until you accept it. If ${name} did not get a new device or browser, someone may be trying to listen in: compare safety numbers first.`;
+    const isVerified = !changed && verified.get(name, pinned);
+    const blocked = !!this.blocked?.has(name);
+    $("block").textContent = blocked ? "Unblock" : "Block";
+    $("block").setAttribute("aria-pressed", String(blocked));
+    $("block").title = blocked ? `Let ${name} message and call you again` : `Refuse messages and calls from ${name}`;
+    if (blocked) $("peer-status").textContent += " · blocked";
+    if (isVerified) $("peer-status").textContent += " · verified ✔";
+    if (changed) $("peer-status").textContent += " · ⚠ key changed";
     $("call").disabled = !online || !!call;
     $("call").setAttribute("aria-label", `Call ${name}`);
     $("call").title = !online ? `${name} is offline` : call ? "You are in a call" : `Call ${name}`;
@@ -782,7 +1186,8 @@ class App {
     $("hangup").hidden = !k || incoming;
     $("mute").hidden = !k || incoming;
     $("call-dismiss").hidden = !!k;
-    $("call-quality").hidden = !k || k.state !== "connected";
+    this.#renderCallScreen(k, incoming);
+    $("call-quality").hidden = !k || k.state !== "connected" || $("call-quality").dataset.folded === "1";
     if (k) {
       $("mute").setAttribute("aria-pressed", String(k.muted));
       $("mute").textContent = k.muted ? "Unmute" : "Mute";
@@ -802,12 +1207,39 @@ class App {
     }
     if (incoming) this.#startRinging(k.peer);
     else this.#stopRinging();
+    if (k && k.outgoing && k.rung && !k.accepted) this.#startRingback();
+    else this.#stopRingback();
     if (incoming && !this.peer) this.#selectPeer(k.peer);
     this.#renderCallState();
     this.#renderCallTimer();
     this.#renderStats();
+    this.#watchMicLevel();
+    this.#refreshSpeakers();
     this.#renderContacts();
     if (this.peer) this.#renderPeer();
+  }
+
+  /**
+   * #renderCallScreen: on a phone the call is the screen (data-call
+   * "screen": the peer, the state and big buttons fill it, the numbers
+   * behind the bars); "Chat" folds it to a bar above the conversation
+   * (data-call "chat") and "Back to call" unfolds it. Each new call starts
+   * as the screen. On wider windows the CSS ignores data-call.
+   */
+  #renderCallScreen(k, incoming) {
+    if (k && k.id !== this.callScreenFor) {
+      this.callScreenFor = k.id;
+      this.callView = "screen";
+      if (matchMedia("(max-width: 720px)").matches) $("call-quality").dataset.folded = "1";
+    }
+    const chat = !!k && !incoming && this.callView === "chat";
+    $("app-view").dataset.call = !k ? "" : chat ? "chat" : "screen";
+    const b = $("call-chat");
+    b.hidden = !k || incoming;
+    b.textContent = chat ? "Back to call" : "Chat";
+    const shown = k ? this.displays?.get(k.peer) || k.peer : "";
+    $("call-peer-name").replaceChildren(...(k ? this.#nameParts(k.peer) : []));
+    $("call-avatar").textContent = shown ? [...shown][0].toUpperCase() : "";
   }
 
   #renderCallState() {
@@ -816,12 +1248,12 @@ class App {
     let text = "";
     if (k) {
       const l = this.links.get(k.peer);
-      if (k.state === "ringing") text = k.outgoing ? (k.mic ? `Calling ${k.peer}… ringing` : `Calling ${k.peer}… (opening your microphone)`) : `${k.peer} is calling you`;
+      if (k.state === "ringing") text = !k.outgoing ? `${k.peer} is calling you` : !k.mic ? `Calling ${k.peer}… (opening your microphone)` : k.rung ? `Ringing ${k.peer}…` : `Calling ${k.peer}…`;
       else if (k.state === "accepted") text = `Connecting to ${k.peer}…`;
-      else if (l && l.state === "disconnected") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
+      else if (!l || l.closed || l.state === "disconnected" || l.state === "failed") text = `Call with ${k.peer} — reconnecting… (the network path dropped)`;
       else {
         const path = this.#pathWords(this.stats) || "finding the path";
-        text = `Call with ${k.peer} — connected · ${path}`;
+        text = `Call with ${k.peer} — connected · ${path}${k.remoteMuted ? ` · ${k.peer} muted their microphone` : ""}`;
       }
     } else if (last) {
       text = callEnded(last.peer, last.reason, last.connected ? Math.max(last.durationMs, 1000) : 0);
@@ -835,7 +1267,89 @@ class App {
     $("call-timer").textContent = k?.state === "connected" ? duration(Date.now() - k.connectedAt) : "";
   }
 
+  /**
+   * #renderBars draws the call's quality as 1–4 bars from loss, round trip
+   * and jitter (roughly ITU-T G.114's 150 ms and the loss Opus hides well);
+   * a click shows or hides the numbers behind them.
+   */
+  #renderBars() {
+    const s = this.stats;
+    const b = $("bars");
+    const k = this.calls?.call;
+    b.hidden = !k || k.state !== "connected" || !s;
+    if (b.hidden) return;
+    const loss = s.lossPct ?? 0;
+    const rtt = s.rttMs ?? 0;
+    const jit = s.jitterMs ?? 0;
+    const level = loss < 1 && rtt < 150 && jit < 20 ? 4 : loss < 3 && rtt < 300 && jit < 40 ? 3 : loss < 8 && rtt < 500 ? 2 : 1;
+    const words = ["", "poor", "fair", "good", "excellent"][level];
+    b.dataset.level = String(level);
+    b.title = `Call quality: ${words} (round trip ${fmt(s.rttMs, 0, " ms")}, loss ${fmt(s.lossPct, 1, " %")}); click for the numbers`;
+    b.setAttribute("aria-label", `Call quality: ${words}`);
+  }
+
+  /** #watchMicLevel shows how loud our microphone is, and when we speak. */
+  #watchMicLevel() {
+    const k = this.calls?.call;
+    const meter = $("mic-level");
+    const track = k && k.state === "connected" ? k.mic : null;
+    if (this.micMeter?.track === track) return;
+    this.micMeter?.stop();
+    this.micMeter = null;
+    meter.hidden = !track;
+    if (!track) return;
+    let ctx;
+    try {
+      ctx = new AudioContext();
+    } catch {
+      meter.hidden = true;
+      return;
+    }
+    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const an = ctx.createAnalyser();
+    an.fftSize = 1024;
+    src.connect(an);
+    const buf = new Float32Array(an.fftSize);
+    const m = { track, peak: 0, stop: () => {} };
+    const timer = setInterval(() => {
+      an.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      const rms = Math.sqrt(sum / buf.length);
+      const level = k.muted ? 0 : Math.min(1, rms * 4);
+      meter.value = level;
+      meter.classList.toggle("speaking", level > 0.05);
+      m.peak = Math.max(m.peak, level);
+    }, 100);
+    ctx.resume().catch(() => {});
+    m.stop = () => (clearInterval(timer), ctx.close().catch(() => {}));
+    this.micMeter = m;
+  }
+
+  /** #refreshSpeakers lists the audio outputs (where the browser lets a page pick one). */
+  async #refreshSpeakers() {
+    const field = $("speaker-field");
+    const sel = $("speaker-select");
+    if (!("setSinkId" in HTMLMediaElement.prototype)) return (field.hidden = true);
+    let outs = [];
+    try {
+      outs = ((await navigator.mediaDevices?.enumerateDevices?.()) ?? []).filter((d) => d.kind === "audiooutput" && d.deviceId && d.deviceId !== "default");
+    } catch {
+      // none listed
+    }
+    const want = load(SPEAKER_KEY);
+    sel.replaceChildren(el("option", { value: "", textContent: "Default speaker" }), ...outs.map((d, i) => el("option", { value: d.deviceId, textContent: d.label || `Speaker ${i + 1}` })));
+    sel.value = outs.some((d) => d.deviceId === want) ? want : "";
+    field.hidden = !this.calls?.call || outs.length === 0;
+  }
+
+  #setSpeaker(id) {
+    store(SPEAKER_KEY, id);
+    for (const a of this.sinks.values()) a.setSinkId?.(id).catch((e) => this.showError(`That speaker cannot be used: ${e.message}`));
+  }
+
   #renderStats() {
+    this.#renderBars();
     const s = this.stats;
     $("st-path").textContent = !s || !s.path ? "–" : `${this.#pathWords(s)}${s.path === "relay" && s.via ? " · " + s.via : ""} (${s.local} ↔ ${s.remote})`;
     $("st-rtt").textContent = fmt(s?.rttMs, 0, " ms");
@@ -858,8 +1372,12 @@ class App {
       this.sinks.set(peer, a);
     }
     if (a.srcObject !== stream) a.srcObject = stream;
-    a.play().catch(() => {
-      // Autoplay may wait for a click; the call buttons are clicks.
+    const speaker = load(SPEAKER_KEY);
+    if (speaker && a.sinkId !== speaker) a.setSinkId?.(speaker).catch(() => {});
+    a.play().catch((e) => {
+      // Autoplay held back (no click on this page yet): say so, with a
+      // button, instead of a silent call.
+      if (e?.name === "NotAllowedError") this.#soundBlocked(true);
     });
   }
 
@@ -890,6 +1408,7 @@ class App {
   #startRinging(peer) {
     document.title = `📞 ${peer} is calling — Parley`;
     if (this.ringer) return;
+    if (!this.calls?.call?.outgoing) this.#notify(`${this.#label(peer)} is calling`, "Open Parley to answer", `call:${peer}`);
     let ctx = null;
     try {
       ctx = new AudioContext();
@@ -911,7 +1430,49 @@ class App {
       }
     };
     ctx?.resume().then(ring, () => {});
+    // A context still suspended after a moment: autoplay holds it back.
+    setTimeout(() => ctx && ctx.state === "suspended" && this.ringer?.ctx === ctx && this.#soundBlocked(true), 500);
     this.ringer = { ctx, timer: setInterval(ring, 3000) };
+  }
+
+  /**
+   * #startRingback plays the ringback tone the caller hears while the
+   * peer's device rings: 440 + 480 Hz, 2 s on, 4 s off (ITU-T E.180's
+   * North American cadence).
+   */
+  #startRingback() {
+    if (this.ringback) return;
+    let ctx = null;
+    try {
+      ctx = new AudioContext();
+    } catch {
+      return; // no audio output: the banner still says "Ringing"
+    }
+    const ring = () => {
+      if (ctx.state !== "running") return;
+      const t = ctx.currentTime;
+      const g = ctx.createGain();
+      g.gain.setValueAtTime(0.04, t);
+      g.gain.setValueAtTime(0, t + 2);
+      g.connect(ctx.destination);
+      for (const f of [440, 480]) {
+        const o = ctx.createOscillator();
+        o.frequency.value = f;
+        o.connect(g);
+        o.start(t);
+        o.stop(t + 2);
+      }
+      if (this.ringback?.ctx === ctx) this.ringback.played++;
+    };
+    this.ringback = { ctx, timer: setInterval(ring, 6000), played: 0 };
+    ctx.resume().then(ring, () => {});
+  }
+
+  #stopRingback() {
+    if (!this.ringback) return;
+    clearInterval(this.ringback.timer);
+    this.ringback.ctx.close().catch(() => {});
+    this.ringback = null;
   }
 
   #stopRinging() {
@@ -923,6 +1484,7 @@ class App {
     this.ringer.ctx?.close().catch(() => {});
     this.ringer = null;
     document.title = "Parley";
+    this.#updateTitle();
   }
 
   // ---- errors ----
@@ -959,10 +1521,26 @@ class App {
       presence: Object.fromEntries(this.presence),
       call: this.calls?.call ? { peer: this.calls.call.peer, state: this.calls.call.state, muted: this.calls.call.muted, outgoing: this.calls.call.outgoing } : null,
       last: this.calls?.last ?? null,
+      blocked: [...(this.blocked ?? [])],
+      contactsOnly: !!this.contactsOnly,
+      refused: this.refused ?? null,
+      notified: this.notified,
+      drafts: Object.fromEntries(this.drafts ?? []),
+      micPeak: this.micMeter?.peak ?? null,
+      ringback: this.ringback ? { played: this.ringback.played, state: this.ringback.ctx.state } : null,
       links: Object.fromEntries([...(this.links?.links ?? [])].map(([p, l]) => [p, { state: l.state, dcOpen: l.dcOpen, offerer: l.offerer, session: l.session }])),
       stats: this.stats,
       files: Object.fromEntries([...(this.files?.transfers ?? [])].map(([id, t]) => [id, { peer: t.peer, out: t.out, state: t.state, bytes: t.bytes, size: t.file.size, name: t.file.name, code: t.code, reason: t.reason, path: t.path, sent: t.sentTotal ?? 0, resumed: t.resumed ?? 0 }])),
     };
+  }
+}
+
+function parseList(s) {
+  try {
+    const v = JSON.parse(s || "[]");
+    return Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
   }
 }
 
@@ -977,3 +1555,14 @@ function wsURL() {
 const app = new App();
 window.parley = app; // for the console and the browser tests: parley.debug(), parley.sampleStats()
 app.boot();
+
+/** parseJSON reads a {name: display name} object kept in localStorage ({} when absent or bad). */
+function parseJSON(s) {
+  try {
+    const v = JSON.parse(s || "{}");
+    if (!v || typeof v !== "object" || Array.isArray(v)) return {};
+    return Object.fromEntries(Object.entries(v).filter(([k, d]) => checkName(k) === null && checkDisplayName(d) === null));
+  } catch {
+    return {};
+  }
+}

@@ -5,6 +5,7 @@
 // renegotiation is needed (RFC 8829 section 4.1.2: a transceiver with no
 // track sends nothing). On hang-up the track is stopped and removed.
 
+import { NO_RELAY } from "./links.js";
 import { randomID } from "./proto.js";
 import { cleanText, mediaError, peerEndWords } from "./words.js";
 
@@ -33,12 +34,14 @@ export async function getMic(deviceId) {
 /**
  * Calls holds at most one call and emits "change" whenever it changes, and
  * "error" (detail: words) for problems to show. A call is
- *   {id, peer, outgoing, accepted, state: "ringing"|"accepted"|"connected", started, connectedAt, muted, mic}
+ *   {id, peer, outgoing, accepted, rung, state: "ringing"|"accepted"|"connected", started, connectedAt, muted, mic}
+ * (rung: the server handed our ring to the peer, whose device rings now)
  * and the last ended call is kept in `last` as {peer, reason, durationMs}.
  */
 export class Calls extends EventTarget {
-  constructor({ sig, links, openMic = getMic, ringTimeout = 60000, noPathTimeout = NO_PATH_MS }) {
+  constructor({ sig, links, openMic = getMic, ringTimeout = 60000, noPathTimeout = NO_PATH_MS, accept = () => true }) {
     super();
+    this.accept = accept; // (peer) => false declines their calls ("refused")
     this.sig = sig;
     this.links = links;
     this.openMic = openMic;
@@ -48,6 +51,7 @@ export class Calls extends EventTarget {
     this.last = null;
     this.micDeviceId = "";
     this.insecure = new Map(); // peer -> when its tampered link was refused
+    this.noRelay = new Map(); // peer -> when its link closed for want of a relay (relay-only)
   }
 
   #changed() {
@@ -76,6 +80,11 @@ export class Calls extends EventTarget {
     if (this.call !== k || k.accepted || !k.outgoing) return; // hung up, or glare made us the answerer
     try {
       await this.sig.request("ring", peer, { call: k.id }, { id: k.id });
+      // The server handed the ring to the peer: it is ringing there now.
+      if (this.call === k && k.outgoing && !k.accepted) {
+        k.rung = true;
+        this.#changed();
+      }
     } catch (e) {
       if (this.call !== k) return;
       const why = e.code === "offline" ? `${peer} is offline` : e.code === "not_signed_in" ? "not connected to the server" : e.message;
@@ -118,6 +127,25 @@ export class Calls extends EventTarget {
     if (!k) return;
     k.muted = muted;
     if (k.mic) k.mic.enabled = !muted;
+    this.#sendMute(k);
+    this.#changed();
+  }
+
+  /** #sendMute tells the peer (on the data channel) whether we are muted. */
+  #sendMute(k) {
+    const l = this.links.get(k.peer);
+    try {
+      if (l?.dcOpen) l.dc.send(JSON.stringify({ type: "mute", muted: k.muted }));
+    } catch {
+      // the next toggle says it again
+    }
+  }
+
+  /** onRemoteMute: the peer of the call muted (or unmuted) its microphone. */
+  onRemoteMute(peer, muted) {
+    const k = this.call;
+    if (!k || k.peer !== peer) return;
+    k.remoteMuted = !!muted;
     this.#changed();
   }
 
@@ -161,6 +189,7 @@ export class Calls extends EventTarget {
         this.#watchMic(k, track);
       }
       this.dispatchEvent(new CustomEvent("mic"));
+      this.#changed(); // "opening your microphone" is over
       return true;
     } catch (e) {
       k.micPromise = null;
@@ -182,6 +211,27 @@ export class Calls extends EventTarget {
     const k = this.call;
     switch (env.type) {
       case "ring":
+        if (env.body.resume === true) {
+          // The peer checks that we still have its call (its path came
+          // back, or its link was made anew); a reload forgot it: say so.
+          if (!k || k.peer !== peer || k.id !== id) this.sig.send("hangup", peer, { call: id, code: "gone" });
+          return;
+        }
+        if (!(k && k.peer === peer) && !this.accept(peer)) {
+          // Blocked, or not a contact while only contacts may call: the
+          // caller's app says so in its own words (code "refused").
+          this.sig.send("decline", peer, { call: id, code: "refused" });
+          this.dispatchEvent(new CustomEvent("refused", { detail: { peer } }));
+          return;
+        }
+        if (!k && Date.now() - (this.noRelay.get(peer) ?? -Infinity) < 10000) {
+          // The link for this call already failed for want of a relay
+          // (the ring came after the offer): say so at once.
+          this.sig.send("decline", peer, { call: id, code: "no_relay" });
+          this.last = { peer, reason: NO_RELAY, durationMs: 0, outgoing: false, connected: false };
+          this.#changed();
+          return;
+        }
         if (Date.now() - (this.insecure.get(peer) ?? -Infinity) < 30000) {
           this.sig.send("decline", peer, { call: id, code: "insecure" });
           return;
@@ -199,6 +249,8 @@ export class Calls extends EventTarget {
         }
         if (k) {
           this.sig.send("decline", peer, { call: id, code: "busy" });
+          // The callee of a busy call sees that someone tried.
+          this.dispatchEvent(new CustomEvent("ended", { detail: { id, peer, outgoing: false, connected: false, durationMs: 0, reason: "busy", missed: true, busy: true } }));
           return;
         }
         this.call = { id, peer, outgoing: false, accepted: false, state: "ringing", started: Date.now(), connectedAt: 0, muted: false, mic: null, micPromise: null };
@@ -244,9 +296,12 @@ export class Calls extends EventTarget {
 
   /** onLinkClosed ends a call whose media path is gone. */
   onLinkClosed(link, reason) {
+    if (reason === NO_RELAY) this.noRelay.set(link.peer, Date.now());
     const k = this.call;
     if (!k || k.peer !== link.peer) return;
-    if (reason.startsWith("no network path")) {
+    if (reason === NO_RELAY) {
+      this.#end(reason, true, "no_relay");
+    } else if (reason.startsWith("no network path")) {
       this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
     } else if (k.state === "connected") {
       this.#end(`the connection to ${k.peer} was lost`, true, "no_path");
@@ -269,7 +324,9 @@ export class Calls extends EventTarget {
    */
   tick(now = Date.now()) {
     const k = this.call;
-    if (k && k.state !== "connected" && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
+    // The ring timeout is for a call nobody answered; an accepted one
+    // that finds no path ends after noPathTimeout (or with its link).
+    if (k && !k.accepted && now - k.started > this.ringTimeout) this.#end(k.outgoing ? "no answer" : "missed call", true, "no_answer");
     else if (k && k.accepted && k.state !== "connected" && k.acceptedAt && now - k.acceptedAt > this.noPathTimeout && !this.links.get(k.peer)?.connected) {
       this.#end(`no network path to ${k.peer}: the connection failed (firewalls or NATs block it and no relay was usable)`, true, "no_path");
     }
@@ -287,6 +344,7 @@ export class Calls extends EventTarget {
     k.state = "connected";
     k.connectedAt = Date.now();
     this.links.watchMedia?.(k.peer, true);
+    if (k.muted) this.#sendMute(k);
     this.#changed();
     try {
       await l.sender.replaceTrack(k.mic);
@@ -315,6 +373,10 @@ export class Calls extends EventTarget {
     k.mic?.stop();
     k.micPromise?.then((t) => t !== k.mic && t.stop()).catch(() => {});
     this.last = { peer: k.peer, reason, durationMs: k.connectedAt ? Date.now() - k.connectedAt : 0, outgoing: k.outgoing, connected: !!k.connectedAt };
+    // For the call log: missed is an incoming call nobody here answered or
+    // refused (the caller gave up, or it rang out).
+    const missed = !k.outgoing && !k.accepted && (!notify || code === "no_answer");
+    this.dispatchEvent(new CustomEvent("ended", { detail: { ...this.last, id: k.id, missed, declined: !k.outgoing && !k.accepted && notify && code !== "no_answer" } }));
     this.#changed();
   }
 }

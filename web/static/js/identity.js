@@ -9,12 +9,14 @@
 // seen for other names (pins, trust on first use).
 // (Ed25519: RFC 8032; X25519: RFC 7748; WebCrypto: Secure Curves.)
 
+import { BackupError, escrow, exportBackup, importBackup, keysFromSeeds, newSeeds } from "./keybackup.js";
 import { authPayload, b64, encKeyPayload } from "./proto.js";
 
 const DB = "parley";
 const STORE = "identity";
 const KEY = "ed25519";
 const ENC_KEY = "x25519";
+const ESCROW = "escrow"; // the seeds, sealed for backups (keybackup.js)
 const NAME_KEY = "parley.name";
 const PINS_KEY = "parley.pins";
 
@@ -50,7 +52,8 @@ function tx(db, mode, fn) {
  * binds names to.
  */
 export class Identity {
-  constructor(keyPair, publicKey, encKeyPair = null, encPublicKey = "") {
+  constructor(keyPair, publicKey, encKeyPair = null, encPublicKey = "", esc = null) {
+    this.escrow = esc; // sealed seeds for backups, or null (a key made before backups)
     this.keyPair = keyPair;
     this.publicKey = publicKey; // base64 of the 32-byte raw Ed25519 key
     this.encKeyPair = encKeyPair; // X25519, or null where WebCrypto lacks it
@@ -72,6 +75,16 @@ export class Identity {
       this.encSigs.set(name, sig);
     }
     return sig;
+  }
+
+  /** canBackUp: this key can be exported (it was made with an escrow). */
+  get canBackUp() {
+    return !!this.escrow;
+  }
+
+  /** backup returns the text of a key backup for name under passphrase. */
+  backup(name, passphrase) {
+    return exportBackup(this.escrow, name, this.publicKey, passphrase);
   }
 
   /** authFields returns the auth body for name: signature, and the bound encryption key when there is one. */
@@ -112,10 +125,70 @@ async function loadEncKeyPair(db) {
  * storing one on first use. It throws an Error with .code "unsupported"
  * when the browser has no WebCrypto Ed25519.
  */
+/** putAll stores several values in one transaction; add refuses to replace KEY. */
+function putAll(db, values, addKey) {
+  return new Promise((resolve, reject) => {
+    const t = db.transaction(STORE, "readwrite");
+    const st = t.objectStore(STORE);
+    for (const [k, v] of Object.entries(values)) {
+      if (k === KEY && addKey) st.add(v, k);
+      else st.put(v, k);
+    }
+    t.oncomplete = () => resolve();
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error);
+  });
+}
+
+/**
+ * makeIdentity makes a new identity from random seeds kept in an escrow
+ * (so it can be backed up) and stores it, unless another tab stored one
+ * first. It returns false where this browser cannot import the keys.
+ */
+async function makeIdentity(db) {
+  let made;
+  try {
+    const { edSeed, xKey } = newSeeds();
+    made = { ...(await keysFromSeeds(edSeed, xKey)), esc: await escrow(edSeed, xKey) };
+    edSeed.fill(0);
+    xKey.fill(0);
+  } catch (e) {
+    console.warn("parley: keys that can be backed up are not available here:", e.message);
+    return false;
+  }
+  try {
+    await putAll(db, { [KEY]: made.kp, [ENC_KEY]: made.encKp, [ESCROW]: made.esc }, true);
+  } catch {
+    // another tab made one first: use that
+  }
+  return true;
+}
+
+/**
+ * restoreIdentity replaces this browser's identity with the one in a key
+ * backup (text) and returns the name the backup was made for.
+ */
+export async function restoreIdentity(text, passphrase) {
+  const b = await importBackup(text, passphrase);
+  const keys = await keysFromSeeds(b.edSeed, b.xKey);
+  if (keys.publicKey !== b.publicKey) throw new BackupError("not_backup", "The backup’s key does not match the public key it names.");
+  const esc = await escrow(b.edSeed, b.xKey);
+  b.edSeed.fill(0);
+  b.xKey.fill(0);
+  const db = await openDB();
+  try {
+    await putAll(db, { [KEY]: keys.kp, [ENC_KEY]: keys.encKp, [ESCROW]: esc }, false);
+  } finally {
+    db.close();
+  }
+  return b.name;
+}
+
 export async function loadIdentity() {
   const db = await openDB();
   try {
     let kp = await tx(db, "readonly", (s) => s.get(KEY));
+    if ((!kp || !kp.privateKey || !kp.publicKey) && (await makeIdentity(db))) kp = await tx(db, "readonly", (s) => s.get(KEY));
     if (!kp || !kp.privateKey || !kp.publicKey) {
       try {
         kp = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
@@ -140,7 +213,8 @@ export async function loadIdentity() {
       if (r.length !== 32) throw new Error(`encryption key is ${r.length} bytes, want 32`);
       encRaw = b64(r);
     }
-    return new Identity(kp, b64(raw), enc, encRaw);
+    const esc = await tx(db, "readonly", (s) => s.get(ESCROW));
+    return new Identity(kp, b64(raw), enc, encRaw, esc?.key ? esc : null);
   } finally {
     db.close();
   }
@@ -241,5 +315,43 @@ export const pins = {
       // storage disabled: the pin lasts for this visit only
     }
     return key;
+  },
+  /** replace pins key for name (the person accepted a changed key). */
+  replace(name, key) {
+    const all = this.all();
+    all[name] = key;
+    try {
+      localStorage.setItem(PINS_KEY, JSON.stringify(all));
+    } catch {
+      // this visit only
+    }
+  },
+};
+
+const VERIFIED_KEY = "parley.verified";
+
+/** verified remembers whose key the person compared (name -> key). */
+export const verified = {
+  get(name, key) {
+    try {
+      return JSON.parse(localStorage.getItem(VERIFIED_KEY) || "{}")[name] === key && !!key;
+    } catch {
+      return false;
+    }
+  },
+  set(name, key, on) {
+    let all = {};
+    try {
+      all = JSON.parse(localStorage.getItem(VERIFIED_KEY) || "{}") || {};
+    } catch {
+      // start afresh
+    }
+    if (on) all[name] = key;
+    else delete all[name];
+    try {
+      localStorage.setItem(VERIFIED_KEY, JSON.stringify(all));
+    } catch {
+      // this visit only
+    }
   },
 };

@@ -20,6 +20,9 @@ const RESTART_SPACING_MS = 2000;
 export const MEDIA_STALL_MS = 700;
 const MEDIA_CHECK_MS = 200;
 
+/** NO_RELAY is why a relay-only link with no relay closes (calls.js reads it). */
+export const NO_RELAY = "no network path: every call is relayed (“always relay”) and no relay is available";
+
 /**
  * offerAction decides what an incoming offer with session does to the link
  * we have with peer (client/link.go onLinkSignal):
@@ -61,6 +64,8 @@ export class Link {
     this.mediaTimer = 0; // watchMedia's interval while a call is on the link
     this.rxBytes = -1; // audio packets received, as watchMedia last saw them
     this.rxAt = 0; // when that count last grew
+    this.gathered = 0; // local candidates since the last gathering began
+    this.restartWanted = false; // a restart waits for the server (#pathLost)
   }
 
   /** sender is the audio RTCRtpSender (replaceTrack target). */
@@ -101,7 +106,8 @@ export function toRTCIceServers(list) {
  * the key we trust for its sender.
  */
 export class Links {
-  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}), sign, verify }) {
+  constructor({ me, send, iceServers, hooks, rtcConfig = () => ({}), sign, verify, canSignal = () => true }) {
+    this.canSignal = canSignal; // () => whether an offer can reach the peer now (signed in)
     this.me = me;
     this.send = send; // (type, to, body) => bool
     this.sign = sign; // async (type, to, body) => body with sig
@@ -272,6 +278,15 @@ export class Links {
       }, RESTART_GIVE_UP_MS);
     }
     if (performance.now() - l.restartedAt <= RESTART_SPACING_MS) return;
+    if (!this.canSignal()) {
+      // No server to carry an offer: a restart applied here would only
+      // end the pair a stall may still bring back. It waits (#checkMedia
+      // asks again once the server is back; RESTART_GIVE_UP_MS still
+      // closes a path that stays dead).
+      l.restartWanted = true;
+      return;
+    }
+    l.restartWanted = false;
     if (l.offerer && l.restarts < MAX_ICE_RESTARTS) {
       l.restartedAt = performance.now();
       this.#run(() => this.#restart(l));
@@ -325,12 +340,14 @@ export class Links {
       return;
     }
     if (now - l.rxAt > MEDIA_STALL_MS && !l.lostAt) this.#pathLost(l);
+    else if (l.lostAt && l.restartWanted && this.canSignal()) this.#pathLost(l);
   }
 
   /** #restart sends an ICE-restart offer on l's session (offerer side). */
   async #restart(l) {
     if (l.closed || this.links.get(l.peer) !== l) return;
     l.restarts++;
+    l.gathered = 0;
     try {
       l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
       await l.pc.setLocalDescription(await l.pc.createOffer({ iceRestart: true }));
@@ -343,6 +360,7 @@ export class Links {
 
   /** #answerRestart answers the offerer's ICE-restart offer. */
   async #answerRestart(l, sdp) {
+    l.gathered = 0;
     try {
       l.pc.setConfiguration({ ...l.pc.getConfiguration(), iceServers: this.iceServers() });
       await l.pc.setRemoteDescription({ type: "offer", sdp });
@@ -363,7 +381,16 @@ export class Links {
 
     pc.onicecandidate = (ev) => {
       const c = ev.candidate;
+      if (live() && !c && !l.gathered && !l.connected) {
+        // Gathering found nothing (relay-only and no relay, or no usable
+        // interface): no path can ever form, so fail now, saying why,
+        // rather than after ICE's timeouts (client/link.go onGathered).
+        const relayOnly = pc.getConfiguration().iceTransportPolicy === "relay";
+        queueMicrotask(() => live() && this.close(peer, l, relayOnly ? NO_RELAY : "no network path: no network interface could be used", true));
+        return;
+      }
       if (!live() || !c || !c.candidate) return; // null/empty: end of candidates
+      l.gathered++;
       const body = { session, candidate: c.candidate };
       if (c.sdpMid !== null && c.sdpMid !== undefined) body.sdpMid = c.sdpMid;
       if (c.sdpMLineIndex !== null && c.sdpMLineIndex !== undefined) body.sdpMLineIndex = c.sdpMLineIndex;

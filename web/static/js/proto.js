@@ -79,6 +79,27 @@ export function checkText(s) {
   return null;
 }
 
+/**
+ * checkDisplayName returns null for a usable display name (what a person
+ * calls themselves, beside their handle), else why not: the rules of
+ * proto.ValidateDisplayName — 1–40 characters (160 bytes), no control or
+ * formatting characters but the emoji joiner, one plain space between
+ * words and none at the ends.
+ */
+export function checkDisplayName(s) {
+  if (typeof s !== "string" || s === "") return "The display name is empty.";
+  if ([...s].length > 40 || utf8Len(s) > 160) return "The display name is longer than 40 characters.";
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s)) return "The display name contains broken characters.";
+  if (/[\p{Cc}\p{Cf}]/u.test(s.replaceAll("\u200d", ""))) return "The display name contains a control or formatting character.";
+  if (/^\s|\s$|\s\s|[^\S ]/u.test(s)) return "Use one plain space between words, none at the ends.";
+  return null;
+}
+
+/** validDisplayName is s when it is a usable display name, else "" (a peer's bad one is dropped, its message kept). */
+export function validDisplayName(s) {
+  return typeof s === "string" && s !== "" && checkDisplayName(s) === null ? s : "";
+}
+
 /** randomID returns 12 URL-safe base64 characters (72 random bits), like the Go client. */
 export function randomID() {
   const b = crypto.getRandomValues(new Uint8Array(9));
@@ -252,6 +273,7 @@ export function decodeDC(text) {
       if (!validID(m.id)) throw new ProtoError("bad_request", `malformed ${m.type}`);
       return m;
     case "typing":
+    case "mute": // in a call: the peer muted (muted: true) or unmuted its microphone
       return m;
   }
   throw new ProtoError("unknown_type", `unknown data channel message type ${String(m.type).slice(0, 32)}`);

@@ -6,7 +6,7 @@
 //   key        HKDF-SHA256(shared, salt = 16 random bytes,                                     RFC 5869 §2
 //                          info = "parley-sealed-v2" || sender id key || recipient id key)
 //   ciphertext AES-256-GCM(key, iv = 12 random bytes, 128-bit tag,                             NIST SP 800-38D
-//                          aad = "parley-sealed-v2\n"+id+"\n"+from+"\n"+to, JSON {id,text,ts})
+//                          aad = "parley-sealed-v2\n"+id+"\n"+from+"\n"+to, JSON {id,text,ts,seq})
 //
 // Private keys stay inside WebCrypto (non-extractable); this module only
 // ever holds public keys, random salts and nonces, and ciphertext.
@@ -73,7 +73,7 @@ export async function seal(identity, me, peer, chat) {
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const key = await messageKey(identity.encKeyPair.privateKey, peerEnc, salt, unb64(identity.publicKey), unb64(peer.key), "encrypt");
-  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts, ...(chat.file ? { file: chat.file } : {}) }));
+  const plain = encoder.encode(JSON.stringify({ id: chat.id, text: chat.text, ts: chat.ts, ...(chat.seq ? { seq: chat.seq } : {}), ...(chat.file ? { file: chat.file } : {}), ...(chat.display ? { display: chat.display } : {}) }));
   const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: sealedAAD(chat.id, me, peer.name), tagLength: 128 }, key, plain);
   return {
     v: SEALED_VERSION,
@@ -119,6 +119,8 @@ export async function open(identity, me, from, body) {
   if (m.id !== body.id) throw new SealError("bad_message", `its id ${body.id} does not match the content’s ${m.id}`);
   if (m.file !== undefined && m.file !== null && checkFileInfo(m.file) !== null) throw new SealError("bad_message", "its file offer is malformed");
   const out = { id: m.id, text: m.text, ts: Number.isFinite(m.ts) ? m.ts : 0 };
+  if (Number.isSafeInteger(m.seq) && m.seq > 0) out.seq = m.seq; // the sender's order (proto.Chat.Seq)
   if (m.file) out.file = m.file; // the offer of a file (files.js)
+  if (typeof m.display === "string" && m.display) out.display = m.display; // checked by the receiver (validDisplayName)
   return out;
 }

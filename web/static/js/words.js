@@ -106,6 +106,10 @@ export function peerEndWords(peer, code) {
       return `${peer} takes calls from contacts only`;
     case "insecure":
       return `${peer} refused the connection: it was tampered with on the way`;
+    case "gone":
+      return `${peer} no longer has this call (their app restarted)`;
+    case "no_relay":
+      return `no network path: ${peer} relays every call (“always relay”) and no relay is available to ${peer}`;
   }
   return `${peer} hung up`;
 }
