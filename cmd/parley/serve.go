@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parley-voice/parley/internal/portmux"
@@ -233,7 +234,22 @@ func printServing(addr net.Addr, publicHost string, https bool) string {
 	url := scheme + "://" + hp
 	fmt.Printf("Parley is running: open %s/ in a browser\n", url)
 	fmt.Printf("  chat client: go run ./cmd/parley chat --server %s --name NAME\n", url)
+	if !https && !isLocalHost(host) {
+		// Browsers grant WebCrypto (the identity key) and the microphone
+		// only to a secure context: http://localhost, or HTTPS.
+		fmt.Printf("  note: browsers on other computers can sign in only over HTTPS: add --tls-cert FILE --tls-key FILE or --acme DOMAIN (README: Deploy on the Internet)\n")
+	}
 	return url
+}
+
+// isLocalHost reports whether host names this computer only (a browser's
+// secure context includes http:// to these).
+func isLocalHost(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // publicIP is the address people reach this server at: the --listen IP
