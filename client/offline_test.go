@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
@@ -269,11 +270,7 @@ func TestOfflineMessageEndToEnd(t *testing.T) {
 	for _, id := range ids {
 		alice.ev.Wait(t, wait, "stored "+id, func(e client.Event) bool { s, ok := e.(client.StoredEvent); return ok && s.ID == id })
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "signal.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(raw, []byte("secret words")) {
+	if raw := testutil.ReadTree(t, dir); bytes.Contains(raw, []byte("secret words")) {
 		t.Fatal("server store holds plaintext")
 	}
 

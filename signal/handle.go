@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -27,22 +28,38 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		return false
 	}
 	key, _ := a.Key()
-	if err := s.reg.Bind(a.Name, key, encBinding{Key: a.EncKey, Sig: a.EncSig}); err != nil { // VerifyAuth checked the binding
+	sent := encBinding{Key: a.EncKey, Sig: a.EncSig} // VerifyAuth checked the binding
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout)
+	isNew, err := s.users.bind(ctx, a.Name, key, sent, time.Now(), nil)
+	cancel()
+	if err != nil {
 		s.stats.authFailures.Add(1)
-		if errors.Is(err, ErrNameTaken) {
+		var pe *proto.Error
+		switch {
+		case errors.Is(err, ErrNameTaken):
 			s.log.Info("signal: name taken by another key", "name", a.Name, "remote", ss.remote)
 			ss.fail(proto.Errorf(proto.CodeNameTaken, "the name %q belongs to another key; choose another name", a.Name), websocket.ClosePolicyViolation)
-		} else {
+		case errors.As(err, &pe):
+			s.log.Info("signal: registration refused", "name", a.Name, "remote", ss.remote, "err", err)
+			ss.fail(pe, websocket.ClosePolicyViolation)
+		default:
 			s.log.Error("signal: registry", "name", a.Name, "err", err)
-			ss.fail(proto.Errorf(proto.CodeInternal, "registry unavailable"), websocket.CloseInternalServerErr)
+			ss.fail(proto.Errorf(proto.CodeUnavailable, "the name registry is unavailable; try again shortly"), websocket.CloseTryAgainLater)
 		}
 		return false
 	}
 	ss.name, ss.key = a.Name, a.PublicKey
-	// The encryption key to announce, and the offline users (with their
-	// keys) for the welcome, read from the registry before s.mu (offline.go).
-	ss.enc = s.encKeyOf(a.Name, encBinding{Key: a.EncKey, Sig: a.EncSig})
-	offline := s.offlineEntries()
+	ss.enc = sent
+	if sent.Key == "" {
+		// A client without an encryption key keeps the one the registry
+		// has from an earlier sign-in of the same identity.
+		if r, _, ok := s.users.get(a.Name); ok {
+			ss.enc = r.binding()
+		}
+	}
+	if !isNew {
+		ss.used.Store(true)
+	}
 	if a.NAT != nil {
 		ss.mu.Lock()
 		ss.nat = a.NAT
@@ -54,61 +71,47 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		ice = s.cfg.ICEServers(a.Name)
 	}
 	ice = append(ice, s.sn.iceServers(a.Name)...) // promoted supernodes as TURN (supernodes.go)
+	w, err := proto.New(proto.TypeWelcome, env.ID, "", &proto.Welcome{
+		Name:             a.Name,
+		Session:          ss.id,
+		ICEServers:       ice,
+		Online:           s.welcomeList(a.Name),
+		HeartbeatSeconds: int(s.cfg.PingInterval / time.Second),
+	})
+	if err != nil {
+		s.log.Error("signal: welcome", "err", err)
+		ss.fail(proto.Errorf(proto.CodeInternal, "could not build the welcome"), websocket.CloseInternalServerErr)
+		return false
+	}
+	// Subscribe before taking over, so nothing routed to the name in
+	// between is lost.
+	if err := s.router.subscribe(a.Name); err != nil {
+		s.log.Error("signal: subscribe", "user", a.Name, "err", err)
+		ss.fail(proto.Errorf(proto.CodeUnavailable, "routing unavailable; try again shortly"), websocket.CloseTryAgainLater)
+		return false
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
-	old := s.online[a.Name]
-	s.online[a.Name] = ss
-	delete(s.lastSeen, a.Name)
-	others := make([]proto.Presence, 0, len(s.online))
-	told := make([]*session, 0, len(s.online)) // online before us: they learn of us by presence
-	for _, o := range s.online {
-		if o == ss {
-			continue
-		}
-		o.mu.Lock()
-		st := o.status
-		o.mu.Unlock()
-		others = append(others, o.presence(st))
-		told = append(told, o)
-	}
-	for _, p := range offline {
-		if s.online[p.Name] == nil {
-			others = append(others, p)
-		}
-	}
-	// The welcome is queued before the lock is released, so it precedes
-	// any presence another session broadcasts to us once it sees us online.
-	w, err := proto.New(proto.TypeWelcome, env.ID, "", &proto.Welcome{
-		Name:             a.Name,
-		Session:          ss.id,
-		ICEServers:       ice,
-		Online:           others,
-		HeartbeatSeconds: int(s.cfg.PingInterval / time.Second),
-	})
-	if err == nil {
-		ss.sendEnv(w)
-	}
+	old := s.local[a.Name]
+	s.local[a.Name] = ss
+	// The welcome is queued before the session is visible to the
+	// watchers, so it precedes any presence sent to it.
+	ss.sendEnv(w)
+	s.watches.sessionReady(ss)
 	s.mu.Unlock()
-	if err != nil {
-		s.log.Error("signal: welcome", "err", err)
-		return false
-	}
 	if old != nil {
-		// The same identity logged in again (a reconnect after a network
+		// The same identity signed in again (a reconnect after a network
 		// change): the stale session goes.
 		s.stats.replaced.Add(1)
 		old.fail(proto.Errorf(proto.CodeReplaced, "signed in again from %s", ss.remote), websocket.CloseNormalClosure)
 	}
+	s.router.kick(ss) // a session of this identity on another node goes too
+	s.users.markDirty(a.Name)
 	s.stats.logins.Add(1)
 	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
-	if old == nil {
-		// Only to those online before us: whoever signs in from now on
-		// finds us in its welcome, and must not get us twice.
-		sendPresence(told, ss.presence(proto.StatusOnline))
-	}
 	s.offline.deliver(ss)     // messages left while offline, after the welcome
 	s.sn.onLogin(ss, a.Agent) // supernode list with relay tokens (supernodes.go)
 	return true
@@ -141,7 +144,7 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.mu.Unlock()
 		ss.ack(env.ID)
 		if changed {
-			s.broadcastPresence(ss, ss.presence(p.Status))
+			s.users.markDirty(ss.name)
 		}
 	case env.Type == proto.TypeNATReport:
 		r, err := proto.DecodeBody[*proto.NATReport](env)
@@ -152,11 +155,10 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.mu.Lock()
 		changed := ss.nat == nil || ss.nat.Type != r.Type
 		ss.nat = r
-		st := ss.status
 		ss.mu.Unlock()
 		ss.ack(env.ID)
 		if changed {
-			s.broadcastPresence(ss, ss.presence(st)) // peers learn the NAT type
+			s.users.markDirty(ss.name) // peers learn the NAT type from presence
 		}
 		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):
@@ -180,63 +182,9 @@ func (ss *session) ack(id string) {
 	}
 }
 
-// route forwards a client-to-client message, stamped with the sender.
-func (ss *session) route(env *proto.Envelope) {
-	s := ss.srv
-	if env.To == ss.name {
-		ss.violation(proto.Errorf(proto.CodeBadRequest, "cannot send %s to yourself", env.Type), env.ID)
-		return
-	}
-	if env.Type == proto.TypeChat {
-		// The server carries chat sealed to its recipient only: it must
-		// never be able to read what people say.
-		ss.sendError(proto.Errorf(proto.CodeBadRequest, "chat through the server must be sealed to its recipient (type %s); plain chat is not carried", proto.TypeSealed), env.ID)
-		return
-	}
-	if s.offline.intercept(ss, env) { // sealed messages and their receipts
-		return
-	}
-	s.mu.Lock()
-	dst := s.online[env.To]
-	s.mu.Unlock()
-	if dst == nil {
-		s.stats.offline.Add(1)
-		ss.sendError(proto.Errorf(proto.CodeOffline, "%s is offline", env.To), env.ID)
-		return
-	}
-	env.From = ss.name
-	if !dst.sendEnv(env) {
-		ss.sendError(proto.Errorf(proto.CodeOffline, "%s went offline", env.To), env.ID)
-		return
-	}
-	s.stats.routed.Add(1)
-	ss.ack(env.ID)
-}
-
-// broadcastPresence tells every other online user about p.
-func (s *Server) broadcastPresence(from *session, p proto.Presence) {
-	s.mu.Lock()
-	targets := make([]*session, 0, len(s.online))
-	for _, o := range s.online {
-		if o != from {
-			targets = append(targets, o)
-		}
-	}
-	s.mu.Unlock()
-	sendPresence(targets, p)
-}
-
-// sendPresence queues p to each of targets.
-func sendPresence(targets []*session, p proto.Presence) {
-	env, err := proto.New(proto.TypePresence, "", "", &p)
-	if err != nil {
-		return
-	}
-	b, err := proto.Encode(env)
-	if err != nil {
-		return
-	}
-	for _, o := range targets {
-		o.enqueue(b)
+// markUsed records, once per session, that the name was used.
+func (ss *session) markUsed() {
+	if ss.used.CompareAndSwap(false, true) {
+		ss.srv.users.markDirty(ss.name)
 	}
 }

@@ -1,43 +1,55 @@
 package signal
 
 import (
-	"cmp"
-	"encoding/base64"
-	"encoding/binary"
+	"context"
 	"encoding/json"
 	"errors"
-	"slices"
-	"sync"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-voice/parley/proto"
-	bolt "go.etcd.io/bbolt"
 )
 
 // The offline mailbox holds sealed chat messages (proto.TypeSealed) for
 // users who are offline, and the receipts for them, until they sign in.
 // To seal, a sender needs the recipient's encryption key: every user's
-// (with its binding signature) is kept in the registry and carried in
-// presence and welcome entries, offline users included.
+// (with its binding signature) is kept in the users bucket and carried in
+// presence, offline users included.
 //
 //	sender --sealed--> server: check sender_key and the binding of
-//	                           sender_enc, limits; store (fsync); ack
-//	server --sealed--> recipient (after its welcome, in store order)
-//	recipient --delivered(id)--> server: delete; sealed_receipt -> sender
-//	                                    (stored for the sender while offline)
+//	                   sender_enc, limits; publish to the mail stream
+//	                   (parley.mail.<to>.<from>, acknowledged by JetStream
+//	                   once stored, replicated in a cluster); ack
+//	server --sealed--> recipient: at sign-in, every waiting message in
+//	                   store order (one direct-get batch); while online,
+//	                   at once (a "mail" message on the recipient's subject)
+//	recipient --delivered(id)--> the recipient's node: delete the stored
+//	                   message; sealed_receipt -> sender, now or (stored in
+//	                   the receipt stream, parley.rcpt.<sender>) at sign-in
 //
 // A message stays stored until the recipient's receipt arrives, so one cut
 // off mid-delivery is sent again at its next sign-in (the client drops
 // duplicates by id); a server restart loses nothing once the sender has
 // its ack. The store holds only ciphertext: the server cannot read it.
+//
+// Limits: the mail stream's per-subject limit is the per-sender quota
+// within one mailbox (a full one refuses the new message: DiscardNew per
+// subject); the server checks the recipient's total count and bytes
+// before storing; the stream's age limit drops what nobody fetched.
 
 // OfflineLimits bounds the offline mailbox. Zero fields take the defaults.
 type OfflineLimits struct {
 	// MaxMessages is how many messages may wait for one recipient.
 	// Zero means 200.
 	MaxMessages int
-	// MaxBytes bounds the sealed bytes waiting for one recipient. Zero
-	// means 2 MiB.
+	// MaxPerSender is how many of those one sender may fill. Zero means
+	// MaxMessages.
+	MaxPerSender int
+	// MaxBytes bounds the sealed bytes (ciphertext, base64 as sent)
+	// waiting for one recipient. Zero means 2 MiB.
 	MaxBytes int
 	// MaxMessageBytes bounds one sealed ciphertext. Zero means
 	// proto.MaxSealedCiphertext.
@@ -54,6 +66,9 @@ func (l *OfflineLimits) setDefaults() {
 	if l.MaxMessages <= 0 {
 		l.MaxMessages = 200
 	}
+	if l.MaxPerSender <= 0 || l.MaxPerSender > l.MaxMessages {
+		l.MaxPerSender = l.MaxMessages
+	}
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = 2 << 20
 	}
@@ -68,70 +83,37 @@ func (l *OfflineLimits) setDefaults() {
 	}
 }
 
-// stored is one waiting message.
+// stored is one waiting message, as kept in the mail stream.
 type stored struct {
-	Seq    uint64       `json:"-"`
 	From   string       `json:"from"`
 	Sealed proto.Sealed `json:"sealed"`
 }
 
-// receiptRec is one waiting receipt: By fetched the sender's message ID.
+// receiptRec is one waiting receipt: By fetched the sender's message ID
+// (or refused it, with that code).
 type receiptRec struct {
-	Seq     uint64     `json:"-"`
 	By      string     `json:"by"`
 	ID      string     `json:"id"`
 	Refused proto.Code `json:"refused,omitempty"`
 }
 
-// mailStore is where the mailbox keeps its records: bbolt (in the
-// registry's file) when the server has a DataDir, else memory.
-type mailStore interface {
-	// put appends r for to unless (from, id) is already there (dup). It
-	// drops expired records first and enforces the limits.
-	put(to string, r stored, lim *OfflineLimits, cutoff int64) (dup bool, err error)
-	// list returns to's records in order, dropping those older than cutoff.
-	list(to string, cutoff int64) ([]stored, error)
-	// remove deletes the record (from, id) for to; found reports whether it existed.
-	remove(to, from, id string) (found bool, err error)
-	putReceipt(to string, r receiptRec, max int) error
-	receipts(to string) ([]receiptRec, error)
-	removeReceipt(to string, seq uint64) error
-}
-
-// errMailboxFull and friends become proto errors in store.
-var (
-	errMailboxFull  = errors.New("mailbox full")
-	errMailboxBytes = errors.New("mailbox bytes")
-)
-
 // mailbox is the server's offline-message service.
 type mailbox struct {
-	srv   *Server
-	lim   OfflineLimits
-	store mailStore
-	now   func() time.Time
-
-	mu   sync.Mutex          // guards sent; serializes deliveries so order holds
-	sent map[string]sentMark // recipient -> what its current session already got
-}
-
-type sentMark struct {
-	ss   *session
-	upTo uint64
+	s   *Server
+	lim OfflineLimits
+	now func() time.Time
 }
 
 func newMailbox(s *Server, lim OfflineLimits) *mailbox {
-	lim.setDefaults()
-	m := &mailbox{srv: s, lim: lim, now: time.Now, sent: map[string]sentMark{}}
-	if br, ok := s.reg.(*boltRegistry); ok {
-		m.store = &boltMail{db: br.db}
-	} else {
-		m.store = newMemMail()
-	}
-	return m
+	return &mailbox{s: s, lim: lim, now: time.Now}
 }
 
-func (m *mailbox) cutoff() int64 { return m.now().Add(-m.lim.MaxAge).UnixMilli() }
+func mailSubject(to, from string) string { return subjMail + nkey(to) + "." + nkey(from) }
+func mailFilter(to string) string        { return subjMail + nkey(to) + ".*" }
+func rcptSubject(sender string) string   { return subjRcpt + nkey(sender) }
+
+// mailKey names a delivered message in a session's map.
+func mailKey(from, id string) string { return from + "/" + id }
 
 // intercept handles the routed messages that concern the mailbox: every
 // sealed message, and a receipt for a stored message. It reports whether
@@ -146,15 +128,20 @@ func (m *mailbox) intercept(ss *session, env *proto.Envelope) bool {
 		if err != nil {
 			return false
 		}
-		found, err := m.store.remove(ss.name, env.To, r.ID)
-		if err != nil {
-			m.srv.log.Error("signal: offline store", "op", "remove", "err", err)
-			ss.sendError(proto.Errorf(proto.CodeInternal, "offline store unavailable"), env.ID)
-			return true
-		}
-		if !found {
+		ss.mu.Lock()
+		seq, ok := ss.mail[mailKey(env.To, r.ID)]
+		ss.mu.Unlock()
+		if !ok {
 			return false // an ordinary receipt: route it
 		}
+		if err := m.remove(seq); err != nil {
+			m.s.log.Error("signal: offline store", "op", "remove", "err", err)
+			ss.sendError(proto.Errorf(proto.CodeUnavailable, "offline store unavailable; send the receipt again"), env.ID)
+			return true
+		}
+		ss.mu.Lock()
+		delete(ss.mail, mailKey(env.To, r.ID))
+		ss.mu.Unlock()
 		ss.ack(env.ID)
 		m.receipt(env.To, ss.name, r.ID, r.Refused)
 		return true
@@ -162,9 +149,20 @@ func (m *mailbox) intercept(ss *session, env *proto.Envelope) bool {
 	return false
 }
 
+// remove deletes a stored message by its stream sequence.
+func (m *mailbox) remove(seq uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := m.s.st.mail.DeleteMsg(ctx, seq)
+	if err != nil && (errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found")) {
+		return nil // gone already (another receipt, or expired)
+	}
+	return err
+}
+
 // accept stores a sealed message and, if the recipient is online, sends it.
 func (m *mailbox) accept(ss *session, env *proto.Envelope) {
-	s := m.srv
+	s := m.s
 	sl, err := proto.DecodeBody[*proto.Sealed](env)
 	if err != nil {
 		ss.violation(asProtoErr(err), env.ID)
@@ -180,487 +178,261 @@ func (m *mailbox) accept(ss *session, env *proto.Envelope) {
 		ss.violation(proto.Errorf(proto.CodeForbidden, "sealed sender_enc is not bound to your key and name: %v", err), env.ID)
 		return
 	}
-	if !s.known(env.To) {
-		ss.sendError(proto.Errorf(proto.CodeNotFound, "no user is named %q; nothing can be left for them", env.To), env.ID)
+	if _, _, ok := s.users.get(env.To); !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _, ok, _ = s.users.fetch(ctx, env.To)
+		cancel()
+		if !ok {
+			ss.sendError(proto.Errorf(proto.CodeNotFound, "no user is named %q; nothing can be left for them", env.To), env.ID)
+			return
+		}
+	}
+	size := len(sl.CiphertextBytes())
+	if size > m.lim.MaxMessageBytes {
+		ss.sendError(proto.Errorf(proto.CodeTooLarge, "sealed message of %d bytes exceeds the offline limit of %d bytes", size, m.lim.MaxMessageBytes), env.ID)
 		return
 	}
-	if n := len(sl.CiphertextBytes()); n > m.lim.MaxMessageBytes {
-		ss.sendError(proto.Errorf(proto.CodeTooLarge, "sealed message of %d bytes exceeds the offline limit of %d bytes", n, m.lim.MaxMessageBytes), env.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The same message (sender, id) stored and not yet fetched is not
+	// stored twice; one fetched and deleted is stored again (its receipt
+	// may have been lost: the recipient acknowledges it again).
+	dup, err := m.stored(ctx, env.To, ss.name, sl.ID)
+	if err != nil {
+		s.log.Error("signal: offline store", "op", "dedupe", "to", env.To, "err", err)
+		ss.sendError(proto.Errorf(proto.CodeUnavailable, "offline store unavailable; try again"), env.ID)
+		return
+	}
+	if dup {
+		ss.ack(env.ID)
+		return
+	}
+	if perr := m.checkRoom(ctx, env.To, len(sl.Ciphertext)); perr != nil {
+		ss.sendError(perr, env.ID)
 		return
 	}
 	sl.Stored = m.now().UnixMilli()
-	dup, err := m.store.put(env.To, stored{From: ss.name, Sealed: *sl}, &m.lim, m.cutoff())
-	switch {
-	case errors.Is(err, errMailboxFull):
-		ss.sendError(proto.Errorf(proto.CodeOverBudget, "%s already has %d offline messages waiting (the limit); try again after they come online", env.To, m.lim.MaxMessages), env.ID)
-		return
-	case errors.Is(err, errMailboxBytes):
-		ss.sendError(proto.Errorf(proto.CodeOverBudget, "%s's offline mailbox is full (%d bytes waiting is the limit); try again after they come online", env.To, m.lim.MaxBytes), env.ID)
-		return
-	case err != nil:
-		s.log.Error("signal: offline store", "op", "put", "to", env.To, "err", err)
-		ss.sendError(proto.Errorf(proto.CodeInternal, "offline store unavailable"), env.ID)
-		return
-	}
-	if !dup {
-		s.log.Debug("signal: stored offline message", "from", ss.name, "to", env.To, "bytes", len(sl.Ciphertext))
-	}
-	ss.ack(env.ID)
-	s.mu.Lock()
-	dst := s.online[env.To]
-	s.mu.Unlock()
-	if dst != nil {
-		m.deliver(dst)
-	}
-}
-
-// receipt tells sender that by fetched message id (or refused it, with
-// that code), now or at sign-in.
-func (m *mailbox) receipt(sender, by, id string, refused proto.Code) {
-	s := m.srv
-	s.mu.Lock()
-	dst := s.online[sender]
-	s.mu.Unlock()
-	if dst != nil {
-		if env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: id, Refused: refused}); err == nil {
-			env.From = by
-			if dst.sendEnv(env) {
-				return
-			}
-		}
-	}
-	if err := m.store.putReceipt(sender, receiptRec{By: by, ID: id, Refused: refused}, m.lim.MaxReceipts); err != nil {
-		s.log.Error("signal: offline store", "op", "receipt", "err", err)
-	}
-}
-
-// deliver sends ss's waiting messages it has not had yet, in order, then
-// its waiting receipts. Called after the welcome and after each store.
-func (m *mailbox) deliver(ss *session) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	mark := m.sent[ss.name]
-	if mark.ss != ss {
-		mark = sentMark{ss: ss}
-	}
-	recs, err := m.store.list(ss.name, m.cutoff())
+	data, err := json.Marshal(&stored{From: ss.name, Sealed: *sl})
 	if err != nil {
-		m.srv.log.Error("signal: offline store", "op", "list", "err", err)
+		ss.sendError(proto.Errorf(proto.CodeInternal, "encode: %v", err), env.ID)
 		return
 	}
-	for _, r := range recs {
-		if r.Seq <= mark.upTo {
-			continue
+	ack, err := s.st.js.Publish(ctx, mailSubject(env.To, ss.name), data)
+	if err != nil {
+		ss.sendError(m.storeError(env.To, err), env.ID)
+		return
+	}
+	s.log.Debug("signal: stored offline message", "from", ss.name, "to", env.To, "bytes", len(sl.Ciphertext))
+	ss.ack(env.ID)
+	ss.markUsed()
+	hdr := map[string]string{hdrSeq: strconv.FormatUint(ack.Sequence, 10)}
+	if dst := s.localSession(env.To); dst != nil {
+		m.deliverOne(dst, ack.Sequence, data)
+	} else {
+		s.router.publish(env.To, opMail, hdr, data)
+	}
+}
+
+// stored reports whether from's message id waits for to.
+func (m *mailbox) stored(ctx context.Context, to, from, id string) (bool, error) {
+	msgs, err := m.s.st.directBatch(ctx, streamMail, mailSubject(to, from), 1, m.lim.MaxPerSender+16)
+	if err != nil {
+		return false, err
+	}
+	for _, dm := range msgs {
+		var r stored
+		if json.Unmarshal(dm.data, &r) == nil && r.Sealed.ID == id {
+			return true, nil
 		}
-		sl := r.Sealed
-		env, err := proto.New(proto.TypeSealed, sl.ID, ss.name, &sl)
+	}
+	return false, nil
+}
+
+// checkRoom refuses a message when the recipient's mailbox is full.
+func (m *mailbox) checkRoom(ctx context.Context, to string, b64len int) *proto.Error {
+	n, err := m.waiting(ctx, to)
+	if err != nil {
+		m.s.log.Error("signal: offline store", "op", "count", "to", to, "err", err)
+		return proto.Errorf(proto.CodeUnavailable, "offline store unavailable; try again")
+	}
+	if n >= m.lim.MaxMessages {
+		return proto.Errorf(proto.CodeOverBudget, "%s already has %d offline messages waiting (the limit); try again after they come online", to, m.lim.MaxMessages)
+	}
+	// Counting bytes means reading the mailbox: only when the count says
+	// it could be over.
+	if (n+1)*(m.lim.MaxMessageBytes*4/3+4) > m.lim.MaxBytes {
+		msgs, err := m.s.st.directBatch(ctx, streamMail, mailFilter(to), 1, n+16)
 		if err != nil {
-			// Stored by an older server (the retired NaCl scheme) or
-			// damaged: no client can open it, so it goes.
-			m.srv.log.Warn("signal: dropping an offline message that no longer validates", "to", ss.name, "from", r.From, "err", err)
-			if _, err := m.store.remove(ss.name, r.From, sl.ID); err != nil {
-				m.srv.log.Error("signal: offline store", "op", "remove", "err", err)
-			}
-			continue
+			return proto.Errorf(proto.CodeUnavailable, "offline store unavailable; try again")
 		}
-		env.From = r.From
-		if !ss.sendEnv(env) {
+		total := b64len // as the old store counted: the base64 as stored
+		for _, dm := range msgs {
+			var r stored
+			if json.Unmarshal(dm.data, &r) == nil {
+				total += len(r.Sealed.Ciphertext)
+			}
+		}
+		if total > m.lim.MaxBytes {
+			return proto.Errorf(proto.CodeOverBudget, "%s's offline mailbox is full (%d bytes waiting is the limit); try again after they come online", to, m.lim.MaxBytes)
+		}
+	}
+	return nil
+}
+
+// storeError says why JetStream refused a message.
+func (m *mailbox) storeError(to string, err error) *proto.Error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "maximum messages per subject"):
+		return proto.Errorf(proto.CodeOverBudget, "you already have %d messages waiting for %s (the limit per sender); try again after they come online", m.lim.MaxPerSender, to)
+	case strings.Contains(msg, "maximum bytes"), strings.Contains(msg, "insufficient resources"), strings.Contains(msg, "maximum messages exceeded"):
+		return proto.Errorf(proto.CodeOverBudget, "this server's message store is full; try again later")
+	}
+	m.s.log.Error("signal: offline store", "op", "put", "to", to, "err", err)
+	return proto.Errorf(proto.CodeUnavailable, "offline store unavailable; try again")
+}
+
+// waiting counts the messages waiting for to.
+func (m *mailbox) waiting(ctx context.Context, to string) (int, error) {
+	info, err := m.s.st.mail.Info(ctx, jetstream.WithSubjectFilter(mailFilter(to)))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n, nil
+}
+
+// deliverOne sends one stored message (data as kept in the stream) to ss,
+// unless it has it already.
+func (m *mailbox) deliverOne(ss *session, seq uint64, data []byte) bool {
+	var r stored
+	if err := json.Unmarshal(data, &r); err != nil {
+		m.s.log.Warn("signal: dropping an offline message that does not decode", "to", ss.name, "seq", seq, "err", err)
+		m.remove(seq)
+		return true
+	}
+	sl := r.Sealed
+	env, err := proto.New(proto.TypeSealed, sl.ID, ss.name, &sl)
+	if err != nil {
+		// Stored by an older server (the retired NaCl scheme) or damaged:
+		// no client can open it, so it goes.
+		m.s.log.Warn("signal: dropping an offline message that no longer validates", "to", ss.name, "from", r.From, "err", err)
+		if err := m.remove(seq); err != nil {
+			m.s.log.Error("signal: offline store", "op", "remove", "err", err)
+		}
+		return true
+	}
+	env.From = r.From
+	k := mailKey(r.From, sl.ID)
+	ss.mu.Lock()
+	if ss.mail == nil {
+		ss.mail = map[string]uint64{}
+	}
+	if old, dup := ss.mail[k]; dup && old <= seq {
+		ss.mu.Unlock()
+		return true
+	}
+	ss.mail[k] = seq
+	ss.mu.Unlock()
+	return ss.sendEnv(env)
+}
+
+// onNotify delivers a message stored for a user signed in to this node.
+func (m *mailbox) onNotify(ss *session, msg *nats.Msg) {
+	if ss == nil {
+		return
+	}
+	seq, _ := strconv.ParseUint(msg.Header.Get(hdrSeq), 10, 64)
+	m.deliverOne(ss, seq, msg.Data)
+}
+
+// mailBatch is how many messages one direct get fetches.
+const mailBatch = 256
+
+// deliver sends ss's waiting messages in order, then its waiting receipts.
+// Called after the welcome.
+func (m *mailbox) deliver(ss *session) {
+	s := m.s
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for from := uint64(1); ; {
+		msgs, err := s.st.directBatch(ctx, streamMail, mailFilter(ss.name), from, mailBatch)
+		if err != nil {
+			s.log.Error("signal: offline store", "op", "list", "user", ss.name, "err", err)
 			break
 		}
-		mark.upTo = r.Seq
+		for _, dm := range msgs {
+			if !m.deliverOne(ss, dm.seq, dm.data) {
+				return
+			}
+			from = dm.seq + 1
+		}
+		if len(msgs) < mailBatch {
+			break
+		}
 	}
-	if len(recs) == 0 {
-		delete(m.sent, ss.name)
-	} else {
-		m.sent[ss.name] = mark
-	}
-	rcs, err := m.store.receipts(ss.name)
+	rcs, err := s.st.directBatch(ctx, streamRcpt, rcptSubject(ss.name), 1, m.lim.MaxReceipts+16)
 	if err != nil {
-		m.srv.log.Error("signal: offline store", "op", "receipts", "err", err)
+		s.log.Error("signal: offline store", "op", "receipts", "user", ss.name, "err", err)
 		return
 	}
-	for _, r := range rcs {
+	var last uint64
+	for _, dm := range rcs {
+		var r receiptRec
+		if json.Unmarshal(dm.data, &r) != nil {
+			continue
+		}
 		env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: r.ID, Refused: r.Refused})
 		if err != nil {
 			continue
 		}
 		env.From = r.By
 		if !ss.sendEnv(env) {
+			break
+		}
+		last = dm.seq
+	}
+	if last > 0 {
+		if err := s.st.rcpt.Purge(ctx, jetstream.WithPurgeSubject(rcptSubject(ss.name)), jetstream.WithPurgeSequence(last+1)); err != nil {
+			s.log.Warn("signal: offline store", "op", "purge receipts", "user", ss.name, "err", err)
+		}
+	}
+}
+
+// receipt tells sender that by fetched message id (or refused it, with
+// that code), now or at sign-in.
+func (m *mailbox) receipt(sender, by, id string, refused proto.Code) {
+	s := m.s
+	env, err := proto.New(proto.TypeSealedReceipt, "", "", &proto.Receipt{ID: id, Refused: refused})
+	if err != nil {
+		return
+	}
+	env.From = by
+	raw, err := proto.Encode(env)
+	if err != nil {
+		return
+	}
+	if dst := s.localSession(sender); dst != nil {
+		if dst.enqueue(raw) {
 			return
 		}
-		m.store.removeReceipt(ss.name, r.Seq)
+	} else if s.router.request(sender, opRcpt, raw) {
+		return
 	}
-}
-
-// known reports whether name was ever registered (so mail can reach it).
-func (s *Server) known(name string) bool {
-	_, ok, err := s.reg.Lookup(name)
-	return ok && err == nil
-}
-
-// presence describes ss's user with status st: identity key and
-// encryption key with its binding, so peers can seal to them, and while
-// online the type of NAT it last reported (callers plan links with it).
-func (ss *session) presence(st proto.Status) proto.Presence {
-	p := proto.Presence{Name: ss.name, Status: st, PublicKey: ss.key, EncKey: ss.enc.Key, EncSig: ss.enc.Sig}
-	if st != proto.StatusOffline {
-		ss.mu.Lock()
-		if ss.nat != nil && ss.nat.Type != proto.NATUnknown {
-			p.NAT = ss.nat.Type
-		}
-		ss.mu.Unlock()
+	data, _ := json.Marshal(&receiptRec{By: by, ID: id, Refused: refused})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.st.js.Publish(ctx, rcptSubject(sender), data); err != nil {
+		s.log.Error("signal: offline store", "op", "receipt", "err", err)
 	}
-	return p
-}
-
-// encKeyOf is the encryption key to announce for name: the one it signed
-// in with (already bound and stored), else the one the registry kept from
-// an earlier sign-in of the same identity.
-func (s *Server) encKeyOf(name string, sent encBinding) encBinding {
-	if sent.Key != "" {
-		return sent
-	}
-	e, _, err := s.reg.Lookup(name)
-	if err != nil {
-		s.log.Error("signal: registry", "op", "lookup", "name", name, "err", err)
-	}
-	return e.Enc
-}
-
-// maxOfflineListed bounds the offline users a welcome lists (the most
-// recently seen first): each entry carries two keys and a signature
-// (~270 bytes), and the welcome must fit in proto.MaxFrameSize.
-const maxOfflineListed = 100
-
-// offlineEntries lists the users seen going offline since the server
-// started, most recent first, with their keys from the registry.
-func (s *Server) offlineEntries() []proto.Presence {
-	s.mu.Lock()
-	out := make([]proto.Presence, 0, len(s.lastSeen))
-	for n, t := range s.lastSeen {
-		out = append(out, proto.Presence{Name: n, Status: proto.StatusOffline, LastSeen: t})
-	}
-	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b proto.Presence) int {
-		return cmp.Or(cmp.Compare(b.LastSeen, a.LastSeen), cmp.Compare(a.Name, b.Name))
-	})
-	out = out[:min(len(out), maxOfflineListed)]
-	for i := range out {
-		e, ok, err := s.reg.Lookup(out[i].Name)
-		if err != nil || !ok {
-			continue
-		}
-		out[i].PublicKey = base64.StdEncoding.EncodeToString(e.Key)
-		out[i].EncKey, out[i].EncSig = e.Enc.Key, e.Enc.Sig
-	}
-	return out
 }
 
 // OfflineWaiting returns how many sealed messages wait for name.
 func (s *Server) OfflineWaiting(name string) (int, error) {
-	recs, err := s.offline.store.list(name, s.offline.cutoff())
-	return len(recs), err
-}
-
-// --- bbolt store ---------------------------------------------------------
-
-var (
-	bucketOffline  = []byte("offline")
-	bucketReceipts = []byte("offline_receipts")
-)
-
-// boltMail keeps the mailbox in the registry's bbolt file: bucket
-// "offline" holds one sub-bucket per recipient, keyed by an 8-byte
-// big-endian sequence (so iteration is store order); "offline_receipts"
-// likewise per sender. Every write is a fsynced transaction.
-type boltMail struct{ db *bolt.DB }
-
-func seqKey(n uint64) []byte {
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], n)
-	return k[:]
-}
-
-func (b *boltMail) put(to string, r stored, lim *OfflineLimits, cutoff int64) (bool, error) {
-	dup := false
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(bucketOffline)
-		if err != nil {
-			return err
-		}
-		bk, err := root.CreateBucketIfNotExists([]byte(to))
-		if err != nil {
-			return err
-		}
-		count, size := 0, len(r.Sealed.Ciphertext)
-		var expired [][]byte
-		c := bk.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var o stored
-			if json.Unmarshal(v, &o) != nil || o.Sealed.Stored < cutoff {
-				expired = append(expired, append([]byte(nil), k...))
-				continue
-			}
-			if o.From == r.From && o.Sealed.ID == r.Sealed.ID {
-				dup = true
-				return nil
-			}
-			count++
-			size += len(o.Sealed.Ciphertext)
-		}
-		for _, k := range expired {
-			if err := bk.Delete(k); err != nil {
-				return err
-			}
-		}
-		if count >= lim.MaxMessages {
-			return errMailboxFull
-		}
-		if size > lim.MaxBytes {
-			return errMailboxBytes
-		}
-		seq, err := bk.NextSequence()
-		if err != nil {
-			return err
-		}
-		v, err := json.Marshal(&r)
-		if err != nil {
-			return err
-		}
-		return bk.Put(seqKey(seq), v)
-	})
-	return dup, err
-}
-
-func (b *boltMail) list(to string, cutoff int64) ([]stored, error) {
-	var out []stored
-	var expired bool
-	err := b.db.View(func(tx *bolt.Tx) error {
-		bk := sub(tx, bucketOffline, to)
-		if bk == nil {
-			return nil
-		}
-		return bk.ForEach(func(k, v []byte) error {
-			var o stored
-			if json.Unmarshal(v, &o) != nil || o.Sealed.Stored < cutoff {
-				expired = true
-				return nil
-			}
-			o.Seq = binary.BigEndian.Uint64(k)
-			out = append(out, o)
-			return nil
-		})
-	})
-	if err == nil && expired {
-		err = b.db.Update(func(tx *bolt.Tx) error {
-			bk := sub(tx, bucketOffline, to)
-			if bk == nil {
-				return nil
-			}
-			var del [][]byte
-			bk.ForEach(func(k, v []byte) error {
-				var o stored
-				if json.Unmarshal(v, &o) != nil || o.Sealed.Stored < cutoff {
-					del = append(del, append([]byte(nil), k...))
-				}
-				return nil
-			})
-			for _, k := range del {
-				if err := bk.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	return out, err
-}
-
-func (b *boltMail) remove(to, from, id string) (bool, error) {
-	found := false
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := sub(tx, bucketOffline, to)
-		if bk == nil {
-			return nil
-		}
-		c := bk.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var o stored
-			if json.Unmarshal(v, &o) == nil && o.From == from && o.Sealed.ID == id {
-				found = true
-				return c.Delete()
-			}
-		}
-		return nil
-	})
-	return found, err
-}
-
-func (b *boltMail) putReceipt(to string, r receiptRec, max int) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(bucketReceipts)
-		if err != nil {
-			return err
-		}
-		bk, err := root.CreateBucketIfNotExists([]byte(to))
-		if err != nil {
-			return err
-		}
-		var keys [][]byte
-		bk.ForEach(func(k, _ []byte) error {
-			keys = append(keys, append([]byte(nil), k...))
-			return nil
-		})
-		for i := 0; i+max <= len(keys); i++ { // drop the oldest beyond max-1
-			if err := bk.Delete(keys[i]); err != nil {
-				return err
-			}
-		}
-		seq, err := bk.NextSequence()
-		if err != nil {
-			return err
-		}
-		v, _ := json.Marshal(&r)
-		return bk.Put(seqKey(seq), v)
-	})
-}
-
-func (b *boltMail) receipts(to string) ([]receiptRec, error) {
-	var out []receiptRec
-	err := b.db.View(func(tx *bolt.Tx) error {
-		bk := sub(tx, bucketReceipts, to)
-		if bk == nil {
-			return nil
-		}
-		return bk.ForEach(func(k, v []byte) error {
-			var r receiptRec
-			if json.Unmarshal(v, &r) == nil {
-				r.Seq = binary.BigEndian.Uint64(k)
-				out = append(out, r)
-			}
-			return nil
-		})
-	})
-	return out, err
-}
-
-func (b *boltMail) removeReceipt(to string, seq uint64) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
-		if bk := sub(tx, bucketReceipts, to); bk != nil {
-			return bk.Delete(seqKey(seq))
-		}
-		return nil
-	})
-}
-
-func sub(tx *bolt.Tx, root []byte, name string) *bolt.Bucket {
-	r := tx.Bucket(root)
-	if r == nil {
-		return nil
-	}
-	return r.Bucket([]byte(name))
-}
-
-// --- memory store (no DataDir) --------------------------------------------
-
-type memMail struct {
-	mu   sync.Mutex // guards the fields below
-	seq  uint64
-	msgs map[string][]stored
-	rcs  map[string][]receiptRec
-}
-
-func newMemMail() *memMail {
-	return &memMail{msgs: map[string][]stored{}, rcs: map[string][]receiptRec{}}
-}
-
-func (m *memMail) prune(to string, cutoff int64) []stored {
-	keep := m.msgs[to][:0]
-	for _, o := range m.msgs[to] {
-		if o.Sealed.Stored >= cutoff {
-			keep = append(keep, o)
-		}
-	}
-	if len(keep) == 0 {
-		delete(m.msgs, to)
-		return nil
-	}
-	m.msgs[to] = keep
-	return keep
-}
-
-func (m *memMail) put(to string, r stored, lim *OfflineLimits, cutoff int64) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.prune(to, cutoff)
-	size := len(r.Sealed.Ciphertext)
-	for _, o := range cur {
-		if o.From == r.From && o.Sealed.ID == r.Sealed.ID {
-			return true, nil
-		}
-		size += len(o.Sealed.Ciphertext)
-	}
-	if len(cur) >= lim.MaxMessages {
-		return false, errMailboxFull
-	}
-	if size > lim.MaxBytes {
-		return false, errMailboxBytes
-	}
-	m.seq++
-	r.Seq = m.seq
-	m.msgs[to] = append(cur, r)
-	return false, nil
-}
-
-func (m *memMail) list(to string, cutoff int64) ([]stored, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]stored(nil), m.prune(to, cutoff)...), nil
-}
-
-func (m *memMail) remove(to, from, id string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for i, o := range m.msgs[to] {
-		if o.From == from && o.Sealed.ID == id {
-			m.msgs[to] = append(m.msgs[to][:i:i], m.msgs[to][i+1:]...)
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func (m *memMail) putReceipt(to string, r receiptRec, max int) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.seq++
-	r.Seq = m.seq
-	q := append(m.rcs[to], r)
-	if len(q) > max {
-		q = q[len(q)-max:]
-	}
-	m.rcs[to] = q
-	return nil
-}
-
-func (m *memMail) receipts(to string) ([]receiptRec, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]receiptRec(nil), m.rcs[to]...), nil
-}
-
-func (m *memMail) removeReceipt(to string, seq uint64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	q := m.rcs[to]
-	for i, r := range q {
-		if r.Seq == seq {
-			m.rcs[to] = append(q[:i:i], q[i+1:]...)
-			break
-		}
-	}
-	if len(m.rcs[to]) == 0 {
-		delete(m.rcs, to)
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.offline.waiting(ctx, name)
 }

@@ -13,11 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
@@ -281,11 +281,9 @@ func TestOfflineDeliveredOnceInOrderAcrossRestart(t *testing.T) {
 	alice.conn.Close()
 	stop()
 
-	// The store holds only ciphertext.
-	raw, err := os.ReadFile(filepath.Join(dir, "signal.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The store (the embedded NATS server's JetStream files) holds only
+	// ciphertext.
+	raw := testutil.ReadTree(t, dir)
 	if bytes.Contains(raw, []byte("secret-plaintext")) {
 		t.Fatal("the server's store contains plaintext")
 	}

@@ -26,9 +26,20 @@ type Config struct {
 	// Listen is the TCP address Run listens on. Empty means 127.0.0.1:8080;
 	// port 0 picks a free port (see Server.Addr).
 	Listen string
-	// DataDir holds the name registry. Empty keeps it in memory, so name
-	// bindings last only as long as the process.
+	// DataDir holds the embedded NATS server's JetStream store (names,
+	// presence, offline mail). Empty keeps it in memory, so name bindings
+	// last only as long as the process. A signal.db left by an earlier
+	// version is migrated into it once (migrate.go).
 	DataDir string
+	// NATS says where the state lives: an embedded nats-server (the zero
+	// value; optionally clustered with other nodes) or an external one.
+	NATS NATSConfig
+	// NodeName names this node in logs and heartbeats. Empty means the
+	// embedded server's name, or "parley".
+	NodeName string
+	// StoreBudget bounds the bytes the offline mail and receipts may take
+	// in JetStream (half and an eighth of it). Zero means 1 GiB.
+	StoreBudget int64
 	// ICEServers returns the ICE servers handed to an authenticated user
 	// in the welcome message. Nil hands out none.
 	ICEServers func(name string) []proto.ICEServer
@@ -53,7 +64,8 @@ type Config struct {
 	// PingInterval is how often the server pings an idle connection; a
 	// connection silent for 3 intervals is dropped. Zero means 20 s.
 	PingInterval time.Duration
-	// WriteTimeout bounds one frame write. Zero means 10 s.
+	// WriteTimeout bounds one frame write: a client that does not read for
+	// this long is disconnected. Zero means 10 s.
 	WriteTimeout time.Duration
 	// RateLimit is the sustained messages per second one connection may
 	// send, RateBurst the burst. Zero means 50/s with a burst of 200 (a
@@ -63,9 +75,11 @@ type Config struct {
 	// MaxViolations is how many rate-limit or protocol errors a connection
 	// may cause before it is closed. Zero means 100.
 	MaxViolations int
-	// SendQueue is the per-connection outbound queue length; a client that
-	// falls this far behind is disconnected. Zero means 256.
-	SendQueue int
+	// SendQueue and SendQueueBytes bound what may wait to be written to
+	// one connection; a client that lets more pile up is disconnected.
+	// Zero means 4096 frames and 2 MiB.
+	SendQueue      int
+	SendQueueBytes int
 	// Offline bounds the store of sealed messages waiting for offline
 	// users (offline.go); zero fields take its defaults.
 	Offline OfflineLimits
@@ -99,21 +113,33 @@ func (c *Config) setDefaults() {
 		c.MaxViolations = 100
 	}
 	if c.SendQueue == 0 {
-		c.SendQueue = 256
+		c.SendQueue = 4096
 	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = 2 << 20
+	}
+	if c.StoreBudget == 0 {
+		c.StoreBudget = 1 << 30
+	}
+	c.Offline.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 }
 
-// Server is a signaling server. Create it with New, serve it with Run (or
-// mount Handler yourself), stop it with Close.
+// Server is a signaling server: one node. Create it with New, serve it
+// with Run (or mount Handler yourself), stop it with Close.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	reg      registry
-	offline  *mailbox   // sealed messages for offline users (offline.go)
-	sn       *snManager // supernode promotion and selection (supernodes.go)
+	st       *state   // NATS and JetStream (nats.go)
+	inc      string   // this process's incarnation (nodes.go)
+	nodes    *nodes   // which incarnations are alive (nodes.go)
+	users    *users   // names, keys, presence (users.go)
+	router   *router  // routed frames across nodes (route.go)
+	watches  *watches // who hears whose presence (presence.go)
+	offline  *mailbox // sealed messages for offline users (offline.go)
+	sn       *snManager
 	upgrader websocket.Upgrader
 	origins  map[string]bool
 	// publicHosts are Config.PublicHosts, lower-cased.
@@ -122,28 +148,32 @@ type Server struct {
 	// Stats are the server's counters, read by Stats and /metrics.
 	stats Stats
 
-	mu       sync.Mutex          // guards the fields below
-	online   map[string]*session // authenticated sessions by name
-	all      map[*session]struct{}
-	lastSeen map[string]int64 // unix ms, for users who went offline
-	ln       net.Listener
-	closed   bool
-	wg       sync.WaitGroup // session goroutines
+	bg sync.WaitGroup // background goroutines: watches, writers, heartbeats
+
+	mu     sync.RWMutex        // guards the fields below
+	local  map[string]*session // authenticated sessions on this node, by name
+	all    map[*session]struct{}
+	ln     net.Listener
+	closed bool
+	wg     sync.WaitGroup // session goroutines
+	stop   chan struct{}  // closed by Close: ends the pinger
 }
 
-// New validates cfg, fills defaults and opens the registry.
+// New validates cfg, fills defaults, starts (or connects to) NATS and
+// loads the state.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.RateLimit < 0 || cfg.RateBurst < 1 {
 		return nil, fmt.Errorf("%w: rate limit must be positive", ErrBadConfig)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		online:   map[string]*session{},
-		all:      map[*session]struct{}{},
-		lastSeen: map[string]int64{},
-		origins:  map[string]bool{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		inc:     newIncarnation(),
+		local:   map[string]*session{},
+		all:     map[*session]struct{}{},
+		origins: map[string]bool{},
+		stop:    make(chan struct{}),
 	}
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[o] = true
@@ -152,35 +182,91 @@ func New(cfg Config) (*Server, error) {
 	for _, h := range cfg.PublicHosts {
 		s.publicHosts[strings.ToLower(h)] = true
 	}
-	if cfg.DataDir == "" {
-		s.reg = newMemRegistry()
-	} else {
-		r, err := openBoltRegistry(cfg.DataDir)
-		if err != nil {
-			return nil, err
+	st, err := openState(&s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.st = st
+	if s.cfg.NodeName == "" {
+		s.cfg.NodeName = "parley"
+		if st.ns != nil {
+			s.cfg.NodeName = st.ns.Name()
 		}
-		s.reg = r
 	}
-	seen, err := s.reg.LastSeen() // who was here before a restart
+	s.log = s.log.With("node", s.cfg.NodeName)
+	s.nodes = newNodes(s, s.inc)
+	s.users = newUsers(s)
+	s.router = newRouter(s)
+	s.watches = newWatches(s)
+	s.offline = newMailbox(s, s.cfg.Offline)
+	sn, err := newSNManager(s, s.cfg.Supernodes)
 	if err != nil {
-		s.reg.Close()
-		return nil, fmt.Errorf("signal: load last seen: %w", err)
-	}
-	s.lastSeen = seen
-	s.offline = newMailbox(s, cfg.Offline)
-	sn, err := newSNManager(s, cfg.Supernodes)
-	if err != nil {
-		s.reg.Close()
+		st.close()
 		return nil, err
 	}
 	s.sn = sn
+	fail := func(err error) (*Server, error) {
+		s.sn.close()
+		s.users.stop()
+		s.router.close()
+		st.close()
+		s.bg.Wait()
+		return nil, err
+	}
+	if err := s.migrate(); err != nil { // a signal.db from before NATS (migrate.go)
+		return fail(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s.router.start()
+	if err := s.users.start(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.nodes.start(); err != nil {
+		return fail(fmt.Errorf("signal: heartbeats: %w", err))
+	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		// Small read buffers and pooled write buffers: an idle connection
+		// holds 1 KiB of buffer, not 8.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &writeBufferPool,
 		CheckOrigin:     s.checkOrigin,
 	}
+	s.bg.Add(1)
+	go s.pingLoop()
 	return s, nil
 }
+
+// writeBufferPool lends write buffers to connections only while they write.
+var writeBufferPool sync.Pool
+
+// pingLoop pings every connection each PingInterval (through its queue),
+// so idle connections need no timer or goroutine of their own.
+func (s *Server) pingLoop() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		all := make([]*session, 0, len(s.all))
+		for ss := range s.all {
+			all = append(all, ss)
+		}
+		s.mu.RUnlock()
+		for _, ss := range all {
+			ss.enqueue(nil)
+		}
+	}
+}
+
+// ClusterAddr is the address the embedded NATS server accepts routes from
+// other nodes on, or nil when it does not (a single node, an external NATS).
+func (s *Server) ClusterAddr() net.Addr { return s.st.clusterAddr() }
 
 // checkOrigin decides whether a browser page may open the WebSocket (the
 // Origin header; non-browser clients send none). Beside the configured
@@ -232,9 +318,9 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	closed, n := s.closed, len(s.online)
-	s.mu.Unlock()
+	s.mu.RLock()
+	closed, n := s.closed, len(s.local)
+	s.mu.RUnlock()
 	if closed {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
@@ -292,7 +378,8 @@ func (s *Server) Addr() net.Addr {
 }
 
 // Close disconnects every client (with a shutting_down error), waits for
-// their goroutines and closes the registry. It is safe to call twice.
+// their goroutines, writes their users offline and stops NATS. It is safe
+// to call twice.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -300,6 +387,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stop)
 	ln := s.ln
 	sessions := make([]*session, 0, len(s.all))
 	for ss := range s.all {
@@ -313,28 +401,41 @@ func (s *Server) Close() error {
 		ss.fail(proto.Errorf(proto.CodeShuttingDown, "server is shutting down"), websocket.CloseGoingAway)
 	}
 	s.wg.Wait()
-	s.sn.close()
-	return s.reg.Close()
+	s.shutdown(true)
+	return nil
 }
 
-// Online returns the names of the users online now, sorted.
+// shutdown stops the background parts after the sessions are gone:
+// pending presence writes first (graceful), then NATS.
+func (s *Server) shutdown(graceful bool) {
+	s.sn.close()
+	if graceful {
+		s.nodes.close()
+	} else {
+		close(s.nodes.stop)
+	}
+	s.users.stop()
+	s.router.close()
+	s.bg.Wait()
+	s.st.close()
+}
+
+// Online returns the names of the users signed in to this node, sorted.
 func (s *Server) Online() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	names := make([]string, 0, len(s.online))
-	for n := range s.online {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	names := make([]string, 0, len(s.local))
+	for n := range s.local {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	return names
 }
 
-// NATReport returns the last NAT report user sent, if online.
+// NATReport returns the last NAT report user sent, if signed in here.
 func (s *Server) NATReport(user string) (*proto.NATReport, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.online[user]
-	if !ok {
+	ss := s.localSession(user)
+	if ss == nil {
 		return nil, false
 	}
 	ss.mu.Lock() // ss.nat is written under ss.mu (handle.go)
@@ -347,9 +448,9 @@ func (s *Server) NATReport(user string) (*proto.NATReport, bool) {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
+	s.mu.RLock()
 	closed := s.closed
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if closed {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
@@ -368,11 +469,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.all[ss] = struct{}{}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	s.mu.Unlock()
 	s.stats.connections.Add(1)
-	go ss.writeLoop()
-	go ss.readLoop()
+	go ss.readLoop() // the handler returns: the HTTP server's buffers go
+
 }
 
 func newChallenge() string {

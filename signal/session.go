@@ -3,6 +3,7 @@ package signal
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -10,31 +11,47 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// session is one WebSocket connection. Its readLoop owns reads and protocol
-// handling; its writeLoop owns writes. fail ends both.
+// session is one WebSocket connection. Its read goroutine owns reads and
+// protocol handling. Writes go through a queue drained by a writer
+// goroutine that runs only while there is something to write, so an idle
+// connection costs one goroutine.
+//
+// A client is disconnected as too slow when a write to it stalls for
+// Config.WriteTimeout (it stopped reading), or when what waits for it
+// exceeds Config.SendQueue frames or Config.SendQueueBytes: never because
+// the server itself fell behind for a moment.
 type session struct {
 	srv     *Server
 	conn    *websocket.Conn
 	remote  string
 	id      string
+	since   int64 // creation, unix ms (orders sessions of one name across nodes)
 	limiter *rate.Limiter
-	send    chan []byte
 	done    chan struct{}
 
 	challenge string
 
-	// Set once by the readLoop at auth, then read-only.
+	// Set once by the read goroutine at auth, then read-only.
 	name string
 	key  string
-	enc  encBinding // encryption key for sealed messages (offline.go)
+	enc  encBinding // encryption key announced (or kept) for sealed messages
+
+	used atomic.Bool // the name was used (a second sign-in, a message sent)
+
+	qmu       sync.Mutex // guards the queue fields below
+	q         [][]byte   // frames to write; nil entries are pings
+	qBytes    int
+	writing   bool // a writer goroutine is draining q
+	closing   bool // fail was called: write what is queued, then close
+	closeErr  *proto.Error
+	closeCode int
 
 	mu         sync.Mutex // guards the fields below
 	status     proto.Status
 	nat        *proto.NATReport
-	closeErr   *proto.Error
-	closeCode  int
-	failed     bool
 	violations int
+	replaced   bool              // another session of the same identity took over
+	mail       map[string]uint64 // sealed messages delivered: "from/id" -> stream sequence
 }
 
 func newSession(s *Server, conn *websocket.Conn, remote string) *session {
@@ -43,45 +60,69 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		conn:      conn,
 		remote:    remote,
 		id:        newID(),
+		since:     time.Now().UnixMilli(),
 		limiter:   rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst),
-		send:      make(chan []byte, s.cfg.SendQueue),
 		done:      make(chan struct{}),
 		challenge: newChallenge(),
 		status:    proto.StatusOnline,
 	}
 }
 
-// fail ends the session: the writer sends perr (if any) and a close frame
-// with code, then closes the connection. Safe to call from any goroutine.
+// fail ends the session: the writer sends what is queued, perr (if any)
+// and a close frame with code, then closes the connection. Safe to call
+// from any goroutine, more than once.
 func (ss *session) fail(perr *proto.Error, code int) {
-	ss.mu.Lock()
-	if ss.failed {
-		ss.mu.Unlock()
+	ss.qmu.Lock()
+	if ss.closing {
+		ss.qmu.Unlock()
 		return
 	}
-	ss.failed = true
+	ss.closing = true
 	ss.closeErr, ss.closeCode = perr, code
-	ss.mu.Unlock()
+	start := !ss.writing
+	ss.writing = true
+	ss.qmu.Unlock()
 	close(ss.done)
+	if start {
+		ss.srv.wg.Add(1)
+		go ss.writeLoop()
+	}
 }
 
-// enqueue queues a frame for the writer. A client too slow to keep up is
-// disconnected rather than allowed to hold memory.
+// enqueue queues a frame for the writer (nil: a ping). A client that lets
+// too much pile up is disconnected rather than allowed to hold memory.
 func (ss *session) enqueue(frame []byte) bool {
-	select {
-	case <-ss.done:
+	cfg := &ss.srv.cfg
+	ss.qmu.Lock()
+	if ss.closing {
+		ss.qmu.Unlock()
 		return false
-	default:
 	}
-	select {
-	case ss.send <- frame:
-		return true
-	default:
+	if len(ss.q) >= cfg.SendQueue || ss.qBytes+len(frame) > cfg.SendQueueBytes {
+		n, b := len(ss.q), ss.qBytes
+		ss.qmu.Unlock()
 		ss.srv.stats.slowClients.Add(1)
-		ss.srv.log.Warn("signal: client too slow, disconnecting", "user", ss.name, "remote", ss.remote)
-		ss.fail(proto.Errorf(proto.CodeRateLimited, "too far behind reading"), websocket.ClosePolicyViolation)
+		ss.srv.log.Warn("signal: client too slow, disconnecting", "user", ss.name, "remote", ss.remote, "frames", n, "bytes", b)
+		ss.fail(proto.Errorf(proto.CodeRateLimited, "too far behind reading (%d frames, %d bytes waiting)", n, b), websocket.ClosePolicyViolation)
 		return false
 	}
+	ss.q = append(ss.q, frame)
+	ss.qBytes += len(frame)
+	start := !ss.writing
+	ss.writing = true
+	ss.qmu.Unlock()
+	if start {
+		ss.srv.wg.Add(1)
+		go ss.writeLoop()
+	}
+	return true
+}
+
+// queued is how many frames wait for the writer.
+func (ss *session) queued() int {
+	ss.qmu.Lock()
+	defer ss.qmu.Unlock()
+	return len(ss.q)
 }
 
 // sendEnv encodes and queues env.
@@ -119,52 +160,74 @@ func (ss *session) violation(perr *proto.Error, ref string) {
 	}
 }
 
+// writeLoop drains the queue and exits when it is empty; after fail it
+// writes what is left, the closing error and the close frame.
 func (ss *session) writeLoop() {
 	defer ss.srv.wg.Done()
-	ping := time.NewTicker(ss.srv.cfg.PingInterval)
-	defer ping.Stop()
 	wt := ss.srv.cfg.WriteTimeout
 	for {
-		select {
-		case b := <-ss.send:
-			ss.conn.SetWriteDeadline(time.Now().Add(wt))
-			if err := ss.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-				ss.fail(nil, 0)
-				ss.conn.Close()
-				return
-			}
-		case <-ping.C:
-			if err := ss.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
-				ss.fail(nil, 0)
-				ss.conn.Close()
-				return
-			}
-		case <-ss.done:
-			ss.flushAndClose()
+		ss.qmu.Lock()
+		batch := ss.q
+		ss.q, ss.qBytes = nil, 0
+		closing := ss.closing
+		if len(batch) == 0 && !closing {
+			ss.writing = false
+			ss.qmu.Unlock()
 			return
+		}
+		ss.qmu.Unlock()
+		if closing {
+			ss.flushAndClose(batch)
+			return
+		}
+		for i, b := range batch {
+			var err error
+			if b == nil {
+				err = ss.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt))
+			} else {
+				ss.conn.SetWriteDeadline(time.Now().Add(wt))
+				err = ss.conn.WriteMessage(websocket.TextMessage, b)
+			}
+			batch[i] = nil
+			if err != nil {
+				if isTimeout(err) {
+					ss.srv.stats.slowClients.Add(1)
+					ss.srv.log.Warn("signal: client stopped reading, disconnecting", "user", ss.name, "remote", ss.remote, "after", wt)
+				}
+				ss.fail(nil, 0)
+				ss.conn.Close()
+				ss.qmu.Lock()
+				ss.q = nil
+				ss.qmu.Unlock()
+				return // writing stays true: no other writer starts
+			}
 		}
 	}
 }
 
-// flushAndClose writes what is queued, the closing error and a close frame.
-func (ss *session) flushAndClose() {
+// flushAndClose writes batch and anything queued after it, the closing
+// error and a close frame, within a second, then closes the connection.
+func (ss *session) flushAndClose(batch [][]byte) {
 	deadline := time.Now().Add(time.Second)
 	ss.conn.SetWriteDeadline(deadline)
-	for {
-		select {
-		case b := <-ss.send:
+	for len(batch) > 0 {
+		for _, b := range batch {
+			if b == nil {
+				continue
+			}
 			if ss.conn.WriteMessage(websocket.TextMessage, b) != nil {
 				ss.conn.Close()
 				return
 			}
-			continue
-		default:
 		}
-		break
+		ss.qmu.Lock()
+		batch = ss.q
+		ss.q = nil
+		ss.qmu.Unlock()
 	}
-	ss.mu.Lock()
+	ss.qmu.Lock()
 	perr, code := ss.closeErr, ss.closeCode
-	ss.mu.Unlock()
+	ss.qmu.Unlock()
 	if perr != nil {
 		if env, err := proto.New(proto.TypeError, "", "", perr); err == nil {
 			if b, err := proto.Encode(env); err == nil {
@@ -274,36 +337,63 @@ func asProtoErr(err error) *proto.Error {
 	return proto.Errorf(proto.CodeInternal, "%v", err)
 }
 
-// cleanup runs when the read loop ends: logs the user out and waits for
-// the writer to finish.
+// cleanup runs when the read loop ends: the session leaves this node's
+// table and, unless another session of the same identity replaced it,
+// its user is written offline.
 func (ss *session) cleanup() {
 	ss.fail(nil, websocket.CloseNormalClosure)
 	s := ss.srv
 	s.mu.Lock()
 	delete(s.all, ss)
-	wasOnline := ss.name != "" && s.online[ss.name] == ss
-	shuttingDown := s.closed // Close is ending every session: nobody "went offline"
-	now := time.Now().UnixMilli()
-	if wasOnline {
-		delete(s.online, ss.name)
-		s.lastSeen[ss.name] = now
+	wasCurrent := ss.name != "" && s.local[ss.name] == ss
+	if wasCurrent {
+		delete(s.local, ss.name)
 	}
 	s.mu.Unlock()
-	if wasOnline {
-		if err := s.reg.SetLastSeen(ss.name, now); err != nil {
-			s.log.Warn("signal: record last seen", "user", ss.name, "err", err)
-		}
+	if ss.name == "" {
+		return
 	}
-	if ss.name != "" {
-		s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
+	s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
+	if !wasCurrent {
+		return
 	}
-	if wasOnline && !shuttingDown {
-		// While the server shuts down it tells no one that the others went
-		// offline: they did not, the server did, and a client that hears it
-		// first would take a restart for its peers leaving (issue 12).
-		s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
-		p := ss.presence(proto.StatusOffline)
-		p.LastSeen = time.Now().UnixMilli()
-		s.broadcastPresence(ss, p)
+	s.router.unsubscribe(ss.name)
+	s.watches.sessionGone(ss)
+	now := time.Now().UnixMilli()
+	ss.mu.Lock()
+	replaced := ss.replaced
+	ss.mu.Unlock()
+	if replaced {
+		// Kicked by a newer session on another node, which writes its
+		// own record; if it never does (it died at once), write offline
+		// after a while.
+		time.AfterFunc(replacedGrace, func() { s.users.sessionEnded(ss.name, ss.id, now) })
+	} else {
+		s.users.sessionEnded(ss.name, ss.id, now)
 	}
+	s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
+}
+
+// replacedGrace is how long a session replaced from another node waits
+// before writing its user offline, should the new one never write online.
+const replacedGrace = 5 * time.Second
+
+// presence describes ss's user with status st: identity key and
+// encryption key with its binding, so peers can seal to them.
+func (ss *session) presence(st proto.Status) proto.Presence {
+	p := proto.Presence{Name: ss.name, Status: st, PublicKey: ss.key, EncKey: ss.enc.Key, EncSig: ss.enc.Sig}
+	if st != proto.StatusOffline {
+		p.NAT = ss.natType()
+	}
+	return p
+}
+
+// natType is the type of NAT ss last reported, if any.
+func (ss *session) natType() proto.NATType {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.nat == nil || ss.nat.Type == proto.NATUnknown {
+		return ""
+	}
+	return ss.nat.Type
 }

@@ -21,11 +21,12 @@ type Stats struct {
 	errorsSent       atomic.Int64
 	slowClients      atomic.Int64
 	rejectedUpgrades atomic.Int64
+	registrations    atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters at one moment.
 type StatsSnapshot struct {
-	Online           int
+	Online           int   // users signed in to this node
 	Connections      int64 // WebSocket connections accepted
 	Logins           int64 // successful auths
 	AuthFailures     int64 // bad signatures and taken names
@@ -39,13 +40,14 @@ type StatsSnapshot struct {
 	ErrorsSent       int64
 	SlowClients      int64
 	RejectedUpgrades int64
+	Registrations    int64 // new names registered through this node
 }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() StatsSnapshot {
-	s.mu.Lock()
-	online := len(s.online)
-	s.mu.Unlock()
+	s.mu.RLock()
+	online := len(s.local)
+	s.mu.RUnlock()
 	st := &s.stats
 	return StatsSnapshot{
 		Online:           online,
@@ -62,6 +64,7 @@ func (s *Server) Stats() StatsSnapshot {
 		ErrorsSent:       st.errorsSent.Load(),
 		SlowClients:      st.slowClients.Load(),
 		RejectedUpgrades: st.rejectedUpgrades.Load(),
+		Registrations:    st.registrations.Load(),
 	}
 }
 
@@ -92,7 +95,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"replaced", st.Replaced}, {"frame_in", st.FramesIn}, {"bad_frame", st.BadFrames},
 		{"rate_limited", st.RateLimited}, {"spoofed", st.Spoofed}, {"routed", st.Routed},
 		{"offline", st.Offline}, {"error_sent", st.ErrorsSent}, {"slow_client", st.SlowClients},
-		{"rejected_upgrade", st.RejectedUpgrades},
+		{"rejected_upgrade", st.RejectedUpgrades}, {"registration", st.Registrations},
 	} {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(e.v), e.name)
 	}

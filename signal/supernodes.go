@@ -778,10 +778,10 @@ func (m *snManager) userSessions(match func(string) bool) []*session {
 	}
 	m.mu.Unlock()
 	s := m.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	var out []*session
-	for name, ss := range s.online {
+	for name, ss := range s.local {
 		if !isNode[name] && match(name) {
 			out = append(out, ss)
 		}

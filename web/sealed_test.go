@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/testutil"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/signal/signaltest"
 	"github.com/parley-voice/parley/web"
@@ -22,7 +21,7 @@ import (
 // library on the other.
 
 // startDurableServer serves the page with the registry and the offline
-// mailbox in dir (bbolt), so tests can read what the server stored.
+// mailbox in dir (JetStream files), so tests can read what the server stored.
 func startDurableServer(t *testing.T, dir string) *signaltest.Server {
 	t.Helper()
 	return signaltest.Start(t, signal.Config{Web: web.Handler(), DataDir: dir})
@@ -31,10 +30,7 @@ func startDurableServer(t *testing.T, dir string) *signaltest.Server {
 // noPlaintext fails when the server's database holds text.
 func noPlaintext(t *testing.T, dir, text string) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, "signal.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := testutil.ReadTree(t, dir)
 	if bytes.Contains(raw, []byte(text)) {
 		t.Fatalf("the server's store holds the plaintext %q", text)
 	}

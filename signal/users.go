@@ -1,0 +1,467 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-voice/parley/proto"
+)
+
+// Users: one record per registered name in the users bucket (KV), holding
+// what the name is bound to and where its owner is:
+//
+//	key   nkey(name)
+//	value userRec: identity key (first key wins: KV create), encryption
+//	      key and binding, registration time, whether it was ever used,
+//	      and presence — status, the node incarnation holding the session,
+//	      session id and start, last seen.
+//
+// Every node watches the whole bucket and keeps a compact replica (the
+// directory and presence answers read it; no request waits on JetStream
+// for it). Writes go through the bucket: a registration is a synchronous
+// create (atomic across nodes), presence changes are written by a small
+// pool of writers, with compare-and-set on the revision, from the node's
+// own session table, so an old session's "offline" can never overwrite a
+// newer session's "online", whichever node holds which.
+
+// userRec is a user's record in the users bucket (JSON).
+type userRec struct {
+	Key    []byte `json:"k"`            // Ed25519 identity key (32 bytes)
+	EncKey []byte `json:"e,omitempty"`  // X25519 encryption key (32 bytes)
+	EncSig []byte `json:"es,omitempty"` // its binding signature (64 bytes)
+	Reg    int64  `json:"r,omitempty"`  // registered, unix ms
+	// Used is set once the owner signs in again after the registering
+	// session, or sends something: names never used expire.
+	Used    bool          `json:"u,omitempty"`
+	Status  proto.Status  `json:"s,omitempty"` // online or away; empty when offline
+	Node    string        `json:"n,omitempty"` // incarnation of the node holding the session
+	Session string        `json:"i,omitempty"`
+	NAT     proto.NATType `json:"nat,omitempty"` // its last NAT report's type, while online
+	Since   int64         `json:"t,omitempty"`   // session start, unix ms
+	Seen    int64         `json:"l,omitempty"`   // last seen, unix ms (while offline)
+}
+
+// user is one replica entry.
+type user struct {
+	rec userRec
+	rev uint64
+}
+
+// encBinding is an encryption key and its binding signature, base64 as on
+// the wire (proto.Auth.EncKey, EncSig).
+type encBinding struct {
+	Key, Sig string
+}
+
+// binding returns the record's encryption key as on the wire.
+func (r *userRec) binding() encBinding {
+	if len(r.EncKey) != proto.EncKeySize || len(r.EncSig) != ed25519.SignatureSize {
+		return encBinding{}
+	}
+	return encBinding{Key: base64.StdEncoding.EncodeToString(r.EncKey), Sig: base64.StdEncoding.EncodeToString(r.EncSig)}
+}
+
+// setBinding stores a wire binding (already verified) in the record.
+func (r *userRec) setBinding(b encBinding) {
+	if b.Key == "" {
+		return
+	}
+	k, err1 := base64.StdEncoding.DecodeString(b.Key)
+	s, err2 := base64.StdEncoding.DecodeString(b.Sig)
+	if err1 != nil || err2 != nil || len(k) != proto.EncKeySize || len(s) != ed25519.SignatureSize {
+		return
+	}
+	r.EncKey, r.EncSig = k, s
+}
+
+// users is the replica and the writers.
+type users struct {
+	s *Server
+
+	mu sync.RWMutex // guards m
+	m  map[string]*user
+
+	ready chan struct{} // closed when the initial values are loaded
+	w     jetstream.KeyWatcher
+
+	wmu      sync.Mutex // guards the fields below
+	dirty    map[string]struct{}
+	queue    []string
+	inflight map[string]bool
+	redo     map[string]bool
+	wcond    *sync.Cond
+	stopped  bool
+	// ended records sessions of this node that ended and whose offline
+	// state is still to be written: name -> session id and time.
+	ended map[string]endedSession
+	// dead lists incarnations whose users must be written offline.
+	dead map[string]int64 // name -> when (ms), for names held by dead nodes
+}
+
+type endedSession struct {
+	id string
+	at int64
+}
+
+// userWriters is how many goroutines write presence.
+const userWriters = 4
+
+func newUsers(s *Server) *users {
+	u := &users{
+		s:        s,
+		m:        map[string]*user{},
+		ready:    make(chan struct{}),
+		dirty:    map[string]struct{}{},
+		inflight: map[string]bool{},
+		redo:     map[string]bool{},
+		ended:    map[string]endedSession{},
+		dead:     map[string]int64{},
+	}
+	u.wcond = sync.NewCond(&u.wmu)
+	return u
+}
+
+// start loads the replica (waiting for the initial values) and starts the
+// watch and the writers.
+func (u *users) start(ctx context.Context) error {
+	w, err := u.s.st.users.WatchAll(context.Background()) // lives until stop, not ctx
+	if err != nil {
+		return fmt.Errorf("signal: watch users: %w", err)
+	}
+	u.w = w
+	u.s.bg.Add(1 + userWriters)
+	go u.watchLoop()
+	for range userWriters {
+		go u.writeLoop()
+	}
+	select {
+	case <-u.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("signal: load users: %w", ctx.Err())
+	}
+}
+
+// stop ends the watch and the writers (after the pending writes).
+func (u *users) stop() {
+	u.wmu.Lock()
+	u.stopped = true
+	u.wcond.Broadcast()
+	u.wmu.Unlock()
+	if u.w != nil {
+		u.w.Stop()
+	}
+}
+
+func (u *users) watchLoop() {
+	defer u.s.bg.Done()
+	initial := true
+	for e := range u.w.Updates() {
+		if e == nil {
+			if initial {
+				initial = false
+				close(u.ready)
+			}
+			continue
+		}
+		u.apply(e)
+	}
+	if initial {
+		close(u.ready)
+	}
+}
+
+// apply records one change from the bucket in the replica and tells the
+// node's watchers what changed.
+func (u *users) apply(e jetstream.KeyValueEntry) {
+	name := unkey(e.Key())
+	switch e.Operation() {
+	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+		u.mu.Lock()
+		old := u.m[name]
+		delete(u.m, name)
+		u.mu.Unlock()
+		if old != nil {
+			u.s.userChanged(name, old, nil)
+		}
+		return
+	}
+	var r userRec
+	if err := json.Unmarshal(e.Value(), &r); err != nil || len(r.Key) != ed25519.PublicKeySize {
+		u.s.log.Warn("signal: a user record that does not decode", "name", name, "err", err)
+		return
+	}
+	nu := &user{rec: r, rev: e.Revision()}
+	u.mu.Lock()
+	old := u.m[name]
+	if old != nil && old.rev >= nu.rev {
+		u.mu.Unlock()
+		return
+	}
+	u.m[name] = nu
+	u.mu.Unlock()
+	u.s.userChanged(name, old, nu)
+}
+
+// get returns a copy of name's record and its revision.
+func (u *users) get(name string) (userRec, uint64, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	x, ok := u.m[name]
+	if !ok {
+		return userRec{}, 0, false
+	}
+	return x.rec, x.rev, true
+}
+
+// count is how many names the replica holds.
+func (u *users) count() int {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return len(u.m)
+}
+
+// fetch reads name's record from the bucket itself (the replica may lag).
+func (u *users) fetch(ctx context.Context, name string) (userRec, uint64, bool, error) {
+	e, err := u.s.st.users.Get(ctx, nkey(name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return userRec{}, 0, false, nil
+	}
+	if err != nil {
+		return userRec{}, 0, false, err
+	}
+	var r userRec
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return userRec{}, 0, false, fmt.Errorf("user record %s: %w", name, err)
+	}
+	return r, e.Revision(), true, nil
+}
+
+// errRegistrationRefused wraps why a new name was not registered.
+var errRegistrationRefused = errors.New("registration refused")
+
+// bind binds name to key if it is free (KV create: the first key wins
+// across every node), or checks that it is bound to key. It returns
+// ErrNameTaken when another key holds it, and whether the name is new.
+// check runs before a new name is created (limits); its error refuses.
+func (u *users) bind(ctx context.Context, name string, key ed25519.PublicKey, enc encBinding, now time.Time, check func() error) (isNew bool, err error) {
+	if r, _, ok := u.get(name); ok {
+		if !bytes.Equal(r.Key, key) {
+			return false, ErrNameTaken
+		}
+		return false, nil
+	}
+	r, _, ok, err := u.fetch(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		if !bytes.Equal(r.Key, key) {
+			return false, ErrNameTaken
+		}
+		return false, nil
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return false, err
+		}
+	}
+	rec := userRec{Key: append([]byte(nil), key...), Reg: now.UnixMilli(), Seen: now.UnixMilli()}
+	rec.setBinding(enc)
+	v, _ := json.Marshal(&rec)
+	_, err = u.s.st.users.Create(ctx, nkey(name), v)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Someone registered it a moment ago, maybe this identity on
+		// another node.
+		r, _, ok, ferr := u.fetch(ctx, name)
+		if ferr != nil {
+			return false, ferr
+		}
+		if ok && bytes.Equal(r.Key, key) {
+			return false, nil
+		}
+		return false, ErrNameTaken
+	}
+	if err != nil {
+		return false, err
+	}
+	u.s.stats.registrations.Add(1)
+	return true, nil
+}
+
+// markDirty asks the writers to bring name's record in line with this
+// node's sessions.
+func (u *users) markDirty(name string) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	u.markDirtyLocked(name)
+}
+
+func (u *users) markDirtyLocked(name string) {
+	if _, ok := u.dirty[name]; ok {
+		return
+	}
+	u.dirty[name] = struct{}{}
+	u.queue = append(u.queue, name)
+	u.wcond.Signal()
+}
+
+// sessionEnded records that this node's session id for name ended at at.
+func (u *users) sessionEnded(name, id string, at int64) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	u.ended[name] = endedSession{id: id, at: at}
+	u.markDirtyLocked(name)
+}
+
+// nodeDied asks the writers to write offline every user whose record
+// names incarnation inc.
+func (u *users) nodeDied(inc string, at int64) {
+	u.mu.RLock()
+	var names []string
+	for n, x := range u.m {
+		if x.rec.Node == inc && x.rec.Status != "" && x.rec.Status != proto.StatusOffline {
+			names = append(names, n)
+		}
+	}
+	u.mu.RUnlock()
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	for _, n := range names {
+		u.dead[n] = at
+		u.markDirtyLocked(n)
+	}
+}
+
+// writeLoop takes dirty names and writes their records. One name is
+// written by one writer at a time; a name marked again meanwhile is
+// written again after.
+func (u *users) writeLoop() {
+	defer u.s.bg.Done()
+	for {
+		u.wmu.Lock()
+		for !u.stopped && len(u.queue) == 0 {
+			u.wcond.Wait()
+		}
+		if len(u.queue) == 0 {
+			u.wmu.Unlock()
+			return // stopped, and nothing left to write
+		}
+		name := u.queue[0]
+		u.queue[0] = ""
+		u.queue = u.queue[1:]
+		delete(u.dirty, name)
+		if u.inflight[name] {
+			u.redo[name] = true
+			u.wmu.Unlock()
+			continue
+		}
+		u.inflight[name] = true
+		ended, hasEnded := u.ended[name]
+		deadAt, isDead := u.dead[name]
+		stopping := u.stopped
+		u.wmu.Unlock()
+
+		err := u.write(name, ended, hasEnded, deadAt, isDead)
+
+		u.wmu.Lock()
+		delete(u.inflight, name)
+		if err == nil {
+			if e, ok := u.ended[name]; ok && e == ended {
+				delete(u.ended, name)
+			}
+			if isDead && u.dead[name] == deadAt {
+				delete(u.dead, name)
+			}
+		} else if !stopping {
+			u.s.log.Warn("signal: write presence, retrying", "user", name, "err", err)
+			u.redo[name] = true
+		}
+		if u.redo[name] {
+			delete(u.redo, name)
+			u.markDirtyLocked(name)
+		}
+		u.wmu.Unlock()
+		if err != nil && !stopping {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// write brings name's record in line: online with this node's session if
+// it has one; else offline if the record still names a session of this
+// node that ended, or a node that died.
+func (u *users) write(name string, ended endedSession, hasEnded bool, deadAt int64, isDead bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := u.s
+	fresh := false
+	for attempt := 0; attempt < 8; attempt++ {
+		r, rev, ok := u.get(name)
+		if fresh || !ok {
+			var err error
+			var found bool
+			if r, rev, found, err = u.fetch(ctx, name); err != nil {
+				return err
+			}
+			if !found {
+				return nil // expired or never registered: nothing to show
+			}
+		}
+		next, write := s.desiredRecord(name, r, ended, hasEnded, deadAt, isDead)
+		if !write {
+			if fresh {
+				return nil
+			}
+			fresh = true // the replica may lag our own last write: ask the bucket
+			continue
+		}
+		v, _ := json.Marshal(&next)
+		_, err := s.st.users.Update(ctx, nkey(name), v, rev)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return err
+		}
+		fresh = true
+		// Changed under us: read it again and decide again.
+	}
+	return fmt.Errorf("user record %s keeps changing", name)
+}
+
+// presence is what others see of a user: the record's status if the node
+// holding the session is alive, else offline with the last time seen.
+func (s *Server) presenceOf(name string, r *userRec) proto.Presence {
+	p := proto.Presence{Name: name, Status: proto.StatusOffline, LastSeen: r.Seen}
+	if r.Status != "" && r.Status != proto.StatusOffline {
+		if s.nodes.alive(r.Node) {
+			p.Status, p.LastSeen, p.NAT = r.Status, 0, r.NAT
+		} else if at := s.nodes.diedAt(r.Node); at != 0 {
+			p.LastSeen = at
+		}
+	}
+	if len(r.Key) == ed25519.PublicKeySize {
+		p.PublicKey = base64.StdEncoding.EncodeToString(r.Key)
+	}
+	b := r.binding()
+	p.EncKey, p.EncSig = b.Key, b.Sig
+	return p
+}
+
+// lookupPresence returns what others see of name, if it is registered.
+func (s *Server) lookupPresence(name string) (proto.Presence, bool) {
+	r, _, ok := s.users.get(name)
+	if !ok {
+		return proto.Presence{}, false
+	}
+	return s.presenceOf(name, &r), true
+}
