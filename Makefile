@@ -18,6 +18,7 @@ vet:
 unit:
 	$(GO) test -race -timeout 25m ./...
 	$(GO) test -count=1 -run 'Alloc' ./...   # allocation counts, which -race distorts
+	$(GO) test -count=1 -run 'TestTenThousandSignIns' ./signal/
 	$(GO) test -race -tags audiodevice ./client/audio/device/...
 
 fuzz:

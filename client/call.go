@@ -56,6 +56,9 @@ func (c *Client) emitCall(k *call, reason string) {
 
 // Call rings peer. The call proceeds through CallEvents.
 func (c *Client) Call(ctx context.Context, peer string) error {
+	if proto.ValidateName(peer) == nil && peer != c.cfg.Name {
+		c.learnPresence(ctx, peer) // contacts.go
+	}
 	return c.do(ctx, func() error {
 		if peer == c.cfg.Name {
 			return ErrSelf
@@ -165,6 +168,7 @@ func (c *Client) onCallSignal(env *proto.Envelope) {
 			}
 			return
 		}
+		c.noteTalked(peer) // contacts.go
 		if k != nil {
 			if k.outgoing && !k.accepted && c.cfg.Name > peer {
 				// Both rang at once: the smaller name's call stands and

@@ -170,6 +170,7 @@ func (c *Client) enqueue(m *outMsg) {
 	}
 	c.chat.pending[m.ID] = m
 	c.chat.order = append(c.chat.order, m.ID)
+	c.noteTalked(m.To) // contacts.go
 	c.pump(m.To, time.Now())
 	if p, ok := c.presence[m.To]; ok && p.Online() && c.sig != nil {
 		c.ensureLink(m.To) // so later messages can go direct
@@ -215,6 +216,10 @@ func (c *Client) pump(peer string, now time.Time) {
 		}
 		if c.sig == nil {
 			return // sent on reconnect
+		}
+		if _, known := c.presence[peer]; !known &&
+			c.askPresence(peer, func() { c.pump(peer, time.Now()) }) { // contacts.go
+			return // sent when the server has told us about peer
 		}
 		if !c.sealRate.AllowN(now, 1) {
 			return // paced: the next tick goes on
@@ -498,6 +503,7 @@ func (c *Client) take(from string, m proto.Chat, path string) {
 		c.sendReceipt(from, m.ID, "")
 		return
 	}
+	c.noteTalked(from) // contacts.go
 	ev := MessageEvent{From: from, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.Seq, Path: path, File: m.File, Display: m.Display}
 	isNew := true
 	if c.cfg.Store != nil {

@@ -88,6 +88,15 @@ type Config struct {
 	// are refused. Nil trusts presence.
 	PeerKey func(name string) ed25519.PublicKey
 
+	// Contacts are the people whose presence the client asks the server
+	// for from the start (contacts.go); AddContacts adds more.
+	Contacts []string
+	// OnlineDirectory is how many people online the client follows
+	// through the server's directory (a watched page; on a server with
+	// fewer people online it stays complete and live). Zero means
+	// proto.MaxDirectoryLimit; negative follows none.
+	OnlineDirectory int
+
 	// NATReport, when set, is sent to the server at sign-in.
 	NATReport *proto.NATReport
 	// DiscoverNAT, when set, makes the client find its NAT itself after
@@ -192,6 +201,7 @@ type Client struct {
 	natHints    map[string]proto.NATType // peer -> NAT type from its last offer or answer
 	calls       map[string]*call
 	chat        chatState
+	contacts    contactState         // whose presence we ask for (contacts.go)
 	waiters     map[string]waiter    // envelope id -> ack/error callback
 	sealRate    *rate.Limiter        // paces sealed messages under the server's rate limit (chat.go)
 	insecure    map[string]time.Time // peer -> when its tampered link was refused (sdpsig.go)
@@ -218,6 +228,7 @@ func New(cfg Config) (*Client, error) {
 		natHints:    map[string]proto.NATType{},
 		calls:       map[string]*call{},
 		chat:        newChatState(),
+		contacts:    newContactState(cfg.Contacts),
 		waiters:     map[string]waiter{},
 		sealRate:    rate.NewLimiter(sealedPerSecond, sealedBurst),
 		insecure:    map[string]time.Time{},

@@ -371,3 +371,54 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 		t.Fatalf("bob was shown the message %d times", n)
 	}
 }
+
+// TestContactsScopedPresence: a client hears about its contacts, the
+// people it adds, and whoever messages it (before the message); not about
+// others; and can page through the server's directory.
+func TestContactsScopedPresence(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	ready := func(p *peer) {
+		p.ev.Wait(t, wait, p.Name()+" ready", func(e client.Event) bool { _, ok := e.(client.ReadyEvent); return ok })
+	}
+	bob := startClient(t, srv.URL, "bob", nil, nil)
+	carol := startClient(t, srv.URL, "carol", nil, nil)
+	ready(bob)
+	ready(carol)
+	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
+		c.Contacts = []string{"bob"}
+		c.OnlineDirectory = -1 // contacts only
+	})
+	alice.ev.Wait(t, wait, "bob online", online("bob"))
+	ctx := context.Background()
+	if err := alice.AddContacts(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	alice.ev.Wait(t, wait, "carol's presence after AddContacts", online("carol"))
+	dave := startClient(t, srv.URL, "dave", nil, nil)
+	ready(dave)
+	if _, err := dave.Send(ctx, "alice", "hi from a stranger"); err != nil {
+		t.Fatal(err)
+	}
+	alice.ev.Wait(t, wait, "dave's message", message("dave", "hi from a stranger"))
+	evs := alice.ev.All()
+	sawDave := false
+	for _, e := range evs {
+		if online("dave")(e) {
+			sawDave = true
+		}
+		if message("dave", "hi from a stranger")(e) && !sawDave {
+			t.Fatal("dave's message came before his presence")
+		}
+	}
+	page, err := alice.Directory(ctx, proto.DirectoryQuery{Prefix: "ca"})
+	if err != nil || len(page.Entries) != 1 || page.Entries[0].Name != "carol" || !page.Entries[0].Online() {
+		t.Fatalf("directory %+v %v", page, err)
+	}
+	// Everyone else online is not heard of: a client following the
+	// directory (the default) is.
+	erin := startClient(t, srv.URL, "erin", nil, nil)
+	erin.ev.Wait(t, wait, "erin hears bob from the directory", online("bob"))
+	if alice.ev.Count(online("erin")) != 0 {
+		t.Fatal("alice heard of erin, who is none of her contacts")
+	}
+}

@@ -355,6 +355,7 @@ func TestSealRefusedForUnpinnedKey(t *testing.T) {
 	pinned, _, _ := ed25519.GenerateKey(nil)
 	alice := startClient(t, srv.URL, "alice", nil, func(c *client.Config) {
 		c.PeerKey = func(string) ed25519.PublicKey { return pinned }
+		c.Contacts = []string{"bob"} // offline people are heard of as contacts
 	})
 	alice.ev.Wait(t, wait, "bob listed offline", offline("bob"))
 	id, err := alice.Send(context.Background(), "bob", "for the real bob only")

@@ -188,26 +188,10 @@ func (c *Client) onSigEvent(ev sigEvent) {
 		reconnect := c.everReady
 		c.everReady = true
 		c.events.push(ReadyEvent{Name: ev.welcome.Name, Reconnect: reconnect})
-		seen := map[string]bool{}
-		for _, p := range ev.welcome.Online {
-			seen[p.Name] = true
-			delete(c.unconfirmed, p.Name)
+		for _, p := range ev.welcome.Online { // servers from before contacts
 			c.setPresence(p)
 		}
-		for name, p := range c.presence {
-			if seen[name] || !p.Online() {
-				continue
-			}
-			if c.linkUp(name) {
-				// Absent from the welcome right after our own reconnect:
-				// after a server restart the peer may simply not be back
-				// yet. A peer whose link still works is "unknown", not
-				// offline: its presence (or its link failing) decides.
-				c.unconfirmed[name] = true
-				continue
-			}
-			c.setPresence(proto.Presence{Name: name, Status: proto.StatusOffline, PublicKey: p.PublicKey, LastSeen: time.Now().UnixMilli()})
-		}
+		c.contactsOnSignIn(ev.welcome) // contacts.go
 		c.chatOnReconnect()
 		c.natOnSignIn()
 	case sigMessage:
@@ -312,6 +296,10 @@ func (c *Client) onEnvelope(env *proto.Envelope) {
 		if err == nil && p.Name != "" {
 			c.setPresence(*p)
 		}
+	case proto.TypePresenceList:
+		c.onPresenceList(env) // contacts.go
+	case proto.TypeDirectoryPage:
+		c.onDirectoryPage(env)
 	case proto.TypeSupernodes:
 		c.onSupernodes(env) // relay.go
 	case proto.TypeOffer, proto.TypeAnswer, proto.TypeCandidate, proto.TypeBye, proto.TypeRestart:
@@ -336,6 +324,7 @@ func (c *Client) setPresence(p proto.Presence) {
 	if p.Name == c.cfg.Name {
 		return
 	}
+	delete(c.contacts.stale, p.Name) // confirmed after a reconnect (contacts.go)
 	old, had := c.presence[p.Name]
 	if p.PublicKey == "" && had {
 		p.PublicKey = old.PublicKey // an entry without keys keeps what we knew

@@ -121,9 +121,16 @@ type Welcome struct {
 	Name       string      `json:"name"`
 	Session    string      `json:"session"`
 	ICEServers []ICEServer `json:"ice_servers,omitempty"`
-	Online     []Presence  `json:"online"`
+	// Online is empty from servers with contacts-scoped presence
+	// (contacts.go): a client asks for the presence it wants. Servers
+	// before that listed everyone here.
+	Online []Presence `json:"online"`
 	// HeartbeatSeconds is how often the client should ping when idle.
 	HeartbeatSeconds int `json:"heartbeat_seconds,omitempty"`
+	// Directory says the server answers directory queries.
+	Directory bool `json:"directory,omitempty"`
+	// MaxContacts is how many names a client may watch as contacts.
+	MaxContacts int `json:"max_contacts,omitempty"`
 }
 
 func (w *Welcome) Validate() error {

@@ -222,6 +222,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(mustEncode(f, TypeAnswer, "", "alice", &SDP{Session: "s", SDP: "v=0\r\n", NAT: NATSymmetric}))
 	f.Add(mustEncode(f, TypePresence, "", "", &Presence{Name: "b", Status: StatusOnline, NAT: NATPortRestricted}))
 	f.Add(mustEncode(f, TypeRestart, "", "bob", &Restart{Session: "s1"}))
+	f.Add(mustEncode(f, TypeContacts, "c1", "", &Contacts{Replace: true, Add: []string{"bob", "carol"}, Remove: []string{"dave"}}))
+	f.Add(mustEncode(f, TypePresenceList, "", "", &PresenceList{Ref: "c1", Entries: []Presence{*presenceWithEnc(priv, "alice"), {Name: "bob", Status: StatusOffline, LastSeen: 1}}}))
+	f.Add(mustEncode(f, TypeDirectory, "d1", "", &DirectoryQuery{Prefix: "al", After: "alice", Limit: 20, Online: true, Watch: true}))
+	f.Add(mustEncode(f, TypeDirectoryPage, "", "", &DirectoryPage{Ref: "d1", Entries: []Presence{{Name: "alice", Status: StatusOnline}}, Next: "alice", Watching: true}))
 	f.Add([]byte(`{"v":1,"type":"ping"}`))
 	f.Add([]byte(`{"v":1,"type":"nat_report","body":{"type":"symmetric","mapping":"address-and-port-dependent"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -75,8 +75,10 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		Name:             a.Name,
 		Session:          ss.id,
 		ICEServers:       ice,
-		Online:           s.welcomeList(a.Name),
+		Online:           []proto.Presence{}, // presence comes for contacts (presence.go)
 		HeartbeatSeconds: int(s.cfg.PingInterval / time.Second),
+		Directory:        s.cfg.Directory != DirectoryOff,
+		MaxContacts:      s.cfg.MaxContacts,
 	})
 	if err != nil {
 		s.log.Error("signal: welcome", "err", err)
@@ -97,10 +99,9 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	}
 	old := s.local[a.Name]
 	s.local[a.Name] = ss
-	// The welcome is queued before the session is visible to the
-	// watchers, so it precedes any presence sent to it.
+	// The welcome is queued before the session can watch anyone, so it
+	// precedes any presence sent to it.
 	ss.sendEnv(w)
-	s.watches.sessionReady(ss)
 	s.mu.Unlock()
 	if old != nil {
 		// The same identity signed in again (a reconnect after a network
@@ -163,6 +164,26 @@ func (ss *session) handle(env *proto.Envelope) {
 		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):
 		s.sn.handle(ss, env) // supernodes.go
+	case env.Type == proto.TypeContacts:
+		c, err := proto.DecodeBody[*proto.Contacts](env)
+		if err != nil {
+			ss.violation(asProtoErr(err), env.ID)
+			return
+		}
+		if perr := s.watches.setContacts(ss, c, env.ID); perr != nil {
+			ss.sendError(perr, env.ID)
+			return
+		}
+		ss.ack(env.ID)
+	case env.Type == proto.TypeDirectory:
+		q, err := proto.DecodeBody[*proto.DirectoryQuery](env)
+		if err != nil {
+			ss.violation(asProtoErr(err), env.ID)
+			return
+		}
+		if perr := s.watches.directory(ss, q, env.ID); perr != nil {
+			ss.sendError(perr, env.ID)
+		}
 	case env.Type == proto.TypePing:
 		ss.ack(env.ID)
 	case env.Type == proto.TypeAuth:

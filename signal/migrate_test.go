@@ -106,8 +106,8 @@ func TestMigrateFromBolt(t *testing.T) {
 	c.expectError(proto.CodeNameTaken)
 
 	// Others still see bob's keys and when he was last here.
-	_, w := loginEnc(t, srv.URL, "carol", newKey(), 0)
-	p, _ := entry(w.Online, "bob")
+	carol := login(t, srv.URL, "carol", nil)
+	p := watch(t, carol, "bob")["bob"]
 	if p.Status != proto.StatusOffline || p.LastSeen != seen || p.EncKey != bobEnc || p.EncSig != bobSig {
 		t.Fatalf("bob's presence after the migration: %+v", p)
 	}

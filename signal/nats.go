@@ -396,7 +396,10 @@ var errNoMessages = errors.New("no messages")
 // replica answers, even while the stream has no leader).
 func (st *state) directBatch(ctx context.Context, stream, filter string, from uint64, limit int) ([]directMsg, error) {
 	inbox := st.nc.NewInbox()
-	sub, err := st.nc.SubscribeSync(inbox)
+	// A channel as large as the batch (SubscribeSync's default would
+	// allocate half a megabyte per call).
+	ch := make(chan *nats.Msg, limit+2)
+	sub, err := st.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, err
 	}
@@ -407,9 +410,11 @@ func (st *state) directBatch(ctx context.Context, stream, filter string, from ui
 	}
 	var out []directMsg
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return out, fmt.Errorf("direct get %s %s: %w", stream, filter, err)
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return out, fmt.Errorf("direct get %s %s: %w", stream, filter, ctx.Err())
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {

@@ -337,6 +337,7 @@ func (m *mailbox) deliverOne(ss *session, seq uint64, data []byte) bool {
 	}
 	ss.mail[k] = seq
 	ss.mu.Unlock()
+	m.s.watches.talked(ss, r.From) // the sender's presence first (presence.go)
 	return ss.sendEnv(env)
 }
 

@@ -83,15 +83,6 @@ func loginEnc(t testing.TB, url, name string, key ed25519.PrivateKey, variant by
 	return c, w
 }
 
-func entry(list []proto.Presence, name string) (proto.Presence, bool) {
-	for _, p := range list {
-		if p.Name == name {
-			return p, true
-		}
-	}
-	return proto.Presence{}, false
-}
-
 // TestEncKeysInPresence: the encryption key a user signs in with reaches
 // others — in the welcome and presence while online, in the offline
 // presence and in later welcomes while offline — always with a binding
@@ -110,13 +101,14 @@ func TestEncKeysInPresence(t *testing.T) {
 		}
 	}
 	alice, _ := loginEnc(t, url, "alice", newKey(), 0)
+	watch(t, alice, "bob")
 	bob, _ := loginEnc(t, url, "bob", bobKey, 0)
 	p, _ := presenceOf(alice, "bob")
 	bound(*p, bob.encPub())
-	_, w := loginEnc(t, url, "carol", newKey(), 0)
-	e, ok := entry(w.Online, "bob")
+	carol, _ := loginEnc(t, url, "carol", newKey(), 0)
+	e, ok := watch(t, carol, "bob")["bob"]
 	if !ok || e.Status != proto.StatusOnline {
-		t.Fatalf("carol's welcome %+v", w.Online)
+		t.Fatalf("carol sees bob as %+v", e)
 	}
 	bound(e, bob.encPub())
 
@@ -126,9 +118,9 @@ func TestEncKeysInPresence(t *testing.T) {
 		t.Fatalf("presence %+v", p)
 	}
 	bound(*p, bob.encPub())
-	_, w = loginEnc(t, url, "dave", newKey(), 0)
-	if e, ok = entry(w.Online, "bob"); !ok || e.Status != proto.StatusOffline || e.LastSeen == 0 {
-		t.Fatalf("dave's welcome %+v", w.Online)
+	dave, _ := loginEnc(t, url, "dave", newKey(), 0)
+	if e, ok = watch(t, dave, "bob")["bob"]; !ok || e.Status != proto.StatusOffline || e.LastSeen == 0 {
+		t.Fatalf("dave sees bob as %+v", e)
 	}
 	bound(e, bob.encPub())
 
@@ -150,15 +142,14 @@ func TestEncKeysInPresence(t *testing.T) {
 	// (announcing no key this time), is listed with it.
 	url, _ = runServer(t, signal.Config{DataDir: dir})
 	login(t, url, "bob", bobKey).conn.Close()
-	erinKey := newKey()
+	erin, _ := loginEnc(t, url, "erin", newKey(), 0)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, w = loginEnc(t, url, "erin", erinKey, 0)
-		if e, ok = entry(w.Online, "bob"); ok && e.Status == proto.StatusOffline {
+		if e, ok = watch(t, erin, "bob")["bob"]; ok && e.Status == proto.StatusOffline {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bob not listed offline: %+v", w.Online)
+			t.Fatalf("bob not listed offline: %+v", e)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

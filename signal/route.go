@@ -254,8 +254,12 @@ func (s *Server) localSession(name string) *session {
 	return s.local[name]
 }
 
-// deliver queues a routed frame from from to dst, a session on this node.
+// deliver queues a routed frame from from to dst, a session on this node,
+// after from's presence if dst did not hear of from yet.
 func (s *Server) deliver(dst *session, from string, raw []byte) deliverResult {
+	if from != "" {
+		s.watches.talked(dst, from)
+	}
 	if !dst.enqueue(raw) {
 		return notOnline
 	}
@@ -284,7 +288,9 @@ func (ss *session) route(env *proto.Envelope) {
 		ss.sendError(asProtoErr(err), env.ID)
 		return
 	}
-	switch s.router.send(env.To, ss.name, raw) {
+	res := s.router.send(env.To, ss.name, raw)
+	s.watches.talked(ss, env.To) // the recipient's presence before the answer
+	switch res {
 	case deliveredOK:
 		s.stats.routed.Add(1)
 		ss.ack(env.ID)

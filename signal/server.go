@@ -40,6 +40,12 @@ type Config struct {
 	// StoreBudget bounds the bytes the offline mail and receipts may take
 	// in JetStream (half and an eighth of it). Zero means 1 GiB.
 	StoreBudget int64
+	// Directory is what the directory lists (directory.go): every
+	// registered name (the zero value), only people online, or nothing.
+	Directory DirectoryMode
+	// MaxContacts is how many contacts one session may watch. Zero means
+	// 1000.
+	MaxContacts int
 	// ICEServers returns the ICE servers handed to an authenticated user
 	// in the welcome message. Nil hands out none.
 	ICEServers func(name string) []proto.ICEServer
@@ -118,6 +124,9 @@ func (c *Config) setDefaults() {
 	if c.SendQueueBytes == 0 {
 		c.SendQueueBytes = 2 << 20
 	}
+	if c.MaxContacts == 0 {
+		c.MaxContacts = 1000
+	}
 	if c.StoreBudget == 0 {
 		c.StoreBudget = 1 << 30
 	}
@@ -138,6 +147,7 @@ type Server struct {
 	users    *users   // names, keys, presence (users.go)
 	router   *router  // routed frames across nodes (route.go)
 	watches  *watches // who hears whose presence (presence.go)
+	dir      dirIndex // names in order, for the directory (directory.go)
 	offline  *mailbox // sealed messages for offline users (offline.go)
 	sn       *snManager
 	upgrader websocket.Upgrader
@@ -165,6 +175,11 @@ func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.RateLimit < 0 || cfg.RateBurst < 1 {
 		return nil, fmt.Errorf("%w: rate limit must be positive", ErrBadConfig)
+	}
+	switch cfg.Directory {
+	case DirectoryAll, DirectoryOnline, DirectoryOff:
+	default:
+		return nil, fmt.Errorf("%w: directory %q is not \"\", \"online\" or \"off\"", ErrBadConfig, cfg.Directory)
 	}
 	s := &Server{
 		cfg:     cfg,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +27,13 @@ type wsClient struct {
 
 func dial(t testing.TB, url string) (*wsClient, string) {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	return dialWith(t, websocket.DefaultDialer, url)
+}
+
+// dialWith is dial through d (an in-memory network, say).
+func dialWith(t testing.TB, d *websocket.Dialer, url string) (*wsClient, string) {
+	t.Helper()
+	conn, _, err := d.Dial(url, nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -46,7 +53,14 @@ func dial(t testing.TB, url string) (*wsClient, string) {
 // login connects and authenticates name with key (a fresh key when nil).
 func login(t testing.TB, url, name string, key ed25519.PrivateKey) *wsClient {
 	t.Helper()
-	c, challenge := dial(t, url)
+	c, _ := loginWith(t, websocket.DefaultDialer, url, name, key)
+	return c
+}
+
+// loginWith is login through d; it returns the welcome frame too.
+func loginWith(t testing.TB, d *websocket.Dialer, url, name string, key ed25519.PrivateKey) (*wsClient, *proto.Envelope) {
+	t.Helper()
+	c, challenge := dialWith(t, d, url)
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(nil)
 	}
@@ -56,7 +70,7 @@ func login(t testing.TB, url, name string, key ed25519.PrivateKey) *wsClient {
 	if env.Type != proto.TypeWelcome {
 		t.Fatalf("%s: got %s %s, want welcome", name, env.Type, env.Body)
 	}
-	return c
+	return c, env
 }
 
 func (c *wsClient) send(typ proto.Type, id, to string, b proto.Body) {
@@ -152,9 +166,49 @@ func chatRoundTrip(t *testing.T, from, to *wsClient, id string) {
 	}
 }
 
+// watch adds names to c's contacts and returns the presence the server
+// answered with (registered names only).
+func watch(t testing.TB, c *wsClient, names ...string) map[string]proto.Presence {
+	t.Helper()
+	id := newRef()
+	c.send(proto.TypeContacts, id, "", &proto.Contacts{Add: names})
+	out := map[string]proto.Presence{}
+	for i := 0; i < 1000; i++ {
+		env := c.read()
+		switch env.Type {
+		case proto.TypePresenceList:
+			l, err := proto.DecodeBody[*proto.PresenceList](env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Ref != id {
+				continue
+			}
+			for _, p := range l.Entries {
+				out[p.Name] = p
+			}
+		case proto.TypeAck:
+			if a, _ := proto.DecodeBody[*proto.Ack](env); a.Ref == id {
+				return out
+			}
+		case proto.TypeError:
+			t.Fatalf("%s: contacts: %s", c.name, env.Body)
+		}
+	}
+	t.Fatalf("%s: no answer to contacts", c.name)
+	return nil
+}
+
+var refs atomic.Int64
+
+func newRef() string { return fmt.Sprint("r", refs.Add(1)) }
+
 func TestPresenceAndRouting(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
 	alice := login(t, srv.URL, "alice", nil)
+	if got := watch(t, alice, "bob"); len(got) != 0 {
+		t.Fatalf("presence of a name nobody registered: %+v", got)
+	}
 	bob := login(t, srv.URL, "bob", nil)
 
 	p := alice.readUntil(proto.TypePresence)
@@ -192,20 +246,17 @@ func TestPresenceAndRouting(t *testing.T) {
 	if e := alice.expectError(proto.CodeOffline); e.Ref != "m3" {
 		t.Fatalf("offline error ref %q, want m3", e.Ref)
 	}
-	// A newcomer sees bob in the welcome as offline with last seen.
-	c, challenge := dial(t, srv.URL)
-	_, k, _ := ed25519.GenerateKey(nil)
-	c.send(proto.TypeAuth, "a", "", proto.SignAuth(k, challenge, "carol"))
-	w, _ := proto.DecodeBody[*proto.Welcome](c.readUntil(proto.TypeWelcome))
-	seen := map[string]proto.Status{}
-	for _, p := range w.Online {
-		seen[p.Name] = p.Status
-		if p.NAT != "" {
-			t.Errorf("welcome lists %s with NAT %q; only online users who reported one have a NAT type", p.Name, p.NAT)
-		}
+	// A newcomer asking for both sees alice online and bob offline with
+	// last seen.
+	carol := login(t, srv.URL, "carol", nil)
+	got := watch(t, carol, "alice", "bob")
+	if got["alice"].Status != proto.StatusOnline || got["bob"].Status != proto.StatusOffline || got["bob"].LastSeen == 0 {
+		t.Fatalf("carol sees %+v", got)
 	}
-	if seen["alice"] != proto.StatusOnline || seen["bob"] != proto.StatusOffline {
-		t.Fatalf("welcome list %+v", w.Online)
+	for _, p := range got {
+		if p.NAT != "" {
+			t.Errorf("%s listed with NAT %q; only online users who reported one have a NAT type", p.Name, p.NAT)
+		}
 	}
 }
 
@@ -420,20 +471,9 @@ func TestOfflineUsersListedAfterRestart(t *testing.T) {
 	srv.Close()
 
 	srv2 := signaltest.Start(t, signal.Config{DataDir: dir})
-	c, challenge := dial(t, srv2.URL)
-	_, k, _ := ed25519.GenerateKey(nil)
-	c.send(proto.TypeAuth, "a", "", proto.SignAuth(k, challenge, "bob"))
-	w, err := proto.DecodeBody[*proto.Welcome](c.readUntil(proto.TypeWelcome))
-	if err != nil {
-		t.Fatal(err)
+	bob := login(t, srv2.URL, "bob", nil)
+	p, ok := watch(t, bob, "alice")["alice"]
+	if !ok || p.Status != proto.StatusOffline || p.LastSeen == 0 || p.PublicKey == "" {
+		t.Fatalf("alice listed as %+v (%v)", p, ok)
 	}
-	for _, p := range w.Online {
-		if p.Name == "alice" {
-			if p.Status != proto.StatusOffline || p.LastSeen == 0 || p.PublicKey == "" {
-				t.Fatalf("alice listed as %+v", p)
-			}
-			return
-		}
-	}
-	t.Fatalf("alice not listed after restart: %+v", w.Online)
 }

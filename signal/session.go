@@ -36,7 +36,10 @@ type session struct {
 	key  string
 	enc  encBinding // encryption key announced (or kept) for sealed messages
 
-	used atomic.Bool // the name was used (a second sign-in, a message sent)
+	used       atomic.Bool  // the name was used (a second sign-in, a message sent)
+	lastTalked atomic.Value // string: the last peer watches.talked saw, to skip the lock
+
+	watch sessWatch // presence watches, guarded by srv.watches.mu (presence.go)
 
 	qmu       sync.Mutex // guards the queue fields below
 	q         [][]byte   // frames to write; nil entries are pings

@@ -19,7 +19,8 @@ func TestInvalidUTF8NeverForwarded(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
 	alice := login(t, srv.URL, "alice", nil)
 	bob := login(t, srv.URL, "bob", nil)
-	alice.readUntil(proto.TypePresence) // bob online
+	watch(t, alice, "bob") // each hears of the other: no presence comes in between below
+	watch(t, bob, "alice")
 
 	bad := "\xff\xfe"
 	frames := map[string]string{
@@ -62,7 +63,8 @@ func TestPlainChatNotCarried(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
 	alice := login(t, srv.URL, "alice", nil)
 	bob := login(t, srv.URL, "bob", nil)
-	alice.readUntil(proto.TypePresence)
+	watch(t, alice, "bob")
+	watch(t, bob, "alice")
 	alice.send(proto.TypeChat, "p1", "bob", &proto.Chat{ID: "p1", Text: "readable by the server"})
 	if e := alice.expectError(proto.CodeBadRequest); e.Ref != "p1" {
 		t.Fatalf("error %+v", e)

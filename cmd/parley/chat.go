@@ -98,6 +98,7 @@ lines, one object per line, for scripts:
           {"cmd":"accept-file","id":"…"}  {"cmd":"decline-file","id":"…"}
           {"cmd":"cancel-file","id":"…"}  {"cmd":"files"}
           {"cmd":"who"}  {"cmd":"add","name":"carol"}
+          {"cmd":"directory","prefix":"b","online":true}
           {"cmd":"display","name":"Alice Martin"}  {"cmd":"quit"}
   stdout: {"event":"ready",...} presence, message, sent, stored,
           delivered, read, typing, call, stats, link, audio, mute, ...
@@ -208,7 +209,14 @@ or a restart of either side.`)
 	defer hist.Close()
 	cfg.Store = hist
 	cfg.Outbox = hist
-	cfg.PeerKey = hist.PinnedKey          // messages are sealed only to keys bound to the pinned one
+	cfg.PeerKey = hist.PinnedKey // messages are sealed only to keys bound to the pinned one
+	contacts, err := hist.Contacts()
+	if err != nil {
+		return err
+	}
+	for _, ct := range contacts {
+		cfg.Contacts = append(cfg.Contacts, ct.Name) // the server sends presence for contacts
+	}
 	cfg.Accept = func(peer string) bool { // blocked (TUI /block): never; strangers: unless --contacts-only
 		c, ok := hist.Contact(peer)
 		if ok && c.Blocked {

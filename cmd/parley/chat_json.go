@@ -26,9 +26,12 @@ type jsonCommand struct {
 	Status string `json:"status,omitempty"`
 	// send-file, accept-file, decline-file, cancel-file
 	Path   string `json:"path,omitempty"`
-	Name   string `json:"name,omitempty"`
+	Name   string `json:"name,omitempty"` // also add: the contact
 	ID     string `json:"id,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	Prefix string `json:"prefix,omitempty"` // directory
+	After  string `json:"after,omitempty"`  // directory: the next page
+	Online bool   `json:"online,omitempty"` // directory: only people online
 }
 
 // namedEvent is an event that carries its public name, its JSON shape
@@ -217,7 +220,10 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, pro
 		}
 	case "add":
 		if _, err = hist.AddContact(cmd.Name); err == nil {
-			return map[string]any{"event": "added", "name": cmd.Name}
+			// The server sends presence for contacts: ask for this one.
+			if err = c.AddContacts(ctx, cmd.Name); err == nil || errors.Is(err, client.ErrNotSignedIn) {
+				return map[string]any{"event": "added", "name": cmd.Name}
+			}
 		}
 	case "display": // our display name, sent with the next messages and kept in the profile
 		if err = c.SetDisplayName(cmd.Name); err == nil && profile != "" {
@@ -236,8 +242,22 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, pro
 			}
 			return map[string]any{"event": "who", "users": users}
 		}
+	case "directory":
+		var page *proto.DirectoryPage
+		page, err = c.Directory(ctx, proto.DirectoryQuery{Prefix: cmd.Prefix, After: cmd.After, Online: cmd.Online})
+		if err == nil {
+			users := make([]map[string]any, 0, len(page.Entries))
+			for _, p := range page.Entries {
+				u := map[string]any{"name": p.Name, "status": p.Status, "online": p.Online()}
+				if p.LastSeen != 0 {
+					u["last_seen"] = p.LastSeen
+				}
+				users = append(users, u)
+			}
+			return map[string]any{"event": "directory", "users": users, "next": page.Next}
+		}
 	default:
-		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, add, display, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
+		return map[string]any{"event": "error", "code": proto.CodeUnknownType, "message": fmt.Sprintf("unknown command %q (send, call, answer, decline, hangup, status, who, add, display, directory, send-file, accept-file, decline-file, cancel-file, files, quit)", cmd.Cmd)}
 	}
 	if err != nil {
 		e := errorJSON(err)

@@ -247,6 +247,14 @@ func TestTwoTerminals(t *testing.T) {
 	bob.waitEvent(map[string]any{"event": "call", "with": "alice", "state": "ended"})
 	alice.waitEvent(map[string]any{"event": "call", "with": "bob", "state": "ended"})
 
+	// The directory lists who is here; adding a contact is quiet.
+	alice.send(`{"cmd":"directory","prefix":"b"}`)
+	dirEv := alice.waitEvent(map[string]any{"event": "directory"})
+	if users, _ := dirEv["users"].([]any); len(users) != 1 || users[0].(map[string]any)["name"] != "bob" {
+		t.Fatalf("directory %v", dirEv)
+	}
+	alice.send(`{"cmd":"add","name":"bob"}`)
+
 	// Bad commands get errors; the client keeps going.
 	alice.send(`{"cmd":"teleport"}`)
 	alice.waitEvent(map[string]any{"event": "error", "code": "unknown_type"})

@@ -310,12 +310,28 @@ func (m *model) command(line string) tea.Cmd {
 		if p, ok := m.presence[peer]; ok && p.PublicKey != "" {
 			keyCmd = m.observeKey(peer, p.PublicKey)
 		}
-		if _, known := m.presence[peer]; known {
-			m.setNotice(false, "added %s", peer)
-		} else {
-			m.setNotice(true, "added %s, but nobody of that name is known on this server yet (check the spelling)", peer)
+		// The server sends presence for contacts only: ask for this one.
+		// Its answer arrives before the acknowledgement, so a name the
+		// client still has no presence for is one nobody has here: it is
+		// added (they may sign up later), but a typo does not pass silently.
+		m.setNotice(false, "added %s", peer)
+		watch := func() tea.Msg {
+			err := m.c.AddContacts(m.ctx, peer)
+			if err != nil {
+				return doneMsg{what: "add " + peer, err: err}
+			}
+			ps, err := m.c.Presence(m.ctx)
+			if err != nil {
+				return doneMsg{what: "add " + peer, err: err}
+			}
+			for _, p := range ps {
+				if p.Name == peer {
+					return nil
+				}
+			}
+			return noticeMsg{warn: true, text: fmt.Sprintf("added %s, but nobody of that name is known on this server yet (check the spelling)", peer)}
 		}
-		return tea.Batch(keyCmd, m.selectPeer(peer))
+		return tea.Batch(keyCmd, m.selectPeer(peer), watch)
 	case "/call":
 		if peer == "" {
 			m.setNotice(true, "usage: /call NAME")

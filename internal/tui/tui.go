@@ -38,6 +38,8 @@ type Client interface {
 	SendFile(ctx context.Context, peer, path string) (string, error)
 	AcceptFile(ctx context.Context, id string) error
 	DeclineFile(ctx context.Context, id, reason string) error
+	AddContacts(ctx context.Context, names ...string) error
+	Presence(ctx context.Context) ([]proto.Presence, error)
 }
 
 // Config configures the TUI.
@@ -121,6 +123,11 @@ type (
 		peer, id, text string
 		ts             int64
 		err            error
+	}
+	// noticeMsg is a line for the notice bar from a command's work.
+	noticeMsg struct {
+		warn bool
+		text string
 	}
 	doneMsg struct {
 		what string
@@ -356,6 +363,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.reloadMessages()
 			m.scroll = 0
 		}
+		return m, nil
+	case noticeMsg:
+		m.setNotice(msg.warn, "%s", msg.text)
 		return m, nil
 	case doneMsg:
 		if msg.err != nil {

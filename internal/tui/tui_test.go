@@ -48,10 +48,15 @@ func (f *fakeClient) Send(_ context.Context, peer, text string) (string, error) 
 	}
 	return id, nil
 }
-func (f *fakeClient) Call(_ context.Context, p string) error    { f.rec("call " + p); return nil }
-func (f *fakeClient) Answer(_ context.Context, p string) error  { f.rec("answer " + p); return nil }
-func (f *fakeClient) Decline(_ context.Context, p string) error { f.rec("decline " + p); return nil }
-func (f *fakeClient) Hangup(_ context.Context, p string) error  { f.rec("hangup " + p); return nil }
+func (f *fakeClient) Call(_ context.Context, p string) error { f.rec("call " + p); return nil }
+func (f *fakeClient) AddContacts(_ context.Context, names ...string) error {
+	f.rec("add " + strings.Join(names, " "))
+	return nil
+}
+func (f *fakeClient) Presence(context.Context) ([]proto.Presence, error) { return nil, nil }
+func (f *fakeClient) Answer(_ context.Context, p string) error           { f.rec("answer " + p); return nil }
+func (f *fakeClient) Decline(_ context.Context, p string) error          { f.rec("decline " + p); return nil }
+func (f *fakeClient) Hangup(_ context.Context, p string) error           { f.rec("hangup " + p); return nil }
 func (f *fakeClient) SetMuted(_ context.Context, p string, on bool) error {
 	f.rec(fmt.Sprintf("muted %s %v", p, on))
 	return nil
@@ -217,6 +222,9 @@ func TestTicksAndKeyChange(t *testing.T) {
 	typeText(m, "/add bob")
 	if c, _ := db.Contact("bob"); c.Key != b64(k1) {
 		t.Fatalf("key not pinned on /add: %+v", c)
+	}
+	if !fc.did("add bob") {
+		t.Fatalf("the server was not asked for bob's presence: %v", fc.calls)
 	}
 	typeText(m, "hi bob")
 	if !fc.did("send bob hi bob") {

@@ -5,6 +5,7 @@
 import { Calls } from "./calls.js";
 import { Chat } from "./chat.js";
 import { Files, humanBytes } from "./files.js";
+import { Contacts } from "./contacts.js";
 import { answerWho, loadIdentity, nameInUse, pins, restoreIdentity, saveName, savedName, unsupportedReason, verified } from "./identity.js";
 import { safetyNumber } from "./safety.js";
 import { Links, toRTCIceServers } from "./links.js";
@@ -83,7 +84,9 @@ class App {
     this.chat = null;
     this.calls = null;
     this.presence = new Map(); // name -> {status, lastSeen, publicKey, encKey, encSig}
-    this.unconfirmed = new Set(); // online before our reconnect, absent from its welcome, link still up
+    this.unconfirmed = new Set(); // online before our reconnect, not confirmed since, link still up
+    this.contacts = null; // whose presence we ask for (contacts.js)
+    this.stale = new Set(); // online before a reconnect, not confirmed yet
     this.peer = "";
     this.stats = null; // last summary of the call's link
     this.graph = new QualityGraph($("graph"));
@@ -161,6 +164,7 @@ class App {
 
     const sig = new Signaling({ url: wsURL(), identity: this.identity, name, agent: `parley-web/1 ${navigator.userAgent}` });
     this.sig = sig;
+    this.contacts = new Contacts({ sig, me: name });
     this.links = new Links({
       me: name,
       send: (type, to, body) => sig.send(type, to, body),
@@ -286,9 +290,10 @@ class App {
     this.#stopRingback();
     this.micMeter?.stop();
     this.micMeter = null;
-    this.sig = this.links = this.chat = this.calls = this.files = null;
+    this.sig = this.links = this.chat = this.calls = this.files = this.contacts = null;
     this.store?.close();
     this.store = null;
+    this.stale.clear();
     this.presence.clear();
     this.unconfirmed.clear();
     this.rows.clear();
@@ -339,19 +344,29 @@ class App {
     saveName(welcome.name);
     this.welcomeIce = toRTCIceServers(welcome.ice_servers);
     this.iceServers = this.welcomeIce;
-    const seen = new Set();
+    // Presence comes for contacts and the directory's page of people
+    // online (contacts.js); whoever was online before a reconnect and is
+    // not confirmed by the answers is shown offline once they are in.
+    const stale = new Set([...this.presence].filter(([, p]) => p.status !== "offline").map(([n]) => n));
     for (const p of welcome.online ?? []) {
-      seen.add(p.name);
-      this.#setPresence(p);
+      stale.delete(p.name);
+      this.#setPresence(p); // a server from before contacts lists everyone here
     }
-    for (const [name, p] of this.presence) {
-      if (seen.has(name) || p.status === "offline") continue;
-      // Absent right after our own reconnect: after a server restart the
-      // peer may not be back yet. One whose link still works is
-      // "unknown", not offline: its presence, or its link failing, decides.
-      if (this.links.get(name)?.connected) this.unconfirmed.add(name);
-      else this.#setPresence({ name, status: "offline", last_seen: Date.now() });
-    }
+    this.stale = stale;
+    const sig = this.sig;
+    this.contacts.sync(welcome).then((page) => {
+      if (this.sig !== sig) return;
+      for (const p of page?.entries ?? []) this.#setPresence(p);
+      for (const name of [...this.stale]) {
+        // Not confirmed right after our own reconnect: after a server
+        // restart the peer may not be back yet. One whose link still works
+        // is "unknown", not offline: its presence, or its link failing,
+        // decides.
+        if (this.links?.get(name)?.connected) this.unconfirmed.add(name);
+        else this.#setPresence({ name, status: "offline", last_seen: Date.now() });
+      }
+      this.stale.clear();
+    });
     this.#dismissError(serverError("connection_lost"));
     this.chat.onReconnect(); // also sends what the outbox kept from an earlier visit
     this.away = false;
@@ -369,9 +384,14 @@ class App {
   }
 
   #onMessage(env) {
+    // Whoever calls or messages us becomes a contact (contacts.js).
+    if (env.from && (env.type === "ring" || env.type === "chat" || env.type === "sealed")) this.contacts.add(env.from);
     switch (env.type) {
       case "presence":
         if (env.body.name) this.#setPresence(env.body);
+        return;
+      case "presence_list":
+        for (const p of env.body.entries ?? []) this.#setPresence(p);
         return;
       case "offer":
       case "answer":
@@ -449,6 +469,7 @@ class App {
 
   #setPresence(p) {
     if (p.name === this.name) return;
+    this.stale.delete(p.name);
     const old = this.presence.get(p.name);
     // An entry without keys keeps what we knew; an encryption key counts
     // only with the identity key it is bound to.
@@ -842,6 +863,16 @@ class App {
         e.returnValue = "";
       }
     });
+    let findTimer = 0;
+    $("find-input").addEventListener("input", () => {
+      clearTimeout(findTimer);
+      findTimer = setTimeout(() => this.#find(), 200);
+    });
+    $("find-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const name = normalizeName($("find-input").value);
+      if (checkName(name) === null && name !== this.name) this.#found(name, null);
+    });
     $("mic-select").addEventListener("change", () => {
       const id = $("mic-select").value;
       store(MIC_KEY, id);
@@ -928,6 +959,44 @@ class App {
     return kbps ? (kbps * 0.85 * 1000) / 8 : 0;
   }
 
+  /** #find searches the directory for names starting with what was typed. */
+  async #find() {
+    const prefix = normalizeName($("find-input").value);
+    const list = $("find-results");
+    if (!prefix || !this.contacts || !this.sig?.online) {
+      list.hidden = true;
+      list.replaceChildren();
+      return;
+    }
+    let page;
+    try {
+      page = await this.contacts.search(prefix);
+    } catch (e) {
+      list.hidden = false;
+      list.replaceChildren(el("li", { className: "empty", textContent: e.code === "forbidden" ? "This server has no directory: type a whole name and press Enter." : `Search failed: ${e.message}` }));
+      return;
+    }
+    if (normalizeName($("find-input").value) !== prefix) return; // typed on meanwhile
+    const rows = (page.entries ?? []).filter((p) => p.name !== this.name).map((p) => {
+      const btn = el("button", { type: "button", className: "contact", dataset: { testid: `found-${p.name}`, status: p.status } },
+        el("span", { className: "dot", "aria-hidden": "true" }), el("span", { className: "cname", textContent: p.name }));
+      btn.setAttribute("aria-label", `${p.name}, ${p.status === "offline" ? "offline" : p.status}`);
+      btn.addEventListener("click", () => this.#found(p.name, p));
+      return el("li", {}, btn);
+    });
+    list.hidden = false;
+    list.replaceChildren(...(rows.length ? rows : [el("li", { className: "empty", textContent: `Nobody here is called “${prefix}…”` })]));
+  }
+
+  /** #found opens a conversation with someone found (a contact from now on). */
+  #found(name, presence) {
+    if (presence) this.#setPresence(presence);
+    $("find-input").value = "";
+    $("find-results").hidden = true;
+    $("find-results").replaceChildren();
+    this.#selectPeer(name);
+  }
+
   #send() {
     const input = $("message-input");
     const text = input.value;
@@ -963,6 +1032,7 @@ class App {
       // A draft never follows you to another conversation.
       $("message-input").value = (name && this.drafts?.get(name)) || "";
     }
+    if (name) this.contacts?.add(name);
     this.peer = name;
     this.chat?.setOpen(name);
     $("app-view").dataset.view = name ? "chat" : "contacts";

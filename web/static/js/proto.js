@@ -19,7 +19,10 @@ export const ROUTED = new Set([
   "chat", "delivered", "read", "typing",
   "file",
 ]);
-const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes", "sealed_receipt"]);
+const SERVER_TYPES = new Set(["hello", "welcome", "presence", "ack", "error", "supernodes", "sealed_receipt", "presence_list", "directory_page"]);
+export const MAX_PRESENCE_LIST = 64; // proto.MaxPresenceList
+export const MAX_CONTACTS_PER_FRAME = 1000; // proto.MaxContactsPerFrame
+export const MAX_DIRECTORY_LIMIT = 50; // proto.MaxDirectoryLimit
 // Stored by the server for an offline recipient and delivered later; it
 // names its sender like a routed message.
 const FROM_PEER = new Set([...ROUTED, "sealed"]);
@@ -174,6 +177,10 @@ export function encodeEnvelope(type, { id, to, body } = {}) {
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const optStr = (v, max) => v === undefined || v === null || (typeof v === "string" && v.length <= max);
 
+const optRef = (r) => r === undefined || r === "" || validID(r);
+const entries = (es) => es === undefined || es === null ||
+  (Array.isArray(es) && es.length <= MAX_PRESENCE_LIST && es.every((p) => isObj(p) && checkName(p.name) === null && BODY.presence(p)));
+
 // Body checks for what a server or peer may send us (proto/messages.go).
 const BODY = {
   hello: (b) => typeof b.challenge === "string" && (unb64(b.challenge)?.length ?? 0) >= 16,
@@ -210,6 +217,10 @@ const BODY = {
     typeof b.ciphertext === "string" && b.ciphertext.length > 24 && b.ciphertext.length <= 4 * Math.ceil(MAX_SEALED / 3) &&
     (b.stored === undefined || Number.isInteger(b.stored) && b.stored >= 0),
   sealed_receipt: (b) => validID(b.id),
+  // proto/contacts.go: presence of several users (the answer to contacts)
+  // and a page of the directory.
+  presence_list: (b) => optRef(b.ref) && entries(b.entries),
+  directory_page: (b) => optRef(b.ref) && entries(b.entries) && (b.next === undefined || b.next === "" || checkName(b.next) === null),
   // proto.SupernodeList: supernodes this user may relay through, and the
   // same supernodes as TURN servers for browsers.
   supernodes: (b) => (b.supernodes === undefined || b.supernodes === null ||

@@ -33,6 +33,7 @@ export class Signaling extends EventTarget {
     this.everReady = false;
     this.stopped = true;
     this.waiters = new Map(); // envelope id -> {resolve, reject, timer}
+    this.queries = new Map(); // envelope id -> {resolve, reject, timer}: answered by a frame with body.ref
     this.retryTimer = 0;
     this.heartbeat = 0;
   }
@@ -98,6 +99,27 @@ export class Signaling extends EventTarget {
       if (!this.send(type, to, body, id)) {
         clearTimeout(timer);
         this.waiters.delete(id);
+        reject(new ProtoError("not_signed_in", "not connected to the server"));
+      }
+    });
+  }
+
+  /**
+   * query sends a frame with an id and resolves with the body of the
+   * server's answer that refers to it (body.ref: a directory_page); it
+   * rejects like request.
+   */
+  query(type, body, { timeout = 10000 } = {}) {
+    const id = randomID();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.queries.delete(id);
+        reject(new ProtoError("timeout", `no answer from the server to ${type}`));
+      }, timeout);
+      this.queries.set(id, { resolve, reject, timer });
+      if (!this.send(type, "", body, id)) {
+        clearTimeout(timer);
+        this.queries.delete(id);
         reject(new ProtoError("not_signed_in", "not connected to the server"));
       }
     });
@@ -206,11 +228,19 @@ export class Signaling extends EventTarget {
       }
       return;
     }
+    const q = env.type === "directory_page" && env.body.ref && this.queries.get(env.body.ref);
+    if (q) {
+      this.queries.delete(env.body.ref);
+      clearTimeout(q.timer);
+      q.resolve(env.body);
+      return;
+    }
     if (env.type === "error") {
       const e = new ProtoError(env.body.code, env.body.message, env.body.ref);
-      const w = e.ref && this.waiters.get(e.ref);
+      const w = e.ref && (this.waiters.get(e.ref) || this.queries.get(e.ref));
       if (w) {
         this.waiters.delete(e.ref);
+        this.queries.delete(e.ref);
         clearTimeout(w.timer);
         w.reject(e);
         return;
@@ -247,10 +277,12 @@ export class Signaling extends EventTarget {
         // already closed
       }
     }
-    for (const [id, w] of this.waiters) {
-      clearTimeout(w.timer);
-      w.reject(new ProtoError("not_signed_in", "disconnected from the server"));
-      this.waiters.delete(id);
+    for (const m of [this.waiters, this.queries]) {
+      for (const [id, w] of m) {
+        clearTimeout(w.timer);
+        w.reject(new ProtoError("not_signed_in", "disconnected from the server"));
+        m.delete(id);
+      }
     }
   }
 

@@ -1,0 +1,5 @@
+//go:build !race
+
+package signal_test
+
+const raceDetector = false
