@@ -30,7 +30,7 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	key, _ := a.Key()
 	sent := encBinding{Key: a.EncKey, Sig: a.EncSig} // VerifyAuth checked the binding
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout)
-	isNew, err := s.users.bind(ctx, a.Name, key, sent, time.Now(), nil)
+	isNew, err := s.users.bind(ctx, a.Name, key, sent, time.Now(), func() error { return s.admitNewName(ss) })
 	cancel()
 	if err != nil {
 		s.stats.authFailures.Add(1)
@@ -92,9 +92,14 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 		ss.fail(proto.Errorf(proto.CodeUnavailable, "routing unavailable; try again shortly"), websocket.CloseTryAgainLater)
 		return false
 	}
+	pl := s.presLock(a.Name)
+	pl.Lock()
+	// Shown online already (a reconnect)? Then watchers hear nothing new.
+	shown := s.watches.shownOnline(a.Name)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		pl.Unlock()
 		return false
 	}
 	old := s.local[a.Name]
@@ -111,6 +116,10 @@ func (ss *session) handleAuth(env *proto.Envelope) bool {
 	}
 	s.router.kick(ss) // a session of this identity on another node goes too
 	s.users.markDirty(a.Name)
+	if old == nil && !shown || old != nil && ss.enc != old.enc {
+		s.localChanged(a.Name, ss.presence(proto.StatusOnline)) // a new encryption key is news too
+	}
+	pl.Unlock()
 	s.stats.logins.Add(1)
 	s.log.Info("signal: user online", "user", a.Name, "remote", ss.remote, "agent", a.Agent)
 	s.offline.deliver(ss)     // messages left while offline, after the welcome
@@ -146,6 +155,12 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.ack(env.ID)
 		if changed {
 			s.users.markDirty(ss.name)
+			pl := s.presLock(ss.name)
+			pl.Lock()
+			if s.localSession(ss.name) == ss {
+				s.localChanged(ss.name, ss.presence(p.Status))
+			}
+			pl.Unlock()
 		}
 	case env.Type == proto.TypeNATReport:
 		r, err := proto.DecodeBody[*proto.NATReport](env)
@@ -160,6 +175,15 @@ func (ss *session) handle(env *proto.Envelope) {
 		ss.ack(env.ID)
 		if changed {
 			s.users.markDirty(ss.name) // peers learn the NAT type from presence
+			pl := s.presLock(ss.name)
+			pl.Lock()
+			if s.localSession(ss.name) == ss {
+				ss.mu.Lock()
+				st := ss.status
+				ss.mu.Unlock()
+				s.localChanged(ss.name, ss.presence(st))
+			}
+			pl.Unlock()
 		}
 		s.sn.onNATReport(ss, r) // a list to warm up now, if it predicts relayed calls
 	case isSupernodeType(env.Type):

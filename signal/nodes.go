@@ -148,6 +148,14 @@ func (n *nodes) loop() {
 	if graceDone {
 		n.s.sweepDeadSessions()
 	}
+	janitor := time.NewTicker(n.s.cfg.Registration.SweepEvery)
+	defer janitor.Stop()
+	var lease *lease // the janitor's: one node expires names
+	defer func() {
+		if lease != nil {
+			lease.release()
+		}
+	}()
 	for {
 		select {
 		case <-n.stop:
@@ -159,9 +167,18 @@ func (n *nodes) loop() {
 				graceDone = true
 				n.s.sweepDeadSessions()
 			}
+			if lease == nil {
+				lease = n.s.tryLease("janitor")
+			} else if !lease.renew() {
+				lease = nil
+			}
 		case <-sweep.C:
 			if graceDone {
 				n.s.sweepDeadSessions()
+			}
+		case <-janitor.C:
+			if lease != nil {
+				n.s.janitor() // limits.go
 			}
 		}
 	}

@@ -45,8 +45,9 @@ type OfflineLimits struct {
 	// MaxMessages is how many messages may wait for one recipient.
 	// Zero means 200.
 	MaxMessages int
-	// MaxPerSender is how many of those one sender may fill. Zero means
-	// MaxMessages.
+	// MaxPerSender is how many of those one sender may fill: a stranger
+	// cannot jam someone's mailbox (issue 10 item 4). Zero means a quarter
+	// of MaxMessages (at least 1).
 	MaxPerSender int
 	// MaxBytes bounds the sealed bytes (ciphertext, base64 as sent)
 	// waiting for one recipient. Zero means 2 MiB.
@@ -66,9 +67,10 @@ func (l *OfflineLimits) setDefaults() {
 	if l.MaxMessages <= 0 {
 		l.MaxMessages = 200
 	}
-	if l.MaxPerSender <= 0 || l.MaxPerSender > l.MaxMessages {
-		l.MaxPerSender = l.MaxMessages
+	if l.MaxPerSender <= 0 {
+		l.MaxPerSender = max(1, l.MaxMessages/4)
 	}
+	l.MaxPerSender = min(l.MaxPerSender, l.MaxMessages)
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = 2 << 20
 	}
@@ -209,6 +211,10 @@ func (m *mailbox) accept(ss *session, env *proto.Envelope) {
 	}
 	if perr := m.checkRoom(ctx, env.To, len(sl.Ciphertext)); perr != nil {
 		ss.sendError(perr, env.ID)
+		return
+	}
+	if used, full := s.storeFull(); full { // limits.go
+		ss.sendError(proto.Errorf(proto.CodeOverBudget, "this server's store is full (%d of %d bytes); the message waits with you and is sent again later", used, s.cfg.StoreBudget), env.ID)
 		return
 	}
 	sl.Stored = m.now().UnixMilli()

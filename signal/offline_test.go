@@ -349,7 +349,7 @@ func TestOfflineLimits(t *testing.T) {
 		code  proto.Code
 		wants string
 	}{
-		{name: "count", lim: signal.OfflineLimits{MaxMessages: 2}, to: "bob", n: 2, code: proto.CodeOverBudget, wants: "2 offline messages"},
+		{name: "count", lim: signal.OfflineLimits{MaxMessages: 2, MaxPerSender: 2}, to: "bob", n: 2, code: proto.CodeOverBudget, wants: "2 offline messages"},
 		{name: "bytes", lim: signal.OfflineLimits{MaxBytes: 2000}, to: "bob", n: 2, code: proto.CodeOverBudget,
 			send: func(t *testing.T, a *wsClient, i int) *proto.Sealed {
 				return sealFor(t, a, fmt.Sprint("b", i), string(big))

@@ -2,6 +2,7 @@ package signal
 
 import (
 	"bytes"
+	"hash/fnv"
 	"sync"
 
 	"github.com/parley-voice/parley/proto"
@@ -49,10 +50,32 @@ type watches struct {
 	mu   sync.Mutex                       // guards the fields below and every session's sessWatch
 	by   map[string]map[*session]uint8    // watched name -> watchers, with why
 	open map[string]map[*session]struct{} // prefix -> sessions with an open directory page
+	// told is the status this node last announced for each user (its own
+	// sign-ins and sign-outs when they happen, others' from the bucket):
+	// what the next change is compared with.
+	told map[string]proto.Status
 }
 
 func newWatches(s *Server) *watches {
-	return &watches{s: s, by: map[string]map[*session]uint8{}, open: map[string]map[*session]struct{}{}}
+	return &watches{s: s, by: map[string]map[*session]uint8{}, open: map[string]map[*session]struct{}{},
+		told: map[string]proto.Status{}}
+}
+
+// shownOnline reports whether this node's watchers were last told that
+// name is online (or away).
+func (w *watches) shownOnline(name string) bool {
+	w.mu.Lock()
+	st, ok := w.told[name]
+	w.mu.Unlock()
+	if ok {
+		return st != proto.StatusOffline
+	}
+	r, _, found := w.s.users.get(name)
+	if !found {
+		return false
+	}
+	p := w.s.presenceOf(name, &r)
+	return p.Online()
 }
 
 // addLocked makes ss watch name for why; it reports whether ss did not
@@ -330,6 +353,9 @@ func rawStatus(r *userRec) proto.Status {
 func (s *Server) userChanged(name string, old, nu *user) {
 	if nu == nil {
 		s.dir.setRegistered(name, false)
+		s.watches.mu.Lock()
+		delete(s.watches.told, name)
+		s.watches.mu.Unlock()
 		if old != nil && rawStatus(&old.rec) != proto.StatusOffline {
 			p := s.presenceOf(name, &old.rec)
 			p.Status = proto.StatusOffline
@@ -340,16 +366,47 @@ func (s *Server) userChanged(name string, old, nu *user) {
 	if old == nil {
 		s.dir.setRegistered(name, true)
 	}
-	p := s.presenceOf(name, &nu.rec)
-	s.dir.setOnline(name, p.Online())
-	if old == nil {
-		if rawStatus(&nu.rec) == proto.StatusOffline {
-			return // a new name, not signed in yet
+	if nu.rec.W == s.inc {
+		return // written here: this node's index and watchers heard when it happened
+	}
+	lp, _ := s.lookupPresence(name) // a local session's word wins
+	s.dir.setOnline(name, lp.Online())
+	w := s.watches
+	w.mu.Lock()
+	prev, wasTold := w.told[name]
+	if !wasTold {
+		prev = proto.StatusOffline
+		if old != nil {
+			prev = rawStatus(&old.rec)
 		}
-	} else if rawStatus(&old.rec) == rawStatus(&nu.rec) && bytes.Equal(old.rec.Key, nu.rec.Key) &&
-		bytes.Equal(old.rec.EncKey, nu.rec.EncKey) && old.rec.NAT == nu.rec.NAT {
+	}
+	sameKeys := old != nil && bytes.Equal(old.rec.Key, nu.rec.Key) && bytes.Equal(old.rec.EncKey, nu.rec.EncKey) && old.rec.NAT == nu.rec.NAT
+	// Someone signed in here is as its session says, whatever another
+	// node wrote before this node's own write lands.
+	if prev == lp.Status && (sameKeys || old == nil) {
+		w.mu.Unlock()
 		return // the same to others (another session, last seen, used)
 	}
+	w.told[name] = lp.Status
+	w.mu.Unlock()
+	w.notify(name, lp)
+}
+
+// presLock is the lock ordering name's local presence changes.
+func (s *Server) presLock(name string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return &s.presLocks[h.Sum32()%uint32(len(s.presLocks))]
+}
+
+// localChanged tells this node's watchers about a change of a user signed
+// in (or out) here, when it happens; other nodes learn it from the bucket.
+// The caller holds presLock(name).
+func (s *Server) localChanged(name string, p proto.Presence) {
+	s.dir.setOnline(name, p.Online())
+	s.watches.mu.Lock()
+	s.watches.told[name] = p.Status
+	s.watches.mu.Unlock()
 	s.watches.notify(name, p)
 }
 
@@ -376,7 +433,12 @@ func (s *Server) desiredRecord(name string, r userRec, ended endedSession, hasEn
 		return next, true
 	}
 	if hasEnded && r.Node == s.inc && r.Session == ended.id {
+		next.Used = next.Used || ended.used
 		return offline(ended.at)
+	}
+	if hasEnded && ended.used && !r.Used {
+		next.Used = true // a session too short for its own write used the name
+		return next, true
 	}
 	if isDead && r.Node != "" && r.Node != s.inc && !s.nodes.alive(r.Node) {
 		return offline(deadAt)

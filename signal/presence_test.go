@@ -291,3 +291,58 @@ func TestTenThousandSignIns(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "one session of u00000", func() bool { return len(srv.Online()) == n })
 	chatRoundTrip(t, clients[1], again, "after")
 }
+
+// lastPresence reads c's frames until a ping's ack and returns the last
+// presence of name among them (status "" if none).
+func lastPresence(t *testing.T, c *wsClient, name string) proto.Status {
+	t.Helper()
+	id := newRef()
+	c.send(proto.TypePing, id, "", nil)
+	var last proto.Status
+	for {
+		env := c.read()
+		switch env.Type {
+		case proto.TypePresence:
+			if p, _ := proto.DecodeBody[*proto.Presence](env); p.Name == name {
+				last = p.Status
+			}
+		case proto.TypeAck:
+			if a, _ := proto.DecodeBody[*proto.Ack](env); a.Ref == id {
+				return last
+			}
+		}
+	}
+}
+
+// TestQuickReconnectShownOnline (issue 15, found at scale): a user who
+// drops and reconnects at once is shown online afterwards. (Before, the
+// old session's cleanup told everyone "offline" after the new session's
+// "online", while the server routed to the user.)
+func TestQuickReconnectShownOnline(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{DataDir: t.TempDir()})
+	alice := login(t, srv.URL, "alice", nil)
+	watch(t, alice, "bob")
+	bobKey := newKey()
+	bob := login(t, srv.URL, "bob", bobKey)
+	if p, _ := presenceOf(alice, "bob"); p.Status != proto.StatusOnline {
+		t.Fatalf("alice saw %+v", p)
+	}
+	last := proto.StatusOnline // what alice was told last
+	for i := range 20 {
+		bob.conn.Close()
+		bob = login(t, srv.URL, "bob", bobKey)
+		// A reconnect may tell alice nothing, or offline then online;
+		// never leave her with offline.
+		testutil.Eventually(t, 5*time.Second, fmt.Sprintf("reconnect %d: alice's last word on bob to be online", i), func() bool {
+			if st := lastPresence(t, alice, "bob"); st != "" {
+				last = st
+			}
+			return last == proto.StatusOnline
+		})
+	}
+	testutil.Eventually(t, 10*time.Second, "bob signed in", func() bool { return len(srv.Online()) == 2 })
+	chatRoundTrip(t, alice, bob, "routed")
+	if p := watch(t, alice, "bob")["bob"]; p.Status != proto.StatusOnline {
+		t.Fatalf("bob is %+v", p)
+	}
+}

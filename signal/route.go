@@ -257,6 +257,9 @@ func (s *Server) localSession(name string) *session {
 // deliver queues a routed frame from from to dst, a session on this node,
 // after from's presence if dst did not hear of from yet.
 func (s *Server) deliver(dst *session, from string, raw []byte) deliverResult {
+	if !dst.inbound.Allow() {
+		return recipientBusy // the senders are throttled, never the target
+	}
 	if from != "" {
 		s.watches.talked(dst, from)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/parley-voice/parley/proto"
+	"golang.org/x/time/rate"
 )
 
 // Config configures a Server. The zero value of every field is usable.
@@ -37,9 +38,19 @@ type Config struct {
 	// NodeName names this node in logs and heartbeats. Empty means the
 	// embedded server's name, or "parley".
 	NodeName string
-	// StoreBudget bounds the bytes the offline mail and receipts may take
-	// in JetStream (half and an eighth of it). Zero means 1 GiB.
+	// StoreBudget bounds the bytes the store may hold (names, offline mail,
+	// receipts): past it no new name is registered and no new mail
+	// stored, with an over_budget error saying so (limits.go). Zero means
+	// 1 GiB.
 	StoreBudget int64
+	// Registration bounds new names per source address and expires names
+	// never used (limits.go); the zero value takes the defaults.
+	Registration RegistrationLimits
+	// RecipientRate is how many routed messages per second one user may
+	// receive from everyone together, RecipientBurst at once; past it the
+	// senders get rate_limited. Zero means 100/s with a burst of 400.
+	RecipientRate  float64
+	RecipientBurst int
 	// Directory is what the directory lists (directory.go): every
 	// registered name (the zero value), only people online, or nothing.
 	Directory DirectoryMode
@@ -130,6 +141,13 @@ func (c *Config) setDefaults() {
 	if c.StoreBudget == 0 {
 		c.StoreBudget = 1 << 30
 	}
+	c.Registration.setDefaults()
+	if c.RecipientRate == 0 {
+		c.RecipientRate = 100
+	}
+	if c.RecipientBurst == 0 {
+		c.RecipientBurst = 400
+	}
 	c.Offline.setDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -150,6 +168,8 @@ type Server struct {
 	dir      dirIndex // names in order, for the directory (directory.go)
 	offline  *mailbox // sealed messages for offline users (offline.go)
 	sn       *snManager
+	regLimit *regLimiter // new names per address (limits.go)
+	usage    storeUsage  // the store's size, cached (limits.go)
 	upgrader websocket.Upgrader
 	origins  map[string]bool
 	// publicHosts are Config.PublicHosts, lower-cased.
@@ -159,6 +179,11 @@ type Server struct {
 	stats Stats
 
 	bg sync.WaitGroup // background goroutines: watches, writers, heartbeats
+
+	// presLocks order the presence a user's sign-ins and sign-outs on this
+	// node announce (by name): a quick reconnect's "online" never comes
+	// before the old session's "offline".
+	presLocks [64]sync.Mutex
 
 	mu     sync.RWMutex        // guards the fields below
 	local  map[string]*session // authenticated sessions on this node, by name
@@ -209,6 +234,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.log = s.log.With("node", s.cfg.NodeName)
+	s.regLimit = &regLimiter{lim: s.cfg.Registration, addrs: map[string]*rate.Limiter{}}
 	s.nodes = newNodes(s, s.inc)
 	s.users = newUsers(s)
 	s.router = newRouter(s)

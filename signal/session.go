@@ -25,8 +25,10 @@ type session struct {
 	conn    *websocket.Conn
 	remote  string
 	id      string
-	since   int64 // creation, unix ms (orders sessions of one name across nodes)
-	limiter *rate.Limiter
+	since   int64         // creation, unix ms (orders sessions of one name across nodes)
+	limiter *rate.Limiter // what the client starts
+	replies *rate.Limiter // what it sends in answer to others (limits.go)
+	inbound *rate.Limiter // what everyone sends it together (limits.go)
 	done    chan struct{}
 
 	challenge string
@@ -65,6 +67,8 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		id:        newID(),
 		since:     time.Now().UnixMilli(),
 		limiter:   rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst),
+		replies:   rate.NewLimiter(replyRate, replyBurst),
+		inbound:   rate.NewLimiter(rate.Limit(s.cfg.RecipientRate), s.cfg.RecipientBurst),
 		done:      make(chan struct{}),
 		challenge: newChallenge(),
 		status:    proto.StatusOnline,
@@ -286,8 +290,18 @@ func (ss *session) readLoop() {
 				ref = env.ID
 			}
 			s.stats.rateLimited.Add(1)
-			ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), ref)
-			continue
+			if ss.name != "" && env != nil && isReply(env.Type) {
+				// A receipt or answer to what others sent: never a
+				// violation (a flood at this user must not get it closed
+				// through its own replies), limited on its own.
+				if !ss.replies.Allow() {
+					s.stats.droppedReplies.Add(1)
+					continue
+				}
+			} else {
+				ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), ref)
+				continue
+			}
 		}
 		if err != nil {
 			s.stats.badFrames.Add(1)
@@ -346,16 +360,22 @@ func asProtoErr(err error) *proto.Error {
 func (ss *session) cleanup() {
 	ss.fail(nil, websocket.CloseNormalClosure)
 	s := ss.srv
+	if ss.name == "" {
+		s.mu.Lock()
+		delete(s.all, ss)
+		s.mu.Unlock()
+		return
+	}
+	pl := s.presLock(ss.name)
+	pl.Lock()
+	defer pl.Unlock()
 	s.mu.Lock()
 	delete(s.all, ss)
-	wasCurrent := ss.name != "" && s.local[ss.name] == ss
+	wasCurrent := s.local[ss.name] == ss
 	if wasCurrent {
 		delete(s.local, ss.name)
 	}
 	s.mu.Unlock()
-	if ss.name == "" {
-		return
-	}
 	s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
 	if !wasCurrent {
 		return
@@ -370,9 +390,12 @@ func (ss *session) cleanup() {
 		// Kicked by a newer session on another node, which writes its
 		// own record; if it never does (it died at once), write offline
 		// after a while.
-		time.AfterFunc(replacedGrace, func() { s.users.sessionEnded(ss.name, ss.id, now) })
+		time.AfterFunc(replacedGrace, func() { s.users.sessionEnded(ss.name, ss.id, now, ss.used.Load()) })
 	} else {
-		s.users.sessionEnded(ss.name, ss.id, now)
+		s.users.sessionEnded(ss.name, ss.id, now, ss.used.Load())
+		p := ss.presence(proto.StatusOffline)
+		p.LastSeen = now
+		s.localChanged(ss.name, p)
 	}
 	s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
 }

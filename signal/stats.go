@@ -22,6 +22,8 @@ type Stats struct {
 	slowClients      atomic.Int64
 	rejectedUpgrades atomic.Int64
 	registrations    atomic.Int64
+	expiredNames     atomic.Int64
+	droppedReplies   atomic.Int64
 }
 
 // StatsSnapshot is a copy of the counters at one moment.
@@ -41,6 +43,8 @@ type StatsSnapshot struct {
 	SlowClients      int64
 	RejectedUpgrades int64
 	Registrations    int64 // new names registered through this node
+	ExpiredNames     int64 // names never used, expired by this node's janitor
+	DroppedReplies   int64 // replies past even the reply limit (never violations)
 }
 
 // Stats returns a snapshot of the counters.
@@ -65,6 +69,8 @@ func (s *Server) Stats() StatsSnapshot {
 		SlowClients:      st.slowClients.Load(),
 		RejectedUpgrades: st.rejectedUpgrades.Load(),
 		Registrations:    st.registrations.Load(),
+		ExpiredNames:     st.expiredNames.Load(),
+		DroppedReplies:   st.droppedReplies.Load(),
 	}
 }
 
@@ -96,6 +102,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"rate_limited", st.RateLimited}, {"spoofed", st.Spoofed}, {"routed", st.Routed},
 		{"offline", st.Offline}, {"error_sent", st.ErrorsSent}, {"slow_client", st.SlowClients},
 		{"rejected_upgrade", st.RejectedUpgrades}, {"registration", st.Registrations},
+		{"expired_name", st.ExpiredNames}, {"dropped_reply", st.DroppedReplies},
 	} {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(e.v), e.name)
 	}

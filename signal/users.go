@@ -47,6 +47,9 @@ type userRec struct {
 	NAT     proto.NATType `json:"nat,omitempty"` // its last NAT report's type, while online
 	Since   int64         `json:"t,omitempty"`   // session start, unix ms
 	Seen    int64         `json:"l,omitempty"`   // last seen, unix ms (while offline)
+	// W is the incarnation that wrote this revision: it told the
+	// watchers on its own node when the change happened (presence.go).
+	W string `json:"w,omitempty"`
 }
 
 // user is one replica entry.
@@ -107,8 +110,9 @@ type users struct {
 }
 
 type endedSession struct {
-	id string
-	at int64
+	id   string
+	at   int64
+	used bool // the session used the name (users.go: names never used expire)
 }
 
 // userWriters is how many goroutines write presence.
@@ -274,7 +278,7 @@ func (u *users) bind(ctx context.Context, name string, key ed25519.PublicKey, en
 			return false, err
 		}
 	}
-	rec := userRec{Key: append([]byte(nil), key...), Reg: now.UnixMilli(), Seen: now.UnixMilli()}
+	rec := userRec{Key: append([]byte(nil), key...), Reg: now.UnixMilli(), Seen: now.UnixMilli(), W: u.s.inc}
 	rec.setBinding(enc)
 	v, _ := json.Marshal(&rec)
 	_, err = u.s.st.users.Create(ctx, nkey(name), v)
@@ -315,10 +319,10 @@ func (u *users) markDirtyLocked(name string) {
 }
 
 // sessionEnded records that this node's session id for name ended at at.
-func (u *users) sessionEnded(name, id string, at int64) {
+func (u *users) sessionEnded(name, id string, at int64, used bool) {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
-	u.ended[name] = endedSession{id: id, at: at}
+	u.ended[name] = endedSession{id: id, at: at, used: used}
 	u.markDirtyLocked(name)
 }
 
@@ -424,9 +428,20 @@ func (u *users) write(name string, ended endedSession, hasEnded bool, deadAt int
 			fresh = true // the replica may lag our own last write: ask the bucket
 			continue
 		}
+		next.W = s.inc
 		v, _ := json.Marshal(&next)
 		_, err := s.st.users.Update(ctx, nkey(name), v, rev)
 		if err == nil {
+			if isDead && next.Node == "" && rawStatus(&r) != proto.StatusOffline {
+				// A dead node's user, written offline by this node: its
+				// watchers here hear it now (the event will be ours).
+				pl := s.presLock(name)
+				pl.Lock()
+				if s.localSession(name) == nil {
+					s.localChanged(name, s.presenceOf(name, &next))
+				}
+				pl.Unlock()
+			}
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -457,8 +472,16 @@ func (s *Server) presenceOf(name string, r *userRec) proto.Presence {
 	return p
 }
 
-// lookupPresence returns what others see of name, if it is registered.
+// lookupPresence returns what others see of name, if it is registered:
+// for someone signed in to this node, its session (the bucket may not
+// have caught up yet); else the replica.
 func (s *Server) lookupPresence(name string) (proto.Presence, bool) {
+	if ss := s.localSession(name); ss != nil {
+		ss.mu.Lock()
+		st := ss.status
+		ss.mu.Unlock()
+		return ss.presence(st), true
+	}
 	r, _, ok := s.users.get(name)
 	if !ok {
 		return proto.Presence{}, false
