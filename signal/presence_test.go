@@ -218,11 +218,17 @@ func TestDirectory(t *testing.T) {
 // connections than the process may open sockets.
 func startMem(t *testing.T, cfg signal.Config) (*signal.Server, *websocket.Dialer) {
 	t.Helper()
+	return startMemBuf(t, cfg, 0)
+}
+
+// startMemBuf is startMem with connections that buffer buf bytes each way.
+func startMemBuf(t *testing.T, cfg signal.Config, buf int) (*signal.Server, *websocket.Dialer) {
+	t.Helper()
 	srv, err := signal.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := memnet.Listen("parley", 0)
+	l := memnet.Listen("parley", buf)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
