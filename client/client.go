@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -33,8 +34,14 @@ type AudioSink interface {
 // Config configures a Client.
 type Config struct {
 	// Server is the signaling URL: ws://host:port/ws (http:// and a bare
-	// host:port are accepted and turned into that form). Required.
+	// host:port are accepted and turned into that form). Required, unless
+	// Servers is set.
 	Server string
+	// Servers lists the signaling URLs of several nodes of one cluster
+	// (after Server, if that is set too): the client signs in to the
+	// first that answers and, when the connection drops, to the next one
+	// at once, backing off only after every node failed in a row.
+	Servers []string
 	// Name is the handle to sign in as (proto.ValidateName). Required.
 	Name string
 	// DisplayName is what we call ourselves ("Alice Martin"), sent end to
@@ -134,9 +141,19 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
+	if c.Server == "" && len(c.Servers) > 0 {
+		c.Server = c.Servers[0]
+	}
 	if c.Server == "" || c.Name == "" || len(c.Key) != ed25519.PrivateKeySize {
 		return fmt.Errorf("%w: Server, Name and Key are required", ErrBadConfig)
 	}
+	urls := []string{sigdial.URL(c.Server)}
+	for _, u := range c.Servers {
+		if u = sigdial.URL(u); !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	c.Servers = urls
 	if err := proto.ValidateRegisterName(c.Name); err != nil {
 		return err
 	}

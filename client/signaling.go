@@ -66,6 +66,9 @@ type sigEvent struct {
 // retries with jittered exponential backoff until ctx is done.
 func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 	backoff := c.cfg.ReconnectMin
+	// With several nodes (Config.Servers), a lost connection moves to the
+	// next node at once; the backoff runs only after a round of failures.
+	next, failed := 0, 0
 	post := func(ev sigEvent) bool {
 		select {
 		case events <- ev:
@@ -75,9 +78,11 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 		}
 	}
 	for ctx.Err() == nil {
-		conn, welcome, err := c.connect(ctx)
+		url := c.cfg.Servers[next%len(c.cfg.Servers)]
+		next++
+		conn, welcome, err := c.connect(ctx, url)
 		if err == nil {
-			backoff = c.cfg.ReconnectMin
+			backoff, failed = c.cfg.ReconnectMin, 0
 			if !post(sigEvent{kind: sigConnected, conn: conn, welcome: welcome}) {
 				conn.close()
 				return
@@ -99,9 +104,15 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 			return
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		c.log.Info("client: signaling lost, retrying", "err", err, "in", wait)
+		if failed++; failed < len(c.cfg.Servers) {
+			wait = 0 // another node may answer at once
+		}
+		c.log.Info("client: signaling lost, retrying", "err", err, "in", wait, "next", c.cfg.Servers[next%len(c.cfg.Servers)])
 		if !post(sigEvent{kind: sigLost, err: err, retry: wait}) {
 			return
+		}
+		if wait == 0 {
+			continue
 		}
 		select {
 		case <-time.After(wait):
@@ -109,13 +120,14 @@ func (c *Client) dialLoop(ctx context.Context, events chan<- sigEvent) {
 			return
 		}
 		backoff = min(backoff*2, c.cfg.ReconnectMax)
+		failed = 0
 	}
 }
 
-// connect dials and completes the hello/auth/welcome handshake.
-func (c *Client) connect(ctx context.Context) (*sigConn, *proto.Welcome, error) {
+// connect dials url and completes the hello/auth/welcome handshake.
+func (c *Client) connect(ctx context.Context, url string) (*sigConn, *proto.Welcome, error) {
 	ws, w, err := sigdial.SignIn(ctx, sigdial.Options{
-		URL:   c.cfg.Server,
+		URL:   url,
 		Dial:  c.cfg.Dial,
 		TLS:   c.cfg.TLS,
 		Agent: c.cfg.Agent,

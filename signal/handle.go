@@ -194,6 +194,7 @@ func (ss *session) handle(env *proto.Envelope) {
 			ss.violation(asProtoErr(err), env.ID)
 			return
 		}
+		s.users.readThrough(c.Add) // names the replica has not seen yet (users.go)
 		if perr := s.watches.setContacts(ss, c, env.ID); perr != nil {
 			ss.sendError(perr, env.ID)
 			return

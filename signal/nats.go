@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -47,6 +48,10 @@ type NATSConfig struct {
 	// ClusterName names the cluster; every node must use the same. Empty
 	// means "parley".
 	ClusterName string
+	// ClusterSecret, when set, is the password every node's routes must
+	// present (all nodes set the same): without it anyone who reaches the
+	// cluster port can join.
+	ClusterSecret string
 	// ServerName names this node's embedded server, unique in the cluster.
 	// Empty derives one from ClusterListen, or "parley" for a single node.
 	ServerName string
@@ -168,7 +173,7 @@ func (st *state) startEmbedded(cfg *Config, nc *NATSConfig) error {
 	}
 	opts := &server.Options{
 		ServerName: name,
-		DontListen: true, // clients connect in process; no client port
+		DontListen: true, // clients connect in process; no client port (see a cluster below)
 		JetStream:  true,
 		StoreDir:   dir,
 		NoSigs:     true,
@@ -194,13 +199,25 @@ func (st *state) startEmbedded(cfg *Config, nc *NATSConfig) error {
 			cn = "parley"
 		}
 		opts.Cluster = server.ClusterOpts{Name: cn, Host: host, Port: p, ConnectRetries: -1}
+		if nc.ClusterSecret != "" {
+			opts.Cluster.Username, opts.Cluster.Password = "parley", nc.ClusterSecret
+		}
 		for _, r := range nc.Routes {
 			u, err := url.Parse(r)
 			if err != nil || u.Host == "" {
 				return fmt.Errorf("%w: cluster route %q: want nats://host:port", ErrBadConfig, r)
 			}
+			if nc.ClusterSecret != "" {
+				u.User = url.UserPassword("parley", nc.ClusterSecret)
+			}
 			opts.Routes = append(opts.Routes, u)
 		}
+		// nats-server starts routing only after its client listener:
+		// a clustered node listens for clients on loopback, on a random
+		// port, with a random password only this process knows.
+		opts.DontListen = false
+		opts.Host, opts.Port = "127.0.0.1", -1
+		opts.Username, opts.Password = "parley", newID()+newID()
 		st.cluster = true
 		if st.replicas == 0 {
 			st.replicas = min(3, max(1, len(uniqueRoutes(nc.Routes, nc.ClusterListen))+1))
@@ -222,7 +239,8 @@ func (st *state) startEmbedded(cfg *Config, nc *NATSConfig) error {
 		return fmt.Errorf("signal: the embedded nats-server did not start")
 	}
 	st.ns = ns
-	conn, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("parley-signal"), nats.MaxReconnects(-1))
+	conn, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("parley-signal"), nats.MaxReconnects(-1),
+		nats.UserInfo(opts.Username, opts.Password))
 	if err != nil {
 		ns.Shutdown()
 		return fmt.Errorf("signal: connect to the embedded nats-server: %w", err)
@@ -270,49 +288,78 @@ func (st *state) createAssets(ctx context.Context, cfg *Config) error {
 		}
 		return s, nil
 	}
-	var err error
-	if st.users, err = kv(jetstream.KeyValueConfig{Bucket: bucketUsers, Description: "Parley names, keys and presence"}); err != nil {
-		return err
+	// First JetStream itself: in a cluster, a request before the meta
+	// leader is elected goes unanswered.
+	for {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := st.js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("signal: JetStream not ready (a cluster needs a quorum of its nodes): %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if st.conf, err = kv(jetstream.KeyValueConfig{Bucket: bucketConf, Description: "Parley shared settings"}); err != nil {
-		return err
-	}
-	if st.leases, err = kv(jetstream.KeyValueConfig{Bucket: bucketLeases, Description: "Parley leases", TTL: leaseTTL}); err != nil {
-		return err
-	}
-	if st.sn, err = kv(jetstream.KeyValueConfig{Bucket: bucketSN, Description: "Parley supernode decisions"}); err != nil {
-		return err
-	}
+	// All at once: in a cluster each new replicated asset elects its own
+	// leader, which takes seconds.
 	lim := cfg.Offline
-	if st.mail, err = stream(jetstream.StreamConfig{
-		Name:        streamMail,
-		Description: "Parley sealed offline messages: parley.mail.<to>.<from>",
-		Subjects:    []string{subjMail + "*.*"},
-		// Per-subject limit = per sender within a mailbox; a full one
-		// refuses the new message (the sender's client holds it).
-		MaxMsgsPerSubject:    int64(lim.MaxPerSender),
-		Discard:              jetstream.DiscardNew,
-		DiscardNewPerSubject: true,
-		MaxAge:               lim.MaxAge,
-		MaxBytes:             cfg.StoreBudget / 2,
-		MaxMsgSize:           int32(lim.MaxMessageBytes*2 + 4096),
-		Duplicates:           min(2*time.Minute, lim.MaxAge),
-	}); err != nil {
-		return err
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	do := func(i int, f func() error) {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f() }()
 	}
-	if st.rcpt, err = stream(jetstream.StreamConfig{
-		Name:              streamRcpt,
-		Description:       "Parley receipts for senders who are offline: parley.rcpt.<sender>",
-		Subjects:          []string{subjRcpt + "*"},
-		MaxMsgsPerSubject: int64(lim.MaxReceipts),
-		Discard:           jetstream.DiscardOld,
-		MaxAge:            lim.MaxAge,
-		MaxBytes:          cfg.StoreBudget / 8,
-		MaxMsgSize:        4096,
-	}); err != nil {
+	do(0, func() (err error) {
+		st.users, err = kv(jetstream.KeyValueConfig{Bucket: bucketUsers, Description: "Parley names, keys and presence"})
 		return err
-	}
-	return nil
+	})
+	do(1, func() (err error) {
+		st.conf, err = kv(jetstream.KeyValueConfig{Bucket: bucketConf, Description: "Parley shared settings"})
+		return err
+	})
+	do(2, func() (err error) {
+		st.leases, err = kv(jetstream.KeyValueConfig{Bucket: bucketLeases, Description: "Parley leases", TTL: leaseTTL})
+		return err
+	})
+	do(3, func() (err error) {
+		st.sn, err = kv(jetstream.KeyValueConfig{Bucket: bucketSN, Description: "Parley supernode decisions"})
+		return err
+	})
+	do(4, func() (err error) {
+		st.mail, err = stream(jetstream.StreamConfig{
+			Name:        streamMail,
+			Description: "Parley sealed offline messages: parley.mail.<to>.<from>",
+			Subjects:    []string{subjMail + "*.*"},
+			// Per-subject limit = per sender within a mailbox; a full one
+			// refuses the new message (the sender's client holds it).
+			MaxMsgsPerSubject:    int64(lim.MaxPerSender),
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxAge:               lim.MaxAge,
+			MaxBytes:             cfg.StoreBudget / 2,
+			MaxMsgSize:           int32(lim.MaxMessageBytes*2 + 4096),
+			Duplicates:           min(2*time.Minute, lim.MaxAge),
+		})
+		return err
+	})
+	do(5, func() (err error) {
+		st.rcpt, err = stream(jetstream.StreamConfig{
+			Name:              streamRcpt,
+			Description:       "Parley receipts for senders who are offline: parley.rcpt.<sender>",
+			Subjects:          []string{subjRcpt + "*"},
+			MaxMsgsPerSubject: int64(lim.MaxReceipts),
+			Discard:           jetstream.DiscardOld,
+			MaxAge:            lim.MaxAge,
+			MaxBytes:          cfg.StoreBudget / 8,
+			MaxMsgSize:        4096,
+		})
+		return err
+	})
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // retry runs f until it succeeds or ctx ends: JetStream answers
@@ -320,7 +367,9 @@ func (st *state) createAssets(ctx context.Context, cfg *Config) error {
 func retry(ctx context.Context, f func(context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// In a cluster, of several nodes creating one asset at once some
+		// may get no answer: ask again soon.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := f(actx)
 		cancel()
 		if err == nil {

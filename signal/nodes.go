@@ -208,9 +208,11 @@ func (n *nodes) checkDeaths() {
 	}
 }
 
-// nodeDied writes offline the users a dead incarnation held.
+// nodeDied writes offline the users a dead incarnation held, and demotes
+// its supernodes.
 func (s *Server) nodeDied(inc string, at int64) {
 	s.users.nodeDied(inc, at)
+	s.sn.dir.nodeDied(inc)
 }
 
 // sweepDeadSessions finds records that name an incarnation that is not
@@ -225,10 +227,17 @@ func (s *Server) sweepDeadSessions() {
 		}
 	}
 	s.users.mu.RUnlock()
+	s.sn.dir.mu.Lock()
+	for _, r := range s.sn.dir.recs {
+		if r.State == proto.SupernodePromoted && r.Node != s.inc {
+			incs[r.Node] = true
+		}
+	}
+	s.sn.dir.mu.Unlock()
 	now := time.Now().UnixMilli()
 	for inc := range incs {
 		if !s.nodes.alive(inc) {
-			s.users.nodeDied(inc, now)
+			s.nodeDied(inc, now)
 		}
 	}
 }
@@ -242,7 +251,7 @@ type lease struct {
 
 // tryLease takes the lease named key if nobody holds it.
 func (s *Server) tryLease(key string) *lease {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	rev, err := s.st.leases.Create(ctx, key, []byte(s.inc))
 	if err != nil {
@@ -256,7 +265,7 @@ func (s *Server) tryLease(key string) *lease {
 
 // renew keeps the lease; false when it was lost.
 func (l *lease) renew() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	rev, err := l.s.st.leases.Update(ctx, l.key, []byte(l.s.inc), l.rev)
 	if err != nil {
@@ -267,9 +276,9 @@ func (l *lease) renew() bool {
 	return true
 }
 
-// release gives the lease up.
+// release gives the lease up (briefly: at a stop, it expires anyway).
 func (l *lease) release() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	l.s.st.leases.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
 }

@@ -32,18 +32,34 @@ func (m *snManager) startProbe(n *snode, gen int, recheck bool) {
 		m.mu.Unlock()
 		return
 	}
-	reg, key := n.reg, n.key
+	reg, key, id := n.reg, n.key, n.id
 	m.wg.Add(1)
 	m.mu.Unlock()
 	go func() {
 		defer m.wg.Done()
+		// One node probes a candidate at a time, cluster-wide: the
+		// probe's lease is a key in the leases bucket (nodes.go).
+		l := m.s.tryLease("probe." + nkey(id))
+		if l == nil {
+			m.probeDone(n, gen, recheck, probeResult{err: "being checked from another signaling node right now; register again shortly"})
+			return
+		}
+		defer l.release()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {
-			select {
-			case <-m.stop:
-				cancel()
-			case <-ctx.Done():
+			renew := time.NewTicker(leaseTTL / 3)
+			defer renew.Stop()
+			for {
+				select {
+				case <-m.stop:
+					cancel()
+					return
+				case <-ctx.Done():
+					return
+				case <-renew.C:
+					l.renew()
+				}
 			}
 		}()
 		res := m.probe(ctx, &reg, key)

@@ -263,6 +263,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.users.start(ctx); err != nil {
 		return fail(err)
 	}
+	if err := s.sn.dir.start(ctx); err != nil { // sndir.go
+		return fail(err)
+	}
 	if err := s.nodes.start(); err != nil {
 		return fail(fmt.Errorf("signal: heartbeats: %w", err))
 	}
@@ -444,6 +447,34 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	s.shutdown(true)
 	return nil
+}
+
+// kill stops the node as a crash would (tests of a cluster losing a
+// node): NATS first, so nothing more is written or said goodbye, then
+// every connection cut without a close frame.
+func (s *Server) kill() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.stop)
+	ln := s.ln
+	sessions := make([]*session, 0, len(s.all))
+	for ss := range s.all {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	s.st.close()
+	if ln != nil {
+		ln.Close()
+	}
+	for _, ss := range sessions {
+		ss.conn.Close()
+	}
+	s.wg.Wait()
+	s.shutdown(false)
 }
 
 // shutdown stops the background parts after the sessions are gone:

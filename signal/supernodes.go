@@ -163,6 +163,7 @@ type snManager struct {
 	// out (and live allocations' refreshes) stay valid.
 	secrets map[string][]byte
 	closed  bool
+	dir     *snDir // every node's decisions (sndir.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup // the ticker and probe goroutines
@@ -175,9 +176,9 @@ func newSNManager(s *Server, cfg SupernodeConfig) (*snManager, error) {
 	cfg.setDefaults()
 	key := cfg.TokenKey
 	if key == nil {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
+		k, err := sharedTokenKey(s.st) // one key for every node (sndir.go)
 		if err != nil {
-			return nil, fmt.Errorf("signal: token key: %w", err)
+			return nil, err
 		}
 		key = k
 	}
@@ -196,6 +197,7 @@ func newSNManager(s *Server, cfg SupernodeConfig) (*snManager, error) {
 		secrets:  map[string][]byte{},
 		stop:     make(chan struct{}),
 	}
+	m.dir = newSNDir(m)
 	m.wg.Add(1)
 	go m.tickLoop()
 	return m, nil
@@ -204,15 +206,29 @@ func newSNManager(s *Server, cfg SupernodeConfig) (*snManager, error) {
 // TokenKey returns the public key supernodes verify relay tokens with.
 func (s *Server) TokenKey() ed25519.PublicKey { return s.sn.key.Public().(ed25519.PublicKey) }
 
-// Supernodes lists every registered candidate and supernode, by id.
+// Supernodes lists every registered candidate and supernode, by id: those
+// signed in to this node as this node sees them, the others as the
+// directory has them.
 func (s *Server) Supernodes() []SupernodeInfo {
 	m := s.sn
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	out := make([]SupernodeInfo, 0, len(m.nodes))
 	for _, n := range m.nodes {
 		out = append(out, SupernodeInfo{ID: n.id, State: n.state, Reason: n.reason, Mbps: n.mbps, RTTms: n.rttMs, Sessions: n.beat.Sessions, QUIC: n.reg.QUIC})
 	}
+	local := len(out)
+	m.mu.Unlock()
+	m.dir.mu.Lock()
+	for id, r := range m.dir.recs {
+		dup := false
+		for _, o := range out[:local] {
+			dup = dup || o.ID == id
+		}
+		if !dup {
+			out = append(out, SupernodeInfo{ID: id, State: r.State, Reason: r.Reason, Mbps: r.Mbps, RTTms: r.RTTms, Sessions: r.Sessions, QUIC: r.Reg.QUIC})
+		}
+	}
+	m.dir.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
@@ -226,6 +242,7 @@ func (m *snManager) close() {
 	m.closed = true
 	m.mu.Unlock()
 	close(m.stop)
+	m.dir.stop()
 	m.wg.Wait()
 }
 
@@ -321,9 +338,7 @@ func (m *snManager) register(ss *session, r *proto.SupernodeRegister) {
 	m.setStateLocked(n, proto.SupernodeProbing, fmt.Sprintf("checking %s from an address it has never contacted", r.QUIC))
 	m.mu.Unlock()
 	m.sendStatus(n, nil)
-	if wasPromoted {
-		m.moveUsers(n.id, "supernode "+n.id+" registered again")
-	}
+	_ = wasPromoted // users move off it when the directory hears it is probing again (sndir.go)
 	m.startProbe(n, gen, false)
 }
 
@@ -375,6 +390,7 @@ func (m *snManager) setStateLocked(n *snode, st proto.SupernodeState, reason str
 	case proto.SupernodeProbing:
 		m.registrations.Add(1)
 	}
+	m.publishLocked(n)
 	lvl := slog.LevelInfo
 	if st == proto.SupernodeRefused || st == proto.SupernodeDemoted {
 		lvl = slog.LevelWarn
@@ -422,7 +438,11 @@ func (m *snManager) heartbeat(ss *session, h *proto.SupernodeHeartbeat) bool {
 		m.mu.Unlock()
 		return false
 	}
+	loadChanged := n.beat.Sessions != h.Sessions && n.state == proto.SupernodePromoted
 	n.lastBeat, n.beat = time.Now(), *h
+	if loadChanged {
+		m.publishLocked(n) // its load, for every node's choice
+	}
 	var demote, repromote string
 	switch {
 	case h.Draining && n.state != proto.SupernodeDemoted:
@@ -467,6 +487,9 @@ func (m *snManager) promote(n *snode, reason string) {
 	if n.secret == nil {
 		n.secret = m.secrets[n.id]
 	}
+	if r, ok := m.dir.get(n.id); n.secret == nil && ok && len(r.Secret) > 0 {
+		n.secret = r.Secret // kept across nodes: credentials handed out stay valid
+	}
 	if n.secret == nil {
 		n.secret = make([]byte, 32)
 		rand.Read(n.secret)
@@ -475,8 +498,7 @@ func (m *snManager) promote(n *snode, reason string) {
 	n.lastBeat = time.Now()
 	m.setStateLocked(n, proto.SupernodePromoted, reason)
 	m.mu.Unlock()
-	m.sendStatus(n, nil)
-	m.broadcastLists(n.id, "supernode "+n.id+" promoted")
+	m.sendStatus(n, nil) // users get lists when the directory hears of it (sndir.go)
 }
 
 // demote takes n out of service and moves its users elsewhere.
@@ -488,8 +510,7 @@ func (m *snManager) demote(n *snode, reason string) {
 	}
 	m.setStateLocked(n, proto.SupernodeDemoted, reason)
 	m.mu.Unlock()
-	m.sendStatus(n, nil)
-	m.moveUsers(n.id, "supernode "+n.id+" demoted: "+reason)
+	m.sendStatus(n, nil) // users move when the directory hears of it (sndir.go)
 }
 
 // sessionGone runs when a session ends: a supernode whose signaling
@@ -514,9 +535,6 @@ func (m *snManager) sessionGone(ss *session) {
 		m.setStateLocked(n, proto.SupernodeDemoted, reason)
 	}
 	m.mu.Unlock()
-	if was == proto.SupernodePromoted {
-		m.moveUsers(n.id, "supernode "+n.id+" demoted: "+reason)
-	}
 }
 
 // tickLoop demotes supernodes that stop beating, re-checks promoted ones
@@ -611,33 +629,9 @@ func (m *snManager) probeDone(n *snode, gen int, recheck bool, res probeResult) 
 	m.promote(n, fmt.Sprintf("reachable from an address it never contacted, identity proven, %.1f Mbps measured (minimum %.1f)", res.mbps, m.cfg.MinMbps))
 }
 
-// selectLocked picks up to PerUser promoted supernodes for user, least
-// loaded first. m.mu is held.
-func (m *snManager) selectLocked(user string, exclude map[string]bool) []*snode {
-	var cands []*snode
-	for _, n := range m.nodes {
-		if n.state == proto.SupernodePromoted && n.id != user && !exclude[n.id] {
-			cands = append(cands, n)
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool {
-		li, lj := cands[i].load(), cands[j].load()
-		if li != lj {
-			return li < lj
-		}
-		if cands[i].rttMs != cands[j].rttMs {
-			return cands[i].rttMs < cands[j].rttMs
-		}
-		return cands[i].id < cands[j].id
-	})
-	if len(cands) > m.cfg.PerUser {
-		cands = cands[:m.cfg.PerUser]
-	}
-	return cands
-}
-
 // listFor builds user's supernode list with fresh credentials and records
-// the assignment.
+// the assignment: up to PerUser promoted supernodes from the directory,
+// least loaded first, wherever they signed in.
 func (m *snManager) listFor(user string, exclude []string, reason string) *proto.SupernodeList {
 	ex := map[string]bool{}
 	for _, id := range exclude {
@@ -645,30 +639,45 @@ func (m *snManager) listFor(user string, exclude []string, reason string) *proto
 	}
 	now := time.Now()
 	list := &proto.SupernodeList{Supernodes: []proto.SupernodeInfo{}, Reason: reason}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	picked := m.selectLocked(user, ex)
 	as := map[string]bool{}
-	for _, n := range picked {
+	for _, id := range m.dir.selectFor(user, ex, m.cfg.PerUser) {
+		r, ok := m.dir.get(id)
+		if !ok || len(r.Secret) == 0 {
+			continue
+		}
 		tok, err := proto.SignRelayToken(m.key, &proto.RelayToken{
-			User: user, Supernode: n.id, Issued: now.Unix(), Expiry: now.Add(m.cfg.TokenTTL).Unix(), Nonce: newID(),
+			User: user, Supernode: id, Issued: now.Unix(), Expiry: now.Add(m.cfg.TokenTTL).Unix(), Nonce: newID(),
 		})
 		if err != nil {
 			m.log.Error("signal: relay token", "user", user, "err", err)
 			continue
 		}
-		tu, tp := proto.TURNCredentials(n.secret, user, now.Add(m.cfg.CredentialTTL))
+		tu, tp := proto.TURNCredentials(r.Secret, user, now.Add(m.cfg.CredentialTTL))
 		list.Supernodes = append(list.Supernodes, proto.SupernodeInfo{
-			ID: n.id, Label: n.reg.Label, QUIC: n.reg.QUIC, TURNUDP: n.reg.TURNUDP, TURNTCP: n.reg.TURNTCP, TURNTLS: n.reg.TURNTLS,
-			Fingerprint: n.reg.Fingerprint, Load: round1(n.load()*100) / 100, SessionKbps: n.reg.MaxSessionKbps,
+			ID: id, Label: r.Reg.Label, QUIC: r.Reg.QUIC, TURNUDP: r.Reg.TURNUDP, TURNTCP: r.Reg.TURNTCP, TURNTLS: r.Reg.TURNTLS,
+			Fingerprint: r.Reg.Fingerprint, Load: round1(r.load()*100) / 100, SessionKbps: r.Reg.MaxSessionKbps,
 			Token: tok, TURNUsername: tu, TURNPassword: tp, Expires: now.Add(m.cfg.TokenTTL).Unix(),
 		})
-		list.ICEServers = append(list.ICEServers, turnServer(&n.reg, tu, tp))
-		as[n.id] = true
+		list.ICEServers = append(list.ICEServers, turnServer(&r.Reg, tu, tp))
+		as[id] = true
 		m.tokens.Add(1)
 	}
+	m.mu.Lock()
 	m.assigned[user] = as
+	m.mu.Unlock()
 	return list
+}
+
+// publishLocked writes n's state to the directory (m.mu held).
+func (m *snManager) publishLocked(n *snode) {
+	secret := n.secret
+	if secret == nil {
+		if r, ok := m.dir.get(n.id); ok {
+			secret = r.Secret // not promoted yet (again): keep the one handed out before
+		}
+	}
+	m.dir.put(n.id, &snRecord{State: n.state, Reason: n.reason, Reg: n.reg, Secret: secret,
+		Mbps: n.mbps, RTTms: n.rttMs, Sessions: n.beat.Sessions, Node: m.s.inc})
 }
 
 // turnServer is a supernode as a browser's TURN server (RFC 7065 URIs).
@@ -703,13 +712,7 @@ func (m *snManager) onLogin(ss *session, agent string) {
 	if strings.HasPrefix(agent, "parley-supernode") {
 		return
 	}
-	m.mu.Lock()
-	any := false
-	for _, n := range m.nodes {
-		any = any || n.state == proto.SupernodePromoted
-	}
-	m.mu.Unlock()
-	if any {
+	if m.dir.anyPromoted() {
 		m.sendList(ss, "", nil, "signed in")
 	}
 }
@@ -723,12 +726,8 @@ func (m *snManager) onNATReport(ss *session, r *proto.NATReport) {
 	}
 	m.mu.Lock()
 	_, isNode := m.nodes[ss.name]
-	any := false
-	for _, n := range m.nodes {
-		any = any || n.state == proto.SupernodePromoted
-	}
 	m.mu.Unlock()
-	if any && !isNode {
+	if !isNode && m.dir.anyPromoted() {
 		m.sendList(ss, "", nil, "your NAT ("+string(r.Type)+") needs a relay for some calls")
 	}
 }

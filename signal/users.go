@@ -249,6 +249,36 @@ func (u *users) fetch(ctx context.Context, name string) (userRec, uint64, bool, 
 	return r, e.Revision(), true, nil
 }
 
+// readThrough puts into the replica, from the bucket, the names it does
+// not hold (registered a moment ago on another node, or while this node's
+// watch was catching up).
+func (u *users) readThrough(names []string) {
+	var missing []string
+	u.mu.RLock()
+	for _, n := range names {
+		if _, ok := u.m[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	u.mu.RUnlock()
+	if len(missing) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, n := range missing {
+		r, rev, ok, err := u.fetch(ctx, n)
+		if err != nil || !ok {
+			continue
+		}
+		u.mu.Lock()
+		if x := u.m[n]; x == nil || x.rev < rev {
+			u.m[n] = &user{rec: r, rev: rev}
+		}
+		u.mu.Unlock()
+	}
+}
+
 // errRegistrationRefused wraps why a new name was not registered.
 var errRegistrationRefused = errors.New("registration refused")
 
@@ -404,7 +434,13 @@ func (u *users) writeLoop() {
 // it has one; else offline if the record still names a session of this
 // node that ended, or a node that died.
 func (u *users) write(name string, ended endedSession, hasEnded bool, deadAt int64, isDead bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	timeout := 10 * time.Second
+	u.wmu.Lock()
+	if u.stopped {
+		timeout = time.Second // stopping: the last writes must not hold it up
+	}
+	u.wmu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	s := u.s
 	fresh := false

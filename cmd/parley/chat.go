@@ -118,7 +118,7 @@ supernode only when there is no direct path), are checked against the
 sender's SHA-256 before they are kept, and resume after a lost connection
 or a restart of either side.`)
 	var f chatFlags
-	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL")
+	fs.StringVar(&f.server, "server", "http://127.0.0.1:8080", "signaling server URL; several nodes of one cluster separated by commas (the client moves to the next when one is lost)")
 	fs.StringVar(&f.ca, "ca", "", "PEM file of a CA certificate to trust for an https:// server, besides the system's (a private deployment or a self-made certificate)")
 	fs.StringVar(&f.name, "name", "", "your handle, the name people reach you by (lowercase letters, digits, - _ .)")
 	displayFlag := fs.String("display-name", "", "what you call yourself, spaces allowed (\"Alice Martin\"), shown beside your handle to the people you write to; kept in the profile (\"\" clears it; TUI: /nick)")
@@ -184,7 +184,7 @@ or a restart of either side.`)
 		return err
 	}
 	cfg := client.Config{
-		Server:      f.server,
+		Servers:     splitList(f.server),
 		Name:        f.name,
 		DisplayName: display,
 		Key:         key,
@@ -255,7 +255,7 @@ or a restart of either side.`)
 		if useTUI {
 			out = nil // decisions go to the log file; the screen is the UI's
 		}
-		stopSN, err := startChatSupernode(ctx, snf, f.server, key, f.name, cfg.Logger, out, f.json)
+		stopSN, err := startChatSupernode(ctx, snf, splitList(f.server)[0], key, f.name, cfg.Logger, out, f.json)
 		if err != nil {
 			return err
 		}
@@ -309,4 +309,18 @@ or a restart of either side.`)
 		}
 	}
 	return err
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
 }

@@ -57,6 +57,7 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 	stunf := addSTUNFlags(fs)
 	snf := addServeSupernodeFlags(fs)
 	tf := addTLSFlags(fs)
+	nf := addStateFlags(fs) // serve_nats.go
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -119,7 +120,7 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 		hosts = append(hosts, st.names...)
 	}
 	status := &statusSource{started: time.Now()} // /status and /status.json (serve_status.go)
-	srv, err := signal.New(signal.Config{
+	cfg := signal.Config{
 		Listen:         *listen,
 		DataDir:        *data,
 		ICEServers:     stun.iceServers(),
@@ -130,7 +131,13 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 		Offline:        signal.OfflineLimits{MaxMessages: *mailboxMessages},
 		PublicHosts:    hosts,
 		Logger:         log,
-	})
+	}
+	if err := nf.config(&cfg); err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Println("  " + nf.describe(*data))
+	srv, err := signal.New(cfg)
 	if err != nil {
 		ln.Close()
 		return err
