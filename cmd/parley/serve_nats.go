@@ -13,7 +13,7 @@ import (
 // cluster of embedded servers (--cluster, --cluster-routes), or an
 // external NATS (--nats).
 type stateFlags struct {
-	nats, cluster, routes, clusterName, node, directory string
+	nats, cluster, routes, clusterName, secret, node, directory string
 	replicas, budgetMiB                                 int
 }
 
@@ -23,6 +23,7 @@ func addStateFlags(fs *flag.FlagSet) *stateFlags {
 	fs.StringVar(&f.cluster, "cluster", "", "host:port the embedded NATS server takes routes from other parley serve nodes on (default :6222 when --cluster-routes is set)")
 	fs.StringVar(&f.routes, "cluster-routes", "", "the other nodes' cluster addresses (nats://host:6222,...): their embedded servers and this one form one cluster")
 	fs.StringVar(&f.clusterName, "cluster-name", "parley", "the cluster's name; every node uses the same")
+	fs.StringVar(&f.secret, "cluster-secret", "", "password every node's routes present (all nodes set the same); without it anyone who reaches the cluster port can join")
 	fs.StringVar(&f.node, "node-name", "", "this node's name in the cluster (default: derived from --cluster)")
 	fs.IntVar(&f.replicas, "nats-replicas", 0, "copies JetStream keeps of names, presence and mail (default 1, or min(3, nodes) in an embedded cluster)")
 	fs.StringVar(&f.directory, "directory", "all", "what the people directory lists: all (every registered name), online, or off (people add each other by name)")
@@ -32,7 +33,7 @@ func addStateFlags(fs *flag.FlagSet) *stateFlags {
 
 // config is the part of signal.Config these flags set.
 func (f *stateFlags) config(c *signal.Config) error {
-	n := signal.NATSConfig{ClusterName: f.clusterName, ServerName: f.node, Replicas: f.replicas}
+	n := signal.NATSConfig{ClusterName: f.clusterName, ClusterSecret: f.secret, ServerName: f.node, Replicas: f.replicas}
 	if f.nats != "" {
 		if f.cluster != "" || f.routes != "" {
 			return fmt.Errorf("--nats uses an external NATS: --cluster and --cluster-routes are for the embedded one")
