@@ -270,9 +270,10 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("signal: heartbeats: %w", err))
 	}
 	s.upgrader = websocket.Upgrader{
-		// Small read buffers and pooled write buffers: an idle connection
-		// holds 1 KiB of buffer, not 8.
-		ReadBufferSize:  1024,
+		// Frames are read straight from the connection (wsread.go):
+		// gorilla's read buffer is never used, so it is the least it
+		// takes; write buffers are lent only while writing.
+		ReadBufferSize:  128,
 		WriteBufferPool: &writeBufferPool,
 		CheckOrigin:     s.checkOrigin,
 	}

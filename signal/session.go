@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/gorilla/websocket"
 	"github.com/parley-voice/parley/proto"
 	"golang.org/x/time/rate"
@@ -27,7 +28,7 @@ type session struct {
 	id      string
 	since   int64         // creation, unix ms (orders sessions of one name across nodes)
 	limiter *rate.Limiter // what the client starts
-	replies *rate.Limiter // what it sends in answer to others (limits.go)
+	replies *rate.Limiter // what it sends in answer to others, past limiter (limits.go); read goroutine only
 	inbound *rate.Limiter // what everyone sends it together (limits.go)
 	done    chan struct{}
 
@@ -67,7 +68,6 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		id:        newID(),
 		since:     time.Now().UnixMilli(),
 		limiter:   rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst),
-		replies:   rate.NewLimiter(replyRate, replyBurst),
 		inbound:   rate.NewLimiter(rate.Limit(s.cfg.RecipientRate), s.cfg.RecipientBurst),
 		done:      make(chan struct{}),
 		challenge: newChallenge(),
@@ -256,86 +256,101 @@ func (ss *session) readLoop() {
 	s := ss.srv
 	defer s.wg.Done()
 	defer ss.cleanup()
-	ss.conn.SetReadLimit(proto.MaxFrameSize)
 	idle := 3 * s.cfg.PingInterval
-	ss.conn.SetPongHandler(func(string) error {
-		ss.conn.SetReadDeadline(time.Now().Add(idle))
-		return nil
-	})
-	ss.conn.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	nc := ss.conn.NetConn()
+	r := &frameReader{conn: nc, max: proto.MaxFrameSize, // wsread.go
+		onPong: func() { nc.SetReadDeadline(time.Now().Add(idle)) },
+		onPing: func(p []byte) { ss.conn.WriteControl(websocket.PongMessage, p, time.Now().Add(s.cfg.WriteTimeout)) },
+	}
+	nc.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
 
 	hello, _ := proto.New(proto.TypeHello, "", "", &proto.Hello{Challenge: ss.challenge, Server: "parley", Version: proto.Version})
 	ss.sendEnv(hello)
 
 	for {
-		mt, data, err := ss.conn.ReadMessage()
+		// Idle sessions wait here, in a shallow call (their stacks shrink).
+		op, data, err := r.next()
 		if err != nil {
 			ss.readFailed(err)
 			return
 		}
 		if ss.name != "" {
-			ss.conn.SetReadDeadline(time.Now().Add(idle))
+			nc.SetReadDeadline(time.Now().Add(idle))
 		}
-		s.stats.framesIn.Add(1)
-		if mt != websocket.TextMessage {
-			ss.violation(proto.Errorf(proto.CodeBadFrame, "binary frames are not part of the protocol"), "")
-			continue
-		}
-		env, err := proto.Decode(data)
-		if !ss.limiter.Allow() {
-			// Refused with the frame's id, so the client knows which of
-			// its requests to send again.
-			ref := ""
-			if env != nil && proto.ValidateID(env.ID) == nil {
-				ref = env.ID
-			}
-			s.stats.rateLimited.Add(1)
-			if ss.name != "" && env != nil && isReply(env.Type) {
-				// A receipt or answer to what others sent: never a
-				// violation (a flood at this user must not get it closed
-				// through its own replies), limited on its own.
-				if !ss.replies.Allow() {
-					s.stats.droppedReplies.Add(1)
-					continue
-				}
-			} else {
-				ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), ref)
-				continue
-			}
-		}
-		if err != nil {
-			s.stats.badFrames.Add(1)
-			ref := ""
-			if env != nil && proto.ValidateID(env.ID) == nil {
-				ref = env.ID
-			}
-			ss.violation(asProtoErr(err), ref)
-			continue
-		}
-		if ss.name == "" {
-			if !ss.handleAuth(env) {
-				return
-			}
-			ss.conn.SetReadDeadline(time.Now().Add(idle))
-			continue
-		}
-		ss.handle(env)
-		select {
-		case <-ss.done:
+		if !ss.onMessage(op, data) {
 			return
-		default:
 		}
+	}
+}
+
+// onMessage handles one message from the client; false ends the session.
+func (ss *session) onMessage(op ws.OpCode, data []byte) bool {
+	s := ss.srv
+	s.stats.framesIn.Add(1)
+	if op != ws.OpText {
+		ss.violation(proto.Errorf(proto.CodeBadFrame, "binary frames are not part of the protocol"), "")
+		return true
+	}
+	env, err := proto.Decode(data)
+	if !ss.limiter.Allow() {
+		// Refused with the frame's id, so the client knows which of
+		// its requests to send again.
+		ref := ""
+		if env != nil && proto.ValidateID(env.ID) == nil {
+			ref = env.ID
+		}
+		s.stats.rateLimited.Add(1)
+		if ss.name == "" || env == nil || !isReply(env.Type) {
+			ss.violation(proto.Errorf(proto.CodeRateLimited, "more than %.0f messages per second", s.cfg.RateLimit), ref)
+			return true
+		}
+		// A receipt or answer to what others sent: never a violation (a
+		// flood at this user must not get it closed through its own
+		// replies), limited on its own (limits.go).
+		if ss.replies == nil {
+			ss.replies = rate.NewLimiter(replyRate, replyBurst) // made when first needed
+		}
+		if !ss.replies.Allow() {
+			s.stats.droppedReplies.Add(1)
+			return true
+		}
+	}
+	if err != nil {
+		s.stats.badFrames.Add(1)
+		ref := ""
+		if env != nil && proto.ValidateID(env.ID) == nil {
+			ref = env.ID
+		}
+		ss.violation(asProtoErr(err), ref)
+		return true
+	}
+	if ss.name == "" {
+		if !ss.handleAuth(env) {
+			return false
+		}
+		ss.conn.NetConn().SetReadDeadline(time.Now().Add(3 * s.cfg.PingInterval))
+		return true
+	}
+	ss.handle(env)
+	select {
+	case <-ss.done:
+		return false
+	default:
+		return true
 	}
 }
 
 // readFailed turns a read error into the right close.
 func (ss *session) readFailed(err error) {
 	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
+	case errors.Is(err, errFrameTooLarge):
 		ss.srv.stats.badFrames.Add(1)
 		ss.fail(proto.Errorf(proto.CodeTooLarge, "frame exceeds %d bytes", proto.MaxFrameSize), websocket.CloseMessageTooBig)
 	case ss.name == "" && isTimeout(err):
 		ss.fail(proto.Errorf(proto.CodeUnauthenticated, "no auth within %s", ss.srv.cfg.AuthTimeout), websocket.ClosePolicyViolation)
+	case errors.As(err, new(ws.ProtocolError)):
+		ss.srv.stats.badFrames.Add(1)
+		ss.fail(proto.Errorf(proto.CodeBadFrame, "%v", err), websocket.CloseProtocolError)
 	default:
 		ss.fail(nil, websocket.CloseNormalClosure)
 	}

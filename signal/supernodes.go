@@ -663,7 +663,11 @@ func (m *snManager) listFor(user string, exclude []string, reason string) *proto
 		m.tokens.Add(1)
 	}
 	m.mu.Lock()
-	m.assigned[user] = as
+	if len(as) > 0 {
+		m.assigned[user] = as
+	} else {
+		delete(m.assigned, user) // no supernode: nothing to remember per user
+	}
 	m.mu.Unlock()
 	return list
 }

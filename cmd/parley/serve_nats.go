@@ -14,7 +14,7 @@ import (
 // external NATS (--nats).
 type stateFlags struct {
 	nats, cluster, routes, clusterName, secret, node, directory string
-	replicas, budgetMiB                                 int
+	replicas, budgetMiB                                         int
 }
 
 func addStateFlags(fs *flag.FlagSet) *stateFlags {
