@@ -25,9 +25,11 @@ func runBench(ctx context.Context, args []string) error {
 			return runBenchForwarder(ctx, args[1:]) // bench_relay.go (for bench relay --compare)
 		case "failover":
 			return runBenchFailover(ctx, args[1:]) // bench_failover.go
+		case "signal":
+			return runBenchSignal(ctx, args[1:]) // bench_signal.go
 		}
 	}
-	fs := newFlagSet("bench", "[flags] | bench files [flags] | bench relay [flags] | bench failover [flags]", `
+	fs := newFlagSet("bench", "[flags] | bench files [flags] | bench relay [flags] | bench failover [flags] | bench signal [flags]", `
 Measures Parley on this machine, on loopback only: it starts a signaling
 server and pairs of clients in this process, then times sign-in, call set-up
 (to the chat data channel and to the first audio packet) and chat delivery
@@ -35,7 +37,9 @@ over the data channel. Prints medians and tails. "parley bench files" times
 file transfer (see parley bench files -h); "parley bench relay" measures the
 supernode as a relay (with --compare, beside coturn and a batched UDP
 forwarder; see parley bench relay -h); "parley bench failover" a relayed
-call's recovery when its supernode is killed (see parley bench failover -h).`)
+call's recovery when its supernode is killed (see parley bench failover -h);
+"parley bench signal" loads the signaling server with N signed-in users
+(sign-ins/s, memory per user, routing latency; see parley bench signal -h).`)
 	calls := fs.Int("calls", 20, "call set-ups to time (each with a fresh pair of clients)")
 	msgs := fs.Int("messages", 200, "chat messages to time over one data channel")
 	if err := fs.Parse(args); err != nil {
