@@ -285,27 +285,37 @@ func New(cfg Config) (*Server, error) {
 // writeBufferPool lends write buffers to connections only while they write.
 var writeBufferPool sync.Pool
 
+// pingSlots is how many parts each PingInterval is cut into: a session is
+// pinged in its own part, so the pings (and their pongs) of thousands of
+// connections never arrive in one burst that holds up routing.
+const pingSlots = 16
+
 // pingLoop pings every connection each PingInterval (through its queue),
-// so idle connections need no timer or goroutine of their own.
+// so idle connections need no timer or goroutine of their own; each tick
+// pings the sessions of one slot.
 func (s *Server) pingLoop() {
 	defer s.bg.Done()
-	t := time.NewTicker(s.cfg.PingInterval)
+	t := time.NewTicker(s.cfg.PingInterval / pingSlots)
 	defer t.Stop()
-	for {
+	var all []*session
+	for slot := uint8(0); ; slot = (slot + 1) % pingSlots {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 		}
+		all = all[:0]
 		s.mu.RLock()
-		all := make([]*session, 0, len(s.all))
 		for ss := range s.all {
-			all = append(all, ss)
+			if ss.pingSlot == slot {
+				all = append(all, ss)
+			}
 		}
 		s.mu.RUnlock()
 		for _, ss := range all {
 			ss.enqueue(nil)
 		}
+		clear(all)
 	}
 }
 

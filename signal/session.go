@@ -2,6 +2,7 @@ package signal
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,15 +23,16 @@ import (
 // exceeds Config.SendQueue frames or Config.SendQueueBytes: never because
 // the server itself fell behind for a moment.
 type session struct {
-	srv     *Server
-	conn    *websocket.Conn
-	remote  string
-	id      string
-	since   int64         // creation, unix ms (orders sessions of one name across nodes)
-	limiter *rate.Limiter // what the client starts
-	replies *rate.Limiter // what it sends in answer to others, past limiter (limits.go); read goroutine only
-	inbound *rate.Limiter // what everyone sends it together (limits.go)
-	done    chan struct{}
+	srv      *Server
+	conn     *websocket.Conn
+	remote   string
+	id       string
+	since    int64         // creation, unix ms (orders sessions of one name across nodes)
+	pingSlot uint8         // which part of each PingInterval it is pinged in (server.go)
+	limiter  *rate.Limiter // what the client starts
+	replies  *rate.Limiter // what it sends in answer to others, past limiter (limits.go); read goroutine only
+	inbound  *rate.Limiter // what everyone sends it together (limits.go)
+	done     chan struct{}
 
 	challenge string
 
@@ -67,6 +69,7 @@ func newSession(s *Server, conn *websocket.Conn, remote string) *session {
 		remote:    remote,
 		id:        newID(),
 		since:     time.Now().UnixMilli(),
+		pingSlot:  uint8(rand.IntN(pingSlots)),
 		limiter:   rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst),
 		inbound:   rate.NewLimiter(rate.Limit(s.cfg.RecipientRate), s.cfg.RecipientBurst),
 		done:      make(chan struct{}),
