@@ -205,7 +205,11 @@ func (r *benchSignalResult) print(w io.Writer, asJSON bool) {
 	fmt.Fprintf(w, "parley bench signal: %d node(s), %s\n\n", r.Nodes, r.Where)
 	fmt.Fprintf(w, "%12s %12s %12s %12s %12s %10s %10s %14s\n", "online users", "sign-ins/s", "sign-in p50", "sign-in p99", "server MiB", "KiB/user", "RSS MiB", "CPU/sign-in")
 	for _, l := range r.Levels {
-		fmt.Fprintf(w, "%12d %12.0f %9.1f ms %9.1f ms %12.1f %10.1f %10.0f %11.2f ms\n", l.Users, l.SignInsPerSec, l.P50, l.P99, l.ServerMiB, l.KiBPerUser, l.RSSMiB, l.CPUPerSignIn)
+		cpu := "-" // in process: the generator's share cannot be told apart
+		if l.CPUPerSignIn > 0 {
+			cpu = fmt.Sprintf("%.2f ms", l.CPUPerSignIn)
+		}
+		fmt.Fprintf(w, "%12d %12.0f %9.1f ms %9.1f ms %12.1f %10.1f %10.0f %14s\n", l.Users, l.SignInsPerSec, l.P50, l.P99, l.ServerMiB, l.KiBPerUser, l.RSSMiB, cpu)
 	}
 	for _, rt := range r.Routing {
 		fmt.Fprintf(w, "\nrouting at %d online, %d msgs/s asked (%.0f sent/s): %d sent, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms",
