@@ -352,3 +352,38 @@ func TestQuickReconnectShownOnline(t *testing.T) {
 		t.Fatalf("bob is %+v", p)
 	}
 }
+
+// TestShutdownAnnouncesNobodyOffline: a server that shuts down tells no
+// one that the others went offline (they did not, the server did: a
+// client that hears it first takes a restart for its peers leaving).
+func TestShutdownAnnouncesNobodyOffline(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("peer%02d", i))
+	}
+	var cs []*wsClient
+	for _, n := range names {
+		cs = append(cs, login(t, srv.URL, n, nil))
+	}
+	for _, c := range cs {
+		watch(t, c, names...)
+	}
+	for _, c := range cs {
+		quiet(t, c) // everyone's online presence is read
+	}
+	go srv.Close()
+	for _, c := range cs {
+		for {
+			env, err := c.tryRead(5 * time.Second)
+			if err != nil {
+				break // closed by the shutdown
+			}
+			if env.Type == proto.TypePresence {
+				if p, _ := proto.DecodeBody[*proto.Presence](env); p != nil && p.Status == proto.StatusOffline {
+					t.Errorf("%s heard %s offline while the server shut down", c.name, p.Name)
+				}
+			}
+		}
+	}
+}

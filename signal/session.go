@@ -393,6 +393,7 @@ func (ss *session) cleanup() {
 	if wasCurrent {
 		delete(s.local, ss.name)
 	}
+	shuttingDown := s.closed // Close is ending every session: nobody "went offline"
 	s.mu.Unlock()
 	s.sn.sessionGone(ss) // a supernode's connection closed: demote (supernodes.go)
 	if !wasCurrent {
@@ -411,9 +412,16 @@ func (ss *session) cleanup() {
 		time.AfterFunc(replacedGrace, func() { s.users.sessionEnded(ss.name, ss.id, now, ss.used.Load()) })
 	} else {
 		s.users.sessionEnded(ss.name, ss.id, now, ss.used.Load())
-		p := ss.presence(proto.StatusOffline)
-		p.LastSeen = now
-		s.localChanged(ss.name, p)
+		if !shuttingDown {
+			// While this node shuts down it tells no one here that the
+			// others went offline: they did not, the server did, and a
+			// client that hears it first would take a restart for its
+			// peers leaving (issue 12). Other nodes of a cluster do hear
+			// it (the record), as they do the node's goodbye.
+			p := ss.presence(proto.StatusOffline)
+			p.LastSeen = now
+			s.localChanged(ss.name, p)
+		}
 	}
 	s.log.Info("signal: user offline", "user", ss.name, "remote", ss.remote)
 }
