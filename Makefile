@@ -5,7 +5,7 @@
 GO ?= go
 FUZZTIME ?= 3s
 
-.PHONY: test deps vet unit fuzz bench bench-relay soak build docs
+.PHONY: test deps vet unit fuzz bench bench-relay bench-signal soak build docs
 
 test: deps vet unit fuzz
 
@@ -33,6 +33,14 @@ bench:
 bench-relay: build
 	@scripts/install-bench-deps.sh
 	./parley bench relay --compare
+
+# The signaling server under load: parley serve pinned to one core, real
+# identities signing in over WebSocket up to 10,000 online, routing at 1k
+# and 10k msgs/s, 100 reconnects/s (about a minute; figures in
+# signal/README.md). Then 100,000 users on in-process nodes.
+bench-signal: build
+	./parley bench signal
+	./parley bench signal --in-process --users 1000,10000,100000 --rate 10000
 
 # Long runs, not part of make test: the message soak (1,000 messages through
 # server, sender and receiver crashes and a full mailbox) nine times, one
