@@ -51,4 +51,14 @@ func TestPageFindsPeopleAndKeepsContacts(t *testing.T) {
 	erin = startGoClientKey(t, off.URL, "erin", erinKey)
 	ready(erin)
 	d.waitFor("erin online", visible("contact-erin"))
+
+	// A conversation the browser keeps (IndexedDB) is enough: with the
+	// list of contacts gone from localStorage (a page from before it
+	// existed), erin's presence still comes after a reload.
+	d.click("contact-erin")
+	d.send("hello erin")
+	d.waitFor("delivered", message("out", "hello erin", "delivered"))
+	eval[bool](d, `(localStorage.removeItem("parley.contacts.dave"), true)`)
+	d.reloadAndWait()
+	d.waitFor("erin online from the history", `window.parley.debug().presence.erin?.status === "online"`)
 }

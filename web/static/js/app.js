@@ -259,6 +259,9 @@ class App {
     this.drafts = new Map();
     try {
       await this.chat.load();
+      // Everyone in the kept conversations is a contact: the server tells
+      // the page only about the people it asks for (contacts.js).
+      for (const peer of this.chat.conversations.keys()) if (!this.contacts.has(peer)) this.contacts.add(peer);
       for (const d of await store.drafts()) this.drafts.set(d.peer, d.text);
     } catch (e) {
       this.showError(`Your earlier messages could not be loaded: ${e?.message ?? e}`);
