@@ -345,6 +345,11 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) do(ctx context.Context, f func() error) error {
 	errc := make(chan error, 1)
 	c.box.post(func() { errc <- f() })
+	return c.await(ctx, errc)
+}
+
+// await waits for the answer on errc, the end of ctx or the client's close.
+func (c *Client) await(ctx context.Context, errc <-chan error) error {
 	select {
 	case err := <-errc:
 		return err

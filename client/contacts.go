@@ -279,14 +279,7 @@ func (c *Client) changeContacts(ctx context.Context, names []string, how contact
 	if err != nil {
 		return err
 	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-c.closed:
-		return ErrClosed
-	}
+	return c.await(ctx, errc) // the server's answer
 }
 
 // learnPresence makes sure the client has peer's presence before a call:

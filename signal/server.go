@@ -436,19 +436,10 @@ func (s *Server) Addr() net.Addr {
 // their goroutines, writes their users offline and stops NATS. It is safe
 // to call twice.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	ln, sessions, ok := s.markClosed()
+	if !ok {
 		return nil
 	}
-	s.closed = true
-	close(s.stop)
-	ln := s.ln
-	sessions := make([]*session, 0, len(s.all))
-	for ss := range s.all {
-		sessions = append(sessions, ss)
-	}
-	s.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
@@ -464,19 +455,10 @@ func (s *Server) Close() error {
 // node): NATS first, so nothing more is written or said goodbye, then
 // every connection cut without a close frame.
 func (s *Server) kill() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	ln, sessions, ok := s.markClosed()
+	if !ok {
 		return
 	}
-	s.closed = true
-	close(s.stop)
-	ln := s.ln
-	sessions := make([]*session, 0, len(s.all))
-	for ss := range s.all {
-		sessions = append(sessions, ss)
-	}
-	s.mu.Unlock()
 	s.st.close()
 	if ln != nil {
 		ln.Close()
@@ -486,6 +468,23 @@ func (s *Server) kill() {
 	}
 	s.wg.Wait()
 	s.shutdown(false)
+}
+
+// markClosed marks the server closed and returns its listener and
+// sessions to end; false if it already was.
+func (s *Server) markClosed() (net.Listener, []*session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, false
+	}
+	s.closed = true
+	close(s.stop)
+	sessions := make([]*session, 0, len(s.all))
+	for ss := range s.all {
+		sessions = append(sessions, ss)
+	}
+	return s.ln, sessions, true
 }
 
 // shutdown stops the background parts after the sessions are gone:
