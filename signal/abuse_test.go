@@ -1,6 +1,7 @@
 package signal_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"net/netip"
@@ -167,6 +168,20 @@ func TestMailboxQuotaPerSender(t *testing.T) {
 	}
 	if n, _ := srv.OfflineWaiting("bob"); n != 3 {
 		t.Fatalf("%d waiting, want 3", n)
+	}
+
+	// The operator's view (serve's status page): counts and sizes, no names.
+	login(t, srv.URL, "carol", nil).conn.Close()
+	alice.send(proto.TypeSealed, "c1", "carol", sealFor(t, alice, "c1", "hi carol"))
+	if env := alice.readUntil(proto.TypeAck); env == nil {
+		t.Fatal("no ack")
+	}
+	st, err := srv.MailboxStats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages != 4 || st.Mailboxes != 2 || st.Largest != 3 || st.Bytes <= 0 || st.StoreBytes < st.Bytes || st.Budget <= 0 {
+		t.Fatalf("mailbox stats %+v, want 4 messages in 2 mailboxes, the fullest holding 3", st)
 	}
 }
 

@@ -152,18 +152,23 @@ func (s *Server) storeFull() (int64, bool) {
 	if time.Since(u.at) > time.Second {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		var total int64
-		for _, st := range []jetstream.Stream{s.st.mail, s.st.rcpt} {
-			if info, err := st.Info(ctx); err == nil {
-				total += int64(info.State.Bytes)
-			}
-		}
-		if st, err := s.st.users.Status(ctx); err == nil {
-			total += int64(st.Bytes())
-		}
-		u.at, u.bytes = time.Now(), total
+		u.at, u.bytes = time.Now(), s.storeBytes(ctx)
 	}
 	return u.bytes, u.bytes >= s.cfg.StoreBudget
+}
+
+// storeBytes is what the store holds now: mail, receipts and names.
+func (s *Server) storeBytes(ctx context.Context) int64 {
+	var total int64
+	for _, st := range []jetstream.Stream{s.st.mail, s.st.rcpt} {
+		if info, err := st.Info(ctx); err == nil {
+			total += int64(info.State.Bytes)
+		}
+	}
+	if st, err := s.st.users.Status(ctx); err == nil {
+		total += int64(st.Bytes())
+	}
+	return total
 }
 
 // janitor expires names nobody used after registering them. It runs on

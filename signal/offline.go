@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -442,4 +443,40 @@ func (s *Server) OfflineWaiting(name string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.offline.waiting(ctx, name)
+}
+
+// MailboxStats is the offline mailboxes at one moment, in counts and sizes
+// (never names): what an operator's status page shows.
+type MailboxStats struct {
+	Messages   int64 // sealed messages waiting, all mailboxes
+	Bytes      int64 // what they take in the store
+	Mailboxes  int   // recipients with at least one message waiting
+	Largest    int64 // messages waiting for the fullest mailbox
+	StoreBytes int64 // the whole store (mail, receipts, names)
+	Budget     int64 // the store's budget (Config.StoreBudget)
+}
+
+// MailboxStats reads the mail stream's state: totals, and per recipient
+// how many mailboxes hold mail and the fullest one's count.
+func (s *Server) MailboxStats(ctx context.Context) (MailboxStats, error) {
+	st := MailboxStats{Budget: s.cfg.StoreBudget}
+	info, err := s.st.mail.Info(ctx, jetstream.WithSubjectFilter(subjMail+">"))
+	if err != nil {
+		return st, fmt.Errorf("signal: mailbox stats: %w", err)
+	}
+	st.Messages, st.Bytes = int64(info.State.Msgs), int64(info.State.Bytes)
+	per := map[string]int64{} // recipient -> messages
+	for subj, n := range info.State.Subjects {
+		to, _, ok := strings.Cut(strings.TrimPrefix(subj, subjMail), ".")
+		if !ok {
+			continue
+		}
+		per[to] += int64(n)
+	}
+	st.Mailboxes = len(per)
+	for _, n := range per {
+		st.Largest = max(st.Largest, n)
+	}
+	st.StoreBytes = s.storeBytes(ctx)
+	return st, nil
 }

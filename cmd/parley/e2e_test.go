@@ -219,7 +219,12 @@ func TestTwoTerminals(t *testing.T) {
 			if err := json.Unmarshal(body, &st); err != nil || st.OnlineUsers != 2 || st.UptimeS < 0 || st.Supernodes == nil {
 				t.Errorf("status %s (%v)", body, err)
 			}
-			assertSnakeCase(t, body, "online_users", "uptime_s", "supernodes", "counters")
+			if m := st.Mailboxes; m.Error != "" || m.StoreBudget <= 0 || m.StoreBytes <= 0 || m.Messages != 0 {
+				t.Errorf("status mailboxes %+v, want the store's size and budget and no mail waiting", m)
+			}
+			assertSnakeCase(t, body, "online_users", "uptime_s", "supernodes", "counters", "mailboxes")
+		} else if !strings.Contains(string(body), "Offline mailboxes") || !strings.Contains(string(body), "sealed messages") {
+			t.Errorf("GET /status shows no mailbox sizes:\n%s", body)
 		}
 	}
 

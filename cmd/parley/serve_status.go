@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/signal"
 )
 
@@ -22,7 +24,19 @@ type serverStatus struct {
 	UptimeS     int64             `json:"uptime_s"`
 	OnlineUsers int               `json:"online_users"`
 	Counters    serveCounters     `json:"counters"`
+	Mailboxes   mailboxStatus     `json:"mailboxes"`
 	Supernodes  []supernodeStatus `json:"supernodes"`
+}
+
+// mailboxStatus is the offline mailboxes in counts and sizes, never names.
+type mailboxStatus struct {
+	Messages    int64  `json:"messages"`     // sealed messages waiting
+	Bytes       int64  `json:"bytes"`        // what they take
+	Mailboxes   int    `json:"mailboxes"`    // recipients with mail waiting
+	Largest     int64  `json:"largest"`      // messages in the fullest mailbox
+	StoreBytes  int64  `json:"store_bytes"`  // the whole store: mail, receipts, names
+	StoreBudget int64  `json:"store_budget"` // --store-budget-mib
+	Error       string `json:"error,omitempty"`
 }
 
 type serveCounters struct {
@@ -63,6 +77,13 @@ func (s *statusSource) status() serverStatus {
 	st.OnlineUsers = c.Online
 	st.Counters = serveCounters{Connections: c.Connections, Logins: c.Logins, AuthFailures: c.AuthFailures, Replaced: c.Replaced,
 		BadFrames: c.BadFrames, RateLimited: c.RateLimited, Routed: c.Routed, Offline: c.Offline, SlowClients: c.SlowClients}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if m, err := srv.MailboxStats(ctx); err != nil {
+		st.Mailboxes.Error = err.Error()
+	} else {
+		st.Mailboxes = mailboxStatus{Messages: m.Messages, Bytes: m.Bytes, Mailboxes: m.Mailboxes, Largest: m.Largest, StoreBytes: m.StoreBytes, StoreBudget: m.Budget}
+	}
 	for _, n := range srv.Supernodes() {
 		st.Supernodes = append(st.Supernodes, supernodeStatus{ID: n.ID, State: string(n.State), Reason: n.Reason, Mbps: n.Mbps, RTTms: n.RTTms, Sessions: n.Sessions, QUIC: n.QUIC})
 	}
@@ -73,6 +94,7 @@ func (s *statusSource) status() serverStatus {
 var serverStatusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"uptime": func(s int64) string { return (time.Duration(s) * time.Second).String() },
 	"ts":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"bytes":  client.HumanBytes,
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Parley server status</title>
 <meta http-equiv="refresh" content="5">
@@ -86,6 +108,8 @@ var serverStatusPage = template.Must(template.New("status").Funcs(template.FuncM
 <tr><th>messages routed</th><td>{{.Counters.Routed}}</td><th>to someone offline</th><td>{{.Counters.Offline}}</td></tr>
 <tr><th>bad frames</th><td>{{.Counters.BadFrames}}</td><th>rate limited</th><td>{{.Counters.RateLimited}}</td></tr>
 </table>
+<h2>Offline mailboxes</h2>
+{{with .Mailboxes}}{{if .Error}}<p>cannot read the store: {{.Error}}</p>{{else}}<p><b>{{.Messages}}</b> sealed messages ({{bytes .Bytes}}) wait in <b>{{.Mailboxes}}</b> mailboxes; the fullest holds {{.Largest}}. The store holds {{bytes .StoreBytes}} of its {{bytes .StoreBudget}} budget.</p>{{end}}{{end}}
 <h2>Supernodes</h2><table><tr><th>id</th><th>state</th><th>why</th><th>Mbps</th><th>RTT</th><th>sessions</th></tr>
 {{range .Supernodes}}<tr><td>{{.ID}}</td><td class="{{.State}}">{{.State}}</td><td>{{.Reason}}</td><td>{{printf "%.1f" .Mbps}}</td><td>{{printf "%.1f" .RTTms}} ms</td><td>{{.Sessions}}</td></tr>
 {{else}}<tr><td colspan="6">none has offered yet</td></tr>{{end}}</table>
