@@ -137,9 +137,12 @@ func TestBrowserAndGoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The row grows a line for the display name the message brings: click
+	// once it has (a click while it reflows can miss).
+	p.waitFor("Go's display name beside its handle in the list", textHas("contact-gopher", "Go Pher", "gopher"))
 	p.click("contact-gopher")
 	p.waitFor("page shows Go's message", message("in", "hello from Go", ""))
-	p.waitFor("Go's display name beside its handle", textHas("contact-gopher", "Go Pher", "gopher")+` && document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
+	p.waitFor("and in the conversation's title", `document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
 	gopher.ev.Wait(t, wait, "gopher gets the receipt", func(e client.Event) bool {
 		d, ok := e.(client.DeliveredEvent)
 		return ok && d.ID == id
@@ -150,7 +153,8 @@ func TestBrowserAndGoClient(t *testing.T) {
 	p.waitFor("refused in words", textHas("display-error", "one plain space"))
 	eval[bool](p, `(document.getElementById('display-input').value = '') === ''`)
 	p.do("display name", chromedp.SendKeys(sel("display-input"), "Alice Page"+kb.Enter))
-	p.waitFor("accepted", `document.querySelector('[data-testid=display-error]').textContent === ''`)
+	p.waitFor("accepted, and shown beside our handle", `document.querySelector('[data-testid=display-error]').textContent === '' && `+
+		textHas("me-name", "Alice Page", "alice"))
 	p.send("hello from the browser")
 	if m := gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
 		m, ok := e.(client.MessageEvent)
