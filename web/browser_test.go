@@ -84,6 +84,8 @@ func TestBrowserToBrowser(t *testing.T) {
 	// the fake microphone beeps, so the meter moves.
 	alice.waitFor("quality bars", visible("quality-bars")+` && ["3","4"].includes(`+elem("quality-bars")+`.dataset.level)`)
 	alice.waitFor("mic level moves", visible("mic-level")+` && window.parley.debug().micPeak > 0.01`)
+	// A speaker picker where the browser can route audio (setSinkId).
+	alice.waitFor("speaker picker", visible("speaker-select")+` && `+elem("speaker-select")+`.options.length >= 1 && typeof HTMLMediaElement.prototype.setSinkId === "function"`)
 	alice.click("quality-bars")
 	alice.waitFor("numbers folded", `document.getElementById('call-quality').hidden`)
 	alice.click("quality-bars")
