@@ -84,6 +84,8 @@ func TestBrowserToBrowser(t *testing.T) {
 	// the fake microphone beeps, so the meter moves.
 	alice.waitFor("quality bars", visible("quality-bars")+` && ["3","4"].includes(`+elem("quality-bars")+`.dataset.level)`)
 	alice.waitFor("mic level moves", visible("mic-level")+` && window.parley.debug().micPeak > 0.01`)
+	// A speaker picker where the browser can route audio (setSinkId).
+	alice.waitFor("speaker picker", visible("speaker-select")+` && `+elem("speaker-select")+`.options.length >= 1 && typeof HTMLMediaElement.prototype.setSinkId === "function"`)
 	alice.click("quality-bars")
 	alice.waitFor("numbers folded", `document.getElementById('call-quality').hidden`)
 	alice.click("quality-bars")
@@ -137,9 +139,12 @@ func TestBrowserAndGoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The row grows a line for the display name the message brings: click
+	// once it has (a click while it reflows can miss).
+	p.waitFor("Go's display name beside its handle in the list", textHas("contact-gopher", "Go Pher", "gopher"))
 	p.click("contact-gopher")
 	p.waitFor("page shows Go's message", message("in", "hello from Go", ""))
-	p.waitFor("Go's display name beside its handle", textHas("contact-gopher", "Go Pher", "gopher")+` && document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
+	p.waitFor("and in the conversation's title", `document.getElementById('peer-title').firstChild.textContent === 'Go Pher' && document.querySelector('#peer-title .handle').textContent === 'gopher'`)
 	gopher.ev.Wait(t, wait, "gopher gets the receipt", func(e client.Event) bool {
 		d, ok := e.(client.DeliveredEvent)
 		return ok && d.ID == id
@@ -150,7 +155,8 @@ func TestBrowserAndGoClient(t *testing.T) {
 	p.waitFor("refused in words", textHas("display-error", "one plain space"))
 	eval[bool](p, `(document.getElementById('display-input').value = '') === ''`)
 	p.do("display name", chromedp.SendKeys(sel("display-input"), "Alice Page"+kb.Enter))
-	p.waitFor("accepted", `document.querySelector('[data-testid=display-error]').textContent === ''`)
+	p.waitFor("accepted, and shown beside our handle", `document.querySelector('[data-testid=display-error]').textContent === '' && `+
+		textHas("me-name", "Alice Page", "alice"))
 	p.send("hello from the browser")
 	if m := gopher.ev.Wait(t, wait, "gopher gets the page's message", func(e client.Event) bool {
 		m, ok := e.(client.MessageEvent)

@@ -140,9 +140,15 @@ func startBrowser() {
 	if browserErr != nil {
 		return
 	}
+	browserCtx, browserCancel, browserErr = launchBrowser(browserDir)
+}
+
+// launchBrowser starts Chromium with the flags every test needs, profile
+// in dir, then extra (a later value of a flag replaces the default's).
+func launchBrowser(dir string, extra ...chromedp.ExecAllocatorOption) (context.Context, func(), error) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
-		chromedp.UserDataDir(browserDir),
+		chromedp.UserDataDir(dir),
 		chromedp.NoSandbox,
 		chromedp.Flag("use-fake-device-for-media-stream", true),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
@@ -153,21 +159,42 @@ func startBrowser() {
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns,Translate,BlinkGenPropertyTrees"),
 		chromedp.WindowSize(1000, 720),
 	)
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
-	browserCtx = ctx
-	browserCancel = func() { cancel(); cancelAlloc() }
+	stop := func() { cancel(); cancelAlloc() }
 	start, done := context.WithTimeout(ctx, 30*time.Second)
 	defer done()
 	// The first Do starts the browser; its context must outlive it, so
 	// the timeout only guards the start (see chromedp.Run).
 	errc := make(chan error, 1)
 	go func() { errc <- chromedp.Do(ctx) }()
+	var err error
 	select {
-	case browserErr = <-errc:
+	case err = <-errc:
 	case <-start.Done():
-		browserErr = errors.New("chromium did not start in 30 s")
+		err = errors.New("chromium did not start in 30 s")
 	}
+	return ctx, stop, err
+}
+
+// ownBrowser starts a browser of the test's own, with extra flags, for
+// what the shared one's flags rule out (it is closed when the test ends).
+func ownBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	browser(t) // skips where browsers cannot run
+	ctx, stop, err := launchBrowser(t.TempDir(), extra...)
+	if err != nil {
+		stop()
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		chromedp.Cancel(c)
+		cancel()
+		stop()
+	})
+	return ctx
 }
 
 func closeBrowser() {

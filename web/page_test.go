@@ -47,7 +47,13 @@ type page struct {
 // openPage opens url in a new browser context.
 func openPage(t testing.TB, url, tag string) *page {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser(t), chromedp.WithNewBrowserContext())
+	return openPageIn(t, browser(t), url, tag)
+}
+
+// openPageIn opens url in a new browser context of the browser bctx.
+func openPageIn(t testing.TB, bctx context.Context, url, tag string) *page {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
 	return startPage(t, ctx, cancel, url, tag)
 }
 
@@ -60,6 +66,16 @@ func (p *page) openTab(url, tag string) *page {
 }
 
 func startPage(t testing.TB, ctx context.Context, cancel context.CancelFunc, url, tag string) *page {
+	t.Helper()
+	p := navigatePage(t, ctx, cancel, url, tag)
+	p.waitFor("page booted", `window.parley !== undefined && (!document.getElementById("join-view").hidden || !document.getElementById("app-view").hidden)`)
+	return p
+}
+
+// navigatePage opens url in the tab ctx and returns as soon as it
+// navigated, without waiting in the page (waitFor polls with a user
+// gesture, which counts as the person's click).
+func navigatePage(t testing.TB, ctx context.Context, cancel context.CancelFunc, url, tag string) *page {
 	t.Helper()
 	p := &page{t: t, ctx: ctx, tag: tag}
 	t.Cleanup(func() {
@@ -85,7 +101,6 @@ func startPage(t testing.TB, ctx context.Context, cancel context.CancelFunc, url
 		}
 	}()
 	p.do("navigate", chromedp.Navigate(url))
-	p.waitFor("page booted", `window.parley !== undefined && (!document.getElementById("join-view").hidden || !document.getElementById("app-view").hidden)`)
 	return p
 }
 

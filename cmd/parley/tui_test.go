@@ -74,6 +74,14 @@ func (tm *tmuxTerm) typeLine(text string) {
 
 func (tm *tmuxTerm) key(k string) { tm.t.Helper(); tm.tmux("send-keys", "-t", "main", k) }
 
+// escape closes the overlay that shows marker and waits until it is gone:
+// keys typed right after a lone Escape would read as Alt+key.
+func (tm *tmuxTerm) escape(marker string) {
+	tm.t.Helper()
+	tm.key("Escape")
+	tm.waitScreenFunc("overlay closed", func(s string) bool { return !strings.Contains(s, marker) })
+}
+
 func (tm *tmuxTerm) screen() string {
 	tm.t.Helper()
 	return tm.tmux("capture-pane", "-p", "-t", "main")
@@ -253,14 +261,12 @@ func TestTUIChatCallOfflineAndRestart(t *testing.T) {
 	alice.waitScreen("help, second page", "/verify")
 	alice.key("PgDn")
 	alice.waitScreen("help, last page", "/send PATH", "✓✓ read")
-	alice.key("Escape")
+	alice.escape("✓✓ read")
 	// /who lists who is online here; /add of a name nobody has says so.
 	alice.typeLine("/who")
 	alice.waitScreen("who is online", "Online on this server (1)", "bob · online")
 	alice.saveScreen("who")
-	alice.key("Escape")
-	// Escape alone: typed at once, the next keys would read as Alt+key.
-	alice.waitScreenFunc("help closed", func(s string) bool { return !strings.Contains(s, "Esc: close") })
+	alice.escape("Online on this server")
 
 	// Add a contact: presence shows at once; the key is pinned.
 	alice.typeLine("/add bob")
@@ -395,7 +401,7 @@ func TestTUIChangedKeyRefusedUntilAccepted(t *testing.T) {
 	num := strings.Fields(history.SafetyNumber("bob", k2.Public().(ed25519.PublicKey), "alice", aliceKey.Public().(ed25519.PublicKey)))
 	alice.waitScreen("safety number", "Safety number with bob", "NEW key", strings.Join(num[:4], " "), strings.Join(num[8:], " "))
 	alice.saveScreen("verify")
-	alice.key("Escape")
+	alice.escape("Safety number with bob")
 	alice.typeLine("/accept bob")
 	alice.waitScreen("accepted", "accepted the new key of bob")
 	alice.typeLine("now it is fine")

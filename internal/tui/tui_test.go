@@ -313,3 +313,37 @@ func TestCallEndedNotice(t *testing.T) {
 		t.Fatalf("no-path reason not shown:\n%s", v)
 	}
 }
+
+// TestOnlineHereSection: people online on this server who are not
+// contacts are listed below the contacts where there is room, with how to
+// add them; the ones that do not fit are counted, and /who lists all.
+func TestOnlineHereSection(t *testing.T) {
+	m, _, _ := newTestModel(t)
+	run(m, tea.WindowSizeMsg{Width: 80, Height: 24})
+	typeText(m, "/add bob")
+	for _, name := range []string{"bob", "carol", "dave"} {
+		run(m, eventMsg{client.PresenceEvent{Presence: proto.Presence{Name: name, Status: proto.StatusOnline}}})
+	}
+	run(m, eventMsg{client.PresenceEvent{Presence: proto.Presence{Name: "erin", Status: proto.StatusOffline}}})
+	v := checkFrame(t, m, 80, 24)
+	list := ""
+	for _, l := range strings.Split(v, "\n") {
+		list += strings.SplitN(l, "│", 2)[0] + "\n"
+	}
+	for _, want := range []string{"Online here · /add", "● carol", "● dave"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list lacks %q:\n%s", want, list)
+		}
+	}
+	if strings.Count(list, "● bob") != 1 || strings.Contains(list, "erin") {
+		t.Errorf("a contact listed twice, or someone offline listed:\n%s", list)
+	}
+	// Too many for the room: the rest are counted.
+	for i := 0; i < 30; i++ {
+		m.presence[fmt.Sprint("u", 10+i)] = proto.Presence{Name: fmt.Sprint("u", 10+i), Status: proto.StatusOnline}
+	}
+	v = checkFrame(t, m, 80, 24)
+	if !strings.Contains(v, "more · /who") {
+		t.Errorf("no count of the people who do not fit:\n%s", v)
+	}
+}

@@ -252,6 +252,19 @@ func (m *model) contactLines(h int, now time.Time) []string {
 		}
 		lines = append(lines, l1, l2)
 	}
+	// Online here: people online on this server who are not contacts yet,
+	// in the room the contacts leave (/who lists everyone).
+	if others := m.onlineHere(false); len(others) > 0 && len(lines)+3 <= h {
+		lines = append(lines, strings.Repeat(" ", listWidth), stDim.Render(fit(" Online here · /add", listWidth)))
+		room := h - len(lines)
+		for i, name := range others {
+			if i == room-1 && len(others) > room {
+				lines = append(lines, stDim.Render(fit(fmt.Sprintf("   +%d more · /who", len(others)-i), listWidth)))
+				break
+			}
+			lines = append(lines, fit(fmt.Sprintf(" %s %s", presenceGlyph(m.presence[name], true), name), listWidth))
+		}
+	}
 	for len(lines) < h {
 		lines = append(lines, strings.Repeat(" ", listWidth))
 	}
@@ -422,19 +435,30 @@ func (m *model) conversationLines(w, h int, now time.Time) []string {
 	return out
 }
 
+// onlineHere is who the server says is online (or away) besides us,
+// sorted; contacts only when withContacts.
+func (m *model) onlineHere(withContacts bool) []string {
+	var on []string
+	for name, p := range m.presence {
+		if name == m.cfg.Name || !p.Online() {
+			continue
+		}
+		if _, isContact := m.contact(name); isContact && !withContacts {
+			continue
+		}
+		on = append(on, name)
+	}
+	sort.Strings(on)
+	return on
+}
+
 // whoText lists who is online on this server (as far as the server tells
 // us), contacts first marked, with how to add the others.
 func (m *model) whoText() string {
-	var on []string
-	for name, p := range m.presence {
-		if name != m.cfg.Name && p.Online() {
-			on = append(on, name)
-		}
-	}
+	on := m.onlineHere(true)
 	if len(on) == 0 {
 		return "Online on this server\n\n  nobody else right now\n\nEsc closes this list."
 	}
-	sort.Strings(on)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Online on this server (%d)\n\n", len(on))
 	for _, name := range on {

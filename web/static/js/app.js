@@ -219,6 +219,7 @@ class App {
     this.chat.display = load(DISPLAY_KEY(name));
     $("display-input").value = this.chat.display;
     $("display-error").textContent = "";
+    this.#renderMe();
     this.chat.addEventListener("message", (e) => {
       const m = e.detail;
       this.#learnDisplay(m.peer, m.display);
@@ -611,7 +612,14 @@ class App {
     if (bad) return false;
     this.chat.display = s;
     store(DISPLAY_KEY(this.name), s);
+    this.#renderMe();
     return true;
+  }
+
+  /** #renderMe names us in the top bar: our display name, if any, beside our handle. */
+  #renderMe() {
+    const d = this.chat?.display;
+    $("me-name").replaceChildren(...(d ? [d, el("span", { className: "handle", textContent: this.name })] : [this.name]));
   }
 
   /** #accepts: whether peer may message and call us (blocking, contacts only). */

@@ -340,7 +340,13 @@ export class Links {
       return;
     }
     if (now - l.rxAt > MEDIA_STALL_MS && !l.lostAt) this.#pathLost(l);
-    else if (l.lostAt && l.restartWanted && this.canSignal()) this.#pathLost(l);
+    else if (l.lostAt && this.canSignal() && (l.restartWanted || (!l.offerer && now - l.restartedAt > RESTART_SPACING_MS))) {
+      // A restart waiting for the server, or (answerer) another request
+      // to the offerer every RESTART_SPACING_MS while the path stays down,
+      // as the Go client's answerer does: one sent while the offerer was
+      // itself still away from the server is lost.
+      this.#pathLost(l);
+    }
   }
 
   /** #restart sends an ICE-restart offer on l's session (offerer side). */

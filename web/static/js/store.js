@@ -26,11 +26,21 @@ function promisify(req) {
 }
 
 function done(t) {
-  return new Promise((resolve, reject) => {
+  const p = new Promise((resolve, reject) => {
     t.oncomplete = () => resolve();
     t.onerror = () => reject(t.error);
     t.onabort = () => reject(t.error ?? new Error("transaction aborted"));
   });
+  // Every request is issued by now: commit at once rather than when the
+  // event loop comes round (a page closed or reloaded in between aborts a
+  // transaction that has not committed: a call log line written as the
+  // person hangs up and reloads was lost on a loaded machine).
+  try {
+    t.commit?.();
+  } catch {
+    // already committing or finished
+  }
+  return p;
 }
 
 /** openStore opens name's store: IndexedDB, or memory when that fails. */
