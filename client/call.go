@@ -240,6 +240,8 @@ func peerEndWords(peer string, code proto.EndCode) string {
 		return peer + " refused the connection: it was tampered with on the way"
 	case proto.EndGone:
 		return peer + " no longer has this call (their app restarted)"
+	case proto.EndOffline:
+		return peer + " went offline"
 	case proto.EndNoRelay:
 		return "no network path: " + peer + " relays every call (\"always relay\") and no relay is available to " + peer
 	}

@@ -362,7 +362,7 @@ func (c *Client) setPresence(p proto.Presence) {
 		// "gone" to the resume ring once the path is back (call.go). A
 		// link without a call goes: a peer that restarted makes a new one.
 		if _, ok := c.calls[p.Name]; ok {
-			c.endCall(p.Name, p.Name+" went offline", false)
+			c.endCallCode(p.Name, proto.EndOffline, p.Name+" went offline", "", false)
 		}
 		if l := c.links[p.Name]; l != nil {
 			c.closeLink(p.Name, l, "peer offline", false)

@@ -329,6 +329,7 @@ const (
 	EndInsecure EndCode = "insecure"  // the link's fingerprints were not signed by the caller's key
 	EndNoRelay  EndCode = "no_relay"  // the side that ended it relays only ("always relay") and no relay was available
 	EndGone     EndCode = "gone"      // asked to resume, the peer no longer had the call (it restarted)
+	EndOffline  EndCode = "offline"   // the server said the peer went offline while the call had no flowing media (ours alone: never sent)
 )
 
 func (c *CallSignal) Validate() error {

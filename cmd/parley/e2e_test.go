@@ -453,7 +453,11 @@ func (p *proc) wait(d time.Duration) {
 // killed mid-call and starts again at once. Alice's path to the old bob
 // fails and comes back by ICE restart — to the new bob, who has no call.
 // Alice used to stay "connected" with nothing coming in; now she asks
-// (a resume ring), bob answers "gone", and the call ends saying why.
+// (a resume ring), bob answers "gone", and the call ends saying why. On a
+// loaded machine alice's link may notice the dead path (300 ms) before the
+// server's word that bob went offline reaches her: then the call ends at
+// that word ("offline"), just as truthfully. Either way it ends, with its
+// reason — never a ghost call, never "hung up by bob".
 func TestCallEndsWhenPeerRestarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -467,8 +471,17 @@ func TestCallEndsWhenPeerRestarted(t *testing.T) {
 	bob.kill()
 	chat("bob").waitEvent(map[string]any{"event": "ready", "name": "bob"})
 	ended := alice.waitEventD(60*time.Second, map[string]any{"event": "call", "with": "bob", "state": "ended"})
-	if ended["code"] != "gone" || !strings.Contains(fmt.Sprint(ended["reason"]), "no longer has this call") {
-		t.Errorf("the call ended with %v, want code gone", ended)
+	switch reason := fmt.Sprint(ended["reason"]); ended["code"] {
+	case "gone":
+		if !strings.Contains(reason, "no longer has this call") {
+			t.Errorf("the call ended with %v, want bob's restart in the reason", ended)
+		}
+	case "offline":
+		if reason != "bob went offline" {
+			t.Errorf("the call ended with %v, want \"bob went offline\"", ended)
+		}
+	default:
+		t.Errorf("the call ended with %v, want code gone (or offline)", ended)
 	}
 	t.Logf("alice's call ended: %v", ended)
 }

@@ -314,7 +314,7 @@ export class Calls extends EventTarget {
 
   /** onPresence ends the call when its peer goes offline. */
   onOffline(peer) {
-    if (this.call?.peer === peer) this.#end(`${peer} went offline`, false);
+    if (this.call?.peer === peer) this.#end(`${peer} went offline`, false, "offline");
   }
 
   /**

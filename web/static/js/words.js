@@ -108,6 +108,8 @@ export function peerEndWords(peer, code) {
       return `${peer} refused the connection: it was tampered with on the way`;
     case "gone":
       return `${peer} no longer has this call (their app restarted)`;
+    case "offline":
+      return `${peer} went offline`;
     case "no_relay":
       return `no network path: ${peer} relays every call (“always relay”) and no relay is available to ${peer}`;
   }
