@@ -189,6 +189,14 @@ type transfer struct {
 	// reloaded active) and closed when it ends
 	sink atomic.Pointer[recvSink]
 
+	// Writes of rec to the store: the loop writes with mu held; the
+	// receiver's sync goroutine writes a copy without it, so that the
+	// fsyncs of checkpoints never hold up the loop. Each write takes a
+	// number under mu; a copy older than the last one written is dropped.
+	seq      uint64     // mu: the number of the newest copy of rec taken
+	saveMu   sync.Mutex // serializes writes; taken after mu, or alone
+	savedSeq uint64     // saveMu: the number of the newest copy written
+
 	// both
 	lastAsk      time.Time // receiver: last accept sent; sender: last re-sync offer
 	lastProgress time.Time
@@ -198,6 +206,15 @@ type transfer struct {
 type acceptReq struct {
 	offset int64
 	hash   string
+}
+
+// saveLocked writes t.rec to the store (t.mu held).
+func (c *Client) saveLocked(t *transfer) error {
+	t.seq++
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	t.savedSeq = t.seq
+	return c.files.store.save(&t.rec)
 }
 
 func (t *transfer) direction() string {
@@ -582,7 +599,7 @@ func (c *Client) acceptFile(t *transfer) {
 	t.mu.Lock()
 	t.rec.Part, t.rec.State, t.rec.Offset, t.rec.HashState = part, FileActive, 0, nil
 	t.sink.Store(newRecvSink(c, t, f, newHashState(), 0))
-	err = c.files.store.save(&t.rec)
+	err = c.saveLocked(t)
 	t.mu.Unlock()
 	if err != nil {
 		c.log.Warn("client: save transfer", "id", t.rec.ID, "err", err)
@@ -704,21 +721,24 @@ func (c *Client) endTransfer(t *transfer, state string, code proto.Code, reason 
 		t.run = nil
 	}
 	t.pending = nil
-	if !t.rec.Out {
-		if s := t.sink.Load(); s != nil {
-			if dc := s.dc.Swap(nil); dc != nil {
-				go dc.Close()
-			}
-			s.close(false) // the writer never waits for t.mu
+	s := t.sink.Swap(nil)
+	t.mu.Unlock()
+	if s != nil {
+		// Without t.mu: the writer's sync goroutine may take it meanwhile
+		// (and, the state being final now, record nothing).
+		if dc := s.dc.Swap(nil); dc != nil {
+			go dc.Close()
 		}
-		if state != FileDone && t.rec.Part != "" {
-			os.Remove(t.rec.Part)
-			t.rec.Part, t.rec.Offset, t.rec.HashState = "", 0, nil
-		}
+		s.close(false)
+	}
+	t.mu.Lock()
+	if !t.rec.Out && state != FileDone && t.rec.Part != "" {
+		os.Remove(t.rec.Part)
+		t.rec.Part, t.rec.Offset, t.rec.HashState = "", 0, nil
 	}
 	rec := t.rec
 	sent, resumed := t.sentTotal.Load(), t.resumed
-	if err := c.files.store.save(&t.rec); err != nil {
+	if err := c.saveLocked(t); err != nil {
 		c.log.Warn("client: save transfer", "id", rec.ID, "err", err)
 	}
 	t.mu.Unlock()
@@ -930,14 +950,7 @@ func (c *Client) filesShutdown() {
 			continue
 		}
 		if ck := s.close(true); ck.ok {
-			t.mu.Lock()
-			if t.rec.State == FileActive {
-				t.rec.Offset, t.rec.HashState = ck.offset, ck.state
-				if err := c.files.store.save(&t.rec); err != nil {
-					c.log.Warn("client: save transfer", "id", t.rec.ID, "err", err)
-				}
-			}
-			t.mu.Unlock()
+			c.recordCheckpoint(s, ck)
 		}
 	}
 }

@@ -93,9 +93,11 @@ type recvSink struct {
 	stop  chan struct{} // closed: the writer ends (keep says how)
 	keep  atomic.Bool   // on stop, write what is queued and sync (shutdown), else drop it
 	done  chan struct{} // closed when the writer has ended
-	start sync.Once
-	halt  sync.Once
-	final checkpoint // on stop with keep: where the file ends, synced (read after done)
+	final checkpoint    // on stop with keep: where the file ends, synced (read after done)
+
+	// The loop goroutine's.
+	running bool // the writer was started
+	closed  bool // stop is closed
 
 	ask      atomic.Bool                        // the loop wants an accept from what is written
 	dc       atomic.Pointer[webrtc.DataChannel] // the channel bytes are taken from; nil until a header
@@ -127,9 +129,15 @@ func newRecvSink(c *Client, t *transfer, f *os.File, h hashState, offset int64) 
 // askFor has the writer send an accept from the bytes it has (loop
 // goroutine): bytes count again from the next channel's header.
 func (s *recvSink) askFor() {
+	if s.closed {
+		return
+	}
 	s.dc.Store(nil)
 	s.ask.Store(true)
-	s.start.Do(func() { go s.run() })
+	if !s.running {
+		s.running = true
+		go s.run()
+	}
 	select {
 	case s.poke <- struct{}{}:
 	default:
@@ -139,18 +147,18 @@ func (s *recvSink) askFor() {
 // moving says whether a channel feeds the sink.
 func (s *recvSink) moving() bool { return s.dc.Load() != nil }
 
-// close stops the writer and waits for it; with keep, what is queued is
-// written and synced first, and the checkpoint returned (ok unset if
-// there is none to record: the writer had ended, or failed to sync).
+// close stops the writer and waits for it (loop goroutine); with keep,
+// what is queued is written and synced first, and the checkpoint
+// returned (ok unset if there is none to record: the writer never ran,
+// had ended, or failed to sync).
 func (s *recvSink) close(keep bool) checkpoint {
-	s.halt.Do(func() {
-		s.keep.Store(keep)
-		close(s.stop)
-	})
-	started := true
-	s.start.Do(func() { started = false })
-	if !started {
-		// The writer never ran: the file is as the sink found it.
+	if s.closed {
+		return checkpoint{}
+	}
+	s.closed = true
+	s.keep.Store(keep)
+	close(s.stop)
+	if !s.running {
 		s.f.Close()
 		return checkpoint{}
 	}
@@ -365,8 +373,8 @@ func (s *recvSink) sendAccept() {
 	s.c.box.post(func() { s.c.sendFileCtl(peer, ctl) })
 }
 
-// checkpoint starts syncing what is written; the loop records it once
-// the sync is done (writer).
+// checkpoint starts syncing what is written and records it once the
+// sync is done, off the loop (writer).
 func (s *recvSink) checkpoint() chan error {
 	ck := checkpoint{offset: s.written.Load(), state: s.hash.marshal(), ok: true}
 	s.unsynced, s.lastSync = 0, time.Now()
@@ -374,7 +382,7 @@ func (s *recvSink) checkpoint() chan error {
 	go func() {
 		err := s.f.Sync()
 		if err == nil {
-			s.c.box.post(func() { s.c.recordCheckpoint(s, ck) })
+			s.c.recordCheckpoint(s, ck)
 		}
 		done <- err
 	}()
@@ -416,7 +424,7 @@ func (s *recvSink) reset() error {
 	}
 	s.hash, s.unsynced = newHashState(), 0
 	s.written.Store(0)
-	s.c.box.post(func() { s.c.recordCheckpoint(s, checkpoint{ok: true}) })
+	s.c.recordCheckpoint(s, checkpoint{ok: true})
 	return nil
 }
 
@@ -454,21 +462,6 @@ func (s *recvSink) finish() {
 		t.mu.Unlock()
 		s.c.endTransfer(t, FileDone, "", "", true)
 	})
-}
-
-// recordCheckpoint records ck as how far s's transfer has synced bytes
-// (loop goroutine).
-func (c *Client) recordCheckpoint(s *recvSink, ck checkpoint) {
-	t := s.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.sink.Load() != s || t.rec.State != FileActive {
-		return
-	}
-	t.rec.Offset, t.rec.HashState = ck.offset, ck.state
-	if err := c.files.store.save(&t.rec); err != nil {
-		c.log.Warn("client: save transfer", "id", t.rec.ID, "err", err)
-	}
 }
 
 // saveUnique moves part into dir under the safe form of name, adding
@@ -559,4 +552,28 @@ func (c *Client) reopenPart(t *transfer) error {
 	}
 	t.sink.Store(newRecvSink(c, t, f, h, r.Offset))
 	return nil
+}
+
+// recordCheckpoint records ck as how far s's transfer has synced bytes
+// (any goroutine but the loop's holding t.mu).
+func (c *Client) recordCheckpoint(s *recvSink, ck checkpoint) {
+	t := s.t
+	t.mu.Lock()
+	if t.sink.Load() != s || t.rec.State != FileActive {
+		t.mu.Unlock()
+		return
+	}
+	t.rec.Offset, t.rec.HashState = ck.offset, ck.state
+	t.seq++
+	seq, rec := t.seq, t.rec
+	t.mu.Unlock()
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	if t.savedSeq > seq {
+		return // the loop wrote a newer state meanwhile
+	}
+	t.savedSeq = seq
+	if err := c.files.store.save(&rec); err != nil {
+		c.log.Warn("client: save transfer", "id", rec.ID, "err", err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/parley-voice/parley/client"
 	"github.com/parley-voice/parley/internal/dcbench"
+	"github.com/parley-voice/parley/internal/sockbuf"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/supernode"
@@ -161,9 +162,13 @@ type fileRun struct {
 	note        string
 }
 
-// benchFloor sends size bytes over a bare pion data channel pair.
+// benchFloor sends size bytes over a bare pion data channel pair whose
+// sockets are like a Parley link's.
 func benchFloor(ctx context.Context, size int64) (dcbench.Result, error) {
-	p, err := dcbench.New(ctx, dcbench.Config{Settings: client.LoopbackOnly})
+	p, err := dcbench.New(ctx, dcbench.Config{Settings: func(se *webrtc.SettingEngine) {
+		se.SetNet(&sockbuf.Net{}) // as Parley's links have
+		client.LoopbackOnly(se)
+	}})
 	if err != nil {
 		return dcbench.Result{}, err
 	}
