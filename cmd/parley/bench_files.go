@@ -58,7 +58,8 @@ The anchors run inside a private network namespace holding only lo
 both ends, and for Parley the signaling server and the supernode too,
 which all run in this process; for the anchors every process of the
 tool, its start-up included. On a busy machine it says more than the rates: an idle one with N
-cores can go at most N×1000/(CPU/MB) MB/s.`)
+cores can go at most N×1000/(CPU/MB) MB/s. Like parley chat, the process
+collects garbage at GOGC=400 unless GOGC is set (see gc.go).`)
 	sizeMiB := fs.Int("size", 256, "file size in MiB")
 	dir := fs.String("dir", "", "folder for the files (default: a temporary one, removed after)")
 	anchors := fs.Bool("anchors", true, "also time magic-wormhole, croc and nc when installed")
@@ -66,6 +67,7 @@ cores can go at most N×1000/(CPU/MB) MB/s.`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	clientGC()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
