@@ -27,6 +27,13 @@ func receiving(dir string, mod func(*client.FileConfig)) func(*client.Config) {
 	}
 }
 
+// autoAccepting is receiving(dir) accepting every offer.
+func autoAccepting(dir string) func(*client.Config) {
+	return receiving(dir, func(f *client.FileConfig) {
+		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
+	})
+}
+
 func fileOffer(id string) func(client.Event) bool {
 	return func(e client.Event) bool {
 		o, ok := e.(client.FileOfferEvent)
@@ -211,9 +218,7 @@ func TestFileUnsafeName(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
 	dir := t.TempDir()
 	alice := startClient(t, srv.URL, "alice", nil, nil)
-	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, func(f *client.FileConfig) {
-		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
-	}))
+	bob := startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
 	src, sum := testutil.RandomFile(t, t.TempDir(), "payload", 3000)
 	downloads := filepath.Join(dir, "downloads")
@@ -334,7 +339,7 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 		c.Files.MaxRate = 3 << 20 // 4 s for the file: time to stop things in the middle
 	}
 	alice := startClient(t, srv.URL, "alice", aliceKey, slow)
-	bobCfg := receiving(bobDir, func(f *client.FileConfig) { f.AutoAccept = func(string, proto.FileInfo) bool { return true } })
+	bobCfg := autoAccepting(bobDir)
 	bob := startClient(t, srv.URL, "bob", bobKey, bobCfg)
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
 	src, sum := testutil.RandomFile(t, t.TempDir(), "video.mp4", size)
@@ -378,9 +383,7 @@ func TestChatDuringFileTransfer(t *testing.T) {
 	srv := signaltest.Start(t, signal.Config{})
 	dir := t.TempDir()
 	alice := startClient(t, srv.URL, "alice", nil, nil)
-	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, func(f *client.FileConfig) {
-		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
-	}))
+	bob := startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
 	const size = 96 << 20
 	src, _ := testutil.RandomFile(t, t.TempDir(), "big.bin", size)
