@@ -20,7 +20,7 @@ import (
 // buffers or internal/sockbuf's (as Parley's links do); the receiver
 // takes messages in OnMessage (pion's callback, as Parley does) or reads
 // a detached channel; pion's default SCTP receive buffer (1 MiB) or a
-// larger one; the sender's buffered-amount marks at Parley's 1/4 MiB or
+// larger one; the sender's buffered-amount marks at Parley's 1/2 MiB or
 // higher; 64 KiB messages or 16 KiB (what browsers send). udp-drops is
 // the machine's UDP receive-buffer overflows per op (/proc/net/snmp: other
 // programs' count too).

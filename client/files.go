@@ -158,7 +158,7 @@ const (
 	fileRelink      = 2 * time.Second        // how often a transfer waiting for a link asks for one
 	fileDupAccept   = 5 * time.Second        // an accept for the running attempt's offset within this is a duplicate
 	fileOpenTimeout = 20 * time.Second       // a file data channel must open within this
-	fileBufHigh     = 4 << 20                // the sender waits while more than this is buffered …
+	fileBufHigh     = 2 << 20                // the sender waits while more than this is buffered (chat waits behind it) …
 	fileBufLow      = 1 << 20                // … until it drains to this (low-water mark)
 	fileChunk       = proto.MaxFileChunk     // bytes per message at full speed
 	fileSmallChunk  = 8 << 10                // bytes per message when paced below 1 MB/s

@@ -121,7 +121,7 @@ collects garbage at GOGC=400 unless GOGC is set (see gc.go).`)
 	if f, err := benchFloor(ctx, size); err != nil {
 		fmt.Fprintf(out, "%-18s failed: %v\n", "pion data channel", err)
 	} else {
-		row("pion data channel", f.MBps()*1e6, 0, f.CPU, "bare pion pair, 64 KiB messages, 1–4 MiB buffered: the floor")
+		row("pion data channel", f.MBps()*1e6, 0, f.CPU, "bare pion pair, 64 KiB messages, 1–2 MiB buffered: the floor")
 	}
 	if !*anchors {
 		return nil

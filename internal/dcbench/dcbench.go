@@ -24,7 +24,7 @@ type Config struct {
 	Chunk int
 	// Low and High are the buffered amount's marks: the sender waits while
 	// more than High is buffered until it drains to Low. Zero means 1 MiB
-	// and 4 MiB.
+	// and 2 MiB.
 	Low, High uint64
 	// Detach reads the receiving channel detached (an io.Reader, no
 	// per-message callback) instead of with OnMessage.
@@ -53,7 +53,7 @@ func New(ctx context.Context, cfg Config) (*Pair, error) {
 		cfg.Chunk = 64 << 10
 	}
 	if cfg.Low == 0 && cfg.High == 0 {
-		cfg.Low, cfg.High = 1<<20, 4<<20
+		cfg.Low, cfg.High = 1<<20, 2<<20
 	}
 	se := webrtc.SettingEngine{}
 	if cfg.Settings != nil {
