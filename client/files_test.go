@@ -34,6 +34,17 @@ func autoAccepting(dir string) func(*client.Config) {
 	})
 }
 
+// autoAcceptPair starts a server, alice, and bob accepting every offer
+// into dir, and waits until alice sees bob.
+func autoAcceptPair(t *testing.T) (alice, bob *peer, dir string) {
+	srv := signaltest.Start(t, signal.Config{})
+	dir = t.TempDir()
+	alice = startClient(t, srv.URL, "alice", nil, nil)
+	bob = startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	return alice, bob, dir
+}
+
 func fileOffer(id string) func(client.Event) bool {
 	return func(e client.Event) bool {
 		o, ok := e.(client.FileOfferEvent)
@@ -215,11 +226,7 @@ func TestFileOverLimit(t *testing.T) {
 // is saved under a plain name inside the download folder, never beside or
 // above it.
 func TestFileUnsafeName(t *testing.T) {
-	srv := signaltest.Start(t, signal.Config{})
-	dir := t.TempDir()
-	alice := startClient(t, srv.URL, "alice", nil, nil)
-	bob := startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
-	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	alice, bob, dir := autoAcceptPair(t)
 	src, sum := testutil.RandomFile(t, t.TempDir(), "payload", 3000)
 	downloads := filepath.Join(dir, "downloads")
 	for _, tc := range []struct{ offered, saved string }{
@@ -380,11 +387,7 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 // still go over the same link's data channel and arrive while the file is
 // in flight, not queued behind it.
 func TestChatDuringFileTransfer(t *testing.T) {
-	srv := signaltest.Start(t, signal.Config{})
-	dir := t.TempDir()
-	alice := startClient(t, srv.URL, "alice", nil, nil)
-	bob := startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
-	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	alice, bob, dir := autoAcceptPair(t)
 	const size = 96 << 20
 	src, _ := testutil.RandomFile(t, t.TempDir(), "big.bin", size)
 	ctx := context.Background()
