@@ -27,7 +27,7 @@ type peer struct {
 	err  error // what Run returned, once done is closed
 }
 
-func startClient(t *testing.T, url, name string, key ed25519.PrivateKey, mod func(*client.Config)) *peer {
+func startClient(t testing.TB, url, name string, key ed25519.PrivateKey, mod func(*client.Config)) *peer {
 	t.Helper()
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(nil)

@@ -241,6 +241,7 @@ func (e *eventQueue) push(ev Event) {
 func (e *eventQueue) pump() {
 	defer close(e.out)
 	var flush <-chan time.Time // after close: how long queued events may wait for a reader
+	done := e.done             // until close is seen
 	for {
 		e.mu.Lock()
 		if len(e.q) == 0 {
@@ -261,12 +262,17 @@ func (e *eventQueue) pump() {
 		closed := e.closed
 		e.mu.Unlock()
 		if closed && flush == nil {
-			flush = time.After(5 * time.Second)
+			flush, done = time.After(5*time.Second), nil
 		}
-		select {
-		case e.out <- ev:
-		case <-flush:
-			return // nobody is reading: drop the rest
+		for sent := false; !sent; {
+			select {
+			case e.out <- ev:
+				sent = true
+			case <-flush:
+				return // nobody is reading: drop the rest
+			case <-done: // closed while this one waits for a reader
+				flush, done = time.After(5*time.Second), nil
+			}
 		}
 	}
 }

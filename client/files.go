@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/parley-voice/parley/proto"
-	"github.com/pion/webrtc/v4"
 )
 
 // File transfer (proto/files.go has the wire protocol and its flow).
@@ -159,7 +158,7 @@ const (
 	fileRelink      = 2 * time.Second        // how often a transfer waiting for a link asks for one
 	fileDupAccept   = 5 * time.Second        // an accept for the running attempt's offset within this is a duplicate
 	fileOpenTimeout = 20 * time.Second       // a file data channel must open within this
-	fileBufHigh     = 4 << 20                // the sender waits while more than this is buffered …
+	fileBufHigh     = 2 << 20                // the sender waits while more than this is buffered (chat waits behind it) …
 	fileBufLow      = 1 << 20                // … until it drains to this (low-water mark)
 	fileChunk       = proto.MaxFileChunk     // bytes per message at full speed
 	fileSmallChunk  = 8 << 10                // bytes per message when paced below 1 MB/s
@@ -186,14 +185,17 @@ type transfer struct {
 	sentTotal atomic.Int64
 	resumed   int
 
-	// receiver (data path)
-	part     *os.File
-	hash     hashState
-	dc       *webrtc.DataChannel // the channel bytes are taken from
-	skip     int64               // bytes to drop: a resent prefix we already have
-	lastData time.Time
-	lastSync time.Time
-	unsynced int64
+	// receiver: the data path, set once the transfer is accepted (or
+	// reloaded active) and closed when it ends
+	sink atomic.Pointer[recvSink]
+
+	// Writes of rec to the store: the loop writes with mu held; the
+	// receiver's sync goroutine writes a copy without it, so that the
+	// fsyncs of checkpoints never hold up the loop. Each write takes a
+	// number under mu; a copy older than the last one written is dropped.
+	seq      uint64     // mu: the number of the newest copy of rec taken
+	saveMu   sync.Mutex // serializes writes; taken after mu, or alone
+	savedSeq uint64     // saveMu: the number of the newest copy written
 
 	// both
 	lastAsk      time.Time // receiver: last accept sent; sender: last re-sync offer
@@ -204,6 +206,15 @@ type transfer struct {
 type acceptReq struct {
 	offset int64
 	hash   string
+}
+
+// saveLocked writes t.rec to the store (t.mu held).
+func (c *Client) saveLocked(t *transfer) error {
+	t.seq++
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	t.savedSeq = t.seq
+	return c.files.store.save(&t.rec)
 }
 
 func (t *transfer) direction() string {
@@ -586,10 +597,9 @@ func (c *Client) acceptFile(t *transfer) {
 		return
 	}
 	t.mu.Lock()
-	t.part, t.hash = f, newHashState()
 	t.rec.Part, t.rec.State, t.rec.Offset, t.rec.HashState = part, FileActive, 0, nil
-	t.lastData = time.Now()
-	err = c.files.store.save(&t.rec)
+	t.sink.Store(newRecvSink(c, t, f, newHashState(), 0))
+	err = c.saveLocked(t)
 	t.mu.Unlock()
 	if err != nil {
 		c.log.Warn("client: save transfer", "id", t.rec.ID, "err", err)
@@ -597,18 +607,20 @@ func (c *Client) acceptFile(t *transfer) {
 	c.askForBytes(t)
 }
 
-// askForBytes (receiver) asks the sender for the bytes from our offset on.
+// askForBytes (receiver) asks the sender for the bytes from our offset
+// on: the sink's writer sends the accept once what it holds is written
+// and hashed.
 func (c *Client) askForBytes(t *transfer) {
 	t.mu.Lock()
-	ctl := &proto.FileControl{Op: proto.FileOpAccept, ID: t.rec.ID, Offset: t.rec.Offset + t.unsynced} // every written byte is hashed
-	if ctl.Offset > 0 {
-		ctl.Hash = t.hash.sumHex()
+	s := t.sink.Load()
+	if s == nil || t.rec.State != FileActive {
+		t.mu.Unlock()
+		return
 	}
-	t.dc = nil // bytes count again from the next channel's header
-	t.lastAsk, t.lastData = time.Now(), time.Now()
-	peer := t.rec.Peer
+	t.lastAsk = time.Now()
 	t.mu.Unlock()
-	c.sendFileCtl(peer, ctl)
+	s.lastData.Store(time.Now().UnixNano())
+	s.askFor()
 }
 
 // onFileCtl handles a FileControl from peer (data channel or server).
@@ -709,23 +721,24 @@ func (c *Client) endTransfer(t *transfer, state string, code proto.Code, reason 
 		t.run = nil
 	}
 	t.pending = nil
-	if !t.rec.Out {
-		if t.dc != nil {
-			go t.dc.Close()
-			t.dc = nil
+	s := t.sink.Swap(nil)
+	t.mu.Unlock()
+	if s != nil {
+		// Without t.mu: the writer's sync goroutine may take it meanwhile
+		// (and, the state being final now, record nothing).
+		if dc := s.dc.Swap(nil); dc != nil {
+			go dc.Close()
 		}
-		if t.part != nil {
-			t.part.Close()
-			t.part = nil
-		}
-		if state != FileDone && t.rec.Part != "" {
-			os.Remove(t.rec.Part)
-			t.rec.Part, t.rec.Offset, t.rec.HashState = "", 0, nil
-		}
+		s.close(false)
+	}
+	t.mu.Lock()
+	if !t.rec.Out && state != FileDone && t.rec.Part != "" {
+		os.Remove(t.rec.Part)
+		t.rec.Part, t.rec.Offset, t.rec.HashState = "", 0, nil
 	}
 	rec := t.rec
 	sent, resumed := t.sentTotal.Load(), t.resumed
-	if err := c.files.store.save(&t.rec); err != nil {
+	if err := c.saveLocked(t); err != nil {
 		c.log.Warn("client: save transfer", "id", rec.ID, "err", err)
 	}
 	t.mu.Unlock()
@@ -791,7 +804,10 @@ func (c *Client) filesTick(now time.Time) {
 		t.mu.Lock()
 		r := t.rec
 		run := t.run
-		stalled := !r.Out && r.State == FileActive && now.Sub(t.lastData) > fileStall && now.Sub(t.lastAsk) > fileStall
+		stalled := false
+		if s := t.sink.Load(); s != nil && !r.Out && r.State == FileActive {
+			stalled = now.Sub(time.Unix(0, s.lastData.Load())) > fileStall && now.Sub(t.lastAsk) > fileStall
+		}
 		relink := now.Sub(t.lastAsk) > fileRelink
 		t.mu.Unlock()
 		if finalFileState(r.State) || r.State == FileOffered && !r.Out {
@@ -831,7 +847,7 @@ func (c *Client) fileProgress(t *transfer, l *link, now time.Time) {
 		return
 	}
 	bytes := c.fileBytes(t)
-	if t.rec.Out && t.run == nil || !t.rec.Out && t.dc == nil {
+	if t.rec.Out && t.run == nil || !t.rec.Out && (t.sink.Load() == nil || !t.sink.Load().moving()) {
 		t.lastProgress, t.lastBytes = now, bytes
 		t.mu.Unlock()
 		return // no bytes move
@@ -858,7 +874,10 @@ func (c *Client) fileBytes(t *transfer) int64 {
 		if t.rec.State == FileDone {
 			return t.rec.File.Size
 		}
-		return t.rec.Offset + t.unsynced
+		if s := t.sink.Load(); s != nil {
+			return s.written.Load()
+		}
+		return t.rec.Offset
 	}
 	if t.rec.State == FileDone {
 		return t.rec.File.Size
@@ -925,11 +944,13 @@ func (c *Client) filesShutdown() {
 			t.run.stop()
 			t.run = nil
 		}
-		if t.part != nil {
-			c.syncPartLocked(t)
-			t.part.Close()
-			t.part = nil
-		}
+		s := t.sink.Load()
 		t.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		if ck := s.close(true); ck.ok {
+			c.recordCheckpoint(s, ck)
+		}
 	}
 }

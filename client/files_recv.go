@@ -12,16 +12,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/webrtc/v4"
 )
 
-// The receiving data path: bytes arrive on pion's goroutine for the
-// file's data channel and go straight to the temporary file and the
-// running SHA-256, under the transfer's lock; the loop only hears when
-// the file is complete (or broken).
+// The receiving data path. Messages arrive on pion's goroutine for each
+// of the transfer's data channels and go to a recvSink, which checks them
+// against what it has, queues the bytes and returns: a slow disk never
+// holds up pion's reading — which, through SCTP's receive window shared
+// by every channel of the link, would hold up the chat too — until the
+// queue (fileQueue messages) is full. The sink's writer goroutine writes
+// the queue to the partial file and the running SHA-256; at checkpoints
+// (fileSyncEvery, fileSyncBytes) it hands the offset and the hash state
+// after it to a sync goroutine, which fsyncs the file while writing goes
+// on and then has the loop record them: a restart resumes there. The
+// writer also answers the loop's asks (an accept from the bytes it has
+// written and hashed) and, once every byte is written, checks the
+// SHA-256 and saves the file.
 
 // hashState is a running SHA-256 whose state can be saved and restored
 // (crypto/sha256 implements encoding.BinaryMarshaler), so a restarted
@@ -47,6 +58,114 @@ func restoreHashState(b []byte) (hashState, error) {
 // sumHex is the SHA-256 of the bytes written so far (Sum leaves the state alone).
 func (s hashState) sumHex() string { return hex.EncodeToString(s.h.Sum(nil)) }
 
+// fileQueue bounds the messages a receiving transfer holds in memory
+// between pion and the disk (16 MiB of 64 KiB messages).
+const fileQueue = 256
+
+// sinkItem is one step for the writer, in channel order.
+type sinkItem struct {
+	data   []byte // bytes to write next (pion's copy, handed over)
+	reset  bool   // start the file over (the sender's bytes differ)
+	finish bool   // every byte is queued: check and save the file
+}
+
+// checkpoint is a synced offset and the hash state after it.
+type checkpoint struct {
+	offset int64
+	state  []byte
+	ok     bool // set: the bytes before offset are synced
+}
+
+// recvSink is the receiving data path of one transfer (see above).
+type recvSink struct {
+	c    *Client
+	t    *transfer
+	id   string
+	peer string
+	size int64
+	sum  string // the SHA-256 offered
+	name string // the name offered
+	part string // the partial file's path
+	f    *os.File
+
+	q     chan sinkItem
+	poke  chan struct{} // 1-buffered: the loop asked for something
+	stop  chan struct{} // closed: the writer ends (keep says how)
+	keep  atomic.Bool   // on stop, write what is queued and sync (shutdown), else drop it
+	done  chan struct{} // closed when the writer has ended
+	final checkpoint    // on stop with keep: where the file ends, synced (read after done)
+
+	// The loop goroutine's.
+	running bool // the writer was started
+	closed  bool // stop is closed
+
+	ask      atomic.Bool                        // the loop wants an accept from what is written
+	dc       atomic.Pointer[webrtc.DataChannel] // the channel bytes are taken from; nil until a header
+	lastData atomic.Int64                       // unix ns of the last message taken
+	written  atomic.Int64                       // bytes written and hashed
+
+	// The channels' callbacks; mu serializes them.
+	mu       sync.Mutex
+	accepted int64 // bytes taken from channels: written or queued
+	skip     int64 // bytes to drop: a resent prefix we already have
+	finished bool  // the finish item is queued
+
+	// The writer goroutine's.
+	hash     hashState
+	unsynced int64
+	lastSync time.Time
+}
+
+func newRecvSink(c *Client, t *transfer, f *os.File, h hashState, offset int64) *recvSink {
+	s := &recvSink{c: c, t: t, id: t.rec.ID, peer: t.rec.Peer, size: t.rec.File.Size, sum: t.rec.File.SHA256,
+		name: t.rec.File.Name, part: t.rec.Part, f: f,
+		q: make(chan sinkItem, fileQueue), poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		accepted: offset, hash: h, lastSync: time.Now()}
+	s.written.Store(offset)
+	s.lastData.Store(time.Now().UnixNano())
+	return s
+}
+
+// askFor has the writer send an accept from the bytes it has (loop
+// goroutine): bytes count again from the next channel's header.
+func (s *recvSink) askFor() {
+	if s.closed {
+		return
+	}
+	s.dc.Store(nil)
+	s.ask.Store(true)
+	if !s.running {
+		s.running = true
+		go s.run()
+	}
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// moving says whether a channel feeds the sink.
+func (s *recvSink) moving() bool { return s.dc.Load() != nil }
+
+// close stops the writer and waits for it (loop goroutine); with keep,
+// what is queued is written and synced first, and the checkpoint
+// returned (ok unset if there is none to record: the writer never ran,
+// had ended, or failed to sync).
+func (s *recvSink) close(keep bool) checkpoint {
+	if s.closed {
+		return checkpoint{}
+	}
+	s.closed = true
+	s.keep.Store(keep)
+	close(s.stop)
+	if !s.running {
+		s.f.Close()
+		return checkpoint{}
+	}
+	<-s.done
+	return s.final
+}
+
 // filesWatchLink takes the file channels l's peer opens (link hook). The
 // message handler is set here, before pion delivers the first message.
 func (c *Client) filesWatchLink(l *link) {
@@ -58,145 +177,291 @@ func (c *Client) filesWatchLink(l *link) {
 			dc.Close()
 			return
 		}
-		dc.OnMessage(func(m webrtc.DataChannelMessage) { c.onFileData(t, dc, m) })
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			if s := t.sink.Load(); s != nil {
+				s.onMessage(dc, m)
+			}
+		})
 	})
 }
 
-// onFileData takes one message from a file channel (pion's goroutine).
-func (c *Client) onFileData(t *transfer, dc *webrtc.DataChannel, m webrtc.DataChannelMessage) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.rec.State != FileActive || t.part == nil {
+// onMessage takes one message from a file channel (pion's goroutine).
+func (s *recvSink) onMessage(dc *webrtc.DataChannel, m webrtc.DataChannelMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	if s.finished {
 		return
 	}
-	now := time.Now()
-	have := t.rec.Offset + t.unsynced
+	now := time.Now().UnixNano()
 	if m.IsString {
-		h, err := proto.DecodeFileHeader(m.Data)
-		if err != nil || h.ID != t.rec.ID || h.Offset > have {
-			// A gap (or nonsense): drop this channel and ask again.
-			c.log.Warn("client: bad file channel header", "id", t.rec.ID, "have", have, "err", err)
-			go dc.Close()
-			c.box.post(func() { c.askForBytes(t) })
-			return
-		}
-		if h.Reset && have > 0 {
-			c.log.Info("client: sender's bytes differ from ours: starting over", "id", t.rec.ID, "had", have)
-			if err := c.resetPartLocked(t); err != nil {
-				c.failReceiveLocked(t, proto.CodeInternal, "cannot rewrite the partial file: "+err.Error())
-				return
-			}
-			have = 0
-		}
-		if old := t.dc; old != nil && old != dc {
-			go old.Close()
-		}
-		t.dc, t.skip, t.lastData = dc, have-h.Offset, now
-		if have == t.rec.File.Size {
-			c.finishReceiveLocked(t)
-		}
+		s.onHeader(dc, m.Data, now)
 		return
 	}
-	if dc != t.dc {
-		return // an older channel's tail, or bytes before a header
+	if dc != s.dc.Load() {
+		return // an older channel's tail, bytes before a header, or after an ask
 	}
 	data := m.Data
-	if t.skip > 0 {
-		n := min(t.skip, int64(len(data)))
-		data, t.skip = data[n:], t.skip-n
+	if s.skip > 0 {
+		n := min(s.skip, int64(len(data)))
+		data, s.skip = data[n:], s.skip-n
 	}
 	if len(data) == 0 {
 		return
 	}
-	if have+int64(len(data)) > t.rec.File.Size {
-		c.failReceiveLocked(t, proto.CodeBadRequest, fmt.Sprintf("the sender sent more than the %d bytes offered", t.rec.File.Size))
+	if s.accepted+int64(len(data)) > s.size {
+		s.fail(proto.CodeBadRequest, fmt.Sprintf("the sender sent more than the %d bytes offered", s.size))
 		return
 	}
-	if _, err := t.part.Write(data); err != nil {
-		c.failReceiveLocked(t, proto.CodeInternal, "cannot write the file: "+err.Error())
+	s.accepted += int64(len(data))
+	s.lastData.Store(now)
+	if !s.push(sinkItem{data: data}) {
 		return
 	}
-	t.hash.h.Write(data)
-	t.unsynced += int64(len(data))
-	t.lastData = now
-	switch {
-	case have+int64(len(data)) == t.rec.File.Size:
-		c.finishReceiveLocked(t)
-	case t.unsynced >= fileSyncBytes || now.Sub(t.lastSync) >= fileSyncEvery:
-		if err := c.syncPartLocked(t); err != nil {
-			c.failReceiveLocked(t, proto.CodeInternal, "cannot write the file: "+err.Error())
+	if s.accepted == s.size {
+		s.finished = s.push(sinkItem{finish: true})
+	}
+}
+
+// onHeader starts taking bytes from dc. s.mu is held.
+func (s *recvSink) onHeader(dc *webrtc.DataChannel, data []byte, now int64) {
+	h, err := proto.DecodeFileHeader(data)
+	if err != nil || h.ID != s.id || h.Offset > s.accepted {
+		// A gap (or nonsense): drop this channel and ask again.
+		s.c.log.Warn("client: bad file channel header", "id", s.id, "have", s.accepted, "err", err)
+		go dc.Close()
+		s.c.box.post(func() { s.c.askForBytes(s.t) })
+		return
+	}
+	if h.Reset && s.accepted > 0 {
+		s.c.log.Info("client: sender's bytes differ from ours: starting over", "id", s.id, "had", s.accepted)
+		if !s.push(sinkItem{reset: true}) {
+			return
+		}
+		s.accepted = 0
+	}
+	if old := s.dc.Swap(dc); old != nil && old != dc {
+		go old.Close()
+	}
+	s.skip = s.accepted - h.Offset
+	s.lastData.Store(now)
+	if s.accepted == s.size {
+		s.finished = s.push(sinkItem{finish: true})
+	}
+}
+
+// push queues it, waiting while the queue is full; false if the sink
+// stopped meanwhile. s.mu is held.
+func (s *recvSink) push(it sinkItem) bool {
+	select {
+	case s.q <- it:
+		return true
+	default:
+	}
+	select {
+	case s.q <- it:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+// fail ends the transfer from the data path: the loop records it,
+// deletes the partial file and tells the sender.
+func (s *recvSink) fail(code proto.Code, reason string) {
+	if dc := s.dc.Swap(nil); dc != nil {
+		go dc.Close()
+	}
+	t := s.t
+	s.c.box.post(func() { s.c.endTransfer(t, FileFailed, code, reason, true) })
+}
+
+// run is the writer goroutine.
+func (s *recvSink) run() {
+	defer close(s.done)
+	timer := time.NewTimer(fileSyncEvery)
+	timer.Stop()
+	armed := false
+	var syncing chan error // non-nil while a sync runs
+	waitSync := func() error {
+		if syncing == nil {
+			return nil
+		}
+		err := <-syncing
+		syncing = nil
+		return err
+	}
+	for {
+		select {
+		case it := <-s.q:
+			var err error
+			switch {
+			case it.finish:
+				if err := waitSync(); err != nil {
+					s.writeFailed(err)
+					return
+				}
+				s.finish()
+				return
+			case it.reset:
+				if err = waitSync(); err == nil {
+					err = s.reset()
+				}
+			default:
+				err = s.write(it.data)
+			}
+			if err != nil {
+				waitSync()
+				s.writeFailed(err)
+				return
+			}
+		case err := <-syncing:
+			syncing = nil
+			if err != nil {
+				s.writeFailed(err)
+				return
+			}
+		case <-timer.C:
+			armed = false
+		case <-s.poke:
+		case <-s.stop:
+			err := waitSync()
+			if s.keep.Load() {
+				if s.final, err = s.drain(err); err != nil {
+					s.c.log.Warn("client: sync partial file", "id", s.id, "err", err)
+				}
+			}
+			s.f.Close()
+			return
+		}
+		if s.ask.Swap(false) {
+			s.sendAccept()
+		}
+		if s.unsynced > 0 && syncing == nil {
+			if s.unsynced >= fileSyncBytes || time.Since(s.lastSync) >= fileSyncEvery {
+				syncing = s.checkpoint()
+			} else if !armed {
+				timer.Reset(fileSyncEvery - time.Since(s.lastSync))
+				armed = true
+			}
 		}
 	}
 }
 
-// syncPartLocked makes the bytes written so far durable and records how
-// far they go (with the hash state after them): a restart resumes here.
-func (c *Client) syncPartLocked(t *transfer) error {
-	t.lastSync = time.Now()
-	if t.unsynced == 0 {
-		return nil
-	}
-	if err := t.part.Sync(); err != nil {
+// write appends data to the file and the hash (writer).
+func (s *recvSink) write(data []byte) error {
+	if _, err := s.f.Write(data); err != nil {
 		return err
 	}
-	t.rec.Offset += t.unsynced
-	t.unsynced = 0
-	t.rec.HashState = t.hash.marshal()
-	return c.files.store.save(&t.rec)
+	s.hash.h.Write(data)
+	s.unsynced += int64(len(data))
+	s.written.Add(int64(len(data)))
+	return nil
 }
 
-// resetPartLocked empties the partial file and the hash.
-func (c *Client) resetPartLocked(t *transfer) error {
-	if err := t.part.Truncate(0); err != nil {
-		return err
+// sendAccept asks the sender for the bytes after those written (writer).
+func (s *recvSink) sendAccept() {
+	ctl := &proto.FileControl{Op: proto.FileOpAccept, ID: s.id, Offset: s.written.Load()}
+	if ctl.Offset > 0 {
+		ctl.Hash = s.hash.sumHex()
 	}
-	if _, err := t.part.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	t.hash, t.rec.Offset, t.unsynced, t.rec.HashState = newHashState(), 0, 0, nil
-	return c.files.store.save(&t.rec)
+	peer := s.peer
+	s.c.box.post(func() { s.c.sendFileCtl(peer, ctl) })
 }
 
-// finishReceiveLocked checks the whole file's SHA-256 and saves it in the
-// download folder; the loop then tells the sender.
-func (c *Client) finishReceiveLocked(t *transfer) {
-	err := t.part.Sync()
-	if cerr := t.part.Close(); err == nil {
+// checkpoint starts syncing what is written and records it once the
+// sync is done, off the loop (writer).
+func (s *recvSink) checkpoint() chan error {
+	ck := checkpoint{offset: s.written.Load(), state: s.hash.marshal(), ok: true}
+	s.unsynced, s.lastSync = 0, time.Now()
+	done := make(chan error, 1)
+	go func() {
+		err := s.f.Sync()
+		if err == nil {
+			s.c.recordCheckpoint(s, ck)
+		}
+		done <- err
+	}()
+	return done
+}
+
+// drain writes what is queued and syncs it (writer, stopping with keep).
+func (s *recvSink) drain(err error) (checkpoint, error) {
+	for more := true; more && err == nil; {
+		select {
+		case it := <-s.q:
+			switch {
+			case it.reset:
+				err = s.reset()
+			case it.data != nil:
+				err = s.write(it.data)
+			}
+		default:
+			more = false
+		}
+	}
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		return checkpoint{}, err
+	}
+	s.unsynced = 0
+	return checkpoint{offset: s.written.Load(), state: s.hash.marshal(), ok: true}, nil
+}
+
+// reset empties the partial file and the hash (writer).
+func (s *recvSink) reset() error {
+	if err := s.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	s.hash, s.unsynced = newHashState(), 0
+	s.written.Store(0)
+	s.c.recordCheckpoint(s, checkpoint{ok: true})
+	return nil
+}
+
+func (s *recvSink) writeFailed(err error) {
+	s.f.Close()
+	s.fail(proto.CodeInternal, "cannot write the file: "+err.Error())
+}
+
+// finish syncs the file, checks its SHA-256 and saves it in the download
+// folder; the loop then tells the sender (writer).
+func (s *recvSink) finish() {
+	err := s.f.Sync()
+	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}
-	t.part = nil
-	t.rec.Offset += t.unsynced
-	t.unsynced = 0
 	if err != nil {
-		c.failReceiveLocked(t, proto.CodeInternal, "cannot write the file: "+err.Error())
+		s.fail(proto.CodeInternal, "cannot write the file: "+err.Error())
 		return
 	}
-	if got := t.hash.sumHex(); got != t.rec.File.SHA256 {
-		c.failReceiveLocked(t, proto.CodeHashMismatch, fmt.Sprintf("%s arrived with SHA-256 %s…, not the %s… offered; it was not kept", t.rec.File.Name, got[:12], t.rec.File.SHA256[:12]))
+	t := s.t
+	if got := s.hash.sumHex(); got != s.sum {
+		s.fail(proto.CodeHashMismatch, fmt.Sprintf("%s arrived with SHA-256 %s…, not the %s… offered; it was not kept", s.name, got[:12], s.sum[:12]))
 		return
 	}
-	dest, err := saveUnique(t.rec.Part, c.cfg.Files.Dir, t.rec.File.Name)
+	dest, err := saveUnique(s.part, s.c.cfg.Files.Dir, s.name)
 	if err != nil {
-		c.failReceiveLocked(t, proto.CodeInternal, "cannot save the file: "+err.Error())
+		s.fail(proto.CodeInternal, "cannot save the file: "+err.Error())
 		return
 	}
-	t.rec.Saved, t.rec.Part = dest, ""
-	c.log.Info("client: file received", "id", t.rec.ID, "from", t.rec.Peer, "saved", dest, "bytes", t.rec.File.Size)
-	c.box.post(func() { c.endTransfer(t, FileDone, "", "", true) })
-}
-
-// failReceiveLocked ends t from the data path: the loop records it,
-// deletes the partial file and tells the sender.
-func (c *Client) failReceiveLocked(t *transfer, code proto.Code, reason string) {
-	if t.part != nil {
-		t.part.Close()
-		t.part = nil
-	}
-	if t.dc != nil {
-		go t.dc.Close()
-		t.dc = nil
-	}
-	c.box.post(func() { c.endTransfer(t, FileFailed, code, reason, true) })
+	s.dc.Store(nil)
+	s.c.log.Info("client: file received", "id", s.id, "from", s.peer, "saved", dest, "bytes", s.size)
+	s.c.box.post(func() {
+		t.mu.Lock()
+		t.rec.Saved, t.rec.Part, t.rec.Offset, t.rec.HashState = dest, "", s.size, nil
+		t.mu.Unlock()
+		s.c.endTransfer(t, FileDone, "", "", true)
+	})
 }
 
 // saveUnique moves part into dir under the safe form of name, adding
@@ -285,6 +550,30 @@ func (c *Client) reopenPart(t *transfer) error {
 		f.Close()
 		return err
 	}
-	t.part, t.hash, t.lastData = f, h, time.Now()
+	t.sink.Store(newRecvSink(c, t, f, h, r.Offset))
 	return nil
+}
+
+// recordCheckpoint records ck as how far s's transfer has synced bytes
+// (any goroutine but the loop's holding t.mu).
+func (c *Client) recordCheckpoint(s *recvSink, ck checkpoint) {
+	t := s.t
+	t.mu.Lock()
+	if t.sink.Load() != s || t.rec.State != FileActive {
+		t.mu.Unlock()
+		return
+	}
+	t.rec.Offset, t.rec.HashState = ck.offset, ck.state
+	t.seq++
+	seq, rec := t.seq, t.rec
+	t.mu.Unlock()
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	if t.savedSeq > seq {
+		return // the loop wrote a newer state meanwhile
+	}
+	t.savedSeq = seq
+	if err := c.files.store.save(&rec); err != nil {
+		c.log.Warn("client: save transfer", "id", rec.ID, "err", err)
+	}
 }

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,24 @@ func receiving(dir string, mod func(*client.FileConfig)) func(*client.Config) {
 			mod(&c.Files)
 		}
 	}
+}
+
+// autoAccepting is receiving(dir) accepting every offer.
+func autoAccepting(dir string) func(*client.Config) {
+	return receiving(dir, func(f *client.FileConfig) {
+		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
+	})
+}
+
+// autoAcceptPair starts a server, alice, and bob accepting every offer
+// into dir, and waits until alice sees bob.
+func autoAcceptPair(t *testing.T) (alice, bob *peer, dir string) {
+	srv := signaltest.Start(t, signal.Config{})
+	dir = t.TempDir()
+	alice = startClient(t, srv.URL, "alice", nil, nil)
+	bob = startClient(t, srv.URL, "bob", nil, autoAccepting(dir))
+	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	return alice, bob, dir
 }
 
 func fileOffer(id string) func(client.Event) bool {
@@ -207,13 +226,7 @@ func TestFileOverLimit(t *testing.T) {
 // is saved under a plain name inside the download folder, never beside or
 // above it.
 func TestFileUnsafeName(t *testing.T) {
-	srv := signaltest.Start(t, signal.Config{})
-	dir := t.TempDir()
-	alice := startClient(t, srv.URL, "alice", nil, nil)
-	bob := startClient(t, srv.URL, "bob", nil, receiving(dir, func(f *client.FileConfig) {
-		f.AutoAccept = func(string, proto.FileInfo) bool { return true }
-	}))
-	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
+	alice, bob, dir := autoAcceptPair(t)
 	src, sum := testutil.RandomFile(t, t.TempDir(), "payload", 3000)
 	downloads := filepath.Join(dir, "downloads")
 	for _, tc := range []struct{ offered, saved string }{
@@ -333,7 +346,7 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 		c.Files.MaxRate = 3 << 20 // 4 s for the file: time to stop things in the middle
 	}
 	alice := startClient(t, srv.URL, "alice", aliceKey, slow)
-	bobCfg := receiving(bobDir, func(f *client.FileConfig) { f.AutoAccept = func(string, proto.FileInfo) bool { return true } })
+	bobCfg := autoAccepting(bobDir)
 	bob := startClient(t, srv.URL, "bob", bobKey, bobCfg)
 	alice.ev.Wait(t, wait, "alice sees bob", online("bob"))
 	src, sum := testutil.RandomFile(t, t.TempDir(), "video.mp4", size)
@@ -367,4 +380,58 @@ func TestFileResumesAfterRestarts(t *testing.T) {
 		t.Errorf("restarted sender: %+v; want a resumed attempt sending at most 3/5 of %d bytes", d, size)
 	}
 	noPartFiles(t, filepath.Join(bobDir, "downloads"))
+}
+
+// TestChatDuringFileTransfer: while a file goes at full speed over the
+// link (the sender keeping megabytes buffered), chat messages both ways
+// still go over the same link's data channel and arrive while the file is
+// in flight, not queued behind it.
+func TestChatDuringFileTransfer(t *testing.T) {
+	alice, bob, dir := autoAcceptPair(t)
+	const size = 96 << 20
+	src, _ := testutil.RandomFile(t, t.TempDir(), "big.bin", size)
+	ctx := context.Background()
+	id, err := alice.SendFile(ctx, "bob", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := func() int64 {
+		list, _ := bob.Transfers(ctx)
+		for _, x := range list {
+			if x.ID == id {
+				return x.Bytes
+			}
+		}
+		return 0
+	}
+	testutil.Eventually(t, wait, "bytes flow", func() bool { return received() > 0 })
+	for i := 0; i < 5; i++ {
+		for _, dir := range []struct {
+			from, to *peer
+			name     string
+		}{{alice, bob, "bob"}, {bob, alice, "alice"}} {
+			text := fmt.Sprintf("ping %d to %s", i, dir.name)
+			mark := dir.to.ev.Len()
+			if _, err := dir.from.Send(ctx, dir.name, text); err != nil {
+				t.Fatal(err)
+			}
+			m := dir.to.ev.WaitSince(t, mark, wait, text, func(e client.Event) bool {
+				m, ok := e.(client.MessageEvent)
+				return ok && m.Text == text
+			}).(client.MessageEvent)
+			if m.Path != "direct" {
+				t.Errorf("%q went by %s, want the link's data channel", text, m.Path)
+			}
+		}
+	}
+	got := received()
+	if n := bob.ev.Count(fileEnd(id)); n != 0 || got >= size {
+		t.Fatalf("the file ended (%d of %d bytes) before the chat did: the chat waited behind it", got, size)
+	}
+	t.Logf("10 messages went both ways while the file was at %d of %d bytes", got, size)
+	if err := alice.CancelFile(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "bob", bob.ev.Wait(t, wait, "bob hears the cancel", fileEnd(id)), proto.CodeCancelled)
+	noPartFiles(t, filepath.Join(dir, "downloads"))
 }

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parley-voice/parley/internal/sockbuf"
 	"github.com/parley-voice/parley/proto"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -253,6 +254,7 @@ func (c *Client) linkAPI(p plan, w *pathWatch) (*webrtc.API, error) {
 	pc := c.cfg.Path
 	se := webrtc.SettingEngine{}
 	se.SetICEProxyDialer(c.relay) // TURN over QUIC streams to supernodes (relay.go)
+	se.SetNet(&sockbuf.Net{})     // ICE sockets that hold a data channel's window (a file at full speed)
 	// pion's own "disconnected" (after Keepalive without a packet from the
 	// remote candidate) only paces its loop: while checking, pion checks
 	// every min(200 ms, disconnected timeout) and nominates only on those

@@ -117,7 +117,7 @@ func smallPNG(t *testing.T) []byte {
 }
 
 // fileClient is a Go client that takes files into a temporary folder.
-func fileClient(t *testing.T, url, name string, relayOnly bool) (*goPeer, string) {
+func fileClient(t testing.TB, url, name string, relayOnly bool) (*goPeer, string) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	dir := t.TempDir()

@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/parley-voice/parley/client"
+	"github.com/parley-voice/parley/internal/dcbench"
+	"github.com/parley-voice/parley/internal/sockbuf"
 	"github.com/parley-voice/parley/proto"
 	"github.com/parley-voice/parley/signal"
 	"github.com/parley-voice/parley/supernode"
@@ -38,6 +41,9 @@ sender's SHA-256 pass):
   parley direct      two clients in this process, peer to peer
   parley relayed     the same through a local supernode (both clients
                      refuse direct paths; QUIC datagrams to the relay)
+  pion data channel  two bare pion peer connections in this process, one
+                     data channel, no file, no hash: the floor under
+                     Parley's rows (internal/dcbench)
   magic-wormhole     Debian's magic-wormhole with a local mailbox server and
                      transit relay (apt-get install magic-wormhole
                      python3-magic-wormhole-mailbox-server
@@ -46,7 +52,14 @@ sender's SHA-256 pass):
   nc                 netcat: plain TCP, no encryption, no check: the wire
 
 The anchors run inside a private network namespace holding only lo
-(unshare, as root), so no tool can reach beyond this machine's loopback.`)
+(unshare, as root), so no tool can reach beyond this machine's loopback.
+
+"CPU/MB" is the CPU time (user + system, all cores) spent per MB sent:
+both ends, and for Parley the signaling server and the supernode too,
+which all run in this process; for the anchors every process of the
+tool, its start-up included. On a busy machine it says more than the rates: an idle one with N
+cores can go at most N×1000/(CPU/MB) MB/s. Like parley chat, the process
+collects garbage at GOGC=400 unless GOGC is set (see gc.go).`)
 	sizeMiB := fs.Int("size", 256, "file size in MiB")
 	dir := fs.String("dir", "", "folder for the files (default: a temporary one, removed after)")
 	anchors := fs.Bool("anchors", true, "also time magic-wormhole, croc and nc when installed")
@@ -54,6 +67,7 @@ The anchors run inside a private network namespace holding only lo
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	clientGC()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -83,14 +97,18 @@ The anchors run inside a private network namespace holding only lo
 	}
 	out := os.Stdout
 	fmt.Fprintf(out, "parley bench files: %d MiB on loopback\n\n", *sizeMiB)
-	fmt.Fprintf(out, "%-18s %12s %12s  %s\n", "", "end to end", "bytes flow", "")
-	row := func(name string, total, wire float64, note string) {
-		w := "–"
+	fmt.Fprintf(out, "%-18s %12s %12s %8s  %s\n", "", "end to end", "bytes flow", "CPU/MB", "")
+	row := func(name string, total, wire float64, cpu time.Duration, note string) {
+		w, c := "–", "–"
 		if wire > 0 {
 			w = fmt.Sprintf("%.1f MB/s", wire/1e6)
 		}
-		fmt.Fprintf(out, "%-18s %12s %12s  %s\n", name, fmt.Sprintf("%.1f MB/s", total/1e6), w, note)
+		if cpu > 0 {
+			c = fmt.Sprintf("%.1f ms", float64(cpu)/float64(time.Millisecond)/(float64(size)/1e6))
+		}
+		fmt.Fprintf(out, "%-18s %12s %12s %8s  %s\n", name, fmt.Sprintf("%.1f MB/s", total/1e6), w, c, note)
 	}
+	fmt.Fprintf(out, "(load average %s on %d cores)\n", loadAverage(), runtime.NumCPU())
 	for _, relayed := range []bool{false, true} {
 		name := map[bool]string{false: "parley direct", true: "parley relayed"}[relayed]
 		r, err := benchParleyFile(ctx, src, filepath.Join(*dir, "in-"+strings.Fields(name)[1]), relayed)
@@ -98,7 +116,12 @@ The anchors run inside a private network namespace holding only lo
 			fmt.Fprintf(out, "%-18s failed: %v\n", name, err)
 			continue
 		}
-		row(name, float64(size)/r.total.Seconds(), float64(size)/r.wire.Seconds(), r.note)
+		row(name, float64(size)/r.total.Seconds(), float64(size)/r.wire.Seconds(), r.cpu, r.note)
+	}
+	if f, err := benchFloor(ctx, size); err != nil {
+		fmt.Fprintf(out, "%-18s failed: %v\n", "pion data channel", err)
+	} else {
+		row("pion data channel", f.MBps()*1e6, 0, f.CPU, "bare pion pair, 64 KiB messages, 1–2 MiB buffered: the floor")
 	}
 	if !*anchors {
 		return nil
@@ -108,12 +131,12 @@ The anchors run inside a private network namespace holding only lo
 			fmt.Fprintf(out, "%-18s not run: %s\n", a.name, why)
 			continue
 		}
-		d, err := runAnchor(ctx, a.script, *dir, src)
+		d, cpu, err := runAnchor(ctx, a.script, *dir, src)
 		if err != nil {
 			fmt.Fprintf(out, "%-18s failed: %v\n", a.name, err)
 			continue
 		}
-		row(a.name, float64(size)/d.Seconds(), 0, a.note)
+		row(a.name, float64(size)/d.Seconds(), 0, cpu, a.note)
 	}
 	return nil
 }
@@ -137,7 +160,33 @@ func writeRandomFile(p string, size int64) error {
 
 type fileRun struct {
 	total, wire time.Duration
+	cpu         time.Duration // the process's CPU time over total
 	note        string
+}
+
+// benchFloor sends size bytes over a bare pion data channel pair whose
+// sockets are like a Parley link's.
+func benchFloor(ctx context.Context, size int64) (dcbench.Result, error) {
+	p, err := dcbench.New(ctx, dcbench.Config{Settings: func(se *webrtc.SettingEngine) {
+		se.SetNet(&sockbuf.Net{}) // as Parley's links have
+		client.LoopbackOnly(se)
+	}})
+	if err != nil {
+		return dcbench.Result{}, err
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	return p.Send(ctx, size)
+}
+
+// loadAverage is the first figure of /proc/loadavg ("?" if unknown).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // benchParleyFile sends src from one client to another (relayed through a
@@ -193,7 +242,7 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 	}); err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), dcbench.CPUTime()
 	id, err := a.c.SendFile(ctx, "bench-receiver", src)
 	if err != nil {
 		return nil, err
@@ -220,14 +269,14 @@ func benchParleyFile(ctx context.Context, src, inbox string, relayed bool) (*fil
 	if err != nil {
 		return nil, err
 	}
-	end := time.Now()
+	end, cpu := time.Now(), dcbench.CPUTime()-cpu0
 	if f, ok := ev.(client.FileFailedEvent); ok {
 		return nil, fmt.Errorf("%s: %s", f.Code, f.Reason)
 	}
 	d := ev.(client.FileDoneEvent)
 	os.Remove(d.File)
 	note := fmt.Sprintf("SHA-256 checked; path %s", path)
-	return &fileRun{total: end.Sub(start), wire: end.Sub(first), note: note}, nil
+	return &fileRun{total: end.Sub(start), wire: end.Sub(first), cpu: cpu, note: note}, nil
 }
 
 func waitState(ctx context.Context, states <-chan proto.SupernodeState, want proto.SupernodeState) error {
@@ -318,11 +367,12 @@ echo "elapsed_ns $((end-start))"`,
 	},
 }
 
-// runAnchor runs script in a new network namespace holding only lo.
-func runAnchor(ctx context.Context, script, dir, src string) (time.Duration, error) {
+// runAnchor runs script in a new network namespace holding only lo and
+// returns the time it printed and the CPU time of all its processes.
+func runAnchor(ctx context.Context, script, dir, src string) (time.Duration, time.Duration, error) {
 	scratch, err := os.MkdirTemp(dir, "anchor-")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.RemoveAll(scratch)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -331,17 +381,20 @@ func runAnchor(ctx context.Context, script, dir, src string) (time.Duration, err
 	cmd.Env = append(os.Environ(), "SRC="+src, "DIR="+scratch)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(lastLines(string(out), 3)))
+		return 0, 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(lastLines(string(out), 3)))
 	}
+	// wait4's usage counts the child and every descendant it waited for:
+	// the whole tool, its relays and their start-up.
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	for _, l := range strings.Split(string(out), "\n") {
 		if v, ok := strings.CutPrefix(l, "elapsed_ns "); ok {
 			ns, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 			if err == nil && ns > 0 {
-				return time.Duration(ns), nil
+				return time.Duration(ns), cpu, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("no timing in its output: %s", lastLines(string(out), 3))
+	return 0, 0, fmt.Errorf("no timing in its output: %s", lastLines(string(out), 3))
 }
 
 func lastLines(s string, n int) string {

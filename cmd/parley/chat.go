@@ -136,6 +136,7 @@ or a restart of either side.`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	clientGC()
 	if f.name == "" {
 		fs.Usage()
 		return errors.New("--name is required")

@@ -77,7 +77,8 @@ func TestFileResumesAfterReceiverIsKilled(t *testing.T) {
 }
 
 // TestBenchFilesCommand: `parley bench files` sends a file direct and
-// relayed and prints both rates.
+// relayed and prints both rates and the CPU they took, beside the bare
+// pion data channel's.
 func TestBenchFilesCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -87,9 +88,12 @@ func TestBenchFilesCommand(t *testing.T) {
 		t.Fatalf("parley bench files: %v\n%s", err, out)
 	}
 	for _, row := range []string{"parley direct", "parley relayed"} {
-		if !regexp.MustCompile(regexp.QuoteMeta(row) + `\s+\d+\.\d MB/s\s+\d+\.\d MB/s\s+SHA-256 checked; path (direct|relay)`).Match(out) {
+		if !regexp.MustCompile(regexp.QuoteMeta(row) + `\s+\d+\.\d MB/s\s+\d+\.\d MB/s\s+\d+\.\d ms\s+SHA-256 checked; path (direct|relay)`).Match(out) {
 			t.Errorf("no %q row with figures in:\n%s", row, out)
 		}
+	}
+	if !regexp.MustCompile(`pion data channel\s+\d+\.\d MB/s\s+–\s+\d+\.\d ms\s+bare pion pair`).Match(out) {
+		t.Errorf("no floor row in:\n%s", out)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/parley-voice/parley/internal/sockbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -167,21 +168,7 @@ func (c *Conn) UDPAddr() *net.UDPAddr { return net.UDPAddrFromAddrPort(c.local) 
 // returns the sizes the kernel granted (Linux reports double the request).
 func (c *Conn) SetBuffers(rcv, snd int) (gotRcv, gotSnd int, err error) {
 	err = c.control(func(fd int) error {
-		set := func(opt, force, v int) int {
-			if v <= 0 {
-				got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
-				return got
-			}
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v)
-			if got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt); got >= v {
-				return got
-			}
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, v) // root only
-			got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
-			return got
-		}
-		gotRcv = set(unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, rcv)
-		gotSnd = set(unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, snd)
+		gotRcv, gotSnd = sockbuf.SetFD(fd, rcv, snd)
 		return nil
 	})
 	return gotRcv, gotSnd, err
