@@ -9,6 +9,8 @@ package tui
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -182,21 +184,22 @@ type model struct {
 	typingTo string
 	typedAt  time.Time
 
-	conn          string
-	call          *callInfo
-	ringing       string
-	typing        map[string]time.Time
-	early         map[string]history.Status // receipts that beat the sentMsg
-	notice        string
-	noticeBad     bool
-	noticeAt      time.Time
-	overlay       string            // "help", "verify", "who" or ""
-	overlayScroll int               // first line of the overlay shown (PgUp/PgDn)
-	display       string            // our display name (/nick)
-	secretFor     string            // the file a passphrase is being typed for (/backup); the input is masked
-	drafts        map[string][]rune // unsent input of the conversations not open
-	verifyWith    string
-	files         map[string]*fileInfo // transfers this session saw (files.go)
+	conn           string
+	call           *callInfo
+	ringing        string
+	typing         map[string]time.Time
+	early          map[string]history.Status // receipts that beat the sentMsg
+	notice         string
+	noticeBad      bool
+	noticeAt       time.Time
+	disconnectNote string            // the notice saying why the server is out of reach, cleared on sign-in
+	overlay        string            // "help", "verify", "who" or ""
+	overlayScroll  int               // first line of the overlay shown (PgUp/PgDn)
+	display        string            // our display name (/nick)
+	secretFor      string            // the file a passphrase is being typed for (/backup); the input is masked
+	drafts         map[string][]rune // unsent input of the conversations not open
+	verifyWith     string
+	files          map[string]*fileInfo // transfers this session saw (files.go)
 }
 
 func newModel(ctx context.Context, cfg Config) *model {
@@ -409,11 +412,19 @@ func (m *model) onEvent(ev client.Event) tea.Cmd {
 	switch e := ev.(type) {
 	case client.ReadyEvent:
 		m.conn = "connected"
+		if m.notice != "" && m.notice == m.disconnectNote {
+			m.notice = "" // the reason no longer holds
+		}
+		m.disconnectNote = ""
 		if e.Reconnect {
 			m.setNotice(false, "reconnected")
 		}
 	case client.DisconnectedEvent:
 		m.conn = "offline · retry in " + e.Retry
+		if e.Err != nil {
+			m.setNotice(true, "%s", disconnectWords(e.Err))
+			m.disconnectNote = m.notice
+		}
 	case client.PresenceEvent:
 		return m.onPresence(e.Presence)
 	case client.MessageEvent:
@@ -637,4 +648,15 @@ func trimCmd(line string) (string, string) {
 	line = strings.TrimSpace(line)
 	cmd, arg, _ := strings.Cut(line, " ")
 	return strings.ToLower(cmd), strings.TrimSpace(arg)
+}
+
+// disconnectWords says why the server is out of reach, first what a user
+// can do about it: a certificate no trusted CA signed (a self-made one, a
+// private CA) fails every retry until --ca names it.
+func disconnectWords(err error) string {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return "the server's certificate is not trusted (self-made or a private CA? start with --ca FILE): " + err.Error()
+	}
+	return "cannot reach the server: " + err.Error()
 }

@@ -3,7 +3,10 @@ package tui
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -345,5 +348,40 @@ func TestOnlineHereSection(t *testing.T) {
 	v = checkFrame(t, m, 80, 24)
 	if !strings.Contains(v, "more · /who") {
 		t.Errorf("no count of the people who do not fit:\n%s", v)
+	}
+}
+
+// TestDisconnectReasonShown: while the client cannot reach the server the
+// screen says why, not only "offline · retry in …" (the reason used to go
+// to the log file alone, so a server with a self-made certificate looked
+// like a server that was down), and an untrusted certificate names --ca.
+func TestDisconnectReasonShown(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{"refused", errors.New("client: dial ws://127.0.0.1:8080/ws: connect: connection refused"),
+			[]string{"cannot reach the server", "connection refused"}},
+		{"certificate", fmt.Errorf("client: dial wss://localhost:8443/ws: %w",
+			&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}),
+			[]string{"certificate", "--ca FILE"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, _ := newTestModel(t)
+			run(m, tea.WindowSizeMsg{Width: 100, Height: 24})
+			run(m, eventMsg{client.DisconnectedEvent{Err: tc.err, Retry: "1.2s"}})
+			v := strings.Join(strings.Fields(checkFrame(t, m, 100, 24)), " ")
+			for _, w := range append(tc.want, "retry in 1.2s") {
+				if !strings.Contains(v, w) {
+					t.Errorf("%q not on screen:\n%s", w, v)
+				}
+			}
+			run(m, eventMsg{client.ReadyEvent{Name: "alice", Reconnect: true}})
+			if v := m.View(); strings.Contains(v, "cannot reach") || strings.Contains(v, "certificate") {
+				t.Errorf("the reason stays after reconnecting:\n%s", v)
+			}
+		})
 	}
 }
