@@ -95,7 +95,7 @@ func eventLine(ev client.Event) string {
 	case client.DeliveredEvent:
 		return fmt.Sprintf("✓ delivered to %s", e.To)
 	case client.StoredEvent:
-		return fmt.Sprintf("✓ %s is offline: message left on the server, sealed to their key", e.To)
+		return fmt.Sprintf("✓ on the server for %s, sealed to their key (held there until their client takes it)", e.To)
 	case client.ReadEvent:
 		return fmt.Sprintf("✓✓ read by %s", e.By)
 	case client.CallEvent:
