@@ -240,7 +240,7 @@ func printServing(addr net.Addr, publicHost string, https bool) string {
 	}
 	url := scheme + "://" + hp
 	fmt.Printf("Parley is running: open %s/ in a browser\n", url)
-	fmt.Printf("  chat client: go run ./cmd/parley chat --server %s --name NAME\n", url)
+	fmt.Printf("  chat client: %s chat --server %s --name NAME\n", self(), url)
 	if !https && !isLocalHost(host) {
 		// Browsers grant WebCrypto (the identity key) and the microphone
 		// only to a secure context: http://localhost, or HTTPS.
