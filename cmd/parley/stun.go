@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/parley-voice/parley/nat"
@@ -193,6 +194,9 @@ func startSTUN(ctx context.Context, f *stunFlags, listen string, public netip.Ad
 	}
 	plan.cfg.Logger = log
 	srv, err := nat.NewServer(plan.cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("STUN service: %w (another parley serve on this machine? give this one its own --stun IP:PORT, or --no-stun)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("STUN service: %w", err)
 	}
@@ -304,5 +308,5 @@ func (s *stunService) printInfo(serverURL string) {
 		alt += ", " + a.ChangeIP.String() + ", " + a.ChangeBoth.String()
 	}
 	fmt.Printf("  STUN: udp %s (RFC 5780 alternates %s), clients use %v\n", a.Primary, alt, s.urls)
-	fmt.Printf("  your NAT: go run ./cmd/parley nat --server %s\n", serverURL)
+	fmt.Printf("  your NAT: %s nat --server %s\n", self(), serverURL)
 }
