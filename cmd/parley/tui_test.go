@@ -472,6 +472,9 @@ func TestTUIKeyBackupAndRestore(t *testing.T) {
 		t.Fatalf("the passphrase is on the screen:\n%s", screen)
 	}
 	tm.key("Enter")
+	tm.waitScreen("asked again", "type the passphrase again")
+	tm.tmux("send-keys", "-t", "main", "-l", "correct horse battery")
+	tm.key("Enter")
 	tm.waitScreen("backed up", "your key is backed up in")
 	tm.saveScreen("backup")
 	tm.key("C-c")

@@ -53,7 +53,7 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case tea.KeyEsc:
 		m.overlay = ""
 		if m.secretFor != "" {
-			m.secretFor = ""
+			m.secretFor, m.secretFirst, m.secretAgain = "", "", false
 			m.setInput("")
 			m.setNotice(false, "backup cancelled")
 		}
@@ -128,10 +128,21 @@ func (m *model) onKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case tea.KeyEnter:
 		if m.secretFor != "" {
-			// The passphrase of a key backup: never echoed, never in history.
+			// The passphrase of a key backup: never echoed, never in
+			// history, typed twice (unseen, a typo would lock the backup).
 			path, pass := m.secretFor, string(m.input)
-			m.secretFor = ""
 			m.setInput("")
+			if !m.secretAgain {
+				m.secretFirst, m.secretAgain = pass, true
+				m.setNotice(false, "type the passphrase again (not shown), Enter; Esc cancels")
+				return m, nil
+			}
+			first := m.secretFirst
+			m.secretFor, m.secretFirst, m.secretAgain = "", "", false
+			if pass != first {
+				m.setNotice(true, "the two passphrases differ: nothing written (/backup %s to try again)", path)
+				return m, nil
+			}
 			return m, m.do("backup to "+path, func() error { return m.cfg.Backup(path, pass) })
 		}
 		line := strings.TrimSpace(string(m.input))

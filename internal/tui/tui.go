@@ -197,6 +197,8 @@ type model struct {
 	overlayScroll  int               // first line of the overlay shown (PgUp/PgDn)
 	display        string            // our display name (/nick)
 	secretFor      string            // the file a passphrase is being typed for (/backup); the input is masked
+	secretFirst    string            // the passphrase as typed the first time, while it is typed again
+	secretAgain    bool              // the passphrase is being typed the second time
 	drafts         map[string][]rune // unsent input of the conversations not open
 	verifyWith     string
 	files          map[string]*fileInfo // transfers this session saw (files.go)

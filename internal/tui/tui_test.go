@@ -385,3 +385,48 @@ func TestDisconnectReasonShown(t *testing.T) {
 		})
 	}
 }
+
+// TestBackupPassphraseConfirmed: the passphrase of a key backup is typed
+// unseen, so /backup asks for it twice and writes nothing when the two
+// differ (a typo would have locked the backup for good); the second
+// typing is masked too and never sent as a message.
+func TestBackupPassphraseConfirmed(t *testing.T) {
+	m, fc, _ := newTestModel(t)
+	var wrote []string
+	m.cfg.Backup = func(path, pass string) error {
+		wrote = append(wrote, path+" "+pass)
+		return nil
+	}
+	run(m, tea.WindowSizeMsg{Width: 100, Height: 24})
+	typeText(m, "/add bob")
+
+	typeText(m, "/backup /tmp/k1")
+	typeText(m, "correct horse battery")
+	if len(wrote) != 0 {
+		t.Fatalf("backup written after one typing: %v", wrote)
+	}
+	if v := m.View(); !strings.Contains(v, "passphrase ›") || !strings.Contains(v, "again") {
+		t.Fatalf("no second passphrase prompt:\n%s", v)
+	}
+	typeText(m, "correct horse batery")
+	if len(wrote) != 0 {
+		t.Fatalf("backup written although the passphrases differ: %v", wrote)
+	}
+	if !strings.Contains(m.notice, "differ") {
+		t.Fatalf("notice %q, want the passphrases differ", m.notice)
+	}
+
+	typeText(m, "/backup /tmp/k2")
+	typeText(m, "correct horse battery")
+	typeText(m, "correct horse battery")
+	if len(wrote) != 1 || wrote[0] != "/tmp/k2 correct horse battery" {
+		t.Fatalf("backups written: %v", wrote)
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for _, c := range fc.calls {
+		if strings.Contains(c, "horse") {
+			t.Fatalf("the passphrase went to the client: %q", c)
+		}
+	}
+}
