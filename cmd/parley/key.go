@@ -26,7 +26,8 @@ name, with the encryption key your offline messages are sealed to, in a
 file wrapped under a passphrase (PBKDF2-HMAC-SHA256, 600,000 iterations;
 AES-256-GCM). The call page's "Back up key" and "Restore" use the same
 file, so a name moves between a browser and a terminal. The passphrase is
-read from the terminal without echo, or as the first line of stdin.
+read from the terminal without echo (twice for export), or as the first
+line of stdin.
 Import never overwrites a profile that owns another key.`)
 	var name, profile, path string
 	fs.StringVar(&name, "name", "", "your name (export: which profile, and the name written in the backup)")
@@ -64,6 +65,15 @@ Import never overwrites a profile that owns another key.`)
 		pass, err := readPassphrase(in, "Passphrase for the backup: ")
 		if err != nil {
 			return err
+		}
+		if term.IsTerminal(os.Stdin.Fd()) { // typed unseen: a typo would lock the backup for good
+			again, err := readPassphrase(in, "The same passphrase again: ")
+			if err != nil {
+				return err
+			}
+			if again != pass {
+				return errors.New("the two passphrases differ: no backup written")
+			}
 		}
 		data, err := client.ExportKeys(name, id, enc, pass)
 		if err != nil {
