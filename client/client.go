@@ -360,10 +360,14 @@ func (c *Client) await(ctx context.Context, errc <-chan error) error {
 	}
 }
 
-// Presence returns what the client knows of every user, sorted by name.
+// Presence returns what the client knows of every user, sorted by name;
+// before the first sign-in an unauthenticated error (it knows nobody yet).
 func (c *Client) Presence(ctx context.Context) ([]proto.Presence, error) {
 	var out []proto.Presence
 	err := c.do(ctx, func() error {
+		if !c.everReady {
+			return proto.Errorf(proto.CodeUnauthenticated, "not signed in yet: who is online is known once signed in (the ready event)")
+		}
 		for _, p := range c.presence {
 			out = append(out, p)
 		}
