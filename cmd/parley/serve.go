@@ -186,6 +186,7 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 		}
 	}()
 	stun.printInfo(printServing(ln.Addr(), stunf.publicHost, st != nil))
+	fmt.Print(st.caNote(tf.certFile))
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx, web) }()
