@@ -31,7 +31,7 @@ line of stdin.
 Import never overwrites a profile that owns another key.`)
 	var name, profile, path string
 	fs.StringVar(&name, "name", "", "your name (export: which profile, and the name written in the backup)")
-	fs.StringVar(&profile, "profile", "", "profile directory (default: the user config dir's parley/NAME)")
+	fs.StringVar(&profile, "profile", "", "profile directory (default: parley/NAME in the user config dir, ~/.config/parley/NAME on Linux)")
 	if op == "export" {
 		fs.StringVar(&path, "out", "", "backup file to write (mode 0600)")
 	} else {
