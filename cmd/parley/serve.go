@@ -68,6 +68,13 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 	if err != nil {
 		return err
 	}
+	if *data != "" {
+		unlock, err := lockDataDir(*data) // one server per data directory
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	st, err := tf.setup(*data, log)
 	if err != nil {
 		return err
