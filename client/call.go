@@ -235,7 +235,7 @@ func peerEndWords(peer string, code proto.EndCode) string {
 		// The peer's ICE gave up first: the same verdict as ours.
 		return "no network path: " + peer + " could not reach us (NATs block a direct path and no relay was usable)"
 	case proto.EndRefused:
-		return peer + " takes calls from contacts only"
+		return peer + " does not accept calls from you" // contacts only, or blocked: never says which
 	case proto.EndInsecure:
 		return peer + " refused the connection: it was tampered with on the way"
 	case proto.EndGone:

@@ -575,7 +575,7 @@ func (c *Client) onReceipt(from, id string, refused proto.Code, path string) {
 func refusalWords(peer string, code proto.Code) string {
 	switch code {
 	case proto.CodeNotAccepted:
-		return "not delivered: " + peer + " takes messages from contacts only"
+		return "not delivered: " + peer + " does not accept messages from you" // contacts only, or blocked: never says which
 	case proto.CodeCannotOpen:
 		return "not delivered: " + peer + " could not open it (sealed to a key " + peer + " no longer has)"
 	}

@@ -177,7 +177,7 @@ func TestPageLogic(t *testing.T) {
 			const waiting = [m.status, m.error, sig.sent.length];
 			chat.onSealedReceipt({ type: "sealed_receipt", from: "bob", body: { id: m.id, refused: "not_accepted" } });
 			return [waiting, m.status, m.error]`,
-			`[["sending","waiting for bob’s encryption key",0],"failed","not delivered: bob takes messages from contacts only"]`},
+			`[["sending","waiting for bob’s encryption key",0],"failed","not delivered: bob does not accept messages from you"]`},
 		{"sealed: the page seals and opens with WebCrypto; tampering fails", `const a = await mkIdentity(), b = await mkIdentity(), e = await mkIdentity();
 			const body = await sealed.seal(a, "alice", await peerOf(b, "bob"), { id: "m1", text: "hi ☎", ts: 5 });
 			const valid = proto.decodeEnvelope(JSON.stringify({ v: 1, type: "sealed", id: "m1", from: "alice", body })).type;

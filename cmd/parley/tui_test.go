@@ -564,15 +564,15 @@ func TestTUICallLogDraftsAndBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := bob.ev.WaitSince(t, mark, tuiWait, "refusal", func(e client.Event) bool { x, ok := e.(client.ErrorEvent); return ok && x.Ref == id }).(client.ErrorEvent)
-	if e.Err.Code != proto.CodeNotAccepted {
-		t.Errorf("refused with %q", e.Err.Code)
+	if e.Err.Code != proto.CodeNotAccepted || e.Err.Message != "not delivered: alice does not accept messages from you" {
+		t.Errorf("refused with %q: %q (alice blocked bob; she does not take contacts only, and the words never say which)", e.Err.Code, e.Err.Message)
 	}
 	if err := bob.Call(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
 	ce := bob.ev.WaitSince(t, mark, tuiWait, "call refused", isCallState("alice", client.CallEnded)).(client.CallEvent)
-	if ce.Code != proto.EndRefused {
-		t.Errorf("call ended with %q", ce.Code)
+	if ce.Code != proto.EndRefused || ce.Reason != "alice does not accept calls from you" {
+		t.Errorf("call ended with %q: %q", ce.Code, ce.Reason)
 	}
 	alice.typeLine("/unblock bob")
 	alice.waitScreen("unblocked", "unblocked bob")

@@ -35,7 +35,7 @@ const MAX_NOTES = 4096; // note ids remembered per peer (messages are deduplicat
 
 /** refusedWords says why a recipient refused a message (proto.Receipt.Refused). */
 function refusedWords(peer, code) {
-  if (code === "not_accepted") return `not delivered: ${peer} takes messages from contacts only`;
+  if (code === "not_accepted") return `not delivered: ${peer} does not accept messages from you`; // contacts only, or blocked
   if (code === "cannot_open") return `not delivered: ${peer} could not open it`;
   return `not delivered: refused by ${peer} (${code})`;
 }

@@ -103,7 +103,7 @@ export function peerEndWords(peer, code) {
     case "no_path":
       return `no network path: ${peer} could not reach you (firewalls or NATs block it and no relay was usable)`;
     case "refused":
-      return `${peer} takes calls from contacts only`;
+      return `${peer} does not accept calls from you`; // contacts only, or blocked: never says which
     case "insecure":
       return `${peer} refused the connection: it was tampered with on the way`;
     case "gone":
