@@ -371,7 +371,7 @@ func (m *snManager) addressProblem(r *proto.SupernodeRegister) string {
 			}
 		}
 		if !allowed && (ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsMulticast()) {
-			return fmt.Sprintf("unreachable: advertised address %s is not public (loopback, private or link-local); run with --public-addr set to your public IP and forward the ports", a)
+			return fmt.Sprintf("unreachable: advertised address %s is not public (loopback, private or link-local); give it your public IP (parley supernode --public-addr, parley chat --supernode-public-addr) and forward the ports", a)
 		}
 	}
 	return ""
