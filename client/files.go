@@ -319,6 +319,19 @@ func (c *Client) SendFile(ctx context.Context, peer, path string) (string, error
 // file's own base name). The receiver saves it under a safe form of the
 // name (proto.SafeFileName), whatever it holds.
 func (c *Client) SendFileNamed(ctx context.Context, peer, path, name string) (string, error) {
+	return c.SendFileID(ctx, peer, path, name, "")
+}
+
+// SendFileID is SendFileNamed under the caller's transfer id (a script's
+// own, as SendID takes one for a message); "" picks a random one. The id
+// is also the offer's message id, so it must be new: one a transfer
+// already has is refused.
+func (c *Client) SendFileID(ctx context.Context, peer, path, name, id string) (string, error) {
+	if id == "" {
+		id = randomID()
+	} else if err := proto.ValidateID(id); err != nil {
+		return "", err
+	}
 	if peer == c.cfg.Name {
 		return "", ErrSelf
 	}
@@ -339,8 +352,10 @@ func (c *Client) SendFileNamed(ctx context.Context, peer, path, name string) (st
 			return "", err
 		}
 	}
-	id := randomID()
 	err = c.do(ctx, func() error {
+		if c.files.get(id) != nil {
+			return proto.Errorf(proto.CodeBadRequest, "a transfer with id %q exists already", id)
+		}
 		now := time.Now().UnixMilli()
 		t := &transfer{rec: fileRecord{ID: id, Peer: peer, Out: true, File: *info, State: FileOffered, Source: abs, Created: now}}
 		if err := c.files.store.save(&t.rec); err != nil {

@@ -253,6 +253,20 @@ func TestFileUnsafeName(t *testing.T) {
 			t.Errorf("%q: content differs", tc.offered)
 		}
 	}
+	// A caller's own transfer id names the transfer on both sides; one in
+	// use, or one that is not an id, is refused.
+	ctx := context.Background()
+	id, err := alice.SendFileID(ctx, "bob", src, "mine.bin", "script-1")
+	if err != nil || id != "script-1" {
+		t.Fatalf("SendFileID: %q, %v", id, err)
+	}
+	mustDone(t, "bob", bob.ev.Wait(t, wait, "saved under the caller's id", fileEnd("script-1")))
+	if _, err := alice.SendFileID(ctx, "bob", src, "again.bin", "script-1"); err == nil {
+		t.Error("a second transfer under id script-1 was accepted")
+	}
+	if _, err := alice.SendFileID(ctx, "bob", src, "bad.bin", "no spaces"); err == nil {
+		t.Error("transfer id \"no spaces\" was accepted")
+	}
 	for _, p := range []string{filepath.Join(dir, "evil.sh"), filepath.Join(filepath.Dir(dir), "evil.sh"), filepath.Join(dir, "state", "x.json")} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s was written outside the download folder", p)

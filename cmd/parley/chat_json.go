@@ -199,7 +199,7 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, pro
 		err = c.SetStatus(ctx, proto.Status(cmd.Status))
 	case "send-file":
 		var id string
-		id, err = c.SendFileNamed(ctx, cmd.To, cmd.Path, cmd.Name)
+		id, err = c.SendFileID(ctx, cmd.To, cmd.Path, cmd.Name, cmd.ID) // a script's own id, if it gave one
 		if err == nil {
 			return map[string]any{"event": "file-offered", "id": id, "to": cmd.To, "path": cmd.Path}
 		}

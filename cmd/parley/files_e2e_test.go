@@ -39,8 +39,12 @@ func TestFileResumesAfterReceiverIsKilled(t *testing.T) {
 	alice := chat("alice", "--file-rate", "8")
 	bob := chat("bob", "--accept-files", "alice")
 	alice.waitEvent(map[string]any{"event": "presence", "name": "bob", "online": true})
-	alice.send(fmt.Sprintf(`{"cmd":"send-file","to":"bob","path":%q}`, src))
+	// The script's own id names the transfer, as send's names a message.
+	alice.send(fmt.Sprintf(`{"cmd":"send-file","to":"bob","path":%q,"id":"holiday-1"}`, src))
 	id := alice.waitEvent(map[string]any{"event": "file-offered", "to": "bob"})["id"]
+	if id != "holiday-1" {
+		t.Fatalf("file-offered with id %v, want the command's holiday-1", id)
+	}
 	bob.waitEvent(map[string]any{"event": "file-offer", "id": id, "from": "alice", "name": "holiday.mp4", "auto": true})
 	bob.waitLine("half the file", func(s string) bool {
 		var ev struct {
