@@ -25,13 +25,14 @@ type jsonCommand struct {
 	Text   string `json:"text,omitempty"`
 	Status string `json:"status,omitempty"`
 	// send-file, accept-file, decline-file, cancel-file
-	Path   string `json:"path,omitempty"`
-	Name   string `json:"name,omitempty"` // also add: the contact
-	ID     string `json:"id,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Prefix string `json:"prefix,omitempty"` // directory
-	After  string `json:"after,omitempty"`  // directory: the next page
-	Online bool   `json:"online,omitempty"` // directory: only people online
+	Path   string   `json:"path,omitempty"`
+	Name   string   `json:"name,omitempty"` // also add: the contact
+	ID     string   `json:"id,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+	Prefix string   `json:"prefix,omitempty"` // directory
+	After  string   `json:"after,omitempty"`  // directory: the next page
+	Online bool     `json:"online,omitempty"` // directory: only people online
+	IDs    []string `json:"ids,omitempty"`    // read: the messages shown
 }
 
 // namedEvent is an event that carries its public name, its JSON shape
@@ -197,6 +198,14 @@ func runJSONCommand(ctx context.Context, c *client.Client, hist *history.DB, pro
 		err = c.Hangup(ctx, cmd.With)
 	case "status":
 		err = c.SetStatus(ctx, proto.Status(cmd.Status))
+	case "read":
+		// The script showed these messages from cmd.From to a person: their
+		// sender sees "read" (a script that shows nothing sends none).
+		if len(cmd.IDs) == 0 {
+			err = proto.Errorf(proto.CodeBadRequest, "read needs ids: the messages shown")
+		} else {
+			err = c.MarkRead(ctx, cmd.From, cmd.IDs...)
+		}
 	case "send-file":
 		var id string
 		id, err = c.SendFileID(ctx, cmd.To, cmd.Path, cmd.Name, cmd.ID) // a script's own id, if it gave one

@@ -232,6 +232,12 @@ func TestTwoTerminals(t *testing.T) {
 	sent := alice.waitEvent(map[string]any{"event": "sent", "to": "bob"})
 	bob.waitEvent(map[string]any{"event": "message", "from": "alice", "text": "hi bob", "id": sent["id"]})
 	alice.waitEvent(map[string]any{"event": "delivered", "id": sent["id"], "to": "bob"})
+	// Bob's script showed it to a person: alice sees "read".
+	bob.send(fmt.Sprintf(`{"cmd":"read","from":"alice","ids":[%q],"id":"r1"}`, sent["id"]))
+	bob.waitEvent(map[string]any{"event": "ok", "cmd": "read", "id": "r1"})
+	alice.waitEvent(map[string]any{"event": "read", "id": sent["id"], "by": "bob"})
+	bob.send(`{"cmd":"read","from":"alice","id":"r2"}`)
+	bob.waitEvent(map[string]any{"event": "error", "cmd": "read", "id": "r2", "code": "bad_request"})
 
 	bob.send(`{"cmd":"send","to":"alice","text":"hi alice"}`)
 	alice.waitEvent(map[string]any{"event": "message", "from": "bob", "text": "hi alice"})
