@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -107,6 +108,19 @@ type users struct {
 	ended map[string]endedSession
 	// dead lists incarnations whose users must be written offline.
 	dead map[string]int64 // name -> when (ms), for names held by dead nodes
+	// unseen lists names a write found no record of while this node
+	// knows them (a session signed in with it): written again when the
+	// watch brings the record (apply).
+	unseen map[string]bool
+
+	hooks atomic.Pointer[userHooks] // tests order events with it (export_test.go)
+}
+
+// userHooks let a test make this node's view of the bucket lag, as a
+// replica's can in a cluster.
+type userHooks struct {
+	apply func(name string)      // the watch is about to apply a change of name
+	fetch func(name string) bool // false: a read of name finds no record
 }
 
 type endedSession struct {
@@ -128,6 +142,7 @@ func newUsers(s *Server) *users {
 		redo:     map[string]bool{},
 		ended:    map[string]endedSession{},
 		dead:     map[string]int64{},
+		unseen:   map[string]bool{},
 	}
 	u.wcond = sync.NewCond(&u.wmu)
 	return u
@@ -187,6 +202,9 @@ func (u *users) watchLoop() {
 // node's watchers what changed.
 func (u *users) apply(e jetstream.KeyValueEntry) {
 	name := unkey(e.Key())
+	if h := u.hooks.Load(); h != nil {
+		h.apply(name)
+	}
 	switch e.Operation() {
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 		u.mu.Lock()
@@ -213,6 +231,20 @@ func (u *users) apply(e jetstream.KeyValueEntry) {
 	u.m[name] = nu
 	u.mu.Unlock()
 	u.s.userChanged(name, old, nu)
+	// The record is what every other node shows. Write it again when it
+	// is not what this node's sessions say: a write that found no record
+	// (in a cluster a KV get may be answered by a replica that has not
+	// yet applied the create this node just made), or a user signed in
+	// here whom the record calls offline (another node took this one for
+	// dead). The watch brings every revision, in order: whatever a read
+	// missed, presence converges here.
+	u.wmu.Lock()
+	again := u.unseen[name]
+	delete(u.unseen, name)
+	u.wmu.Unlock()
+	if p := u.s.presenceOf(name, &r); again || !p.Online() && u.s.localSession(name) != nil {
+		u.markDirty(name)
+	}
 }
 
 // get returns a copy of name's record and its revision.
@@ -235,6 +267,9 @@ func (u *users) count() int {
 
 // fetch reads name's record from the bucket itself (the replica may lag).
 func (u *users) fetch(ctx context.Context, name string) (userRec, uint64, bool, error) {
+	if h := u.hooks.Load(); h != nil && !h.fetch(name) {
+		return userRec{}, 0, false, nil
+	}
 	e, err := u.s.st.users.Get(ctx, nkey(name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return userRec{}, 0, false, nil
@@ -408,14 +443,23 @@ func (u *users) writeLoop() {
 
 		u.wmu.Lock()
 		delete(u.inflight, name)
-		if err == nil {
+		switch {
+		case errors.Is(err, errUnseen) && !stopping:
+			// Kept (ended, dead): written when the watch brings the
+			// record (apply), or again shortly if it has already.
+			if _, _, ok := u.get(name); ok {
+				u.redo[name] = true
+			} else {
+				u.unseen[name] = true
+			}
+		case err == nil:
 			if e, ok := u.ended[name]; ok && e == ended {
 				delete(u.ended, name)
 			}
 			if isDead && u.dead[name] == deadAt {
 				delete(u.dead, name)
 			}
-		} else if !stopping {
+		case !stopping:
 			u.s.log.Warn("signal: write presence, retrying", "user", name, "err", err)
 			u.redo[name] = true
 		}
@@ -429,6 +473,10 @@ func (u *users) writeLoop() {
 		}
 	}
 }
+
+// errUnseen: a write found no record of a name this node knows; apply
+// marks it again when the watch brings the record.
+var errUnseen = errors.New("record not seen yet")
 
 // write brings name's record in line: online with this node's session if
 // it has one; else offline if the record still names a session of this
@@ -453,6 +501,11 @@ func (u *users) write(name string, ended endedSession, hasEnded bool, deadAt int
 				return err
 			}
 			if !found {
+				if hasEnded || s.localSession(name) != nil {
+					// A session signed in with it: the record exists,
+					// and this read was answered by a replica that lags.
+					return errUnseen
+				}
 				return nil // expired or never registered: nothing to show
 			}
 		}
