@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-voice/parley/proto"
 )
@@ -61,9 +62,10 @@ func (s *Server) StoredPresence(name string) (proto.Presence, bool, error) {
 	return s.presenceOf(name, &r), true, nil
 }
 
-// WriteOfflineAsOtherNode writes name's record offline as another node
-// does when it takes the node holding name's session for dead.
-func (s *Server) WriteOfflineAsOtherNode(name string) error {
+// WriteRecordAs writes name's record as the node incarnation inc does:
+// st at inc, or offline (as when inc takes the node holding name's
+// session for dead).
+func (s *Server) WriteRecordAs(name, inc string, st proto.Status) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for {
@@ -74,8 +76,10 @@ func (s *Server) WriteOfflineAsOtherNode(name string) error {
 		if !ok {
 			return jetstream.ErrKeyNotFound
 		}
-		r.Status, r.Node, r.Session, r.Since, r.NAT = "", "", "", 0, ""
-		r.Seen, r.W = time.Now().UnixMilli(), "another-node"
+		r.Status, r.Node, r.Session, r.Since, r.NAT, r.W = st, inc, "s-"+inc, time.Now().UnixMilli(), "", inc
+		if st == proto.StatusOffline {
+			r.Status, r.Node, r.Session, r.Since, r.Seen = "", "", "", 0, time.Now().UnixMilli()
+		}
 		v, _ := json.Marshal(&r)
 		_, err = s.st.users.Update(ctx, nkey(name), v, rev)
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -83,3 +87,22 @@ func (s *Server) WriteOfflineAsOtherNode(name string) error {
 		}
 	}
 }
+
+// Beat delivers to this node a heartbeat of the node incarnation inc
+// (leaving: its goodbye).
+func (s *Server) Beat(inc string, leaving bool) {
+	b, _ := json.Marshal(nodeBeatMsg{Inc: inc, Name: "node-" + inc, Leaving: leaving})
+	s.nodes.onBeat(&nats.Msg{Subject: subjNode, Data: b})
+}
+
+// Silence makes inc's last heartbeat as old as a dead node's and runs the
+// check for silent nodes.
+func (s *Server) Silence(inc string) {
+	s.nodes.mu.Lock()
+	s.nodes.seen[inc] -= nodeDeadAfter.Milliseconds()
+	s.nodes.mu.Unlock()
+	s.nodes.checkDeaths()
+}
+
+// NodeAlive reports whether this node takes incarnation inc for alive.
+func (s *Server) NodeAlive(inc string) bool { return s.nodes.alive(inc) }

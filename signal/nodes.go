@@ -21,10 +21,13 @@ import (
 // it works while a cluster elects leaders) and say goodbye when they stop.
 //
 //	alive      its own, or heard from within nodeDeadAfter, or (in a
-//	           cluster, during the first nodeDeadAfter after start) not
-//	           yet known to be dead
+//	           cluster, during the first nodeDeadAfter after this node
+//	           began to listen) not yet known to be dead
 //	dead       said goodbye, or silent for nodeDeadAfter: every node writes
 //	           its users offline (compare-and-set: the first write wins)
+//	back       one taken for dead for its silence that beats again is
+//	           alive again (it was slow, not gone): it writes its users
+//	           online again when it sees them offline (users.go, apply)
 
 // Heartbeat timing.
 const (
@@ -39,15 +42,16 @@ type nodeBeatMsg struct {
 }
 
 type nodes struct {
-	s       *Server
-	inc     string
-	started time.Time
-	sub     *nats.Subscription
-	stop    chan struct{}
+	s    *Server
+	inc  string
+	sub  *nats.Subscription
+	stop chan struct{}
 
-	mu   sync.Mutex       // guards seen, died
-	seen map[string]int64 // incarnation -> last heartbeat (ms, our clock)
-	died map[string]int64 // incarnation -> when it was found dead (ms)
+	mu      sync.Mutex          // guards the fields below
+	started time.Time           // when start began to listen
+	seen    map[string]int64    // incarnation -> last heartbeat (ms, our clock)
+	died    map[string]int64    // incarnation -> when it was found dead (ms)
+	left    map[string]struct{} // incarnations (of died) that said goodbye
 }
 
 func newIncarnation() string {
@@ -58,7 +62,7 @@ func newIncarnation() string {
 
 func newNodes(s *Server, inc string) *nodes {
 	return &nodes{s: s, inc: inc, started: time.Now(), stop: make(chan struct{}),
-		seen: map[string]int64{}, died: map[string]int64{}}
+		seen: map[string]int64{}, died: map[string]int64{}, left: map[string]struct{}{}}
 }
 
 // start subscribes to heartbeats and starts beating.
@@ -67,6 +71,9 @@ func (n *nodes) start() error {
 	if err != nil {
 		return err
 	}
+	n.mu.Lock()
+	n.started = time.Now() // the grace for others' first beats counts from here
+	n.mu.Unlock()
 	n.sub = sub
 	n.beat(false)
 	n.s.bg.Add(1)
@@ -97,13 +104,23 @@ func (n *nodes) onBeat(m *nats.Msg) {
 	now := time.Now().UnixMilli()
 	n.mu.Lock()
 	_, wasDead := n.died[b.Inc]
-	if b.Leaving {
+	_, hasLeft := n.left[b.Inc]
+	back := wasDead && !hasLeft && !b.Leaving
+	switch {
+	case b.Leaving:
 		n.died[b.Inc] = now
+		n.left[b.Inc] = struct{}{}
 		delete(n.seen, b.Inc)
-	} else if !wasDead {
+	case back:
+		delete(n.died, b.Inc)
+		n.seen[b.Inc] = now
+	case !wasDead:
 		n.seen[b.Inc] = now
 	}
 	n.mu.Unlock()
+	if back {
+		n.s.log.Info("signal: node back after a silence", "node", b.Name, "incarnation", b.Inc)
+	}
 	if b.Leaving && !wasDead {
 		n.s.log.Info("signal: node left", "node", b.Name, "incarnation", b.Inc)
 		n.s.nodeDied(b.Inc, now)
@@ -199,6 +216,7 @@ func (n *nodes) checkDeaths() {
 	for inc, t := range n.died {
 		if now-t > int64(time.Hour/time.Millisecond) {
 			delete(n.died, inc) // records naming it were rewritten long ago
+			delete(n.left, inc)
 		}
 	}
 	n.mu.Unlock()

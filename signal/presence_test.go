@@ -414,8 +414,61 @@ func TestPresenceRecordConverges(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "bob's record online", online)
 
 	// Another node takes this one for dead and writes bob offline.
-	if err := srv.WriteOfflineAsOtherNode("bob"); err != nil {
+	if err := srv.WriteRecordAs("bob", "another-node", proto.StatusOffline); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "bob's record online again", online)
+}
+
+// TestNodeBackAfterSilence: a node taken for dead because its heartbeats
+// stopped for a while (a loaded machine, a stalled route) and that beats
+// again is alive again: its users, which it writes online again, are
+// online to everyone else. A node that said goodbye stays dead.
+func TestNodeBackAfterSilence(t *testing.T) {
+	srv := signaltest.Start(t, signal.Config{})
+	login(t, srv.URL, "carol", nil).conn.Close() // registered, offline
+	testutil.Eventually(t, 5*time.Second, "carol offline", func() bool { return len(srv.Online()) == 0 })
+	alice := login(t, srv.URL, "alice", nil)
+	watch(t, alice, "carol")
+	status := func() proto.Status {
+		t.Helper()
+		p, err := presenceOf(alice, "carol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Status
+	}
+
+	// Carol signs in to node "other".
+	srv.Beat("other", false)
+	if err := srv.WriteRecordAs("carol", "other", proto.StatusOnline); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(); st != proto.StatusOnline {
+		t.Fatalf("carol on a live node: %s", st)
+	}
+	// "other" is silent for nodeDeadAfter: this node writes carol offline.
+	srv.Silence("other")
+	if st := status(); st != proto.StatusOffline {
+		t.Fatalf("carol on a silent node: %s", st)
+	}
+	// It beats again, and writes carol online again.
+	srv.Beat("other", false)
+	if !srv.NodeAlive("other") {
+		t.Fatal("a node that beats again is still taken for dead")
+	}
+	if err := srv.WriteRecordAs("carol", "other", proto.StatusOnline); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(); st != proto.StatusOnline {
+		t.Fatalf("carol on a node back from a silence: %s", st)
+	}
+
+	// A goodbye is final, whatever beat was on its way.
+	srv.Beat("gone", false)
+	srv.Beat("gone", true)
+	srv.Beat("gone", false)
+	if srv.NodeAlive("gone") {
+		t.Fatal("a node that said goodbye is alive again")
+	}
 }
