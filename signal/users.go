@@ -242,7 +242,8 @@ func (u *users) apply(e jetstream.KeyValueEntry) {
 	again := u.unseen[name]
 	delete(u.unseen, name)
 	u.wmu.Unlock()
-	if p := u.s.presenceOf(name, &r); again || !p.Online() && u.s.localSession(name) != nil {
+	online := rawStatus(&r) != proto.StatusOffline && u.s.nodes.alive(r.Node)
+	if again || !online && u.s.localSession(name) != nil {
 		u.markDirty(name)
 	}
 }
