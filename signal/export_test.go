@@ -106,3 +106,12 @@ func (s *Server) Silence(inc string) {
 
 // NodeAlive reports whether this node takes incarnation inc for alive.
 func (s *Server) NodeAlive(inc string) bool { return s.nodes.alive(inc) }
+
+// ReplicaStatus is the status name's record has in this node's replica.
+func (s *Server) ReplicaStatus(name string) proto.Status {
+	r, _, ok := s.users.get(name)
+	if !ok {
+		return ""
+	}
+	return rawStatus(&r)
+}

@@ -120,6 +120,7 @@ func (n *nodes) onBeat(m *nats.Msg) {
 	n.mu.Unlock()
 	if back {
 		n.s.log.Info("signal: node back after a silence", "node", b.Name, "incarnation", b.Inc)
+		n.s.users.nodeBack(b.Inc)
 	}
 	if b.Leaving && !wasDead {
 		n.s.log.Info("signal: node left", "node", b.Name, "incarnation", b.Inc)

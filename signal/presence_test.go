@@ -452,13 +452,15 @@ func TestNodeBackAfterSilence(t *testing.T) {
 	if st := status(); st != proto.StatusOffline {
 		t.Fatalf("carol on a silent node: %s", st)
 	}
-	// It beats again, and writes carol online again.
+	// It writes carol online again, which reads offline here until this
+	// node hears it beat again.
+	if err := srv.WriteRecordAs("carol", "other", proto.StatusOnline); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the record here", func() bool { return srv.ReplicaStatus("carol") == proto.StatusOnline })
 	srv.Beat("other", false)
 	if !srv.NodeAlive("other") {
 		t.Fatal("a node that beats again is still taken for dead")
-	}
-	if err := srv.WriteRecordAs("carol", "other", proto.StatusOnline); err != nil {
-		t.Fatal(err)
 	}
 	if st := status(); st != proto.StatusOnline {
 		t.Fatalf("carol on a node back from a silence: %s", st)

@@ -112,6 +112,10 @@ type users struct {
 	// knows them (a session signed in with it): written again when the
 	// watch brings the record (apply).
 	unseen map[string]bool
+	// back lists incarnations back after a silence, whose users this
+	// node's watchers are to be told about again (retell wakes the watch).
+	back   map[string]bool
+	retell chan struct{}
 
 	hooks atomic.Pointer[userHooks] // tests order events with it (export_test.go)
 }
@@ -143,6 +147,8 @@ func newUsers(s *Server) *users {
 		ended:    map[string]endedSession{},
 		dead:     map[string]int64{},
 		unseen:   map[string]bool{},
+		back:     map[string]bool{},
+		retell:   make(chan struct{}, 1),
 	}
 	u.wcond = sync.NewCond(&u.wmu)
 	return u
@@ -183,18 +189,63 @@ func (u *users) stop() {
 func (u *users) watchLoop() {
 	defer u.s.bg.Done()
 	initial := true
-	for e := range u.w.Updates() {
-		if e == nil {
-			if initial {
-				initial = false
-				close(u.ready)
+	updates := u.w.Updates()
+	for {
+		select {
+		case e, ok := <-updates:
+			if !ok {
+				if initial {
+					close(u.ready)
+				}
+				return
 			}
-			continue
+			if e == nil {
+				if initial {
+					initial = false
+					close(u.ready)
+				}
+				continue
+			}
+			u.apply(e)
+		case <-u.retell:
+			u.retellBack()
 		}
-		u.apply(e)
 	}
-	if initial {
-		close(u.ready)
+}
+
+// nodeBack has this node's watchers told again about the users whose
+// records name incarnation inc, back after a silence: records it wrote
+// while taken for dead read offline here when they arrived.
+func (u *users) nodeBack(inc string) {
+	u.wmu.Lock()
+	u.back[inc] = true
+	u.wmu.Unlock()
+	select {
+	case u.retell <- struct{}{}:
+	default: // one is pending
+	}
+}
+
+// retellBack runs in the watch loop, so it is ordered with the changes.
+func (u *users) retellBack() {
+	u.wmu.Lock()
+	back := u.back
+	u.back = map[string]bool{}
+	u.wmu.Unlock()
+	type entry struct {
+		name string
+		x    *user
+	}
+	var held []entry
+	u.mu.RLock()
+	for n, x := range u.m {
+		if back[x.rec.Node] && rawStatus(&x.rec) != proto.StatusOffline {
+			held = append(held, entry{n, x})
+		}
+	}
+	u.mu.RUnlock()
+	for _, e := range held {
+		u.s.userChanged(e.name, e.x, e.x)
 	}
 }
 
