@@ -342,13 +342,26 @@ func (d *DB) Release(peer, id string) error {
 // HeldMessages lists the waiting messages of every peer. It implements
 // client.HoldingStore.
 func (d *DB) HeldMessages() ([]client.MessageEvent, error) {
-	var out []client.MessageEvent
+	held, err := d.scanMessages(func(m *Message) bool { return !m.Out && m.Waiting })
+	out := make([]client.MessageEvent, 0, len(held))
+	for _, m := range held {
+		out = append(out, client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path})
+	}
+	return out, err
+}
+
+// scanMessages lists the stored messages of every peer that keep reports
+// true for, oldest first per peer, with Seq set from their keys.
+func (d *DB) scanMessages(keep func(*Message) bool) ([]Message, error) {
+	var out []Message
 	err := d.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
-			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
+		msgs := tx.Bucket(bucketMsgs)
+		return msgs.ForEachBucket(func(peer []byte) error {
+			return msgs.Bucket(peer).ForEach(func(k, v []byte) error {
 				var m Message
-				if json.Unmarshal(v, &m) == nil && !m.Out && m.Waiting {
-					out = append(out, client.MessageEvent{From: m.Peer, ID: m.ID, Text: m.Text, Time: m.Time, Seq: m.PeerSeq, Path: m.Path})
+				if json.Unmarshal(v, &m) == nil && keep(&m) {
+					m.Seq = binary.BigEndian.Uint64(k)
+					out = append(out, m)
 				}
 				return nil
 			})
@@ -680,18 +693,11 @@ func (d *DB) Finish(peer, id string, refused proto.Code) error {
 // held by the server), oldest first per peer: the client sends them again
 // at start under their ids. It implements client.Outbox.
 func (d *DB) Unsent() ([]client.OutMessage, error) {
-	var out []client.OutMessage
-	err := d.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
-			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
-				var m Message
-				if json.Unmarshal(v, &m) == nil && m.Out && (m.Status == Sending || m.Status == Stored) {
-					out = append(out, client.OutMessage{ID: m.ID, To: m.Peer, Text: m.Text, Time: m.Time, Seq: m.PeerSeq})
-				}
-				return nil
-			})
-		})
-	})
+	queued, err := d.scanMessages(func(m *Message) bool { return m.Out && (m.Status == Sending || m.Status == Stored) })
+	out := make([]client.OutMessage, 0, len(queued))
+	for _, m := range queued {
+		out = append(out, client.OutMessage{ID: m.ID, To: m.Peer, Text: m.Text, Time: m.Time, Seq: m.PeerSeq})
+	}
 	return out, err
 }
 
@@ -729,20 +735,7 @@ func (d *DB) MarkShown(peer, id string) error {
 // Unshown lists the incoming messages stored but not marked shown, oldest
 // first per peer.
 func (d *DB) Unshown() ([]Message, error) {
-	var out []Message
-	err := d.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMsgs).ForEachBucket(func(peer []byte) error {
-			return tx.Bucket(bucketMsgs).Bucket(peer).ForEach(func(k, v []byte) error {
-				var m Message
-				if json.Unmarshal(v, &m) == nil && !m.Out && m.Unshown && !m.Waiting {
-					m.Seq = binary.BigEndian.Uint64(k)
-					out = append(out, m)
-				}
-				return nil
-			})
-		})
-	})
-	return out, err
+	return d.scanMessages(func(m *Message) bool { return !m.Out && m.Unshown && !m.Waiting })
 }
 
 // update applies f to the stored message (out or in) id with peer and
