@@ -168,10 +168,7 @@ func (p *page) waitFor(what, cond string) {
 
 func (p *page) waitForD(what, cond string, d time.Duration) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, d+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d)))
-	if err != nil {
+	if err := p.poll(cond, d); err != nil {
 		p.t.Fatalf("%s: waiting for %s: %v\nstate: %s", p.tag, what, err, p.state())
 	}
 }
@@ -210,7 +207,7 @@ func (p *page) click(testid string) {
 		// that moved under it (a row updated as an offer or a link came
 		// in) takes a second click, as it would from a person.
 		opened := `window.parley.peer === ` + jsq(peer)
-		if !p.becomes(opened, 2*time.Second) {
+		if p.poll(opened, 2*time.Second) != nil {
 			p.t.Logf("%s: the click on %s did not open the conversation; clicking again", p.tag, testid)
 			p.do("click "+testid, chromedp.Click(sel(testid)))
 		}
@@ -218,12 +215,12 @@ func (p *page) click(testid string) {
 	}
 }
 
-// becomes reports whether cond holds within d.
-func (p *page) becomes(cond string, d time.Duration) bool {
+// poll waits up to d for cond to hold in the page.
+func (p *page) poll(cond string, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(p.ctx, d+5*time.Second)
 	defer cancel()
 	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(d)))
-	return err == nil
+	return err
 }
 
 func (p *page) text(testid string) string {

@@ -27,7 +27,9 @@ func TestSelfCommand(t *testing.T) {
 	os.Args[0] = "/usr/local/bin/parley"
 	defer func() { os.Args[0] = old }()
 	tcp := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
-	out := captureStdout(t, func() { printServing(tcp, "", false) })
+	var b strings.Builder
+	printServing(&b, tcp, "", false)
+	out := b.String()
 	if strings.Contains(out, "go run") || !strings.Contains(out, "/usr/local/bin/parley chat --server http://127.0.0.1:8080") {
 		t.Errorf("printed %q, want the installed binary's chat command", out)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -192,7 +193,7 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 			log.Warn("port multiplexer", "err", err)
 		}
 	}()
-	stun.printInfo(printServing(ln.Addr(), stunf.publicHost, st != nil))
+	stun.printInfo(printServing(os.Stdout, ln.Addr(), stunf.publicHost, st != nil))
 	fmt.Print(st.caNote(tf.certFile))
 
 	serveErr := make(chan error, 1)
@@ -225,8 +226,9 @@ clients), UDP 3478-3480 (STUN, TURN) and the relayed traffic's ports
 	return err
 }
 
-// printServing tells the operator the URL people open, and returns it.
-func printServing(addr net.Addr, publicHost string, https bool) string {
+// printServing tells the operator (w: stdout) the URL people open, and
+// returns it.
+func printServing(w io.Writer, addr net.Addr, publicHost string, https bool) string {
 	tcp := addr.(*net.TCPAddr)
 	scheme, defPort := "http", 80
 	if https {
@@ -247,12 +249,12 @@ func printServing(addr net.Addr, publicHost string, https bool) string {
 		}
 	}
 	url := scheme + "://" + hp
-	fmt.Printf("Parley is running: open %s/ in a browser\n", url)
-	fmt.Printf("  chat client: %s chat --server %s --name NAME\n", self(), url)
+	fmt.Fprintf(w, "Parley is running: open %s/ in a browser\n", url)
+	fmt.Fprintf(w, "  chat client: %s chat --server %s --name NAME\n", self(), url)
 	if !https && !isLocalHost(host) {
 		// Browsers grant WebCrypto (the identity key) and the microphone
 		// only to a secure context: http://localhost, or HTTPS.
-		fmt.Printf("  note: browsers on other computers can sign in only over HTTPS: add --tls-cert FILE --tls-key FILE or --acme DOMAIN (README: Deploy on the Internet)\n")
+		fmt.Fprintf(w, "  note: browsers on other computers can sign in only over HTTPS: add --tls-cert FILE --tls-key FILE or --acme DOMAIN (README: Deploy on the Internet)\n")
 	}
 	return url
 }

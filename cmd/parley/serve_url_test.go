@@ -1,9 +1,7 @@
 package main
 
 import (
-	"io"
 	"net"
-	"os"
 	"strings"
 	"testing"
 )
@@ -32,8 +30,9 @@ func TestServeURLNote(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var url string
-		out := captureStdout(t, func() { url = printServing(tcp, tc.publicHost, tc.https) })
+		var b strings.Builder
+		url := printServing(&b, tcp, tc.publicHost, tc.https)
+		out := b.String()
 		if url != tc.wantURL {
 			t.Errorf("%s (host %q, https %v): URL %s, want %s", tc.addr, tc.publicHost, tc.https, url, tc.wantURL)
 		}
@@ -44,20 +43,4 @@ func TestServeURLNote(t *testing.T) {
 			t.Errorf("%s (host %q, https %v): HTTPS note printed %v, want %v:\n%s", tc.addr, tc.publicHost, tc.https, got, tc.wantNote, out)
 		}
 	}
-}
-
-func captureStdout(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	done := make(chan string)
-	go func() { b, _ := io.ReadAll(r); done <- string(b) }()
-	f()
-	os.Stdout = old
-	w.Close()
-	return <-done
 }
