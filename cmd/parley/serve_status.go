@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +66,32 @@ type supernodeStatus struct {
 type statusSource struct {
 	started time.Time
 	srv     atomic.Pointer[signal.Server]
+
+	mu     sync.Mutex // guards mail, mailAt
+	mail   mailboxStatus
+	mailAt time.Time
+}
+
+// mailboxEvery is how often the status page reads the mail stream's
+// per-recipient counts (one subject per mailbox: not per page view).
+const mailboxEvery = 10 * time.Second
+
+// mailboxes is the mailbox status, read at most every mailboxEvery.
+func (s *statusSource) mailboxes(srv *signal.Server) mailboxStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mailAt.IsZero() && time.Since(s.mailAt) < mailboxEvery {
+		return s.mail
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if m, err := srv.MailboxStats(ctx); err != nil {
+		s.mail = mailboxStatus{Error: err.Error()}
+	} else {
+		s.mail = mailboxStatus{Messages: m.Messages, Bytes: m.Bytes, Mailboxes: m.Mailboxes, Largest: m.Largest, StoreBytes: m.StoreBytes, StoreBudget: m.Budget}
+	}
+	s.mailAt = time.Now()
+	return s.mail
 }
 
 func (s *statusSource) status() serverStatus {
@@ -77,13 +104,7 @@ func (s *statusSource) status() serverStatus {
 	st.OnlineUsers = c.Online
 	st.Counters = serveCounters{Connections: c.Connections, Logins: c.Logins, AuthFailures: c.AuthFailures, Replaced: c.Replaced,
 		BadFrames: c.BadFrames, RateLimited: c.RateLimited, Routed: c.Routed, Offline: c.Offline, SlowClients: c.SlowClients}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if m, err := srv.MailboxStats(ctx); err != nil {
-		st.Mailboxes.Error = err.Error()
-	} else {
-		st.Mailboxes = mailboxStatus{Messages: m.Messages, Bytes: m.Bytes, Mailboxes: m.Mailboxes, Largest: m.Largest, StoreBytes: m.StoreBytes, StoreBudget: m.Budget}
-	}
+	st.Mailboxes = s.mailboxes(srv)
 	for _, n := range srv.Supernodes() {
 		st.Supernodes = append(st.Supernodes, supernodeStatus{ID: n.ID, State: string(n.State), Reason: n.Reason, Mbps: n.Mbps, RTTms: n.RTTms, Sessions: n.Sessions, QUIC: n.QUIC})
 	}
